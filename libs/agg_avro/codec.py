@@ -1,0 +1,108 @@
+"""Avro single-object encoding (Avro specification, "Single-object encoding"):
+
+    C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema | binary body
+
+Any Avro implementation holding the ``.avsc`` files can decode these bytes: the fingerprint
+names the writer schema, the reader resolves it against its own version of the schema.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from agg_avro.catalogue import SchemaCatalogue, SchemaEntry, default_catalogue
+
+MARKER = b"\xc3\x01"
+HEADER_LENGTH = len(MARKER) + 8
+
+
+class AvroEncodeError(ValueError):
+    """A datum does not fit its schema (a bug in the producing code)."""
+
+
+class AvroDecodeError(ValueError):
+    """Bytes that cannot be decoded. ``reason`` is one of: ``not_single_object``,
+    ``unknown_fingerprint``, ``unknown_reader``, ``incompatible``, ``corrupt``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class AvroRecord(NamedTuple):
+    """A datum and the full name of its record schema."""
+
+    name: str
+    datum: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    name: str
+    """Full name of the schema the datum was read with."""
+    datum: dict[str, Any]
+    writer: SchemaEntry
+
+
+class AvroCodec:
+    def __init__(self, catalogue: SchemaCatalogue | None = None):
+        self.catalogue = catalogue or default_catalogue()
+
+    def encode(self, name: str, datum: Mapping[str, Any]) -> bytes:
+        entry = self.catalogue.current(name)
+        buf = io.BytesIO()
+        buf.write(MARKER)
+        buf.write(entry.fingerprint)
+        try:
+            # strict: a field the schema does not know, or a missing field without a
+            # default, is a bug in the producer and must not reach the wire silently.
+            schemaless_writer(buf, entry.parsed, datum, strict_allow_default=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise AvroEncodeError(f"{name}: {exc}") from exc
+        return buf.getvalue()
+
+    def encode_record(self, record: AvroRecord) -> bytes:
+        return self.encode(record.name, record.datum)
+
+    def writer_of(self, data: bytes) -> SchemaEntry:
+        if len(data) < HEADER_LENGTH or data[:2] != MARKER:
+            raise AvroDecodeError("not_single_object", "missing the C3 01 marker")
+        entry = self.catalogue.by_fingerprint(bytes(data[2:HEADER_LENGTH]))
+        if entry is None:
+            raise AvroDecodeError(
+                "unknown_fingerprint", f"writer schema {data[2:HEADER_LENGTH].hex()} not in catalogue"
+            )
+        return entry
+
+    def decode(self, data: bytes, reader: str | None = None) -> Decoded:
+        """Decode with the current schema of ``reader`` (default: the current version of the
+        writer's own record)."""
+        writer = self.writer_of(data)
+        reader_name = reader or writer.name
+        try:
+            reader_entry = self.catalogue.current(reader_name)
+        except KeyError:
+            if reader is not None:
+                raise AvroDecodeError("unknown_reader", reader) from None
+            reader_entry = writer
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LENGTH)
+        try:
+            if reader_entry.fingerprint == writer.fingerprint:
+                datum = schemaless_reader(buf, writer.parsed, None)
+            else:
+                datum = schemaless_reader(buf, writer.parsed, reader_entry.parsed)
+        except Exception as exc:  # fastavro raises several types for bad bytes
+            name = type(exc).__name__
+            reason = "incompatible" if "Schema" in name or "Resolution" in name else "corrupt"
+            raise AvroDecodeError(reason, f"{writer.name}: {exc}") from exc
+        if buf.tell() != len(data):
+            raise AvroDecodeError("corrupt", f"{len(data) - buf.tell()} trailing bytes")
+        if not isinstance(datum, dict):
+            raise AvroDecodeError("corrupt", "top-level datum is not a record")
+        return Decoded(name=reader_entry.name, datum=datum, writer=writer)
