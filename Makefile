@@ -1,0 +1,54 @@
+# Casino aggregator. `make run` and `make test` are the only set-up a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: deps system-deps up down status run test test-unit test-integration lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "[deps] installing Python packages into $(VENV) ..."
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+system-deps:
+	@bash deploy/local/install-system-deps.sh
+
+deps: system-deps $(STAMP)
+
+up: deps                ## start the local stack in the background (idempotent)
+	@$(BIN)/aggregator dev up
+
+down:                   ## stop what `make up` started
+	@if [ -x $(BIN)/aggregator ]; then $(BIN)/aggregator dev down; else echo "nothing was running"; fi
+
+status:                 ## what runs where
+	@$(BIN)/aggregator dev status
+
+run: up                 ## the main job on the local stack
+	@$(BIN)/aggregator dev status
+	@$(BIN)/aggregator topics ensure
+
+test: deps              ## every test, against real Kafka and PostgreSQL
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: deps
+	@$(BIN)/pytest tests/unit tests/compat $(PYTEST_ARGS)
+
+test-integration: deps
+	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+lint: deps
+	@$(BIN)/ruff check libs services tests
+	@$(BIN)/ruff format --check libs services tests
+	@$(BIN)/mypy libs services
+
+format: deps
+	@$(BIN)/ruff format libs services tests
+	@$(BIN)/ruff check --fix libs services tests
+
+clean: down
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,140 @@
+"""Typed settings of every service and tool.
+
+Each setting has an environment variable (``AGG_`` + its name in upper case), a default and
+the reason for that default in its description. Limits carry their unit last in the name
+(``..._ms``, ``..._bytes``, ``..._count_max``). Values are read, in order of precedence,
+from the environment, then from the connection file that ``aggregator dev up`` writes
+(``var/stack.env``), then from the defaults below.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agg_config.paths import repo_root, stack_env_file
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AGG_",
+        env_file=None,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- where things are -------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, comma-separated. Written by `aggregator dev up`.",
+    )
+    database_url: str = Field(
+        "postgresql://aggregator@127.0.0.1:5432/aggregator",
+        description="PostgreSQL connection URL (libpq form). Written by `aggregator dev up`.",
+    )
+    tenants_file: Path = Field(
+        default_factory=lambda: repo_root() / "deploy" / "local" / "aggregator.yaml",
+        description="YAML file with operators, providers and games.",
+    )
+
+    # --- topics ---------------------------------------------------------------------------
+    partition_count: int = Field(
+        12,
+        ge=1,
+        le=10_000,
+        description="Partitions of every co-partitioned topic. 12 divides evenly among 1, 2, 3, "
+        "4, 6 and 12 saga workers; it can only grow, and growing it re-keys players.",
+    )
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        le=7,
+        description="Replicas of every topic. 1 on the single-broker local stack; 3 in production.",
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        le=7,
+        description="min.insync.replicas of every topic. 1 locally; 2 in production so that an "
+        "acks=all write survives the loss of one broker.",
+    )
+    topic_prefix: str = Field(
+        "agg",
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="First segment of every topic name; lets several deployments share a cluster.",
+    )
+
+    # --- producers and consumers ----------------------------------------------------------
+    producer_linger_ms: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="Producer batching delay. 1 ms keeps callback latency low while still batching "
+        "under load.",
+    )
+    producer_request_timeout_ms: int = Field(
+        30_000,
+        ge=1000,
+        le=300_000,
+        description="How long a produce request may wait for acks=all before it is retried.",
+    )
+    consumer_session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        le=300_000,
+        description="Consumer group session timeout: how fast a dead worker's partitions move.",
+    )
+    admin_timeout_ms: int = Field(
+        30_000,
+        ge=1000,
+        le=300_000,
+        description="Bound on every admin (topic) request.",
+    )
+
+    # --- local stack ----------------------------------------------------------------------
+    kafka_version: str = Field(
+        "4.1.1",
+        pattern=r"^4\.\d+\.\d+$",
+        description="Apache Kafka release the local stack resolves from Maven Central (4.x, KRaft).",
+    )
+    dev_kafka_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Broker port of the local stack; 0 picks a free port on first start and keeps it.",
+    )
+    dev_postgres_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="PostgreSQL port of the local stack; 0 picks a free port on first start and keeps it.",
+    )
+    dev_kafka_heap_mb: int = Field(
+        768,
+        ge=256,
+        le=16_384,
+        description="Java heap of the local broker; enough for the benchmark on a 2-core machine.",
+    )
+    dev_start_timeout_ms: int = Field(
+        120_000,
+        ge=5_000,
+        le=900_000,
+        description="How long `dev up` waits for both servers to answer before giving up.",
+    )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and the local stack's connection file."""
+    env_file = stack_env_file()
+    kwargs: dict[str, object] = dict(overrides)
+    if env_file.is_file():
+        kwargs["_env_file"] = env_file
+    return Settings(**kwargs)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return load_settings()

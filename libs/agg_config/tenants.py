@@ -1,0 +1,195 @@
+"""The tenants file: operators, providers and games (``deploy/local/aggregator.yaml`` in dev).
+
+Loaded once at start-up and validated whole; every problem is reported with the path of the
+bad field (``operators[1].currencies[0]: ...``) so a wrong file never half-starts a service.
+Secrets are given inline (dev only) or as the name of an environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agg_domain.currency import is_currency
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,47}$"
+"""Tenant ids appear in topic names (``agg.wallet.commands.<operator_id>``) and keys, so they
+are restricted to characters every Kafka client and URL accepts without escaping."""
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+
+
+class TenantsError(ValueError):
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{source}: invalid tenants file\n  " + "\n  ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Secret(_Strict):
+    """An HMAC secret: inline ``value`` (development) or ``env`` naming a variable."""
+
+    value: str | None = Field(None, min_length=16)
+    env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Secret:
+        if (self.value is None) == (self.env is None):
+            raise ValueError("give exactly one of 'value' or 'env'")
+        return self
+
+    def reveal(self) -> bytes:
+        if self.value is not None:
+            return self.value.encode()
+        assert self.env is not None
+        found = os.environ.get(self.env)
+        if not found:
+            raise LookupError(f"secret variable {self.env} is not set")
+        return found.encode()
+
+
+class WalletConfig(_Strict):
+    mode: Literal["kafka", "http"] = "kafka"
+    url: str | None = Field(None, description="Seamless-wallet base URL (mode http).")
+    starting_balance: int = Field(
+        100_000,
+        ge=0,
+        le=2**63 - 1,
+        description="Balance in minor units the reference wallet gives a player it has not seen.",
+    )
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> WalletConfig:
+        if self.mode == "http" and not self.url:
+            raise ValueError("mode 'http' needs 'url'")
+        return self
+
+
+class Operator(_Strict):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    secret: Secret
+    currencies: list[str] = Field(min_length=1)
+    providers: list[Identifier] = Field(
+        min_length=1, description="Providers whose games this operator offers."
+    )
+    blocked_countries: list[CountryCode] = Field(
+        default_factory=list, description="Countries where this operator offers nothing."
+    )
+    wallet: WalletConfig = Field(default_factory=WalletConfig)
+
+    @field_validator("currencies")
+    @classmethod
+    def _iso_4217(cls, values: list[str]) -> list[str]:
+        for i, code in enumerate(values):
+            if not is_currency(code):
+                raise ValueError(f"[{i}] {code!r} is not an ISO 4217 currency code")
+        if len(set(values)) != len(values):
+            raise ValueError("listed twice")
+        return values
+
+
+class Provider(_Strict):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    secret: Secret
+    protocol: Literal["canonical-v1"] = "canonical-v1"
+    enabled: bool = True
+
+
+class Game(_Strict):
+    id: Identifier
+    provider: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    restricted_countries: list[CountryCode] = Field(
+        default_factory=list, description="Countries where the game may not be offered."
+    )
+
+
+class Tenants(_Strict):
+    operators: list[Operator] = Field(min_length=1)
+    providers: list[Provider] = Field(min_length=1)
+    games: list[Game] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Tenants:
+        problems: list[str] = []
+        for kind, items in (("operators", self.operators), ("providers", self.providers),
+                            ("games", self.games)):
+            seen: dict[str, int] = {}
+            for i, item in enumerate(items):
+                if item.id in seen:
+                    problems.append(f"{kind}[{i}].id: {item.id!r} repeats {kind}[{seen[item.id]}]")
+                seen[item.id] = i
+        provider_ids = {p.id for p in self.providers}
+        for i, op in enumerate(self.operators):
+            for j, pid in enumerate(op.providers):
+                if pid not in provider_ids:
+                    problems.append(f"operators[{i}].providers[{j}]: unknown provider {pid!r}")
+        for i, game in enumerate(self.games):
+            if game.provider not in provider_ids:
+                problems.append(f"games[{i}].provider: unknown provider {game.provider!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def operator(self, operator_id: str) -> Operator | None:
+        return next((o for o in self.operators if o.id == operator_id), None)
+
+    def provider(self, provider_id: str) -> Provider | None:
+        return next((p for p in self.providers if p.id == provider_id), None)
+
+    def game(self, game_id: str) -> Game | None:
+        return next((g for g in self.games if g.id == game_id), None)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _format(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        msg = re.sub(r"^(Value error|Assertion failed), ", "", e["msg"])
+        loc = _location(tuple(e["loc"]))
+        if e["type"] == "value_error" and "; " in msg and loc == "(top level)":
+            problems.extend(msg.split("; "))
+        else:
+            problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def parse_tenants(data: Any, source: str = "<tenants>") -> Tenants:
+    if not isinstance(data, dict):
+        raise TenantsError(source, ["(top level): expected a mapping with operators, providers, games"])
+    try:
+        return Tenants.model_validate(data)
+    except ValidationError as err:
+        raise TenantsError(source, _format(err)) from None
+
+
+def load_tenants(path: Path) -> Tenants:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TenantsError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TenantsError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_tenants(data, str(path))

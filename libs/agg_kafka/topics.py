@@ -1,0 +1,85 @@
+"""The topic catalogue: every topic of the design brief (section 4) with its partition count,
+replication factor and configuration. Pure data, derived from settings and tenants.
+
+All topics share one partition count: the ones the saga reads (requests, wallet replies) must
+be co-partitioned so that one worker owns each player on every input, and keeping the rest
+equal means a key lands on the same partition number everywhere, which makes tracing simple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    purpose: str = ""
+    co_partitioned: bool = True
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    prefix: str = "agg"
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}.requests"
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.prefix}.outcomes"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.deadletters"
+
+    def wallet_commands(self, operator_id: str) -> str:
+        return f"{self.prefix}.wallet.commands.{operator_id}"
+
+    def wallet_replies(self, operator_id: str) -> str:
+        return f"{self.prefix}.wallet.replies.{operator_id}"
+
+
+def catalogue(
+    operator_ids: Iterable[str],
+    *,
+    partitions: int,
+    replication_factor: int,
+    min_insync_replicas: int,
+    prefix: str = "agg",
+) -> list[TopicSpec]:
+    """Every topic the aggregator needs for these operators."""
+    if min_insync_replicas > replication_factor:
+        raise ValueError(
+            f"min.insync.replicas {min_insync_replicas} exceeds replication factor "
+            f"{replication_factor}: no acks=all write could ever succeed"
+        )
+    names = TopicNames(prefix)
+    durable = {"min.insync.replicas": str(min_insync_replicas), "cleanup.policy": "delete"}
+
+    def spec(name: str, retention_ms: int, purpose: str) -> TopicSpec:
+        configs = MappingProxyType({**durable, "retention.ms": str(retention_ms)})
+        return TopicSpec(name, partitions, replication_factor, configs, purpose)
+
+    topics = [
+        spec(names.requests, 7 * DAY_MS, "canonical provider requests (ingress -> saga)"),
+        spec(names.outcomes, 1 * DAY_MS, "saga decisions answered to ingress"),
+        spec(names.events, -1, "the journal: every domain event, kept forever"),
+        spec(names.dead_letters, -1, "messages no consumer could process, with the reason"),
+    ]
+    for op in sorted(set(operator_ids)):
+        topics.append(spec(names.wallet_commands(op), 7 * DAY_MS, f"wallet commands to {op}"))
+        topics.append(spec(names.wallet_replies(op), 7 * DAY_MS, f"wallet replies from {op}"))
+    return topics

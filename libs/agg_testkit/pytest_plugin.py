@@ -1,0 +1,62 @@
+"""pytest fixtures over :mod:`agg_testkit.servers`: ``servers``, ``kafka_bootstrap``,
+``database_url`` (session-scoped, real servers), ``catalogue_topics`` and ``settings``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agg_config.settings import Settings
+from agg_testkit.servers import Servers, provide
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    workdir: Path = tmp_path_factory.mktemp("stack")
+    with provide(workdir=workdir) as found:
+        print(
+            f"\n[servers] kafka={found.kafka_bootstrap} ({found.choice.kafka}), "
+            f"postgres ({found.choice.postgres}); {found.choice.reason}",
+            file=sys.stderr,
+        )
+        yield found
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(servers: Servers) -> str:
+    return servers.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: Servers) -> str:
+    return servers.database_url
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Servers) -> Settings:
+    """Settings pointing at the test servers (nothing read from var/stack.env)."""
+    return Settings(kafka_bootstrap=servers.kafka_bootstrap, database_url=servers.database_url)
+
+
+@pytest.fixture(scope="session")
+def catalogue_topics(settings: Settings) -> list[str]:
+    """Every topic of the catalogue for the dev tenants, created on the test broker."""
+    from agg_config.tenants import load_tenants
+    from agg_kafka.admin import ensure_topics
+    from agg_kafka.topics import catalogue
+
+    tenants = load_tenants(settings.tenants_file)
+    specs = catalogue(
+        [o.id for o in tenants.operators],
+        partitions=settings.partition_count,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+        prefix=settings.topic_prefix,
+    )
+    report = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs))
+    assert report.ok, report.lines()
+    return [s.name for s in specs]

@@ -1,0 +1,150 @@
+"""``aggregator``: one entry point for every service and tool.
+
+    aggregator dev up|down|status     the local stack of real servers
+    aggregator topics ensure|list     the topic catalogue on the configured broker
+    aggregator schemas list|check|freeze
+    aggregator config check           validate settings and the tenants file
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from agg_config.paths import state_dir
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from agg_config.settings import load_settings
+
+    return load_settings()
+
+
+def _specs(settings):  # type: ignore[no-untyped-def]
+    from agg_config.tenants import load_tenants
+    from agg_kafka.topics import catalogue
+
+    tenants = load_tenants(settings.tenants_file)
+    return catalogue(
+        [o.id for o in tenants.operators],
+        partitions=settings.partition_count,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+        prefix=settings.topic_prefix,
+    )
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from agg_devstack.kafka import StackError
+    from agg_devstack.stack import LocalStack
+
+    stack = LocalStack(state_dir(), _settings())
+    try:
+        if args.action == "up":
+            started = time.monotonic()
+            info = stack.up()
+            print(f"kafka     {info.kafka_bootstrap}  (pid {info.kafka_pid})")
+            print(f"postgres  {info.database_url.split('@')[-1]}  (pid {info.postgres_pid})")
+            print(f"settings  {stack.env_file}")
+            print(f"ready in  {time.monotonic() - started:.1f}s")
+        elif args.action == "down":
+            stopped = stack.down()
+            print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+        else:
+            status = stack.status()
+            if args.json:
+                print(json.dumps(status, indent=2))
+            else:
+                for name, s in status.items():
+                    where = s.get("bootstrap") or (f"127.0.0.1:{s['port']}" if s.get("port") else "-")
+                    state = f"running (pid {s['pid']})" if s["running"] else "stopped"
+                    print(f"{name:<9} {state:<22} {where:<22} log {s['log']}")
+            return 0 if all(s["running"] for s in status.values()) else 3
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    settings = _settings()
+    specs = _specs(settings)
+    if args.action == "list":
+        for s in specs:
+            configs = ",".join(f"{k}={v}" for k, v in sorted(s.configs.items()))
+            print(f"{s.name:<36} p={s.partitions:<3} rf={s.replication_factor} {configs}  # {s.purpose}")
+        return 0
+    from agg_kafka.admin import ensure_topics
+
+    report = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs, settings.admin_timeout_ms))
+    for line in report.lines():
+        print(line)
+    if not report.ok:
+        print(
+            f"{len(report.differences)} topic(s) differ from the catalogue; nothing was changed",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from agg_avro.cli import main_schemas
+
+    return main_schemas(args.rest)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from agg_config.tenants import TenantsError, load_tenants
+
+    try:
+        settings = _settings()
+        tenants = load_tenants(settings.tenants_file)
+    except (TenantsError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"tenants file {settings.tenants_file}: {len(tenants.operators)} operators, "
+          f"{len(tenants.providers)} providers, {len(tenants.games)} games")  # fmt: skip
+    if args.show:
+        for name, field in type(settings).model_fields.items():
+            print(f"  AGG_{name.upper():<32} = {getattr(settings, name)!s:<24} # {field.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aggregator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="local stack of real servers (Kafka KRaft + PostgreSQL)")
+    dev.add_argument("action", choices=["up", "down", "status"])
+    dev.add_argument("--json", action="store_true", help="status as JSON")
+    dev.set_defaults(func=cmd_dev)
+
+    topics = sub.add_parser("topics", help="the topic catalogue")
+    topics.add_argument("action", choices=["ensure", "list"])
+    topics.set_defaults(func=cmd_topics)
+
+    schemas = sub.add_parser("schemas", help="Avro schemas: list, check, freeze", add_help=False)
+    schemas.add_argument("rest", nargs=argparse.REMAINDER)
+    schemas.set_defaults(func=cmd_schemas)
+
+    config = sub.add_parser("config", help="validate settings and the tenants file")
+    config.add_argument("action", choices=["check"])
+    config.add_argument("--show", action="store_true", help="print every setting with its reason")
+    config.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

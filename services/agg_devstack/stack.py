@@ -1,0 +1,152 @@
+"""``aggregator dev up|down|status``: the local stack of real servers.
+
+``up`` starts what is not running, waits until both servers answer, creates the topics of
+the catalogue, and writes the connection settings to ``<state dir>/stack.env``, which every
+service and test reads. Running it again changes nothing. ``down`` stops only the processes
+whose pid files it wrote, after checking each pid still belongs to that server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agg_config.settings import Settings
+from agg_config.tenants import load_tenants
+from agg_devstack.kafka import KafkaServer, StackError
+from agg_devstack.postgres import PostgresServer
+from agg_kafka.admin import ensure_topics
+from agg_kafka.topics import catalogue
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    kafka_bootstrap: str
+    database_url: str
+    kafka_pid: int
+    postgres_pid: int
+    started_in_s: float
+
+
+class LocalStack:
+    def __init__(self, root: Path, settings: Settings, *, create_topics: bool = True):
+        self.root = root
+        self.settings = settings
+        self.create_topics = create_topics
+        self.kafka = KafkaServer(
+            root / "kafka",
+            version=settings.kafka_version,
+            port=settings.dev_kafka_port,
+            heap_mb=settings.dev_kafka_heap_mb,
+        )
+        self.postgres = PostgresServer(root / "postgres", port=settings.dev_postgres_port)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "stack.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "stack.env"
+
+    def _remembered(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def up(self) -> StackInfo:
+        started = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        remembered = self._remembered()
+        timeout_s = self.settings.dev_start_timeout_ms / 1000
+        ports = remembered.get("kafka_ports")
+        kafka_pid = self.kafka.start(tuple(ports) if ports else None, timeout_s)  # type: ignore[arg-type]
+        if not self.kafka.port:
+            self.kafka.port, self.kafka.controller_port = ports
+        pg_pid = self.postgres.start(remembered.get("postgres_port"), timeout_s)
+        if not self.postgres.port:
+            self.postgres.port = remembered["postgres_port"]
+        self.state_file.write_text(
+            json.dumps(
+                {
+                    "kafka_ports": [self.kafka.port, self.kafka.controller_port],
+                    "postgres_port": self.postgres.port,
+                    "kafka_version": self.settings.kafka_version,
+                },
+                indent=2,
+            )
+        )
+        info = StackInfo(
+            kafka_bootstrap=self.kafka.bootstrap,
+            database_url=self.postgres.url(),
+            kafka_pid=kafka_pid,
+            postgres_pid=pg_pid,
+            started_in_s=time.monotonic() - started,
+        )
+        tmp = self.env_file.with_suffix(".tmp")
+        tmp.write_text(
+            "# written by `aggregator dev up`; read by every service and test\n"
+            f"AGG_KAFKA_BOOTSTRAP={info.kafka_bootstrap}\n"
+            f"AGG_DATABASE_URL={info.database_url}\n"
+        )
+        tmp.chmod(0o600)
+        tmp.replace(self.env_file)
+        if self.create_topics:
+            self.ensure_topics(info.kafka_bootstrap)
+        return info
+
+    def ensure_topics(self, bootstrap: str) -> list[str]:
+        tenants = load_tenants(self.settings.tenants_file)
+        specs = catalogue(
+            [o.id for o in tenants.operators],
+            partitions=self.settings.partition_count,
+            replication_factor=self.settings.replication_factor,
+            min_insync_replicas=self.settings.min_insync_replicas,
+            prefix=self.settings.topic_prefix,
+        )
+        report = asyncio.run(ensure_topics(bootstrap, specs, self.settings.admin_timeout_ms))
+        return report.lines()
+
+    def down(self) -> list[str]:
+        """Stop what ``up`` started; return what was stopped."""
+        stopped = []
+        errors = []
+        for name, server in (("kafka", self.kafka), ("postgres", self.postgres)):
+            try:
+                if server.stop():
+                    stopped.append(name)
+            except StackError as exc:
+                errors.append(f"{name}: {exc}")
+        self.env_file.unlink(missing_ok=True)
+        if errors:
+            raise StackError("; ".join(errors))
+        return stopped
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        remembered = self._remembered()
+        kafka_pid = self.kafka.pid()
+        pg_pid = self.postgres.pid()
+        ports = remembered.get("kafka_ports") or [None, None]
+        return {
+            "kafka": {
+                "running": kafka_pid is not None,
+                "pid": kafka_pid,
+                "bootstrap": f"127.0.0.1:{ports[0]}" if ports[0] else None,
+                "version": remembered.get("kafka_version"),
+                "data": str(self.kafka.data_dir),
+                "log": str(self.kafka.log_dir / "server.log"),
+            },
+            "postgres": {
+                "running": pg_pid is not None,
+                "pid": pg_pid,
+                "port": remembered.get("postgres_port"),
+                "data": str(self.postgres.data_dir),
+                "log": str(self.postgres.log_file),
+            },
+        }
