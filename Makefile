@@ -25,8 +25,8 @@ up: deps                ## start the local stack in the background (idempotent)
 down:                   ## stop what `make up` started
 	@if [ -x $(BIN)/aggregator ]; then $(BIN)/aggregator dev down; else echo "nothing was running"; fi
 
-status:                 ## what runs where
-	@$(BIN)/aggregator dev status
+status:                 ## what runs where (`aggregator dev status` exits 3 when not all runs)
+	@if [ -x $(BIN)/aggregator ]; then $(BIN)/aggregator dev status || true; else echo "not installed: run make up"; fi
 
 run: up                 ## the main job on the local stack
 	@$(BIN)/aggregator dev status
