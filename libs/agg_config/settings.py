@@ -98,19 +98,22 @@ class Settings(BaseSettings):
     kafka_version: str = Field(
         "4.1.1",
         pattern=r"^4\.\d+\.\d+$",
-        description="Apache Kafka release the local stack resolves from Maven Central (4.x, KRaft).",
+        description="Apache Kafka release the local stack resolves from Maven Central "
+        "(4.x, KRaft).",
     )
     dev_kafka_port: int = Field(
         0,
         ge=0,
         le=65535,
-        description="Broker port of the local stack; 0 picks a free port on first start and keeps it.",
+        description="Broker port of the local stack; 0 picks a free port on first start "
+        "and keeps it.",
     )
     dev_postgres_port: int = Field(
         0,
         ge=0,
         le=65535,
-        description="PostgreSQL port of the local stack; 0 picks a free port on first start and keeps it.",
+        description="PostgreSQL port of the local stack; 0 picks a free port on first "
+        "start and keeps it.",
     )
     dev_kafka_heap_mb: int = Field(
         768,

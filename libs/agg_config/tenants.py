@@ -123,13 +123,17 @@ class Tenants(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Tenants:
         problems: list[str] = []
-        for kind, items in (("operators", self.operators), ("providers", self.providers),
-                            ("games", self.games)):
+        id_lists = {
+            "operators": [o.id for o in self.operators],
+            "providers": [p.id for p in self.providers],
+            "games": [g.id for g in self.games],
+        }
+        for kind, ids in id_lists.items():
             seen: dict[str, int] = {}
-            for i, item in enumerate(items):
-                if item.id in seen:
-                    problems.append(f"{kind}[{i}].id: {item.id!r} repeats {kind}[{seen[item.id]}]")
-                seen[item.id] = i
+            for i, item_id in enumerate(ids):
+                if item_id in seen:
+                    problems.append(f"{kind}[{i}].id: {item_id!r} repeats {kind}[{seen[item_id]}]")
+                seen[item_id] = i
         provider_ids = {p.id for p in self.providers}
         for i, op in enumerate(self.operators):
             for j, pid in enumerate(op.providers):
@@ -176,7 +180,9 @@ def _format(err: ValidationError) -> list[str]:
 
 def parse_tenants(data: Any, source: str = "<tenants>") -> Tenants:
     if not isinstance(data, dict):
-        raise TenantsError(source, ["(top level): expected a mapping with operators, providers, games"])
+        raise TenantsError(
+            source, ["(top level): expected a mapping with operators, providers, games"]
+        )
     try:
         return Tenants.model_validate(data)
     except ValidationError as err:

@@ -36,7 +36,9 @@ class EnsureReport:
         return out
 
 
-async def describe(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, dict[str, object]]:
+async def describe(
+    admin: AIOKafkaAdminClient, names: Sequence[str]
+) -> dict[str, dict[str, object]]:
     """Partition count, replication factor and the catalogue's configs of existing topics."""
     existing = set(await admin.list_topics())
     wanted = [n for n in names if n in existing]
@@ -46,7 +48,11 @@ async def describe(admin: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str
     for meta in await admin.describe_topics(wanted):
         partitions = meta["partitions"]
         rf = max((len(p["replicas"]) for p in partitions), default=0)
-        out[meta["topic"]] = {"partitions": len(partitions), "replication_factor": rf, "configs": {}}
+        out[meta["topic"]] = {
+            "partitions": len(partitions),
+            "replication_factor": rf,
+            "configs": {},
+        }
     responses = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, n) for n in wanted]
     )

@@ -122,7 +122,9 @@ def provide(
         kafka = env.get("AGG_KAFKA_BOOTSTRAP", "").strip()
         database = env.get("AGG_DATABASE_URL", "").strip()
         if "local" in (choice.kafka, choice.postgres):
-            root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agg-stack-")))
+            root = workdir or Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="agg-stack-"))
+            )
             local_kafka, local_db = stack.enter_context(_local_stack(root))
             kafka = kafka if choice.kafka == "environment" else local_kafka
             database = database if choice.postgres == "environment" else local_db

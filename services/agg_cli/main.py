@@ -1,9 +1,9 @@
 """``aggregator``: one entry point for every service and tool.
 
-    aggregator dev up|down|status     the local stack of real servers
-    aggregator topics ensure|list     the topic catalogue on the configured broker
-    aggregator schemas list|check|freeze
-    aggregator config check           validate settings and the tenants file
+aggregator dev up|down|status     the local stack of real servers
+aggregator topics ensure|list     the topic catalogue on the configured broker
+aggregator schemas list|check|freeze
+aggregator config check           validate settings and the tenants file
 """
 
 from __future__ import annotations
@@ -13,17 +13,22 @@ import asyncio
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from agg_config.paths import state_dir
 
+if TYPE_CHECKING:
+    from agg_config.settings import Settings
+    from agg_kafka.topics import TopicSpec
 
-def _settings():  # type: ignore[no-untyped-def]
+
+def _settings() -> Settings:
     from agg_config.settings import load_settings
 
     return load_settings()
 
 
-def _specs(settings):  # type: ignore[no-untyped-def]
+def _specs(settings: Settings) -> list[TopicSpec]:
     from agg_config.tenants import load_tenants
     from agg_kafka.topics import catalogue
 
@@ -59,7 +64,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 print(json.dumps(status, indent=2))
             else:
                 for name, s in status.items():
-                    where = s.get("bootstrap") or (f"127.0.0.1:{s['port']}" if s.get("port") else "-")
+                    where = s.get("bootstrap") or (
+                        f"127.0.0.1:{s['port']}" if s.get("port") else "-"
+                    )
                     state = f"running (pid {s['pid']})" if s["running"] else "stopped"
                     print(f"{name:<9} {state:<22} {where:<22} log {s['log']}")
             return 0 if all(s["running"] for s in status.values()) else 3
@@ -75,7 +82,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
     if args.action == "list":
         for s in specs:
             configs = ",".join(f"{k}={v}" for k, v in sorted(s.configs.items()))
-            print(f"{s.name:<36} p={s.partitions:<3} rf={s.replication_factor} {configs}  # {s.purpose}")
+            print(
+                f"{s.name:<36} p={s.partitions:<3} rf={s.replication_factor} "
+                f"{configs}  # {s.purpose}"
+            )
         return 0
     from agg_kafka.admin import ensure_topics
 
@@ -112,13 +122,18 @@ def cmd_config(args: argparse.Namespace) -> int:
           f"{len(tenants.providers)} providers, {len(tenants.games)} games")  # fmt: skip
     if args.show:
         for name, field in type(settings).model_fields.items():
-            print(f"  AGG_{name.upper():<32} = {getattr(settings, name)!s:<24} # {field.description}")
+            print(
+                f"  AGG_{name.upper():<32} = {getattr(settings, name)!s:<24} # {field.description}"
+            )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aggregator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="aggregator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="local stack of real servers (Kafka KRaft + PostgreSQL)")

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from agg_config.paths import cache_dir, repo_root
+from agg_config.paths import repo_root
+from agg_devstack.maven import MavenError, resolve
 from agg_devstack.process import (
     alive,
     free_port,
@@ -35,39 +34,13 @@ class StackError(RuntimeError):
     """The local stack could not be brought to the asked state; the message says why."""
 
 
-def _say(msg: str) -> None:
-    print(f"[dev] {msg}", file=sys.stderr, flush=True)
-
-
 def resolve_jars(version: str) -> Path:
     """Directory holding every jar the broker and its tools need (resolved once, then reused)."""
-    target = cache_dir() / f"kafka-{version}" / "lib"
-    if (target / ".complete").is_file():
-        return target
-    if shutil.which("mvn") is None:
-        raise StackError("Maven (mvn) is needed once to fetch the Kafka jars; install it")
     pom = repo_root() / "deploy" / "local" / "kafka" / "pom.xml"
-    staging = target.parent / f"lib.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    _say(f"resolving Apache Kafka {version} jars from Maven Central (first run only) ...")
-    proc = subprocess.run(
-        ["mvn", "-B", "-q", "-f", str(pom), f"-Dkafka.version={version}",
-         "dependency:copy-dependencies", "-DincludeScope=runtime",
-         f"-DoutputDirectory={staging}"],
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StackError(f"mvn failed to resolve Kafka {version}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
-    jars = list(staging.glob("*.jar"))
-    if not any(j.name.startswith("kafka_2.13-") for j in jars):
-        raise StackError(f"mvn finished but no kafka_2.13 jar in {staging}")
-    (staging / ".complete").write_text(f"{len(jars)} jars\n")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    _say(f"cached {len(jars)} jars in {target}")
-    return target
+    try:
+        return resolve(pom, f"kafka-{version}", {"kafka.version": version}, "kafka_2.13-")
+    except MavenError as exc:
+        raise StackError(str(exc)) from None
 
 
 @dataclass
@@ -243,7 +216,7 @@ async def _broker_ready(bootstrap: str) -> bool:
         await asyncio.wait_for(admin.start(), 5)
         cluster = await asyncio.wait_for(admin.describe_cluster(), 5)
         return bool(cluster.get("brokers"))
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         await admin.close()

@@ -92,10 +92,11 @@ class PostgresServer:
         kwargs: dict[str, object] = {}
         if owner is not None:
             kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-        return subprocess.run(
+        proc: subprocess.CompletedProcess[str] = subprocess.run(
             args, capture_output=True, text=True, timeout=timeout_s, check=False,
             cwd=self.root, stdin=subprocess.DEVNULL, **kwargs,  # type: ignore[call-overload]
         )  # fmt: skip
+        return proc
 
     def _prepare(self, bindir: Path) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,9 @@ class PostgresServer:
         bindir = find_bindir()
         if not self.port:
             self.port = (
-                remembered_port if remembered_port and port_is_free(remembered_port) else free_port()
+                remembered_port
+                if remembered_port and port_is_free(remembered_port)
+                else free_port()
             )
         if not port_is_free(self.port):
             raise StackError(f"port {self.port} for PostgreSQL is taken by another process")
@@ -158,7 +161,9 @@ class PostgresServer:
                 f"PostgreSQL did not start:\n{proc.stdout}{proc.stderr}\n{tail(self.log_file)}"
             )
         if not wait_until(self._answers, timeout_s, 0.3):
-            raise StackError(f"PostgreSQL does not answer on port {self.port}:\n{tail(self.log_file)}")
+            raise StackError(
+                f"PostgreSQL does not answer on port {self.port}:\n{tail(self.log_file)}"
+            )
         self._create_database()
         pid = self.pid()
         if pid is None:
@@ -189,7 +194,9 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(**self._connect_params("postgres"), autocommit=True) as conn:  # type: ignore[arg-type]
-            exists = conn.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone()
+            exists = conn.execute(
+                "select 1 from pg_database where datname = %s", (DATABASE,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'create database "{DATABASE}"')
 
@@ -197,7 +204,9 @@ class PostgresServer:
         if self.pid() is None:
             return False
         bindir = find_bindir()
-        proc = self._run([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+        proc = self._run(
+            [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+        )
         if proc.returncode != 0:
             raise StackError(f"pg_ctl stop failed:\n{proc.stdout}{proc.stderr}")
         return True

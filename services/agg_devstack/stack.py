@@ -66,9 +66,10 @@ class LocalStack:
         remembered = self._remembered()
         timeout_s = self.settings.dev_start_timeout_ms / 1000
         ports = remembered.get("kafka_ports")
-        kafka_pid = self.kafka.start(tuple(ports) if ports else None, timeout_s)  # type: ignore[arg-type]
-        if not self.kafka.port:
-            self.kafka.port, self.kafka.controller_port = ports
+        known = (int(ports[0]), int(ports[1])) if ports else None
+        kafka_pid = self.kafka.start(known, timeout_s)
+        if not self.kafka.port and known:
+            self.kafka.port, self.kafka.controller_port = known
         pg_pid = self.postgres.start(remembered.get("postgres_port"), timeout_s)
         if not self.postgres.port:
             self.postgres.port = remembered["postgres_port"]

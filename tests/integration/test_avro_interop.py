@@ -22,12 +22,14 @@ import avro.schema
 import pytest
 
 from agg_avro import AvroCodec
-from agg_config.paths import schemas_dir
+from agg_config.paths import repo_root, schemas_dir
 from agg_config.settings import Settings
+from agg_devstack.maven import resolve
 from agg_kafka.clients import make_consumer, make_producer, player_key
 from tests.integration.helpers import create_topic, unique
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
+JAVA = shutil.which("java") or "java"
 pytestmark = pytest.mark.skipif(
     KCAT is None, reason="kcat is not installed (make deps installs it with apt-get)"
 )
@@ -154,6 +156,59 @@ def test_our_bytes_read_by_kcat_and_decoded_by_apache_avro(settings: Settings) -
         decoded_name, decoded = _apache_decode(value, schemas)
         assert decoded_name == name
         assert decoded == datum
+
+
+def _java_decode(paths: list[Path]) -> list[tuple[str, dict]]:
+    """Decode message files with the Apache Avro Java library (the reference implementation)."""
+    interop = repo_root() / "tests" / "interop_java"
+    jars = resolve(interop / "pom.xml", "avro-java-1.12.1", must_have_prefix="avro-1.")
+    proc = subprocess.run(
+        [JAVA, "-cp", f"{jars}/*", str(interop / "AvroDecode.java"), str(schemas_dir()),
+         *map(str, paths)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    out = []
+    for line in proc.stdout.splitlines():
+        name, _, record = line.partition("\t")
+        out.append((name, json.loads(record)))
+    return out
+
+
+def _as_java_json(datum: dict) -> dict:
+    """How GenericRecord.toString() shows a datum read without logical-type conversions."""
+    return {
+        k: int(v.timestamp() * 1000) if isinstance(v, datetime) else v for k, v in datum.items()
+    }
+
+
+@pytest.mark.skipif(shutil.which("java") is None or shutil.which("mvn") is None,
+                    reason="needs java and mvn for the Apache Avro Java library")  # fmt: skip
+def test_our_bytes_from_the_topic_decode_with_apache_avro_java(
+    settings: Settings, tmp_path: Path
+) -> None:
+    topic = unique("it.interop-java")
+    create_topic(settings.kafka_bootstrap, topic, partitions=1)
+    codec = AvroCodec()
+
+    async def produce() -> None:
+        producer = make_producer(settings, client_id="interop-java")
+        await producer.start()
+        try:
+            for name, datum in EVENTS:
+                await producer.send_and_wait(topic, codec.encode(name, datum), key=b"k")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    paths = []
+    for i, (_key, value) in enumerate(_kcat_consume(settings.kafka_bootstrap, topic, len(EVENTS))):
+        path = tmp_path / f"m{i}.bin"
+        path.write_bytes(value)
+        paths.append(path)
+    decoded = _java_decode(paths)
+    assert [name for name, _ in decoded] == [name for name, _ in EVENTS]
+    for (_, got), (_, datum) in zip(decoded, EVENTS, strict=True):
+        assert got == _as_java_json(datum)
 
 
 def test_apache_avro_bytes_produced_by_kcat_are_read_by_us(

@@ -32,7 +32,11 @@ def table(database_url: str):
 
 
 def test_integer_money_round_trips_exactly(database_url: str, table: str) -> None:
-    rows = [("tx-0", "p-1", 0, "EUR"), ("tx-1", "p-1", 1, "EUR"), ("tx-max", "p-2", MAX_AMOUNT, "JPY")]
+    rows = [
+        ("tx-0", "p-1", 0, "EUR"),
+        ("tx-1", "p-1", 1, "EUR"),
+        ("tx-max", "p-2", MAX_AMOUNT, "JPY"),
+    ]
     with psycopg.connect(database_url) as conn:
         with conn.cursor() as cur:
             cur.executemany(f"insert into {table} values (%s, %s, %s, %s)", rows)
