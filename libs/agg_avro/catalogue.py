@@ -40,8 +40,8 @@ class SchemaEntry:
 
 
 def _entry(raw: Mapping[str, Any], version: int | None) -> SchemaEntry:
-    parsed = parse_schema(dict(raw))
-    name = parsed["name"]
+    parsed: Any = parse_schema(dict(raw))
+    name: str = parsed["name"]
     return SchemaEntry(
         name=name,
         version=version,
@@ -66,7 +66,11 @@ class SchemaCatalogue:
             if entry.name in self._current:
                 raise CatalogueError(f"schema {entry.name} is defined twice")
             frozen = next(
-                (e for e in self._history.get(entry.name, []) if e.fingerprint == entry.fingerprint),
+                (
+                    e
+                    for e in self._history.get(entry.name, [])
+                    if e.fingerprint == entry.fingerprint
+                ),
                 None,
             )
             if frozen is not None:
@@ -77,9 +81,7 @@ class SchemaCatalogue:
     def _register_fingerprint(self, entry: SchemaEntry) -> None:
         known = self._by_fingerprint.get(entry.fingerprint)
         if known is not None and known.canonical != entry.canonical:
-            raise CatalogueError(
-                f"fingerprint collision between {known.name} and {entry.name}"
-            )
+            raise CatalogueError(f"fingerprint collision between {known.name} and {entry.name}")
         if known is None or (entry.version or 0) > (known.version or 0):
             self._by_fingerprint[entry.fingerprint] = entry
 

@@ -8,12 +8,14 @@ names the writer schema, the reader resolves it against its own version of the s
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
 
 from agg_avro.catalogue import SchemaCatalogue, SchemaEntry, default_catalogue
 
@@ -54,7 +56,16 @@ class AvroCodec:
         self.catalogue = catalogue or default_catalogue()
 
     def encode(self, name: str, datum: Mapping[str, Any]) -> bytes:
+        """Encode ``datum`` with the current schema of ``name``, or raise AvroEncodeError.
+
+        Only a datum that fits the schema exactly is encoded: fastavro's writer on its own
+        would truncate a float written as a long (5.9 becomes 5), write True as 1, and
+        encode a naive datetime in the local time zone of the host.
+        """
         entry = self.catalogue.current(name)
+        naive = _naive_datetime(datum)
+        if naive is not None:
+            raise AvroEncodeError(f"{name}: naive datetime {naive} has no defined instant")
         buf = io.BytesIO()
         buf.write(MARKER)
         buf.write(entry.fingerprint)
@@ -62,7 +73,17 @@ class AvroCodec:
             # strict: a field the schema does not know, or a missing field without a
             # default, is a bug in the producer and must not reach the wire silently.
             schemaless_writer(buf, entry.parsed, datum, strict_allow_default=True)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # The types, which the writer coerces; checked second because the writer's
+            # messages for missing and unknown fields are the clearer ones.
+            validate(datum, entry.parsed, raise_errors=True)
+        except (
+            ValidationError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            OverflowError,
+        ) as exc:
             raise AvroEncodeError(f"{name}: {exc}") from exc
         return buf.getvalue()
 
@@ -75,7 +96,8 @@ class AvroCodec:
         entry = self.catalogue.by_fingerprint(bytes(data[2:HEADER_LENGTH]))
         if entry is None:
             raise AvroDecodeError(
-                "unknown_fingerprint", f"writer schema {data[2:HEADER_LENGTH].hex()} not in catalogue"
+                "unknown_fingerprint",
+                f"writer schema {data[2:HEADER_LENGTH].hex()} not in catalogue",
             )
         return entry
 
@@ -106,3 +128,14 @@ class AvroCodec:
         if not isinstance(datum, dict):
             raise AvroDecodeError("corrupt", "top-level datum is not a record")
         return Decoded(name=reader_entry.name, datum=datum, writer=writer)
+
+
+def _naive_datetime(value: Any) -> dt.datetime | None:
+    """The first datetime without a time zone anywhere in ``value``, or None."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo is None else None
+    if isinstance(value, Mapping):
+        value = value.values()
+    elif not isinstance(value, list | tuple):
+        return None
+    return next((n for item in value if (n := _naive_datetime(item)) is not None), None)

@@ -17,7 +17,7 @@ from agg_avro.codec import AvroCodec, AvroRecord
 CODEC_NAME = "agg-avro"
 
 
-class AvroFaustCodec(Codec):  # type: ignore[misc]
+class AvroFaustCodec(Codec):
     def __init__(self, codec: AvroCodec | None = None, schema: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self._codec = codec or AvroCodec()
