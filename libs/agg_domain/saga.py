@@ -1,0 +1,822 @@
+"""The per-player saga: the only place that decides.
+
+``decide(state, message, now_ms, config) -> Decision(state, outputs)`` is a pure function:
+no Kafka, HTTP, database or clock. ``now_ms`` is passed in; the shell around it loads the
+player's state, calls it for each request, wallet reply or timer tick, stores the new state
+and sends the outputs (wallet commands, answers to providers, journal events), all with ids
+derived from their causes so that re-processing after a crash repeats them exactly.
+
+Rules (design brief, section 3):
+- idempotency per provider transaction id: an exact duplicate gets the original answer (or
+  waits with the original while it is pending); the same id with other content is
+  DUPLICATE_CONFLICT and changes nothing;
+- rollback: of an accepted bet refunds it once (a CANCEL of its debit); of a rejected bet is
+  an OK no-op; of an unknown bet records a tombstone and answers OK, and that bet arriving
+  later is refused with BET_ROLLED_BACK; of a pending bet is applied when the debit resolves;
+- a debit without a reply by its deadline is answered RETRY_LATER and compensated with a
+  CANCEL that is resent until acknowledged; a retry of the bet after the cancel is
+  acknowledged is a new debit attempt with a new command id;
+- credits (wins) and refunds are owed money: resent with capped exponential backoff until
+  the wallet acknowledges them, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from agg_domain.ids import derive_id
+from agg_domain.statuses import REFUSAL_FOR_REPLY, Action, CommandKind, ReplyStatus, Status
+
+MAX_AMOUNT = 2**63 - 1
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SagaConfig:
+    wallet_timeout_ms: int = 1_500
+    """A debit unanswered this long is compensated; below the ingress's 2 s answer wait so
+    the provider hears RETRY_LATER from the saga, with the state already decided."""
+    retry_backoff_initial_ms: int = 500
+    retry_backoff_max_ms: int = 60_000
+    settled_retention_ms: int = 30 * 24 * 3600 * 1000
+    """How long a settled transaction is remembered for idempotency. A duplicate arriving
+    later than this would be processed as new, so it must exceed any provider's retry span."""
+
+    def backoff_ms(self, attempt: int) -> int:
+        """Delay before resend number ``attempt`` (1-based), doubling up to the cap."""
+        return min(self.retry_backoff_max_ms, self.retry_backoff_initial_ms << min(attempt - 1, 20))
+
+
+# --- inputs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """A canonical provider request, already authenticated and validated by ingress."""
+
+    request_id: str
+    correlation_id: str
+    provider_id: str
+    operator_id: str
+    player_id: str
+    action: Action
+    currency: str
+    received_at_ms: int
+    transaction_id: str | None = None
+    reference_transaction_id: str | None = None
+    round_id: str | None = None
+    game_id: str | None = None
+    amount: int | None = None
+    round_closed: bool = False
+    reply_to: str | None = None
+    reply_partition: int | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    command_id: str
+    status: ReplyStatus
+    balance: int | None
+    currency: str
+    replied_at_ms: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A timer: deadlines and resends due at ``now_ms`` are acted on."""
+
+
+Message = Request | Reply | Tick
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    command_id: str
+    correlation_id: str
+    kind: CommandKind
+    amount: int
+    currency: str
+    provider_id: str
+    transaction_id: str | None
+    round_id: str | None
+    game_id: str | None
+    reference_command_id: str | None
+    issued_at_ms: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    request: Request
+    status: Status
+    balance: int | None
+    currency: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """A journal event; ``name`` is the record name under ``casino.agg.events``."""
+
+    name: str
+    event_id: str
+    correlation_id: str
+    provider_id: str
+    fields: Mapping[str, object]
+
+
+Output = Command | Answer | Event
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+class TxnState(StrEnum):
+    PENDING = "PENDING"
+    """Wallet command sent, no final reply yet."""
+    ACCEPTED = "ACCEPTED"
+    """Bet debited / win credited / refund done."""
+    REJECTED = "REJECTED"
+    """Refused, no money moved (final)."""
+    COMPENSATING = "COMPENSATING"
+    """Bet whose debit timed out (or failed): CANCEL sent, not yet acknowledged."""
+    COMPENSATED = "COMPENSATED"
+    """Bet whose cancel is acknowledged: no money moved; a retry starts a new attempt."""
+    REFUNDING = "REFUNDING"
+    """Accepted bet being rolled back: CANCEL sent, not yet acknowledged."""
+    ROLLED_BACK = "ROLLED_BACK"
+    """Accepted bet refunded (final)."""
+    TOMBSTONE = "TOMBSTONE"
+    """A bet id named by a rollback before the bet arrived (final)."""
+
+
+@dataclass(frozen=True)
+class Txn:
+    """One provider transaction (bet, win or rollback) of this player."""
+
+    key: str
+    action: Action
+    provider_id: str
+    transaction_id: str
+    correlation_id: str
+    amount: int
+    currency: str
+    round_id: str | None
+    game_id: str | None
+    reference_transaction_id: str | None
+    round_closed: bool
+    state: TxnState
+    command_id: str | None = None
+    attempt: int = 0
+    cancel_command_id: str | None = None
+    status: Status | None = None
+    balance: int | None = None
+    waiters: tuple[Request, ...] = ()
+    deadline_ms: int | None = None
+    rollback_key: str | None = None
+    """For a bet: the rollback transaction that asked to undo it."""
+    settled_at_ms: int | None = None
+    owed: bool = False
+    """For a win: CreditOwed has been journaled."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A wallet command that awaits its reply; resent until one arrives (except debits,
+    which are compensated instead)."""
+
+    command: Command
+    txn_key: str | None
+    next_send_ms: int | None
+    sends: int = 1
+    waiters: tuple[Request, ...] = ()
+    """For BALANCE commands: the requests to answer."""
+
+
+@dataclass(frozen=True)
+class Round:
+    round_id: str
+    game_id: str | None
+    currency: str
+    bet_total: int = 0
+    win_total: int = 0
+    refund_total: int = 0
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class PlayerState:
+    operator_id: str
+    player_id: str
+    txns: Mapping[str, Txn] = field(default_factory=dict)
+    pending: Mapping[str, Pending] = field(default_factory=dict)
+    rounds: Mapping[str, Round] = field(default_factory=dict)
+    balance: int | None = None
+    balance_currency: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: PlayerState
+    outputs: tuple[Output, ...]
+
+
+def txn_key(provider_id: str, transaction_id: str) -> str:
+    return f"{provider_id}:{transaction_id}"
+
+
+# --- the decision ---------------------------------------------------------------------------
+
+
+class _Draft:
+    """Copy-on-write working set for one decision."""
+
+    def __init__(self, state: PlayerState, now_ms: int, config: SagaConfig):
+        self.base = state
+        self.now = now_ms
+        self.config = config
+        self.txns = dict(state.txns)
+        self.pending = dict(state.pending)
+        self.rounds = dict(state.rounds)
+        self.balance = state.balance
+        self.balance_currency = state.balance_currency
+        self.outputs: list[Output] = []
+
+    def finish(self) -> Decision:
+        state = PlayerState(
+            operator_id=self.base.operator_id,
+            player_id=self.base.player_id,
+            txns=self.txns,
+            pending=self.pending,
+            rounds=self.rounds,
+            balance=self.balance,
+            balance_currency=self.balance_currency,
+        )
+        return Decision(state, tuple(self.outputs))
+
+    # outputs
+
+    def answer(self, request: Request, status: Status, balance: int | None = None) -> None:
+        if balance is None and self.balance_currency == request.currency:
+            balance = self.balance
+        self.outputs.append(Answer(request, status, balance, request.currency))
+
+    def event(
+        self,
+        name: str,
+        cause: str,
+        txn: Txn | None,
+        *,
+        correlation_id: str | None = None,
+        provider_id: str | None = None,
+        **fields: object,
+    ) -> None:
+        body: dict[str, object] = {}
+        if txn is not None:
+            body = {
+                "transaction_id": txn.transaction_id,
+                "round_id": txn.round_id or "",
+                "game_id": txn.game_id or "",
+                "amount": txn.amount,
+                "currency": txn.currency,
+            }
+            correlation_id = correlation_id or txn.correlation_id
+            provider_id = provider_id or txn.provider_id
+        assert correlation_id is not None and provider_id is not None
+        body.update(fields)
+        self.outputs.append(
+            Event(name, derive_id("ev", name, cause), correlation_id, provider_id, body)
+        )
+
+    def send(self, command: Command, txn_key_: str | None, retry: bool,
+             waiters: tuple[Request, ...] = ()) -> None:  # fmt: skip
+        next_send = self.now + self.config.backoff_ms(1) if retry else None
+        self.pending[command.command_id] = Pending(command, txn_key_, next_send, 1, waiters)
+        self.outputs.append(command)
+
+    def command(self, txn: Txn, kind: CommandKind, command_id: str,
+                reference: str | None = None) -> Command:  # fmt: skip
+        return Command(
+            command_id=command_id,
+            correlation_id=txn.correlation_id,
+            kind=kind,
+            amount=txn.amount,
+            currency=txn.currency,
+            provider_id=txn.provider_id,
+            transaction_id=txn.transaction_id,
+            round_id=txn.round_id,
+            game_id=txn.game_id,
+            reference_command_id=reference,
+            issued_at_ms=self.now,
+        )
+
+    def note_balance(self, balance: int | None, currency: str) -> None:
+        if balance is not None:
+            self.balance, self.balance_currency = balance, currency
+
+    # rounds
+
+    def add_to_round(self, txn: Txn, *, bet: int = 0, win: int = 0, refund: int = 0) -> None:
+        if txn.round_id is None:
+            return
+        current = self.rounds.get(txn.round_id) or Round(txn.round_id, txn.game_id, txn.currency)
+        updated = replace(
+            current,
+            bet_total=current.bet_total + bet,
+            win_total=current.win_total + win,
+            refund_total=current.refund_total + refund,
+        )
+        self.rounds[txn.round_id] = updated
+        if txn.round_closed and not updated.closed:
+            self.rounds[txn.round_id] = replace(updated, closed=True)
+            self.event(
+                "RoundClosed",
+                f"{txn.provider_id}:{txn.round_id}",
+                None,
+                correlation_id=txn.correlation_id,
+                provider_id=txn.provider_id,
+                round_id=txn.round_id,
+                game_id=txn.game_id or "",
+                currency=updated.currency,
+                bet_total=updated.bet_total,
+                win_total=updated.win_total,
+                refund_total=updated.refund_total,
+            )
+
+
+def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig) -> Decision:
+    draft = _Draft(state, now_ms, config)
+    if isinstance(message, Request):
+        _on_request(draft, message)
+    elif isinstance(message, Reply):
+        _on_reply(draft, message)
+    else:
+        _on_tick(draft)
+    return draft.finish()
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def _invalid(request: Request) -> bool:
+    if request.action in (Action.BALANCE, Action.AUTHENTICATE):
+        return False
+    if request.transaction_id is None or (
+        request.amount is None and request.action != Action.ROLLBACK
+    ):
+        return True
+    if request.action == Action.ROLLBACK:
+        return request.reference_transaction_id is None
+    assert request.amount is not None
+    low = 1 if request.action == Action.BET else 0
+    return not low <= request.amount <= MAX_AMOUNT
+
+
+def _new_txn(request: Request, state: TxnState) -> Txn:
+    assert request.transaction_id is not None
+    return Txn(
+        key=txn_key(request.provider_id, request.transaction_id),
+        action=request.action,
+        provider_id=request.provider_id,
+        transaction_id=request.transaction_id,
+        correlation_id=request.correlation_id,
+        amount=request.amount or 0,
+        currency=request.currency,
+        round_id=request.round_id,
+        game_id=request.game_id,
+        reference_transaction_id=request.reference_transaction_id,
+        round_closed=request.round_closed,
+        state=state,
+    )
+
+
+def _same_content(txn: Txn, request: Request) -> bool:
+    return (
+        txn.action == request.action
+        and txn.amount == (request.amount or 0)
+        and txn.currency == request.currency
+        and txn.round_id == request.round_id
+        and txn.reference_transaction_id == request.reference_transaction_id
+    )
+
+
+def _on_request(d: _Draft, request: Request) -> None:
+    if request.operator_id != d.base.operator_id or request.player_id != d.base.player_id:
+        # routing bug: this request belongs to another player's saga
+        raise ValueError(f"request {request.request_id} routed to the wrong player state")
+    if _invalid(request):
+        d.answer(request, Status.INVALID_REQUEST)
+        return
+    if request.action in (Action.BALANCE, Action.AUTHENTICATE):
+        _on_balance(d, request)
+        return
+    assert request.transaction_id is not None
+    key = txn_key(request.provider_id, request.transaction_id)
+    existing = d.txns.get(key)
+    if existing is not None and existing.state != TxnState.TOMBSTONE:
+        _on_repeat(d, existing, request)
+    elif request.action == Action.BET:
+        _on_new_bet(d, request, tombstone=existing)
+    elif request.action == Action.WIN:
+        if existing is not None:  # a tombstone names a bet id; a win may not reuse it
+            d.answer(request, Status.DUPLICATE_CONFLICT)
+            return
+        _on_new_win(d, request)
+    else:
+        if existing is not None:
+            d.answer(request, Status.DUPLICATE_CONFLICT)
+            return
+        _on_new_rollback(d, request)
+
+
+def _on_balance(d: _Draft, request: Request) -> None:
+    command_id = derive_id("cmd", request.provider_id, request.request_id, "BALANCE")
+    if command_id in d.pending:
+        waiting = d.pending[command_id]
+        d.pending[command_id] = replace(waiting, waiters=(*waiting.waiters, request))
+        return
+    command = Command(
+        command_id=command_id,
+        correlation_id=request.correlation_id,
+        kind=CommandKind.BALANCE,
+        amount=0,
+        currency=request.currency,
+        provider_id=request.provider_id,
+        transaction_id=None,
+        round_id=None,
+        game_id=request.game_id,
+        reference_command_id=None,
+        issued_at_ms=d.now,
+    )
+    d.pending[command_id] = Pending(command, None, None, 1, (request,))
+    d.outputs.append(command)
+
+
+def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
+    if not _same_content(txn, request):
+        d.answer(request, Status.DUPLICATE_CONFLICT)
+        d.event(
+            "DuplicateConflictDetected",
+            f"{txn.key}:{request.request_id}",
+            txn,
+            amount=request.amount or 0,
+            currency=request.currency,
+            original_amount=txn.amount,
+            original_currency=txn.currency,
+        )
+        return
+    if txn.state == TxnState.PENDING:
+        deadline = txn.deadline_ms or d.now + d.config.wallet_timeout_ms
+        d.txns[txn.key] = replace(txn, waiters=(*txn.waiters, request), deadline_ms=deadline)
+        return
+    if txn.action == Action.BET and txn.state == TxnState.COMPENSATED:
+        _start_debit(d, replace(txn, correlation_id=request.correlation_id), request)
+        return
+    if txn.action == Action.BET and txn.state == TxnState.ROLLED_BACK:
+        d.answer(request, Status.BET_ROLLED_BACK)
+        return
+    if txn.state == TxnState.COMPENSATING:
+        d.answer(request, Status.RETRY_LATER)
+        return
+    assert txn.status is not None
+    d.answer(request, txn.status, txn.balance)
+
+
+def _start_debit(d: _Draft, txn: Txn, request: Request) -> None:
+    attempt = txn.attempt + 1
+    command_id = derive_id("cmd", txn.provider_id, txn.transaction_id, "DEBIT", attempt)
+    txn = replace(
+        txn,
+        state=TxnState.PENDING,
+        attempt=attempt,
+        command_id=command_id,
+        cancel_command_id=None,
+        status=None,
+        waiters=(request,),
+        deadline_ms=d.now + d.config.wallet_timeout_ms,
+        settled_at_ms=None,
+    )
+    d.txns[txn.key] = txn
+    d.send(d.command(txn, CommandKind.DEBIT, command_id), txn.key, retry=False)
+
+
+def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
+    if tombstone is not None:
+        txn = replace(
+            _new_txn(request, TxnState.REJECTED),
+            status=Status.BET_ROLLED_BACK,
+            rollback_key=tombstone.rollback_key,
+            settled_at_ms=d.now,
+        )
+        d.txns[txn.key] = txn
+        d.answer(request, Status.BET_ROLLED_BACK)
+        d.event("BetRejected", f"{txn.key}:rejected", txn, status=Status.BET_ROLLED_BACK.value,
+                command_id=None, balance=None)  # fmt: skip
+        return
+    _start_debit(d, _new_txn(request, TxnState.PENDING), request)
+
+
+def _on_new_win(d: _Draft, request: Request) -> None:
+    txn = _new_txn(request, TxnState.PENDING)
+    command_id = derive_id("cmd", txn.provider_id, txn.transaction_id, "CREDIT")
+    txn = replace(
+        txn,
+        command_id=command_id,
+        attempt=1,
+        waiters=(request,),
+        deadline_ms=d.now + d.config.wallet_timeout_ms,
+    )
+    d.txns[txn.key] = txn
+    d.send(d.command(txn, CommandKind.CREDIT, command_id), txn.key, retry=True)
+
+
+def _on_new_rollback(d: _Draft, request: Request) -> None:
+    assert request.reference_transaction_id is not None
+    rollback = _new_txn(request, TxnState.PENDING)
+    bet_key = txn_key(request.provider_id, request.reference_transaction_id)
+    bet = d.txns.get(bet_key)
+    if bet is None:
+        # tombstone: the bet, if it ever arrives, is refused
+        d.txns[bet_key] = Txn(
+            key=bet_key,
+            action=Action.BET,
+            provider_id=request.provider_id,
+            transaction_id=request.reference_transaction_id,
+            correlation_id=request.correlation_id,
+            amount=0,
+            currency=request.currency,
+            round_id=request.round_id,
+            game_id=request.game_id,
+            reference_transaction_id=None,
+            round_closed=False,
+            state=TxnState.TOMBSTONE,
+            rollback_key=rollback.key,
+            settled_at_ms=d.now,
+        )
+        _settle_rollback_noop(d, rollback, request, bet_known=False)
+        return
+    if bet.action != Action.BET or bet.state == TxnState.TOMBSTONE:
+        status = Status.TRANSACTION_NOT_FOUND if bet.action != Action.BET else Status.OK
+        if status == Status.OK:
+            _settle_rollback_noop(d, rollback, request, bet_known=False)
+        else:
+            d.answer(request, status)
+        return
+    rollback = replace(rollback, amount=bet.amount, currency=bet.currency)
+    if bet.rollback_key is not None and bet.rollback_key != rollback.key:
+        # another rollback already undoes (or will undo) this bet: nothing more to refund
+        _settle_rollback_noop(d, rollback, request, bet_known=True)
+    elif bet.state in (TxnState.REJECTED, TxnState.COMPENSATED):
+        d.txns[bet.key] = replace(bet, rollback_key=rollback.key)
+        _settle_rollback_noop(d, rollback, request, bet_known=True)
+    else:
+        waiting = replace(
+            rollback, waiters=(request,), deadline_ms=d.now + d.config.wallet_timeout_ms
+        )
+        d.txns[rollback.key] = waiting
+        if bet.state == TxnState.ACCEPTED:
+            _start_refund(d, bet, rollback.key)
+        else:  # PENDING or COMPENSATING: resolved when the debit or its cancel resolves
+            d.txns[bet.key] = replace(bet, rollback_key=rollback.key)
+
+
+def _settle_rollback_noop(d: _Draft, rollback: Txn, request: Request, bet_known: bool) -> None:
+    d.txns[rollback.key] = replace(
+        rollback, state=TxnState.ACCEPTED, status=Status.OK, settled_at_ms=d.now, waiters=()
+    )
+    d.answer(request, Status.OK)
+    d.event(
+        "RollbackRecorded",
+        rollback.key,
+        None,
+        correlation_id=rollback.correlation_id,
+        provider_id=rollback.provider_id,
+        rollback_transaction_id=rollback.transaction_id,
+        reference_transaction_id=rollback.reference_transaction_id,
+        round_id=rollback.round_id or "",
+        game_id=rollback.game_id or "",
+        bet_known=bet_known,
+    )
+
+
+def _start_refund(d: _Draft, bet: Txn, rollback_key: str) -> None:
+    assert bet.command_id is not None
+    cancel_id = derive_id("cmd", bet.command_id, "CANCEL")
+    bet = replace(bet, state=TxnState.REFUNDING, cancel_command_id=cancel_id,
+                  rollback_key=rollback_key, settled_at_ms=None)  # fmt: skip
+    d.txns[bet.key] = bet
+    d.send(d.command(bet, CommandKind.CANCEL, cancel_id, bet.command_id), bet.key, retry=True)
+
+
+def _start_compensation(d: _Draft, bet: Txn) -> Txn:
+    assert bet.command_id is not None
+    debit_id = bet.command_id
+    cancel_id = derive_id("cmd", bet.command_id, "CANCEL")
+    bet = replace(bet, state=TxnState.COMPENSATING, cancel_command_id=cancel_id, waiters=(),
+                  status=None, deadline_ms=None)  # fmt: skip
+    d.txns[bet.key] = bet
+    # a late reply to the debit changes nothing now: the cancel settles the money
+    d.pending.pop(debit_id, None)
+    d.send(d.command(bet, CommandKind.CANCEL, cancel_id, bet.command_id), bet.key, retry=True)
+    return bet
+
+
+# --- wallet replies ------------------------------------------------------------------------
+
+
+def _on_reply(d: _Draft, reply: Reply) -> None:
+    pending = d.pending.get(reply.command_id)
+    if pending is None:
+        return  # a duplicate or late reply to a command already settled: nothing to do
+    command = pending.command
+    if command.kind == CommandKind.BALANCE:
+        del d.pending[reply.command_id]
+        d.note_balance(reply.balance, reply.currency)
+        status = Status.OK if reply.status == ReplyStatus.OK else (
+            REFUSAL_FOR_REPLY.get(reply.status, Status.RETRY_LATER))  # fmt: skip
+        for waiter in pending.waiters:
+            d.answer(waiter, status, reply.balance if reply.currency == waiter.currency else None)
+        return
+    assert pending.txn_key is not None
+    txn = d.txns[pending.txn_key]
+    if command.kind == CommandKind.DEBIT:
+        _on_debit_reply(d, txn, pending, reply)
+    elif command.kind == CommandKind.CREDIT:
+        _on_credit_reply(d, txn, pending, reply)
+    else:
+        _on_cancel_reply(d, txn, pending, reply)
+
+
+def _on_debit_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> None:
+    assert bet.state == TxnState.PENDING and bet.command_id == reply.command_id
+    del d.pending[reply.command_id]
+    d.note_balance(reply.balance, reply.currency)
+    if reply.status == ReplyStatus.OK:
+        accepted = replace(bet, state=TxnState.ACCEPTED, status=Status.OK, balance=reply.balance,
+                           waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
+        d.txns[bet.key] = accepted
+        for waiter in bet.waiters:
+            d.answer(waiter, Status.OK, reply.balance)
+        d.event("BetAccepted", reply.command_id, accepted, command_id=reply.command_id,
+                balance=reply.balance, round_closed=accepted.round_closed)  # fmt: skip
+        d.add_to_round(accepted, bet=accepted.amount)
+        if bet.rollback_key is not None:
+            _start_refund(d, accepted, bet.rollback_key)
+        return
+    if reply.status.is_transient:
+        # the wallet says it failed: make sure nothing stays debited, answer retryable
+        for waiter in bet.waiters:
+            d.answer(waiter, Status.RETRY_LATER)
+        _start_compensation(d, bet)
+        return
+    status = REFUSAL_FOR_REPLY[reply.status]
+    rejected = replace(bet, state=TxnState.REJECTED, status=status, balance=reply.balance,
+                       waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
+    d.txns[bet.key] = rejected
+    for waiter in bet.waiters:
+        d.answer(waiter, status, reply.balance)
+    d.event("BetRejected", reply.command_id, rejected, status=status.value,
+            command_id=reply.command_id, balance=reply.balance)  # fmt: skip
+    if bet.rollback_key is not None:
+        _finish_rollback(d, bet.rollback_key, refunded=False)
+
+
+def _on_credit_reply(d: _Draft, win: Txn, pending: Pending, reply: Reply) -> None:
+    if reply.status != ReplyStatus.OK:
+        # owed money: keep resending on the backoff schedule; the provider hears RETRY_LATER
+        for waiter in win.waiters:
+            d.answer(waiter, Status.RETRY_LATER)
+        d.txns[win.key] = replace(win, waiters=(), deadline_ms=None, owed=True)
+        if not win.owed:
+            d.event("CreditOwed", f"{reply.command_id}:owed", win, command_id=reply.command_id,
+                    reason=f"wallet replied {reply.status.value}")  # fmt: skip
+        return
+    del d.pending[reply.command_id]
+    d.note_balance(reply.balance, reply.currency)
+    credited = replace(win, state=TxnState.ACCEPTED, status=Status.OK, balance=reply.balance,
+                       waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
+    d.txns[win.key] = credited
+    for waiter in win.waiters:
+        d.answer(waiter, Status.OK, reply.balance)
+    d.event("WinCredited", reply.command_id, credited, command_id=reply.command_id,
+            balance=reply.balance, round_closed=credited.round_closed)  # fmt: skip
+    d.add_to_round(credited, win=credited.amount)
+
+
+def _on_cancel_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> None:
+    if reply.status != ReplyStatus.OK:
+        return  # resent on the backoff schedule until acknowledged
+    del d.pending[reply.command_id]
+    d.note_balance(reply.balance, reply.currency)
+    if bet.state == TxnState.REFUNDING:
+        refunded = replace(bet, state=TxnState.ROLLED_BACK, settled_at_ms=d.now,
+                           balance=reply.balance)  # fmt: skip
+        d.txns[bet.key] = refunded
+        assert bet.rollback_key is not None
+        rollback = d.txns[bet.rollback_key]
+        d.event("BetRolledBack", reply.command_id, refunded,
+                rollback_transaction_id=rollback.transaction_id, command_id=reply.command_id,
+                balance=reply.balance)  # fmt: skip
+        d.add_to_round(refunded, refund=refunded.amount)
+        _finish_rollback(d, bet.rollback_key, refunded=True, balance=reply.balance)
+        return
+    # compensation of a timed-out or failed debit acknowledged: no money moved
+    compensated = replace(bet, state=TxnState.COMPENSATED, settled_at_ms=d.now)
+    d.txns[bet.key] = compensated
+    d.event("DebitCancelled", reply.command_id, compensated, command_id=bet.command_id,
+            cancel_command_id=reply.command_id, balance=reply.balance)  # fmt: skip
+    if bet.rollback_key is not None:
+        _finish_rollback(d, bet.rollback_key, refunded=False)
+
+
+def _finish_rollback(d: _Draft, rollback_key: str, *, refunded: bool,
+                     balance: int | None = None) -> None:  # fmt: skip
+    rollback = d.txns[rollback_key]
+    if rollback.status is not None:
+        return
+    settled = replace(rollback, state=TxnState.ACCEPTED, status=Status.OK, balance=balance,
+                      waiters=(), settled_at_ms=d.now)  # fmt: skip
+    d.txns[rollback_key] = settled
+    for waiter in rollback.waiters:
+        d.answer(waiter, Status.OK, balance)
+    if not refunded:
+        d.event(
+            "RollbackRecorded",
+            rollback.key,
+            None,
+            correlation_id=rollback.correlation_id,
+            provider_id=rollback.provider_id,
+            rollback_transaction_id=rollback.transaction_id,
+            reference_transaction_id=rollback.reference_transaction_id,
+            round_id=rollback.round_id or "",
+            game_id=rollback.game_id or "",
+            bet_known=True,
+        )
+
+
+# --- timers --------------------------------------------------------------------------------
+
+
+FINAL_STATES = frozenset(
+    {TxnState.ACCEPTED, TxnState.REJECTED, TxnState.COMPENSATED, TxnState.ROLLED_BACK,
+     TxnState.TOMBSTONE}
+)  # fmt: skip
+
+
+def _on_tick(d: _Draft) -> None:
+    for key, txn in list(d.txns.items()):
+        if txn.deadline_ms is None or txn.deadline_ms > d.now:
+            continue
+        for waiter in txn.waiters:
+            d.answer(waiter, Status.RETRY_LATER)
+        if txn.state == TxnState.PENDING and txn.action == Action.BET:
+            compensating = _start_compensation(d, txn)
+            d.event("DebitTimedOut", f"{txn.command_id}:timeout", compensating,
+                    command_id=txn.command_id,
+                    cancel_command_id=compensating.cancel_command_id)  # fmt: skip
+        elif txn.state == TxnState.PENDING and txn.action == Action.WIN:
+            d.txns[key] = replace(txn, waiters=(), deadline_ms=None, owed=True)
+            if not txn.owed:
+                d.event("CreditOwed", f"{txn.command_id}:owed", txn, command_id=txn.command_id,
+                        reason="no wallet reply before the deadline")  # fmt: skip
+        else:  # a rollback waiting on its bet's debit, cancel or refund
+            d.txns[key] = replace(txn, waiters=(), deadline_ms=None)
+    for command_id, pending in list(d.pending.items()):
+        command = pending.command
+        if command.kind == CommandKind.BALANCE:
+            if command.issued_at_ms + d.config.wallet_timeout_ms <= d.now:
+                del d.pending[command_id]
+                for waiter in pending.waiters:
+                    d.answer(waiter, Status.RETRY_LATER)
+            continue
+        if pending.next_send_ms is None or pending.next_send_ms > d.now:
+            continue
+        sends = pending.sends + 1
+        d.pending[command_id] = replace(
+            pending, sends=sends, next_send_ms=d.now + d.config.backoff_ms(sends)
+        )
+        d.outputs.append(command)
+    for key, txn in list(d.txns.items()):
+        if (
+            txn.state in FINAL_STATES
+            and txn.settled_at_ms is not None
+            and d.now - txn.settled_at_ms > d.config.settled_retention_ms
+        ):
+            del d.txns[key]
+
+
+def next_due_ms(state: PlayerState, config: SagaConfig) -> int | None:
+    """When this player's saga next needs a Tick (earliest deadline or resend), if ever."""
+    times = [t.deadline_ms for t in state.txns.values() if t.deadline_ms is not None]
+    times += [p.next_send_ms for p in state.pending.values() if p.next_send_ms is not None]
+    times += [
+        p.command.issued_at_ms + config.wallet_timeout_ms
+        for p in state.pending.values()
+        if p.command.kind == CommandKind.BALANCE
+    ]
+    return min(times) if times else None

@@ -1,0 +1,66 @@
+"""Business outcomes as values: closed enums, in precedence order, with ``is_transient``.
+
+A transient status is one where a retry of the same request can change the answer."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    AUTHENTICATE = "AUTHENTICATE"
+    BALANCE = "BALANCE"
+    BET = "BET"
+    WIN = "WIN"
+    ROLLBACK = "ROLLBACK"
+
+
+class Status(StrEnum):
+    """Answer to a provider (canonical protocol v1), most fundamental refusal first."""
+
+    INVALID_REQUEST = "INVALID_REQUEST"
+    DUPLICATE_CONFLICT = "DUPLICATE_CONFLICT"
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    SESSION_EXPIRED = "SESSION_EXPIRED"
+    GAME_NOT_ALLOWED = "GAME_NOT_ALLOWED"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
+    BET_ROLLED_BACK = "BET_ROLLED_BACK"
+    PLAYER_BLOCKED = "PLAYER_BLOCKED"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    RETRY_LATER = "RETRY_LATER"
+    OK = "OK"
+
+    @property
+    def is_transient(self) -> bool:
+        return self is Status.RETRY_LATER
+
+
+class CommandKind(StrEnum):
+    DEBIT = "DEBIT"
+    CREDIT = "CREDIT"
+    CANCEL = "CANCEL"
+    BALANCE = "BALANCE"
+
+
+class ReplyStatus(StrEnum):
+    OK = "OK"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    PLAYER_BLOCKED = "PLAYER_BLOCKED"
+    LIMIT_REACHED = "LIMIT_REACHED"
+    UNKNOWN_PLAYER = "UNKNOWN_PLAYER"
+    ERROR = "ERROR"
+
+    @property
+    def is_transient(self) -> bool:
+        return self is ReplyStatus.ERROR
+
+
+REFUSAL_FOR_REPLY: dict[ReplyStatus, Status] = {
+    ReplyStatus.INSUFFICIENT_FUNDS: Status.INSUFFICIENT_FUNDS,
+    ReplyStatus.PLAYER_BLOCKED: Status.PLAYER_BLOCKED,
+    ReplyStatus.LIMIT_REACHED: Status.LIMIT_EXCEEDED,
+    ReplyStatus.UNKNOWN_PLAYER: Status.SESSION_NOT_FOUND,
+}
+"""How a final wallet refusal of a debit is answered to the provider."""
