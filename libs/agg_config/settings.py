@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agg_config.paths import repo_root, stack_env_file
@@ -127,6 +127,15 @@ class Settings(BaseSettings):
         le=900_000,
         description="How long `dev up` waits for both servers to answer before giving up.",
     )
+
+    @model_validator(mode="after")
+    def _durability_is_reachable(self) -> Settings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no acks=all write could ever succeed"
+            )
+        return self
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agg_domain.currency import is_currency
 
@@ -23,6 +31,15 @@ are restricted to characters every Kafka client and URL accepts without escaping
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+
+
+def _iso_4217(code: str) -> str:
+    if not is_currency(code):
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+    return code
+
+
+CurrencyCode = Annotated[str, AfterValidator(_iso_4217)]
 
 
 class TenantsError(ValueError):
@@ -78,7 +95,7 @@ class Operator(_Strict):
     id: Identifier
     name: str = Field(min_length=1, max_length=200)
     secret: Secret
-    currencies: list[str] = Field(min_length=1)
+    currencies: list[CurrencyCode] = Field(min_length=1)
     providers: list[Identifier] = Field(
         min_length=1, description="Providers whose games this operator offers."
     )
@@ -89,10 +106,7 @@ class Operator(_Strict):
 
     @field_validator("currencies")
     @classmethod
-    def _iso_4217(cls, values: list[str]) -> list[str]:
-        for i, code in enumerate(values):
-            if not is_currency(code):
-                raise ValueError(f"[{i}] {code!r} is not an ISO 4217 currency code")
+    def _distinct(cls, values: list[str]) -> list[str]:
         if len(set(values)) != len(values):
             raise ValueError("listed twice")
         return values
@@ -171,7 +185,8 @@ def _format(err: ValidationError) -> list[str]:
     for e in err.errors():
         msg = re.sub(r"^(Value error|Assertion failed), ", "", e["msg"])
         loc = _location(tuple(e["loc"]))
-        if e["type"] == "value_error" and "; " in msg and loc == "(top level)":
+        if e["type"] == "value_error" and loc == "(top level)":
+            # the cross-reference check reports each problem with its own path
             problems.extend(msg.split("; "))
         else:
             problems.append(f"{loc}: {msg}")

@@ -590,6 +590,10 @@ def _settle_rollback_noop(d: _Draft, rollback: Txn, request: Request, bet_known:
         rollback, state=TxnState.ACCEPTED, status=Status.OK, settled_at_ms=d.now, waiters=()
     )
     d.answer(request, Status.OK)
+    _journal_rollback_recorded(d, rollback, bet_known)
+
+
+def _journal_rollback_recorded(d: _Draft, rollback: Txn, bet_known: bool) -> None:
     d.event(
         "RollbackRecorded",
         rollback.key,
@@ -745,18 +749,7 @@ def _finish_rollback(d: _Draft, rollback_key: str, *, refunded: bool,
     for waiter in rollback.waiters:
         d.answer(waiter, Status.OK, balance)
     if not refunded:
-        d.event(
-            "RollbackRecorded",
-            rollback.key,
-            None,
-            correlation_id=rollback.correlation_id,
-            provider_id=rollback.provider_id,
-            rollback_transaction_id=rollback.transaction_id,
-            reference_transaction_id=rollback.reference_transaction_id,
-            round_id=rollback.round_id or "",
-            game_id=rollback.game_id or "",
-            bet_known=True,
-        )
+        _journal_rollback_recorded(d, rollback, bet_known=True)
 
 
 # --- timers --------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agg_config.settings import Settings
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -83,3 +87,17 @@ def catalogue(
         topics.append(spec(names.wallet_commands(op), 7 * DAY_MS, f"wallet commands to {op}"))
         topics.append(spec(names.wallet_replies(op), 7 * DAY_MS, f"wallet replies from {op}"))
     return topics
+
+
+def catalogue_from_settings(settings: Settings) -> list[TopicSpec]:
+    """The catalogue for the operators of the configured tenants file."""
+    from agg_config.tenants import load_tenants
+
+    tenants = load_tenants(settings.tenants_file)
+    return catalogue(
+        [o.id for o in tenants.operators],
+        partitions=settings.partition_count,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+        prefix=settings.topic_prefix,
+    )

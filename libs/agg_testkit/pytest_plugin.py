@@ -45,18 +45,10 @@ def settings(servers: Servers) -> Settings:
 @pytest.fixture(scope="session")
 def catalogue_topics(settings: Settings) -> list[str]:
     """Every topic of the catalogue for the dev tenants, created on the test broker."""
-    from agg_config.tenants import load_tenants
     from agg_kafka.admin import ensure_topics
-    from agg_kafka.topics import catalogue
+    from agg_kafka.topics import catalogue_from_settings
 
-    tenants = load_tenants(settings.tenants_file)
-    specs = catalogue(
-        [o.id for o in tenants.operators],
-        partitions=settings.partition_count,
-        replication_factor=settings.replication_factor,
-        min_insync_replicas=settings.min_insync_replicas,
-        prefix=settings.topic_prefix,
-    )
+    specs = catalogue_from_settings(settings)
     report = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs))
     assert report.ok, report.lines()
     return [s.name for s in specs]

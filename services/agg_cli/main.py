@@ -29,17 +29,9 @@ def _settings() -> Settings:
 
 
 def _specs(settings: Settings) -> list[TopicSpec]:
-    from agg_config.tenants import load_tenants
-    from agg_kafka.topics import catalogue
+    from agg_kafka.topics import catalogue_from_settings
 
-    tenants = load_tenants(settings.tenants_file)
-    return catalogue(
-        [o.id for o in tenants.operators],
-        partitions=settings.partition_count,
-        replication_factor=settings.replication_factor,
-        min_insync_replicas=settings.min_insync_replicas,
-        prefix=settings.topic_prefix,
-    )
+    return catalogue_from_settings(settings)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from agg_config.settings import Settings
-from agg_config.tenants import load_tenants
 from agg_devstack.kafka import KafkaServer, StackError
 from agg_devstack.postgres import PostgresServer
 from agg_kafka.admin import ensure_topics
-from agg_kafka.topics import catalogue
+from agg_kafka.topics import catalogue_from_settings
 
 
 @dataclass(frozen=True)
@@ -103,14 +102,7 @@ class LocalStack:
         return info
 
     def ensure_topics(self, bootstrap: str) -> list[str]:
-        tenants = load_tenants(self.settings.tenants_file)
-        specs = catalogue(
-            [o.id for o in tenants.operators],
-            partitions=self.settings.partition_count,
-            replication_factor=self.settings.replication_factor,
-            min_insync_replicas=self.settings.min_insync_replicas,
-            prefix=self.settings.topic_prefix,
-        )
+        specs = catalogue_from_settings(self.settings)
         report = asyncio.run(ensure_topics(bootstrap, specs, self.settings.admin_timeout_ms))
         return report.lines()
 
