@@ -1,0 +1,1 @@
+"""Observability shared by every service: structured JSON logs and Prometheus metrics."""

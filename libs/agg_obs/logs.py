@@ -1,0 +1,80 @@
+"""Structured logs: one JSON object per line, one line per significant event, each with the
+correlation id that links ingress, saga, wallet and projector.
+
+    log = get_logger("saga")
+    log.event("bet_accepted", correlation_id=cid, operator_id=op, amount=100)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "service": getattr(record, "service", record.name),
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            payload.update(fields)
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str, separators=(",", ":"))
+
+
+class EventLogger:
+    """A logger whose messages are event names and whose details are fields."""
+
+    def __init__(self, service: str):
+        self.service = service
+        self._logger = logging.getLogger(f"agg.{service}")
+
+    def _log(self, level: int, event: str, exc_info: bool, fields: dict[str, Any]) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(
+                level,
+                event,
+                exc_info=exc_info,
+                extra={"service": self.service, "fields": fields},
+            )
+
+    def event(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, False, fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, False, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, False, fields)
+
+    def error(self, event: str, exc_info: bool = False, **fields: Any) -> None:
+        self._log(logging.ERROR, event, exc_info, fields)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for the ``agg.*`` loggers (idempotent)."""
+    root = logging.getLogger("agg")
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def get_logger(service: str) -> EventLogger:
+    return EventLogger(service)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, for the shells around the pure domain code only."""
+    return time.time_ns() // 1_000_000
