@@ -94,6 +94,91 @@ class Settings(BaseSettings):
         description="Bound on every admin (topic) request.",
     )
 
+    # --- ingress -------------------------------------------------------------------------
+    ingress_host: str = Field("127.0.0.1", description="Address the ingress HTTP server binds.")
+    ingress_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the ingress HTTP server (providers, operators)."
+    )
+    ingress_outcome_wait_ms: int = Field(
+        2_000,
+        ge=100,
+        le=30_000,
+        description="How long a callback waits for the saga's outcome before 503 RETRY_LATER; "
+        "providers commonly time out at 3-5 s.",
+    )
+    ingress_pending_count_max: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Callbacks one ingress instance may have waiting at once; beyond it, 503.",
+    )
+    request_body_bytes_max: int = Field(
+        16_384,
+        ge=1_024,
+        le=1_048_576,
+        description="Largest callback body accepted (413 above); canonical bodies are < 1 KiB.",
+    )
+    signature_window_s: int = Field(
+        300,
+        ge=1,
+        le=3_600,
+        description="Largest distance between X-Agg-Timestamp and the server clock "
+        "(contract: 300).",
+    )
+    session_ttl_s: int = Field(
+        4 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Lifetime of a game session token; a casino session rarely exceeds hours.",
+    )
+    session_secret: str = Field(
+        "dev-session-secret-change-me-0000",
+        min_length=16,
+        description="HMAC key of session tokens; set a strong one outside development.",
+    )
+
+    # --- saga ------------------------------------------------------------------------------
+    wallet_timeout_ms: int = Field(
+        1_500,
+        ge=50,
+        le=60_000,
+        description="A debit without a wallet reply this long is compensated; below "
+        "ingress_outcome_wait_ms so the provider hears RETRY_LATER from a decided state.",
+    )
+    retry_backoff_initial_ms: int = Field(
+        500, ge=10, le=60_000, description="First resend delay of an unacknowledged credit/cancel."
+    )
+    retry_backoff_max_ms: int = Field(
+        30_000,
+        ge=100,
+        le=3_600_000,
+        description="Cap of the doubling resend delay: owed money is retried at least this often.",
+    )
+    tick_interval_ms: int = Field(
+        100,
+        ge=10,
+        le=10_000,
+        description="How often the saga worker checks deadlines and resends; bounds "
+        "their lateness.",
+    )
+
+    # --- reference wallet ----------------------------------------------------------------------
+    wallet_batch_count_max: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Commands the reference wallet applies in one database transaction.",
+    )
+
+    # --- metrics ports (0 disables) ------------------------------------------------------------
+    ingress_metrics_port: int = Field(
+        9181, ge=0, le=65535, description="Port of the ingress's /metrics (also on its HTTP port)."
+    )
+    saga_metrics_port: int = Field(9182, ge=0, le=65535, description="Port of the saga's /metrics.")
+    wallet_metrics_port: int = Field(
+        9183, ge=0, le=65535, description="Port of the reference wallet's /metrics."
+    )
+
     # --- local stack ----------------------------------------------------------------------
     kafka_version: str = Field(
         "4.1.1",
