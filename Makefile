@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: deps system-deps up down status run test test-unit test-integration lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "[deps] installing Python packages into $(VENV) ..."
 	@$(BIN)/python -m pip install -q --upgrade pip

@@ -49,6 +49,10 @@ class TopicNames:
     def dead_letters(self) -> str:
         return f"{self.prefix}.deadletters"
 
+    @property
+    def saga_state(self) -> str:
+        return f"{self.prefix}.saga.state"
+
     def wallet_commands(self, operator_id: str) -> str:
         return f"{self.prefix}.wallet.commands.{operator_id}"
 
@@ -82,6 +86,22 @@ def catalogue(
         spec(names.outcomes, 1 * DAY_MS, "saga decisions answered to ingress"),
         spec(names.events, -1, "the journal: every domain event, kept forever"),
         spec(names.dead_letters, -1, "messages no consumer could process, with the reason"),
+        TopicSpec(
+            names.saga_state,
+            partitions,
+            replication_factor,
+            MappingProxyType(
+                {
+                    "min.insync.replicas": str(min_insync_replicas),
+                    # the latest state per player is all a restarting worker needs; compact
+                    # only (never delete), so no player's state can age out
+                    "cleanup.policy": "compact",
+                    "min.compaction.lag.ms": str(60 * 1000),
+                    "segment.ms": str(DAY_MS),
+                }
+            ),
+            "saga state per player (changelog, read back on partition assignment)",
+        ),
     ]
     for op in sorted(set(operator_ids)):
         topics.append(spec(names.wallet_commands(op), 7 * DAY_MS, f"wallet commands to {op}"))

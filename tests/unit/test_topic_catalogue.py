@@ -38,6 +38,7 @@ def brief_topics(prefix: str, operators: list[str]) -> set[str]:
         f"{prefix}.outcomes",
         f"{prefix}.events",
         f"{prefix}.deadletters",
+        f"{prefix}.saga.state",
     }
     for op in operators:
         names |= {f"{prefix}.wallet.commands.{op}", f"{prefix}.wallet.replies.{op}"}
@@ -103,10 +104,13 @@ def test_min_insync_replicas_on_every_topic(min_isr: int) -> None:
         assert spec.configs["min.insync.replicas"] == str(min_isr), spec.name
 
 
-def test_no_topic_is_compacted() -> None:
-    # compaction keeps only the last record per key: the journal would lose events
+def test_only_the_saga_state_is_compacted() -> None:
+    # compaction keeps only the last record per key: the journal would lose events; the
+    # saga's state changelog needs exactly that, and must never delete by age
     for spec in build().values():
-        assert spec.configs["cleanup.policy"] == "delete", spec.name
+        expected = "compact" if spec.name == "agg.saga.state" else "delete"
+        assert spec.configs["cleanup.policy"] == expected, spec.name
+    assert "retention.ms" not in build()["agg.saga.state"].configs
 
 
 def test_every_topic_has_a_purpose() -> None:

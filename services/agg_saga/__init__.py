@@ -1,0 +1,1 @@
+"""The saga worker: the thin shell around :func:`agg_domain.saga.decide`."""

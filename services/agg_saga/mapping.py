@@ -1,0 +1,104 @@
+"""Between Avro records (the topics' contract) and the saga's domain values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from agg_domain.saga import Answer, Command, Event, Reply, Request
+from agg_domain.statuses import Action, ReplyStatus
+
+EVENT_NAMESPACE = "casino.agg.events."
+
+
+def _ms(value: datetime | int) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def request_from_avro(d: dict[str, Any]) -> Request:
+    return Request(
+        request_id=d["request_id"],
+        correlation_id=d["correlation_id"],
+        provider_id=d["provider_id"],
+        operator_id=d["operator_id"],
+        player_id=d["player_id"],
+        action=Action(d["action"]),
+        currency=d["currency"],
+        received_at_ms=_ms(d["received_at"]),
+        transaction_id=d["transaction_id"],
+        reference_transaction_id=d["reference_transaction_id"],
+        round_id=d["round_id"],
+        game_id=d["game_id"],
+        amount=d["amount"],
+        round_closed=d["round_closed"],
+        reply_to=d["reply_to"],
+        reply_partition=d["reply_partition"],
+    )
+
+
+def reply_from_avro(d: dict[str, Any]) -> Reply:
+    return Reply(
+        command_id=d["command_id"],
+        status=ReplyStatus(d["status"]),
+        balance=d["balance"],
+        currency=d["currency"],
+        replied_at_ms=_ms(d["replied_at"]),
+    )
+
+
+def command_to_avro(c: Command, operator_id: str, player_id: str) -> dict[str, Any]:
+    return {
+        "command_id": c.command_id,
+        "correlation_id": c.correlation_id,
+        "operator_id": operator_id,
+        "player_id": player_id,
+        "kind": c.kind.value,
+        "amount": c.amount,
+        "currency": c.currency,
+        "provider_id": c.provider_id,
+        "transaction_id": c.transaction_id,
+        "round_id": c.round_id,
+        "game_id": c.game_id,
+        "reference_command_id": c.reference_command_id,
+        "issued_at": _dt(c.issued_at_ms),
+    }
+
+
+def outcome_to_avro(a: Answer, now_ms: int) -> dict[str, Any]:
+    r = a.request
+    return {
+        "request_id": r.request_id,
+        "correlation_id": r.correlation_id,
+        "provider_id": r.provider_id,
+        "operator_id": r.operator_id,
+        "player_id": r.player_id,
+        "action": r.action.value,
+        "status": a.status.value,
+        "balance": a.balance,
+        "currency": a.currency,
+        "transaction_id": r.transaction_id,
+        "decided_at": _dt(now_ms),
+        "reply_to": r.reply_to,
+        "reply_partition": r.reply_partition,
+    }
+
+
+def event_to_avro(
+    e: Event, operator_id: str, player_id: str, now_ms: int
+) -> tuple[str, dict[str, Any]]:
+    record = {
+        "event_id": e.event_id,
+        "correlation_id": e.correlation_id,
+        "operator_id": operator_id,
+        "player_id": player_id,
+        "provider_id": e.provider_id,
+        "occurred_at": _dt(now_ms),
+        **e.fields,
+    }
+    return EVENT_NAMESPACE + e.name, record
