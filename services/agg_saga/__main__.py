@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     tenants = load_tenants(settings.tenants_file)
     port = settings.saga_metrics_port if args.metrics_port is None else args.metrics_port
     serve_metrics(port)
-    worker = SagaWorker(settings, [o.id for o in tenants.operators], client_id=args.client_id)
 
     async def run() -> None:
+        # aiokafka clients belong to the running loop: build the worker inside it
+        worker = SagaWorker(settings, [o.id for o in tenants.operators], client_id=args.client_id)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,195 @@
+"""The saga worker on the real broker, with a scripted operator wallet: decisions reach the
+wallet, the provider and the journal; state survives a restart and a SIGKILL; deadlines
+compensate; two workers share the partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agg_config.settings import Settings
+from tests.integration.saga_harness import (
+    Harness,
+    LedgerWallet,
+    ok_wallet,
+    request,
+    saga_in_process,
+    saga_process,
+)
+
+
+@pytest.fixture
+def saga_settings(settings: Settings, catalogue_topics: list[str]) -> Settings:
+    return settings.model_copy(update={"wallet_timeout_ms": 800, "retry_backoff_initial_ms": 200})
+
+
+def player() -> str:
+    return f"pl-{uuid.uuid4().hex[:10]}"
+
+
+def test_bet_is_debited_answered_and_journaled_then_survives_a_restart(
+    saga_settings: Settings,
+) -> None:
+    async def scenario() -> None:
+        h = Harness(saga_settings)
+        await h.start()
+        try:
+            p = player()
+            async with saga_in_process(saga_settings):
+                h.policy = ok_wallet(balance=9_850)
+                rid = await h.send(request(p, "BET", "tx-1", 150, round_closed=True))
+                outcome = await h.outcome(rid)
+                assert (outcome["status"], outcome["balance"]) == ("OK", 9_850)
+                [debit] = h.commands_for("tx-1", "DEBIT")
+                assert (debit["amount"], debit["currency"], debit["player_id"]) == (150, "EUR", p)
+                await h.until(lambda: h.events_for("tx-1", "BetAccepted"))
+                await h.until(lambda: any(n == "RoundClosed" for n, _ in h.events))
+            # a new worker reads the state back: the duplicate is answered from it
+            async with saga_in_process(saga_settings):
+                again = await h.send(request(p, "BET", "tx-1", 150, round_closed=True))
+                assert (await h.outcome(again))["status"] == "OK"
+                conflict = await h.send(request(p, "BET", "tx-1", 151))
+                assert (await h.outcome(conflict))["status"] == "DUPLICATE_CONFLICT"
+            assert len(h.commands_for("tx-1", "DEBIT")) == 1
+        finally:
+            await h.stop()
+
+    asyncio.run(scenario())
+
+
+def test_silent_wallet_gives_retry_later_then_a_cancel_until_acknowledged(
+    saga_settings: Settings,
+) -> None:
+    async def scenario() -> None:
+        h = Harness(saga_settings)
+        await h.start()
+        try:
+            p = player()
+            async with saga_in_process(saga_settings):
+                h.policy = lambda command: None  # the wallet is down
+                rid = await h.send(request(p, "BET", "tx-t", 500))
+                outcome = await h.outcome(rid)
+                assert outcome["status"] == "RETRY_LATER"
+                await h.until(lambda: len(h.commands_for("tx-t", "CANCEL")) >= 2)  # resent
+                await h.until(lambda: h.events_for("tx-t", "DebitTimedOut"))
+                h.policy = ok_wallet()  # the wallet is back
+                await h.until(lambda: h.events_for("tx-t", "DebitCancelled"))
+                [cancel_id] = {c["command_id"] for c in h.commands_for("tx-t", "CANCEL")}
+                [debit] = h.commands_for("tx-t", "DEBIT")
+                assert all(
+                    c["reference_command_id"] == debit["command_id"]
+                    for c in h.commands_for("tx-t", "CANCEL")
+                )
+                # the provider's retry after the compensation is a new debit attempt
+                retry = await h.send(request(p, "BET", "tx-t", 500))
+                assert (await h.outcome(retry))["status"] == "OK"
+                debits = {c["command_id"] for c in h.commands_for("tx-t", "DEBIT")}
+                assert len(debits) == 2 and cancel_id not in debits
+        finally:
+            await h.stop()
+
+    asyncio.run(scenario())
+
+
+async def _bets_with_a_kill(
+    h: Harness, bets: list[tuple[str, str, int]], kill_after: int, kill: Callable[[], Any]
+) -> dict[str, dict[str, Any]]:
+    """Drive the bets like providers (20 at a time, retrying RETRY_LATER) and call ``kill``
+    once ``kill_after`` of them are answered."""
+    answers: dict[str, dict[str, Any]] = {}
+    gate = asyncio.Semaphore(20)
+    killed = False
+
+    async def one(p: str, txn: str, amount: int) -> None:
+        nonlocal killed
+        async with gate:
+            answers[txn] = await h.bet_until_answered(p, txn, amount)
+            if len(answers) >= kill_after and not killed:
+                killed = True
+                await kill()
+
+    await asyncio.gather(*(one(*b) for b in bets))
+    return answers
+
+
+def _assert_each_bet_debited_once(
+    h: Harness,
+    wallet: LedgerWallet,
+    bets: list[tuple[str, str, int]],
+    answers: dict[str, dict[str, Any]],
+) -> None:
+    for _, txn, amount in bets:
+        assert answers[txn]["status"] == "OK", answers[txn]
+        assert wallet.net[txn] == -amount, (txn, wallet.net[txn])
+        assert len({e["event_id"] for e in h.events_for(txn, "BetAccepted")}) == 1
+    assert wallet.balance == 1_000_000 - sum(a for _, _, a in bets)
+
+
+def test_sigkill_in_the_middle_of_traffic_loses_and_doubles_nothing(
+    saga_settings: Settings, tmp_path: Path
+) -> None:
+    """Bets for many players flow while the worker is killed with SIGKILL and restarted;
+    every accepted bet is debited exactly once and journaled once."""
+    tag = uuid.uuid4().hex[:6]
+    bets = [(f"k-{tag}-{i % 25}", f"tx-k-{tag}-{i}", 10 + i % 7) for i in range(300)]
+
+    async def scenario() -> None:
+        h = Harness(saga_settings)
+        wallet = LedgerWallet()
+        h.policy = wallet
+        await h.start()
+        log = tmp_path / "saga.log"
+        workers = [saga_process(saga_settings, "saga-kill-1", log)]
+
+        async def kill() -> None:
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait(10)
+            workers.append(saga_process(saga_settings, "saga-kill-2", log))
+
+        try:
+            answers = await _bets_with_a_kill(h, bets, 150, kill)
+            _assert_each_bet_debited_once(h, wallet, bets, answers)
+        finally:
+            workers[-1].send_signal(signal.SIGTERM)
+            workers[-1].wait(30)
+            await h.stop()
+
+    asyncio.run(scenario())
+
+
+def test_two_workers_share_the_partitions_and_one_is_killed(
+    saga_settings: Settings, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    bets = [(f"w-{tag}-{i % 30}", f"tx-w-{tag}-{i}", 20) for i in range(200)]
+
+    async def scenario() -> None:
+        h = Harness(saga_settings)
+        wallet = LedgerWallet()
+        h.policy = wallet
+        await h.start()
+        log = tmp_path / "saga.log"
+        first = saga_process(saga_settings, "saga-a", log)
+        second = saga_process(saga_settings, "saga-b", log)
+
+        async def kill() -> None:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+
+        try:
+            answers = await _bets_with_a_kill(h, bets, 100, kill)
+            _assert_each_bet_debited_once(h, wallet, bets, answers)
+        finally:
+            for proc in (first, second):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(30)
+            await h.stop()
+
+    asyncio.run(scenario())
