@@ -18,6 +18,7 @@ from typing import Any
 from agg_config.settings import Settings
 from agg_devstack.kafka import KafkaServer, StackError
 from agg_devstack.postgres import PostgresServer
+from agg_devstack.services import ServiceProcess
 from agg_kafka.admin import ensure_topics
 from agg_kafka.topics import catalogue_from_settings
 
@@ -32,10 +33,33 @@ class StackInfo:
 
 
 class LocalStack:
-    def __init__(self, root: Path, settings: Settings, *, create_topics: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        settings: Settings,
+        *,
+        create_topics: bool = True,
+        with_services: bool = False,
+    ):
         self.root = root
         self.settings = settings
         self.create_topics = create_topics
+        self.with_services = with_services
+        services_dir = root / "services"
+        self.services = [
+            ServiceProcess(
+                "saga", services_dir, "agg_saga", ["--client-id", "dev-saga"],
+                ready_log_text='"event":"partitions_assigned"',
+            ),
+            ServiceProcess(
+                "wallet", services_dir, "agg_wallet", [],
+                ready_log_text='"event":"wallet_ready"',
+            ),
+            ServiceProcess(
+                "ingress", services_dir, "agg_ingress", [],
+                ready_url=f"http://{settings.ingress_host}:{settings.ingress_port}/healthz",
+            ),
+        ]  # fmt: skip
         self.kafka = KafkaServer(
             root / "kafka",
             version=settings.kafka_version,
@@ -99,6 +123,14 @@ class LocalStack:
         tmp.replace(self.env_file)
         if self.create_topics:
             self.ensure_topics(info.kafka_bootstrap)
+        if self.with_services:
+            env = {
+                "AGG_KAFKA_BOOTSTRAP": info.kafka_bootstrap,
+                "AGG_DATABASE_URL": info.database_url,
+                "AGG_STATE_DIR": str(self.root),
+            }
+            for service in self.services:
+                service.start(env, timeout_s)
         return info
 
     def ensure_topics(self, bootstrap: str) -> list[str]:
@@ -110,6 +142,9 @@ class LocalStack:
         """Stop what ``up`` started; return what was stopped."""
         stopped = []
         errors = []
+        for service in reversed(self.services):
+            if service.stop():
+                stopped.append(service.name)
         for name, server in (("kafka", self.kafka), ("postgres", self.postgres)):
             try:
                 if server.stop():
@@ -126,7 +161,16 @@ class LocalStack:
         kafka_pid = self.kafka.pid()
         pg_pid = self.postgres.pid()
         ports = remembered.get("kafka_ports") or [None, None]
+        services = {
+            s.name: {
+                "running": s.pid() is not None,
+                "pid": s.pid(),
+                "log": str(s.log_file),
+            }
+            for s in self.services
+        }
         return {
+            **services,
             "kafka": {
                 "running": kafka_pid is not None,
                 "pid": kafka_pid,

@@ -1,0 +1,468 @@
+"""The ingress HTTP application (Starlette): provider callbacks, the operator API, health and
+metrics. The pure rules live in :mod:`agg_ingress.protocol` and :mod:`agg_ingress.sessions`,
+the Kafka request-reply in :mod:`agg_ingress.routing`; this module wires them to HTTP.
+
+A provider callback is checked in this order, and every refusal publishes nothing:
+unknown or disabled provider (404), body too large (413), timestamp and signature (401),
+unknown action or invalid body (400), session rules (200 with the session status), no reply
+partition or too many waiting (503). Only then is it published and its outcome awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Histogram, make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agg_avro import AvroCodec
+from agg_config.settings import Settings
+from agg_config.tenants import Operator, Tenants
+from agg_domain.ids import derive_id
+from agg_domain.statuses import Status
+from agg_ingress.protocol import (
+    ACTIONS,
+    OPERATOR_HTTP_STATUS,
+    Callback,
+    Invalid,
+    Refusal,
+    answer,
+    http_status,
+    offered_games,
+    parse_callback,
+    parse_object,
+    refusal_answer,
+    session_refusal,
+    signature_problem,
+    validate_session_request,
+)
+from agg_ingress.routing import Outcome, OutcomeRouter, correlation_id
+from agg_ingress.sessions import (
+    SessionClaims,
+    check_session,
+    issue_token,
+    new_session_id,
+    verify_token,
+)
+from agg_kafka.clients import player_key
+from agg_kafka.topics import TopicNames
+from agg_obs.logs import get_logger
+from agg_obs.metrics import LATENCY_BUCKETS_S
+
+log = get_logger("ingress")
+
+CALLBACKS = Counter(
+    "agg_ingress_callbacks_total", "Provider callbacks answered", ["provider", "action", "status"]
+)
+CALLBACK_SECONDS = Histogram(
+    "agg_ingress_callback_seconds",
+    "From request to answer of a provider callback",
+    ["provider", "action"],
+    buckets=LATENCY_BUCKETS_S,
+)
+TIMEOUTS = Counter(
+    "agg_ingress_outcome_timeouts_total", "Callbacks answered RETRY_LATER for want of an outcome"
+)
+OPERATOR_CALLS = Counter(
+    "agg_ingress_operator_requests_total", "Operator API requests answered", ["endpoint", "status"]
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    http: int
+    body: dict[str, Any]
+    status: str
+    correlation_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _json(reply: Reply) -> Response:
+    content = json.dumps(reply.body, separators=(",", ":")).encode()
+    return Response(content, reply.http, media_type="application/json")
+
+
+def signed_path(scope: Scope) -> str:
+    """The request path with its query string as the client sent it (the signed ``path``)."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    if query and b"?" not in raw:
+        raw += b"?" + query
+    return raw.decode("latin-1")
+
+
+async def read_body(request: Request, limit_bytes: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit_bytes`` (never read whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit_bytes:
+            return None
+    return bytes(body)
+
+
+class _Asgi:
+    """Keeps an ASGI callable from being wrapped as a request handler by ``Route``."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class Ingress:
+    def __init__(self, settings: Settings, tenants: Tenants, instance_id: str | None = None):
+        self.settings = settings
+        self.tenants = tenants
+        self.instance_id = instance_id or f"ingress-{uuid.uuid4().hex[:16]}"
+        self.names = TopicNames(settings.topic_prefix)
+        self.codec = AvroCodec()
+        self.session_secret = settings.session_secret.encode()
+        # resolved once: a missing secret variable stops the start, not a request
+        self.provider_secrets = {p.id: p.secret.reveal() for p in tenants.providers if p.enabled}
+        self.operator_secrets = {o.id: o.secret.reveal() for o in tenants.operators}
+        self.router: OutcomeRouter | None = None
+
+    # --- common ---------------------------------------------------------------------------
+
+    async def _authenticate(
+        self, request: Request, secret: bytes | None, unknown: Refusal
+    ) -> bytes | Reply:
+        """The body of a request signed by ``secret``, or the refusal to answer."""
+        if secret is None:
+            return Reply(404, refusal_answer(unknown, b""), unknown)
+        body = await read_body(request, self.settings.request_body_bytes_max)
+        if body is None:
+            return Reply(413, refusal_answer(Status.INVALID_REQUEST, b""), "BODY_TOO_LARGE")
+        problem = signature_problem(
+            secret,
+            timestamp=request.headers.get("x-agg-timestamp"),
+            signature=request.headers.get("x-agg-signature"),
+            method=request.method,
+            path=signed_path(request.scope),
+            body=body,
+            now_s=time.time(),
+            window_s=self.settings.signature_window_s,
+        )
+        if problem is not None:
+            return Reply(401, refusal_answer(problem, body), problem)
+        return body
+
+    # --- provider callbacks ---------------------------------------------------------------
+
+    async def provider_callback(self, request: Request) -> Response:
+        started = time.perf_counter()
+        provider_id: str = request.path_params["provider_id"]
+        action_name: str = request.path_params["action"]
+        reply = await self._callback(request, provider_id, action_name)
+        seconds = time.perf_counter() - started
+        provider_label = provider_id if provider_id in self.provider_secrets else "unknown"
+        action_label = action_name if action_name in ACTIONS else "unknown"
+        CALLBACKS.labels(provider_label, action_label, reply.status).inc()
+        CALLBACK_SECONDS.labels(provider_label, action_label).observe(seconds)
+        log.event(
+            "callback",
+            correlation_id=reply.correlation_id,
+            provider=provider_id[:64],
+            action=action_name[:16],
+            status=reply.status,
+            http_status=reply.http,
+            latency_ms=round(seconds * 1000, 2),
+            request_id=reply.body.get("request_id"),
+            transaction_id=reply.body.get("transaction_id"),
+            **reply.fields,
+        )
+        return _json(reply)
+
+    async def _callback(self, request: Request, provider_id: str, action_name: str) -> Reply:
+        secret = self.provider_secrets.get(provider_id)
+        authenticated = await self._authenticate(request, secret, Refusal.UNKNOWN_PROVIDER)
+        if isinstance(authenticated, Reply):
+            return authenticated
+        body = authenticated
+        action = ACTIONS.get(action_name)
+        if action is None:
+            return Reply(400, refusal_answer(Status.INVALID_REQUEST, body),
+                         Status.INVALID_REQUEST, fields={"reason": "unknown action"})  # fmt: skip
+        callback = parse_callback(action, body)
+        if isinstance(callback, Invalid):
+            return Reply(400, refusal_answer(Status.INVALID_REQUEST, body),
+                         Status.INVALID_REQUEST, fields={"reason": callback.reason})  # fmt: skip
+        cb = callback
+        check = verify_token(self.session_secret, cb.session_token, time.time_ns() // 1_000_000)
+        status = check_session(
+            check,
+            provider_id=provider_id,
+            player_id=cb.player_id,
+            action=cb.action,
+            game_id=cb.game_id,
+            currency=cb.currency,
+        )
+        claims = check.claims
+        if status is Status.OK and (
+            claims is None or claims.operator_id not in self.operator_secrets
+        ):
+            status = Status.SESSION_NOT_FOUND  # the operator left the tenants file
+        if status is not Status.OK or claims is None:
+            currency = cb.currency or (claims.currency if claims else None)
+            reason = check.problem.value if check.problem else None
+            return Reply(200, self._answer(cb, status, currency), status,
+                         fields={"reason": reason} if reason else {})  # fmt: skip
+        return await self._forward(provider_id, cb, claims)
+
+    def _answer(
+        self, cb: Callback, status: Status, currency: str | None, outcome: Outcome | None = None
+    ) -> dict[str, Any]:
+        return answer(
+            status,
+            request_id=cb.request_id,
+            transaction_id=(outcome.transaction_id if outcome else None) or cb.transaction_id,
+            currency=currency,
+            balance=outcome.balance if outcome else None,
+        )
+
+    async def _forward(self, provider_id: str, cb: Callback, claims: SessionClaims) -> Reply:
+        currency = cb.currency or claims.currency
+        router = self.router
+        partition = router.reply_partition if router is not None else None
+        if router is None or partition is None:
+            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
+                         fields={"reason": "no reply partition"})  # fmt: skip
+        corr = correlation_id(provider_id, cb)
+        wait_key = (provider_id, cb.request_id, corr)
+        fut = router.wait_for(wait_key)
+        if fut is None:
+            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
+                         corr, {"reason": "too many pending"})  # fmt: skip
+        value = self.codec.encode(
+            "casino.agg.ProviderRequest",
+            {
+                "request_id": cb.request_id,
+                "correlation_id": corr,
+                "provider_id": provider_id,
+                "operator_id": claims.operator_id,
+                "player_id": cb.player_id,
+                "action": cb.action.value,
+                "session_token": cb.session_token,
+                "transaction_id": cb.transaction_id,
+                "reference_transaction_id": cb.reference_transaction_id,
+                "round_id": cb.round_id,
+                "game_id": cb.game_id or claims.game_id,
+                "amount": cb.amount,
+                "currency": currency,
+                "round_closed": cb.round_closed,
+                "received_at": datetime.now(UTC),
+                "reply_to": self.instance_id,
+                "reply_partition": partition,
+            },
+        )
+        key = player_key(claims.operator_id, cb.player_id)
+        try:
+            async with asyncio.timeout(self.settings.ingress_outcome_wait_ms / 1000):
+                await router.publish(self.names.requests, key, value)
+                outcome = await fut
+        except TimeoutError:
+            TIMEOUTS.inc()
+            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
+                         corr, {"reason": "no outcome in time"})  # fmt: skip
+        except KafkaError as exc:
+            log.warning("publish_failed", correlation_id=corr, error=str(exc))
+            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
+                         corr, {"reason": "publish failed"})  # fmt: skip
+        finally:
+            router.forget(wait_key, fut)
+        return Reply(
+            http_status(outcome.status),
+            self._answer(cb, outcome.status, outcome.currency, outcome),
+            outcome.status,
+            corr,
+        )
+
+    # --- operator API ---------------------------------------------------------------------
+
+    async def _operator(self, request: Request, endpoint: str) -> tuple[Operator, bytes] | Response:
+        operator_id: str = request.path_params["operator_id"]
+        authenticated = await self._authenticate(
+            request, self.operator_secrets.get(operator_id), Refusal.UNKNOWN_OPERATOR
+        )
+        if isinstance(authenticated, Reply):
+            return self._operator_reply(endpoint, authenticated.http, authenticated.body["status"])
+        operator = self.tenants.operator(operator_id)
+        assert operator is not None  # it has a secret
+        return operator, authenticated
+
+    def _operator_reply(
+        self, endpoint: str, http: int, status: str, detail: str | None = None, **extra: Any
+    ) -> Response:
+        OPERATOR_CALLS.labels(endpoint, status).inc()
+        body: dict[str, Any] = {"status": str(status)} if http >= 300 else {}
+        if detail:
+            body["detail"] = detail
+        body.update(extra)
+        log.event("operator_request", endpoint=endpoint, status=str(status), http_status=http)
+        content = json.dumps(body, separators=(",", ":")).encode()
+        return Response(content, http, media_type="application/json")
+
+    async def open_session(self, request: Request) -> Response:
+        found = await self._operator(request, "sessions")
+        if isinstance(found, Response):
+            return found
+        operator, body = found
+        parsed = parse_object(body)
+        fields = parsed if isinstance(parsed, dict) else None
+        req = validate_session_request(fields) if fields is not None else Invalid(str(parsed))
+        if isinstance(req, Invalid):
+            return self._operator_reply("sessions", 400, Status.INVALID_REQUEST, req.reason)
+        refusal = session_refusal(self.tenants, operator, req)
+        if refusal is not None:
+            return self._operator_reply("sessions", OPERATOR_HTTP_STATUS[refusal], refusal)
+        game = self.tenants.game(req.game_id)
+        assert game is not None
+        now_ms = time.time_ns() // 1_000_000
+        claims = SessionClaims(
+            session_id=new_session_id(
+                operator.id, req.player_id, game.id, now_ms, secrets.token_hex(16)
+            ),
+            operator_id=operator.id,
+            player_id=req.player_id,
+            currency=req.currency,
+            country=req.country,
+            game_id=game.id,
+            provider_id=game.provider,
+            mode=req.mode,
+            issued_at_ms=now_ms,
+            expires_at_ms=now_ms + self.settings.session_ttl_s * 1000,
+        )
+        token = issue_token(self.session_secret, claims)
+        if not await self._session_opened(claims):
+            return self._operator_reply("sessions", 503, Status.RETRY_LATER)
+        query = {"session_token": token, "mode": req.mode}
+        if req.language:
+            query["language"] = req.language
+        if req.return_url:
+            query["return_url"] = req.return_url
+        base = str(request.base_url).rstrip("/")
+        expires = datetime.fromtimestamp(claims.expires_at_ms / 1000, tz=UTC)
+        return self._operator_reply(
+            "sessions",
+            201,
+            "CREATED",
+            session_token=token,
+            launch_url=f"{base}/v1/launch/{game.provider}/{game.id}?{urlencode(query)}",
+            expires_at=expires.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            session_id=claims.session_id,
+        )
+
+    async def _session_opened(self, claims: SessionClaims) -> bool:
+        """Journal the opening (acks=all) before the token is handed out."""
+        router = self.router
+        if router is None or not router.producer_started:
+            return False
+        value = self.codec.encode(
+            "casino.agg.events.SessionOpened",
+            {
+                "event_id": derive_id("ev", "SessionOpened", claims.session_id),
+                "correlation_id": derive_id("corr", "session", claims.session_id),
+                "operator_id": claims.operator_id,
+                "player_id": claims.player_id,
+                "provider_id": claims.provider_id,
+                "occurred_at": datetime.fromtimestamp(claims.issued_at_ms / 1000, tz=UTC),
+                "session_id": claims.session_id,
+                "game_id": claims.game_id,
+                "currency": claims.currency,
+                "country": claims.country,
+                "mode": claims.mode,
+                "expires_at": datetime.fromtimestamp(claims.expires_at_ms / 1000, tz=UTC),
+            },
+        )
+        try:
+            async with asyncio.timeout(self.settings.ingress_outcome_wait_ms / 1000):
+                await router.publish(
+                    self.names.events, player_key(claims.operator_id, claims.player_id), value
+                )
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("session_event_failed", session_id=claims.session_id, error=str(exc))
+            return False
+        return True
+
+    async def games(self, request: Request) -> Response:
+        found = await self._operator(request, "games")
+        if isinstance(found, Response):
+            return found
+        operator, _ = found
+        country = request.query_params.get("country", "")
+        if len(country) != 2 or not country.isascii() or not country.isupper():
+            return self._operator_reply("games", 400, Status.INVALID_REQUEST,
+                                        "country: ISO 3166-1 alpha-2, upper case")  # fmt: skip
+        games = [
+            {"game_id": g.id, "provider_id": g.provider, "name": g.name}
+            for g in offered_games(self.tenants, operator, country)
+        ]
+        return self._operator_reply(
+            "games", 200, "OK", operator_id=operator.id, country=country, games=games
+        )
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        router = self.router
+        ready = router is not None and router.ready
+        body = {
+            "status": "ok" if ready else "unavailable",
+            "instance_id": self.instance_id,
+            "reply_partition": router.reply_partition if router else None,
+            "producer_started": bool(router and router.producer_started),
+        }
+        return Response(json.dumps(body).encode(), 200 if ready else 503,
+                        media_type="application/json")  # fmt: skip
+
+
+def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = None) -> Starlette:
+    """The ASGI app; its Kafka clients start and stop with the app's lifespan (they belong to
+    the running event loop). ``app.state.ingress`` is the :class:`Ingress`."""
+    ingress = Ingress(settings, tenants, instance_id)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        router = OutcomeRouter(settings, ingress.instance_id)
+        ingress.router = router
+        await router.start()
+        try:
+            yield
+        finally:
+            ingress.router = None
+            await router.stop()
+
+    routes = [
+        Route(
+            "/v1/providers/{provider_id}/wallet/{action}",
+            ingress.provider_callback,
+            methods=["POST"],
+        ),
+        Route("/v1/operators/{operator_id}/sessions", ingress.open_session, methods=["POST"]),
+        Route("/v1/operators/{operator_id}/games", ingress.games, methods=["GET"]),
+        Route("/healthz", ingress.healthz, methods=["GET"]),
+        Route("/metrics", _Asgi(make_asgi_app()), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ingress = ingress
+    return app

@@ -1,0 +1,1 @@
+"""Simulated providers and players driving realistic traffic through the ingress."""
