@@ -203,6 +203,8 @@ class Round:
     round_id: str
     game_id: str | None
     currency: str
+    provider_id: str = ""
+    """Rounds are the provider's: two providers may use the same round id."""
     bet_total: int = 0
     win_total: int = 0
     refund_total: int = 0
@@ -324,16 +326,19 @@ class _Draft:
     def add_to_round(self, txn: Txn, *, bet: int = 0, win: int = 0, refund: int = 0) -> None:
         if txn.round_id is None:
             return
-        current = self.rounds.get(txn.round_id) or Round(txn.round_id, txn.game_id, txn.currency)
+        key = txn_key(txn.provider_id, txn.round_id)
+        current = self.rounds.get(key) or Round(
+            txn.round_id, txn.game_id, txn.currency, txn.provider_id
+        )
         updated = replace(
             current,
             bet_total=current.bet_total + bet,
             win_total=current.win_total + win,
             refund_total=current.refund_total + refund,
         )
-        self.rounds[txn.round_id] = updated
+        self.rounds[key] = updated
         if txn.round_closed and not updated.closed:
-            self.rounds[txn.round_id] = replace(updated, closed=True)
+            self.rounds[key] = replace(updated, closed=True)
             self.event(
                 "RoundClosed",
                 f"{txn.provider_id}:{txn.round_id}",
@@ -474,11 +479,21 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
         deadline = txn.deadline_ms or d.now + d.config.wallet_timeout_ms
         d.txns[txn.key] = replace(txn, waiters=(*txn.waiters, request), deadline_ms=deadline)
         return
+    if (
+        txn.action == Action.BET
+        and txn.rollback_key is not None
+        and txn.state
+        in (
+            TxnState.COMPENSATED,
+            TxnState.REFUNDING,
+            TxnState.ROLLED_BACK,
+        )
+    ):
+        # the provider rolled this bet back: it is never debited again
+        d.answer(request, Status.BET_ROLLED_BACK)
+        return
     if txn.action == Action.BET and txn.state == TxnState.COMPENSATED:
         _start_debit(d, replace(txn, correlation_id=request.correlation_id), request)
-        return
-    if txn.action == Action.BET and txn.state == TxnState.ROLLED_BACK:
-        d.answer(request, Status.BET_ROLLED_BACK)
         return
     if txn.state == TxnState.COMPENSATING:
         d.answer(request, Status.RETRY_LATER)
@@ -567,7 +582,6 @@ def _on_new_rollback(d: _Draft, request: Request) -> None:
         else:
             d.answer(request, status)
         return
-    rollback = replace(rollback, amount=bet.amount, currency=bet.currency)
     if bet.rollback_key is not None and bet.rollback_key != rollback.key:
         # another rollback already undoes (or will undo) this bet: nothing more to refund
         _settle_rollback_noop(d, rollback, request, bet_known=True)
@@ -744,7 +758,7 @@ def _finish_rollback(d: _Draft, rollback_key: str, *, refunded: bool,
     if rollback.status is not None:
         return
     settled = replace(rollback, state=TxnState.ACCEPTED, status=Status.OK, balance=balance,
-                      waiters=(), settled_at_ms=d.now)  # fmt: skip
+                      waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
     d.txns[rollback_key] = settled
     for waiter in rollback.waiters:
         d.answer(waiter, Status.OK, balance)

@@ -85,7 +85,7 @@ def decode_state(data: bytes) -> PlayerState:
             player_id=body["player_id"],
             txns={t.key: t for t in txns},
             pending={p.command.command_id: p for p in pending},
-            rounds={r.round_id: r for r in rounds},
+            rounds={f"{r.provider_id}:{r.round_id}": r for r in rounds},
             balance=body["balance"],
             balance_currency=body["balance_currency"],
         )

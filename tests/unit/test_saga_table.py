@@ -1,0 +1,546 @@
+"""Table-driven tests of the saga decider: prior messages, one message, expected outputs.
+
+Each row runs its prior steps on a fresh player state, then the message, and compares the
+statuses of the answers, the commands sent (kind, amount) and the journal event names that
+the message alone produced."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import pytest
+
+from agg_domain.saga import (
+    MAX_AMOUNT,
+    Answer,
+    Command,
+    Decision,
+    Event,
+    Message,
+    PlayerState,
+    Reply,
+    Request,
+    SagaConfig,
+    Tick,
+    TxnState,
+    decide,
+    next_due_ms,
+    txn_key,
+)
+from agg_domain.statuses import Action, CommandKind, ReplyStatus, Status
+
+OPERATOR = "op-1"
+PLAYER = "pl-1"
+CONFIG = SagaConfig()
+T0 = 1_000_000
+TIMEOUT = CONFIG.wallet_timeout_ms
+
+_request_numbers = itertools.count(1)
+
+
+def req(
+    action: Action,
+    txn: str | None,
+    amount: int | None = None,
+    *,
+    ref: str | None = None,
+    provider: str = "prov-a",
+    round_id: str | None = "round-1",
+    currency: str = "EUR",
+    round_closed: bool = False,
+) -> Request:
+    """A provider request; every call gets its own request id, as a provider retry would."""
+    number = next(_request_numbers)
+    return Request(
+        request_id=f"req-{number}",
+        correlation_id=f"corr-{number}",
+        provider_id=provider,
+        operator_id=OPERATOR,
+        player_id=PLAYER,
+        action=action,
+        currency=currency,
+        received_at_ms=T0,
+        transaction_id=txn,
+        reference_transaction_id=ref,
+        round_id=round_id,
+        game_id="game-1",
+        amount=amount,
+        round_closed=round_closed,
+    )
+
+
+def bet(txn: str = "bet-1", amount: int | None = 100, **kw: object) -> Request:
+    return req(Action.BET, txn, amount, **kw)  # type: ignore[arg-type]
+
+
+def win(txn: str = "win-1", amount: int | None = 50, **kw: object) -> Request:
+    return req(Action.WIN, txn, amount, **kw)  # type: ignore[arg-type]
+
+
+def rollback(txn: str = "rb-1", ref: str | None = "bet-1", **kw: object) -> Request:
+    return req(Action.ROLLBACK, txn, None, ref=ref, **kw)  # type: ignore[arg-type]
+
+
+# --- steps of a scenario ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rep:
+    """The wallet's reply to the latest command of ``kind`` sent so far."""
+
+    kind: CommandKind
+    status: ReplyStatus = ReplyStatus.OK
+    balance: int | None = 1_000
+
+
+@dataclass(frozen=True)
+class RepId:
+    """A wallet reply to an explicit command id."""
+
+    command_id: str
+    status: ReplyStatus = ReplyStatus.OK
+
+
+@dataclass(frozen=True)
+class At:
+    """A timer tick at ``T0 + offset_ms``."""
+
+    offset_ms: int
+
+
+Step = Request | Rep | RepId | At
+
+
+@dataclass
+class Run:
+    state: PlayerState = field(default_factory=lambda: PlayerState(OPERATOR, PLAYER))
+    now: int = T0
+    sent: list[Command] = field(default_factory=list)
+    outputs: list[tuple[object, ...]] = field(default_factory=list)
+
+    def message(self, step: Step) -> Message:
+        if isinstance(step, Request):
+            return step
+        if isinstance(step, At):
+            self.now = T0 + step.offset_ms
+            return Tick()
+        if isinstance(step, RepId):
+            return Reply(step.command_id, step.status, 1_000, "EUR", self.now)
+        command = next(c for c in reversed(self.sent) if c.kind == step.kind)
+        return Reply(command.command_id, step.status, step.balance, "EUR", self.now)
+
+    def step(self, step: Step) -> Decision:
+        decision = decide(self.state, self.message(step), self.now, CONFIG)
+        self.state = decision.state
+        self.sent += [o for o in decision.outputs if isinstance(o, Command)]
+        self.outputs.append(decision.outputs)
+        return decision
+
+    def steps(self, steps: list[Step]) -> None:
+        for s in steps:
+            self.step(s)
+
+
+def answers(decision: Decision) -> list[Status]:
+    return [o.status for o in decision.outputs if isinstance(o, Answer)]
+
+
+def commands(decision: Decision) -> list[tuple[CommandKind, int]]:
+    return [(o.kind, o.amount) for o in decision.outputs if isinstance(o, Command)]
+
+
+def events(decision: Decision) -> list[str]:
+    return [o.name for o in decision.outputs if isinstance(o, Event)]
+
+
+def only(decision: Decision, kind: type) -> list:  # type: ignore[type-arg]
+    return [o for o in decision.outputs if isinstance(o, kind)]
+
+
+# --- the table ------------------------------------------------------------------------------
+
+S, K, R = Status, CommandKind, ReplyStatus
+BET = bet()
+WIN = win()
+RB = rollback()
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    prior: list[Step]
+    message: Step
+    answers: list[Status]
+    commands: list[tuple[CommandKind, int]]
+    events: list[str]
+
+
+ROWS: list[Row] = [
+    # bets
+    Row("bet sends a debit, no answer yet", [], BET, [], [(K.DEBIT, 100)], []),
+    Row("debit ok accepts the bet", [BET], Rep(K.DEBIT), [S.OK], [], ["BetAccepted"]),
+    Row("debit refused: insufficient funds", [BET], Rep(K.DEBIT, R.INSUFFICIENT_FUNDS),
+        [S.INSUFFICIENT_FUNDS], [], ["BetRejected"]),
+    Row("debit refused: player blocked", [BET], Rep(K.DEBIT, R.PLAYER_BLOCKED),
+        [S.PLAYER_BLOCKED], [], ["BetRejected"]),
+    Row("debit refused: limit reached", [BET], Rep(K.DEBIT, R.LIMIT_REACHED),
+        [S.LIMIT_EXCEEDED], [], ["BetRejected"]),
+    Row("debit refused: unknown player", [BET], Rep(K.DEBIT, R.UNKNOWN_PLAYER),
+        [S.SESSION_NOT_FOUND], [], ["BetRejected"]),
+    Row("debit error: retryable and compensated", [BET], Rep(K.DEBIT, R.ERROR),
+        [S.RETRY_LATER], [(K.CANCEL, 100)], []),
+    # idempotency
+    Row("exact duplicate while pending waits", [BET], bet(), [], [], []),
+    Row("reply answers the bet and its pending duplicate alike", [BET, bet()], Rep(K.DEBIT),
+        [S.OK, S.OK], [], ["BetAccepted"]),
+    Row("duplicate after acceptance gets the original answer", [BET, Rep(K.DEBIT)], bet(),
+        [S.OK], [], []),
+    Row("duplicate after refusal gets the original answer",
+        [BET, Rep(K.DEBIT, R.INSUFFICIENT_FUNDS)], bet(), [S.INSUFFICIENT_FUNDS], [], []),
+    Row("other amount is a conflict", [BET, Rep(K.DEBIT)], bet(amount=101),
+        [S.DUPLICATE_CONFLICT], [], ["DuplicateConflictDetected"]),
+    Row("other currency is a conflict", [BET, Rep(K.DEBIT)], bet(currency="USD"),
+        [S.DUPLICATE_CONFLICT], [], ["DuplicateConflictDetected"]),
+    Row("other round is a conflict", [BET, Rep(K.DEBIT)], bet(round_id="round-2"),
+        [S.DUPLICATE_CONFLICT], [], ["DuplicateConflictDetected"]),
+    Row("conflict while pending", [BET], bet(amount=99),
+        [S.DUPLICATE_CONFLICT], [], ["DuplicateConflictDetected"]),
+    Row("win reusing a bet id is a conflict", [BET, Rep(K.DEBIT)], win("bet-1", 100),
+        [S.DUPLICATE_CONFLICT], [], ["DuplicateConflictDetected"]),
+    # rollbacks
+    Row("rollback of an accepted bet cancels its debit", [BET, Rep(K.DEBIT)], RB,
+        [], [(K.CANCEL, 100)], []),
+    Row("refund acknowledged answers the rollback", [BET, Rep(K.DEBIT), RB], Rep(K.CANCEL),
+        [S.OK], [], ["BetRolledBack"]),
+    Row("second rollback while refunding: ok, no second cancel", [BET, Rep(K.DEBIT), RB],
+        rollback("rb-2"), [S.OK], [], ["RollbackRecorded"]),
+    Row("second rollback after refund: ok, no second cancel",
+        [BET, Rep(K.DEBIT), RB, Rep(K.CANCEL)], rollback("rb-2"), [S.OK], [],
+        ["RollbackRecorded"]),
+    Row("duplicate bet after refund", [BET, Rep(K.DEBIT), RB, Rep(K.CANCEL)], bet(),
+        [S.BET_ROLLED_BACK], [], []),
+    Row("rollback of a rejected bet is an ok no-op", [BET, Rep(K.DEBIT, R.LIMIT_REACHED)], RB,
+        [S.OK], [], ["RollbackRecorded"]),
+    Row("rollback of an unknown bet records a tombstone", [], RB,
+        [S.OK], [], ["RollbackRecorded"]),
+    Row("bet after its tombstone is refused", [RB], BET,
+        [S.BET_ROLLED_BACK], [], ["BetRejected"]),
+    Row("second rollback of a tombstone", [RB], rollback("rb-2"),
+        [S.OK], [], ["RollbackRecorded"]),
+    Row("rollback of a pending bet waits", [BET], RB, [], [], []),
+    Row("pending bet debited then rolled back", [BET, RB], Rep(K.DEBIT),
+        [S.OK], [(K.CANCEL, 100)], ["BetAccepted"]),
+    Row("pending bet's refund acknowledged", [BET, RB, Rep(K.DEBIT)], Rep(K.CANCEL),
+        [S.OK], [], ["BetRolledBack"]),
+    Row("pending bet refused: rollback ok without cancel", [BET, RB],
+        Rep(K.DEBIT, R.INSUFFICIENT_FUNDS),
+        [S.INSUFFICIENT_FUNDS, S.OK], [], ["BetRejected", "RollbackRecorded"]),
+    Row("rollback of a compensating bet answered when the cancel is acknowledged",
+        [BET, At(TIMEOUT), RB], Rep(K.CANCEL), [S.OK], [], ["DebitCancelled",
+                                                          "RollbackRecorded"]),
+    Row("rollback naming a win", [WIN, Rep(K.CREDIT)], rollback(ref="win-1"),
+        [S.TRANSACTION_NOT_FOUND], [], []),
+    # debit deadline and compensation
+    Row("just before the debit deadline nothing happens", [BET], At(TIMEOUT - 1), [], [], []),
+    Row("debit deadline: retryable, cancel sent", [BET], At(TIMEOUT),
+        [S.RETRY_LATER], [(K.CANCEL, 100)], ["DebitTimedOut"]),
+    Row("debit deadline answers pending duplicates too", [BET, bet()], At(TIMEOUT),
+        [S.RETRY_LATER, S.RETRY_LATER], [(K.CANCEL, 100)], ["DebitTimedOut"]),
+    Row("retry while the cancel is unacknowledged", [BET, At(TIMEOUT)], bet(),
+        [S.RETRY_LATER], [], []),
+    Row("unacknowledged cancel is resent", [BET, At(TIMEOUT)],
+        At(TIMEOUT + CONFIG.backoff_ms(1)), [], [(K.CANCEL, 100)], []),
+    Row("cancel acknowledged", [BET, At(TIMEOUT)], Rep(K.CANCEL), [], [], ["DebitCancelled"]),
+    Row("retry after the cancel is acknowledged debits again", [BET, At(TIMEOUT),
+                                                                Rep(K.CANCEL)], bet(),
+        [], [(K.DEBIT, 100)], []),
+    Row("late debit reply after compensation is ignored", [BET, At(TIMEOUT)], Rep(K.DEBIT),
+        [], [], []),
+    Row("cancel refused is resent later, nothing else", [BET, At(TIMEOUT)],
+        Rep(K.CANCEL, R.ERROR), [], [], []),
+    # wins
+    Row("win sends a credit", [], WIN, [], [(K.CREDIT, 50)], []),
+    Row("credit ok", [WIN], Rep(K.CREDIT), [S.OK], [], ["WinCredited"]),
+    Row("credit deadline: retryable, owed, resent", [WIN], At(TIMEOUT),
+        [S.RETRY_LATER], [(K.CREDIT, 50)], ["CreditOwed"]),
+    Row("credit error: retryable and owed", [WIN], Rep(K.CREDIT, R.ERROR),
+        [S.RETRY_LATER], [], ["CreditOwed"]),
+    Row("owed credit acknowledged", [WIN, At(TIMEOUT)], Rep(K.CREDIT), [], [],
+        ["WinCredited"]),
+    Row("duplicate win after credit", [WIN, Rep(K.CREDIT)], win(), [S.OK], [], []),
+    Row("duplicate win while owed waits for the credit", [WIN, At(TIMEOUT)], win(), [], [], []),
+    Row("duplicate credit reply", [WIN, Rep(K.CREDIT)], Rep(K.CREDIT), [], [], []),
+    # unknown replies
+    Row("reply to an unknown command", [BET], RepId("cmd-unknown"), [], [], []),
+    Row("duplicate debit reply", [BET, Rep(K.DEBIT)], Rep(K.DEBIT), [], [], []),
+    Row("duplicate cancel reply", [BET, Rep(K.DEBIT), RB, Rep(K.CANCEL)], Rep(K.CANCEL),
+        [], [], []),
+    # boundary amounts
+    Row("bet 0", [], bet(amount=0), [S.INVALID_REQUEST], [], []),
+    Row("bet -1", [], bet(amount=-1), [S.INVALID_REQUEST], [], []),
+    Row("bet without amount", [], bet(amount=None), [S.INVALID_REQUEST], [], []),
+    Row("bet without id", [], bet(txn=None), [S.INVALID_REQUEST], [], []),
+    Row("bet 1", [], bet(amount=1), [], [(K.DEBIT, 1)], []),
+    Row("bet 1 accepted", [bet(amount=1)], Rep(K.DEBIT), [S.OK], [], ["BetAccepted"]),
+    Row("bet max", [], bet(amount=MAX_AMOUNT), [], [(K.DEBIT, MAX_AMOUNT)], []),
+    Row("bet max accepted", [bet(amount=MAX_AMOUNT)], Rep(K.DEBIT), [S.OK], [],
+        ["BetAccepted"]),
+    Row("bet 2**63", [], bet(amount=2**63), [S.INVALID_REQUEST], [], []),
+    Row("win 0", [], win(amount=0), [], [(K.CREDIT, 0)], []),
+    Row("win 0 accepted", [win(amount=0)], Rep(K.CREDIT), [S.OK], [], ["WinCredited"]),
+    Row("win -1", [], win(amount=-1), [S.INVALID_REQUEST], [], []),
+    Row("win max", [], win(amount=MAX_AMOUNT), [], [(K.CREDIT, MAX_AMOUNT)], []),
+    Row("win 2**63", [], win(amount=2**63), [S.INVALID_REQUEST], [], []),
+    Row("rollback without reference", [], rollback(ref=None), [S.INVALID_REQUEST], [], []),
+    # rounds
+    Row("closing win closes the round", [BET, Rep(K.DEBIT), win(round_closed=True)],
+        Rep(K.CREDIT), [S.OK], [], ["WinCredited", "RoundClosed"]),
+    Row("round closes once", [BET, Rep(K.DEBIT), win(round_closed=True), Rep(K.CREDIT),
+                              win("win-2", 5, round_closed=True)],
+        Rep(K.CREDIT), [S.OK], [], ["WinCredited"]),
+    Row("closing bet closes the round", [bet(round_closed=True)], Rep(K.DEBIT), [S.OK], [],
+        ["BetAccepted", "RoundClosed"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_table(row: Row) -> None:
+    run = Run()
+    run.steps(row.prior)
+    decision = run.step(row.message)
+    assert answers(decision) == row.answers
+    assert commands(decision) == row.commands
+    assert events(decision) == row.events
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_table_is_deterministic(row: Row) -> None:
+    """Running the same sequence twice yields identical outputs, ids included."""
+    first, second = Run(), Run()
+    first.steps([*row.prior, row.message])
+    second.steps([*row.prior, row.message])
+    assert first.outputs == second.outputs
+    assert first.state == second.state
+
+
+# --- details the table does not show -----------------------------------------------------------
+
+
+def test_accepted_bet_answer_carries_the_wallet_balance() -> None:
+    run = Run()
+    run.step(BET)
+    decision = run.step(Rep(K.DEBIT, balance=900))
+    [answer] = only(decision, Answer)
+    assert (answer.balance, answer.currency, answer.request) == (900, "EUR", BET)
+    [event] = only(decision, Event)
+    assert event.fields["amount"] == 100 and event.fields["balance"] == 900
+
+
+def test_pending_duplicate_answered_identically() -> None:
+    run = Run()
+    duplicate = bet()
+    run.steps([BET, duplicate])
+    assert len(run.sent) == 1
+    decision = run.step(Rep(K.DEBIT, balance=777))
+    [first, second] = only(decision, Answer)
+    assert first.request == BET and second.request == duplicate
+    assert (first.status, first.balance) == (second.status, second.balance) == (S.OK, 777)
+
+
+@pytest.mark.parametrize(
+    "conflicting",
+    [bet(amount=101), bet(currency="USD"), bet(round_id="round-2"), bet(round_id=None)],
+    ids=["amount", "currency", "round", "no-round"],
+)
+@pytest.mark.parametrize("settled", [False, True], ids=["pending", "accepted"])
+def test_conflict_leaves_the_transaction_unchanged(conflicting: Request, settled: bool) -> None:
+    run = Run()
+    run.steps([BET, Rep(K.DEBIT)] if settled else [BET])
+    before = run.state
+    decision = run.step(conflicting)
+    assert answers(decision) == [S.DUPLICATE_CONFLICT]
+    assert run.state == before
+
+
+def test_refund_cancel_references_the_debit() -> None:
+    run = Run()
+    run.steps([BET, Rep(K.DEBIT)])
+    debit = run.sent[-1]
+    decision = run.step(RB)
+    [cancel] = only(decision, Command)
+    assert cancel.kind == K.CANCEL and cancel.reference_command_id == debit.command_id
+    assert cancel.transaction_id == "bet-1" and cancel.amount == debit.amount
+    decision = run.step(Rep(K.CANCEL))
+    [answer] = only(decision, Answer)
+    assert answer.request == RB and answer.status == S.OK
+    assert run.state.txns[txn_key("prov-a", "bet-1")].state == TxnState.ROLLED_BACK
+
+
+def test_rollback_of_rejected_bet_is_recorded_as_known() -> None:
+    run = Run()
+    run.steps([BET, Rep(K.DEBIT, R.PLAYER_BLOCKED)])
+    [event] = only(run.step(RB), Event)
+    assert event.name == "RollbackRecorded" and event.fields["bet_known"] is True
+
+
+def test_rollback_of_unknown_bet_is_recorded_as_unknown() -> None:
+    run = Run()
+    [event] = only(run.step(RB), Event)
+    assert event.fields["bet_known"] is False
+    assert run.state.txns[txn_key("prov-a", "bet-1")].state == TxnState.TOMBSTONE
+    assert not run.state.pending
+
+
+def test_tombstone_is_per_provider() -> None:
+    run = Run()
+    run.step(RB)
+    decision = run.step(bet(provider="prov-b"))
+    assert commands(decision) == [(K.DEBIT, 100)]
+
+
+def test_retry_after_compensation_uses_a_new_command_id() -> None:
+    run = Run()
+    run.steps([BET, At(TIMEOUT)])
+    [first_debit, cancel] = run.sent
+    assert cancel.reference_command_id == first_debit.command_id
+    run.step(Rep(K.CANCEL))
+    [second_debit] = only(run.step(bet()), Command)
+    assert second_debit.kind == K.DEBIT
+    assert second_debit.command_id not in (first_debit.command_id, cancel.command_id)
+    assert answers(run.step(Rep(K.DEBIT))) == [S.OK]
+
+
+def test_debit_deadline_is_measured_from_the_bet() -> None:
+    run = Run()
+    run.step(BET)
+    assert next_due_ms(run.state, CONFIG) == T0 + TIMEOUT
+
+
+def test_credit_is_resent_with_capped_exponential_backoff_until_acknowledged() -> None:
+    run = Run()
+    [credit] = only(run.step(WIN), Command)
+    now, sends = T0, 1
+    resend_times = []
+    while sends < 12:
+        due = next_due_ms(run.state, CONFIG)
+        assert due is not None
+        decision = run.step(At(due - T0))
+        resent = only(decision, Command)
+        if due == T0 + TIMEOUT and not resent:
+            continue  # the answer deadline alone
+        assert resent == [credit], "the same command, same id, is resent"
+        sends += 1
+        resend_times.append(due)
+        now = due
+    gaps = [b - a for a, b in itertools.pairwise([T0, *resend_times])]
+    assert gaps == [CONFIG.backoff_ms(n) for n in range(1, 12)]
+    assert max(gaps) == CONFIG.retry_backoff_max_ms
+    assert CONFIG.backoff_ms(1) == CONFIG.retry_backoff_initial_ms
+    assert all(CONFIG.backoff_ms(n) == CONFIG.retry_backoff_max_ms for n in (8, 50, 10_000))
+    owed = [e for outs in run.outputs for e in outs if isinstance(e, Event)]
+    assert [e.name for e in owed] == ["CreditOwed"]
+    decision = run.step(Rep(K.CREDIT, balance=1_050))
+    assert events(decision) == ["WinCredited"]
+    assert not run.state.pending and next_due_ms(run.state, CONFIG) is None
+    assert run.step(Rep(K.CREDIT)).outputs == ()
+    assert only(run.step(At(now - T0 + 10 * CONFIG.retry_backoff_max_ms)), Command) == []
+
+
+def test_unknown_reply_changes_nothing() -> None:
+    run = Run()
+    run.steps([BET, WIN])
+    before = run.state
+    decision = run.step(RepId("cmd-nobody-sent-this", R.ERROR))
+    assert decision.outputs == () and run.state == before
+
+
+def test_round_closed_totals() -> None:
+    run = Run()
+    run.steps([BET, Rep(K.DEBIT), bet("bet-2", 7), Rep(K.DEBIT, R.INSUFFICIENT_FUNDS)])
+    run.steps([bet("bet-3", 20), Rep(K.DEBIT), rollback("rb-3", "bet-3"), Rep(K.CANCEL)])
+    run.step(win(amount=30, round_closed=True))
+    [closed] = [e for e in only(run.step(Rep(K.CREDIT)), Event) if e.name == "RoundClosed"]
+    assert closed.fields["round_id"] == "round-1"
+    assert (closed.fields["bet_total"], closed.fields["win_total"]) == (120, 30)
+    assert closed.fields["refund_total"] == 20
+    assert run.state.rounds[txn_key("prov-a", "round-1")].closed
+
+
+def test_output_ids_are_deterministic_across_runs() -> None:
+    """The same scenario built twice from scratch (new request objects, same ids) repeats
+    every command and event id."""
+
+    def scenario() -> list[tuple[str, ...]]:
+        run = Run()
+        steps: list[Step] = [
+            Request(**{**BET.__dict__}),
+            Rep(K.DEBIT),
+            Request(**{**WIN.__dict__}),
+            At(TIMEOUT),
+            At(10 * TIMEOUT),
+            Rep(K.CREDIT),
+            Request(**{**RB.__dict__}),
+            Rep(K.CANCEL),
+        ]
+        run.steps(steps)
+        return [
+            (o.command_id,) if isinstance(o, Command) else (o.name, o.event_id)
+            for outs in run.outputs
+            for o in outs
+            if isinstance(o, Command | Event)
+        ]
+
+    first, second = scenario(), scenario()
+    assert first == second and len(first) >= 8
+    event_ids = [x[1] for x in first if len(x) == 2]
+    assert len(event_ids) == len(set(event_ids))
+
+
+def test_wrong_player_is_a_routing_bug() -> None:
+    request = Request(**{**BET.__dict__, "player_id": "someone-else"})
+    with pytest.raises(ValueError, match="wrong player"):
+        decide(PlayerState(OPERATOR, PLAYER), request, T0, CONFIG)
+
+
+# --- regression tests of defects found by the property tests ----------------------------
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [
+        [BET, Rep(K.DEBIT), RB, Rep(K.CANCEL)],
+        [BET, Rep(K.DEBIT, R.INSUFFICIENT_FUNDS), RB],
+    ],
+    ids=["refunded", "rejected-bet"],
+)
+def test_duplicate_rollback_gets_the_original_answer(prior: list[Step]) -> None:
+    run = Run()
+    run.steps(prior)
+    decision = run.step(rollback())
+    assert answers(decision) == [S.OK]
+    assert events(decision) == []
+
+
+def test_duplicate_rollback_of_unknown_bet_gets_the_original_answer() -> None:
+    run = Run()
+    run.step(RB)
+    assert answers(run.step(rollback())) == [S.OK]
+
+
+def test_rounds_are_per_provider() -> None:
+    run = Run()
+    run.steps([BET, Rep(K.DEBIT)])
+    run.step(win("win-b", 5, provider="prov-b", round_closed=True))
+    [closed] = [e for e in only(run.step(Rep(K.CREDIT)), Event) if e.name == "RoundClosed"]
+    assert closed.provider_id == "prov-b"
+    assert (closed.fields["bet_total"], closed.fields["win_total"]) == (0, 5)
+
+
+def test_retry_of_rolled_back_compensated_bet_is_refused() -> None:
+    run = Run()
+    run.steps([BET, At(TIMEOUT), RB])
+    assert answers(run.step(Rep(K.CANCEL))) == [S.OK]
+    decision = run.step(bet())
+    assert answers(decision) == [S.BET_ROLLED_BACK]
+    assert commands(decision) == []
