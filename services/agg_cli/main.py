@@ -4,6 +4,9 @@ aggregator dev up|down|status     the local stack of real servers
 aggregator topics ensure|list     the topic catalogue on the configured broker
 aggregator schemas list|check|freeze
 aggregator config check           validate settings and the tenants file
+aggregator ingress [--port N]      run one ingress instance (provider callbacks, operator API)
+aggregator wallet [--operator ID] [--mode normal|slow|silent|failing]
+                                  run the reference operator wallet
 """
 
 from __future__ import annotations
@@ -120,6 +123,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from agg_ingress.__main__ import run
+
+    return run(args)
+
+
+def cmd_wallet(args: argparse.Namespace) -> int:
+    from agg_wallet.__main__ import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aggregator",
@@ -145,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("action", choices=["check"])
     config.add_argument("--show", action="store_true", help="print every setting with its reason")
     config.set_defaults(func=cmd_config)
+
+    from agg_ingress.__main__ import add_arguments as ingress_arguments
+
+    ingress = sub.add_parser("ingress", help="run one ingress instance (HTTP, Kafka)")
+    ingress_arguments(ingress)
+    ingress.set_defaults(func=cmd_ingress)
+
+    from agg_wallet.__main__ import add_arguments as wallet_arguments
+
+    wallet = sub.add_parser("wallet", help="run the reference operator wallet (Kafka, Postgres)")
+    wallet_arguments(wallet)
+    wallet.set_defaults(func=cmd_wallet)
     return parser
 
 

@@ -53,7 +53,7 @@ class LocalStack:
             ),
             ServiceProcess(
                 "wallet", services_dir, "agg_wallet", [],
-                ready_log_text='"event":"wallet_ready"',
+                ready_url=f"http://127.0.0.1:{settings.wallet_metrics_port}/healthz",
             ),
             ServiceProcess(
                 "ingress", services_dir, "agg_ingress", [],

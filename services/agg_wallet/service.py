@@ -1,0 +1,435 @@
+"""The wallet service: one consumer loop per operator, from Kafka to Postgres and back.
+
+Per batch of commands (``getmany``, at most ``wallet_batch_count_max``):
+
+1. decode every message; one that cannot be decoded goes to the dead-letter topic (raw
+   bytes, header ``reason``) and is skipped; a decoded command with bad fields is kept and
+   answered ERROR;
+2. apply the batch in ONE Postgres transaction (:meth:`WalletStore.apply_batch`), which
+   dedupes by command id: a command already in the ledger is not applied again and its
+   stored reply is sent again;
+3. produce every reply (same key as the command, so the default partitioner puts it on the
+   partition the saga reads for that player) and wait for every acknowledgement;
+4. commit the batch's offsets.
+
+A crash before 2 commits leaves nothing; a crash after it re-reads the batch, finds every
+command in the ledger and re-sends the same replies. So delivery is at-least-once and the
+effect exactly-once. A failure other than a bad message (Postgres or Kafka down) stops the
+service before the offsets are committed; restarting it resumes from the last commit.
+
+Test switches (:class:`Switches`, set at start or through the control endpoint):
+``normal``; ``slow`` (each batch's replies wait ``delay_ms``); ``silent`` (the consumer is
+paused: nothing is applied or answered until the mode changes, then the backlog is
+processed in order); ``failing`` (every command is answered ERROR and nothing is applied or
+recorded, so a resend after recovery is applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from prometheus_client import Counter, Gauge, Histogram
+
+from agg_avro import AvroCodec, AvroDecodeError
+from agg_config.settings import Settings
+from agg_config.tenants import Tenants
+from agg_kafka.clients import make_consumer, make_producer
+from agg_kafka.topics import TopicNames
+from agg_obs.logs import get_logger
+from agg_obs.metrics import LATENCY_BUCKETS_S
+from agg_wallet.rules import Command, Entry, Status, failing_entry, problem_of
+from agg_wallet.store import Item, WalletStore
+
+log = get_logger("wallet")
+
+COMMAND_RECORD = "casino.agg.WalletCommand"
+REPLY_RECORD = "casino.agg.WalletReply"
+POLL_TIMEOUT_MS = 200
+"""Longest wait for messages; also bounds how late a stop or a mode change is noticed."""
+DELAY_MS_MAX = 60_000
+"""Largest ``slow`` delay: the saga's wallet timeout is far below it."""
+
+COMMANDS = Counter(
+    "agg_wallet_commands_total",
+    "Commands answered, by kind and status",
+    ["operator", "kind", "status"],
+)
+DUPLICATES = Counter(
+    "agg_wallet_duplicates_total", "Commands already in the ledger (reply re-sent)", ["operator"]
+)
+CONFLICTS = Counter(
+    "agg_wallet_conflicts_total",
+    "Repeated command ids whose content differs from the stored command",
+    ["operator"],
+)
+DEAD_LETTERS = Counter(
+    "agg_wallet_dead_letters_total", "Undecodable messages set aside", ["operator", "reason"]
+)
+RETRIES = Counter(
+    "agg_wallet_batch_retries_total", "Batch transactions retried after a lost race", ["operator"]
+)
+BATCH_SIZE = Histogram(
+    "agg_wallet_batch_commands",
+    "Commands per applied batch",
+    ["operator"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+APPLY_SECONDS = Histogram(
+    "agg_wallet_apply_seconds",
+    "Time of one batch's Postgres transaction",
+    ["operator"],
+    buckets=LATENCY_BUCKETS_S,
+)
+BATCH_SECONDS = Histogram(
+    "agg_wallet_batch_seconds",
+    "Time from a batch's arrival to its committed offsets (apply, replies, commit)",
+    ["operator"],
+    buckets=LATENCY_BUCKETS_S,
+)
+LAG = Gauge(
+    "agg_wallet_consumer_lag", "Commands behind the end of each partition", ["topic", "partition"]
+)
+MODE = Gauge("agg_wallet_mode", "1 for the current test mode", ["mode"])
+DELAY = Gauge("agg_wallet_delay_ms", "Reply delay of the slow mode")
+
+
+class Mode(StrEnum):
+    NORMAL = "normal"
+    SLOW = "slow"
+    SILENT = "silent"
+    FAILING = "failing"
+
+
+@dataclass
+class Switches:
+    """Fault-test switches shared by every operator loop of one process."""
+
+    mode: Mode = Mode.NORMAL
+    delay_ms: int = 0
+
+    def __post_init__(self) -> None:
+        self.set(self.mode, self.delay_ms)
+
+    def set(self, mode: Mode | str, delay_ms: int | None = None) -> None:
+        mode = Mode(mode)
+        if delay_ms is not None:
+            if not 0 <= delay_ms <= DELAY_MS_MAX:
+                raise ValueError(f"delay_ms must be within 0..{DELAY_MS_MAX}")
+            self.delay_ms = delay_ms
+        self.mode = mode
+        for m in Mode:
+            MODE.labels(m.value).set(1 if m is mode else 0)
+        DELAY.set(self.delay_ms)
+        log.event("mode_set", mode=mode.value, delay_ms=self.delay_ms)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode.value, "delay_ms": self.delay_ms}
+
+
+@dataclass
+class _Batch:
+    items: list[Item] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    dead_count: int = 0
+
+
+def _now() -> datetime:
+    """Now, to the millisecond (what an Avro timestamp-millis keeps), so a reply re-sent
+    from the ledger encodes to the same bytes as the first one."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class OperatorLoop:
+    """Consumes one operator's command topic with its own group and database connection."""
+
+    def __init__(
+        self,
+        service: WalletService,
+        operator_id: str,
+        starting_balance: int,
+    ):
+        self.service = service
+        self.settings = service.settings
+        self.operator_id = operator_id
+        self.starting_balance = starting_balance
+        names = service.names
+        self.commands_topic = names.wallet_commands(operator_id)
+        self.replies_topic = names.wallet_replies(operator_id)
+        self.group_id = f"agg-wallet-{operator_id}"
+        self.assigned = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                log.event("partitions_revoked", operator_id=loop.operator_id,
+                          partitions=sorted(tp.partition for tp in revoked))  # fmt: skip
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                log.event("partitions_assigned", operator_id=loop.operator_id,
+                          partitions=sorted(tp.partition for tp in assigned))  # fmt: skip
+                if assigned:
+                    loop.assigned.set()
+
+        store = await WalletStore.connect(self.settings.database_url)
+        consumer = make_consumer(
+            self.settings,
+            group_id=self.group_id,
+            client_id=f"{self.service.client_id}-{self.operator_id}",
+            max_poll_records=self.settings.wallet_batch_count_max,
+            **self.service.consumer_overrides,
+        )
+        try:
+            await consumer.start()
+            consumer.subscribe([self.commands_topic], listener=Listener())
+            log.event("wallet_consuming", operator_id=self.operator_id,
+                      topic=self.commands_topic, group=self.group_id)  # fmt: skip
+            while not stop.is_set():
+                await self._step(consumer, store)
+        finally:
+            await consumer.stop()
+            await store.close()
+            log.event("wallet_stopped", operator_id=self.operator_id)
+
+    async def _step(self, consumer: AIOKafkaConsumer, store: WalletStore) -> None:
+        switches = self.service.switches
+        if switches.mode is Mode.SILENT:
+            consumer.pause(*consumer.assignment())
+        elif consumer.paused():
+            consumer.resume(*consumer.paused())
+        records = await consumer.getmany(
+            timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.wallet_batch_count_max
+        )
+        if not records:
+            return
+        if switches.mode is Mode.SILENT:
+            # fetched just before the switch: put them back, they are handled after it
+            for tp, batch in records.items():
+                try:
+                    consumer.seek(tp, batch[0].offset)
+                except IllegalStateError:
+                    pass  # revoked meanwhile: its next owner starts from the committed offset
+            return
+        started = time.perf_counter()
+        batch = await self._decode(records)
+        entries = await self._apply(batch, store)
+        if switches.mode is Mode.SLOW and switches.delay_ms:
+            await asyncio.sleep(switches.delay_ms / 1000)
+        await self._reply(batch, entries)
+        try:
+            await consumer.commit(batch.offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # the partitions moved during the batch: their new owner reads these commands
+            # again, finds them in the ledger and re-sends the same replies
+            log.warning("commit_failed", operator_id=self.operator_id, error=str(exc))
+        BATCH_SECONDS.labels(self.operator_id).observe(time.perf_counter() - started)
+        await self._measure_lag(consumer)
+
+    async def _decode(
+        self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> _Batch:
+        batch = _Batch()
+        codec = self.service.codec
+        for tp, messages in records.items():
+            for record in messages:
+                batch.offsets[tp] = record.offset + 1
+                try:
+                    if record.key is None or record.value is None:
+                        raise AvroDecodeError("no_key_or_value", "message without key or value")
+                    decoded = codec.decode(record.value, reader=COMMAND_RECORD)
+                    if decoded.writer.name != COMMAND_RECORD:
+                        raise AvroDecodeError(
+                            "wrong_record", f"{decoded.writer.name} on {tp.topic}"
+                        )
+                    command = Command.from_avro(decoded.datum)
+                except AvroDecodeError as exc:
+                    await self._dead_letter(record, tp, exc.reason, str(exc))
+                    batch.dead_count += 1
+                    continue
+                problem = problem_of(command, self.operator_id, record.key)
+                batch.items.append(Item(command, problem, tp.partition, record.offset))
+                batch.keys.append(record.key)
+        return batch
+
+    async def _apply(self, batch: _Batch, store: WalletStore) -> list[Entry]:
+        if not batch.items:
+            return []
+        now = _now()
+        op = self.operator_id
+        if self.service.switches.mode is Mode.FAILING:
+            entries = [failing_entry(i.command, now) for i in batch.items]
+            duplicate_count = conflict_count = 0
+            seconds = 0.0
+        else:
+            started = time.perf_counter()
+            result = await store.apply_batch(op, self.starting_balance, batch.items, now)
+            seconds = time.perf_counter() - started
+            APPLY_SECONDS.labels(op).observe(seconds)
+            BATCH_SIZE.labels(op).observe(len(batch.items))
+            if result.attempts > 1:
+                RETRIES.labels(op).inc(result.attempts - 1)
+            entries = [d.entry for d in result.decisions]
+            duplicate_count = sum(d.duplicate for d in result.decisions)
+            conflict_count = sum(d.conflict for d in result.decisions)
+            DUPLICATES.labels(op).inc(duplicate_count)
+            CONFLICTS.labels(op).inc(conflict_count)
+            for item, decision in zip(batch.items, result.decisions, strict=True):
+                if decision.conflict:
+                    log.warning("command_conflict", operator_id=op,
+                                correlation_id=item.command.correlation_id,
+                                command_id=item.command.command_id,
+                                partition=item.partition, offset=item.offset)  # fmt: skip
+        statuses: Tally[str] = Tally()
+        for item, entry in zip(batch.items, entries, strict=True):
+            COMMANDS.labels(op, item.command.kind, entry.status.value).inc()
+            statuses[entry.status.value] += 1
+            if entry.status is not Status.OK:
+                log.warning(
+                    "command_refused",
+                    operator_id=op,
+                    correlation_id=item.command.correlation_id,
+                    command_id=entry.command_id,
+                    player_id=entry.player_id,
+                    kind=item.command.kind,
+                    amount=item.command.amount,
+                    status=entry.status.value,
+                    reason=entry.reason or entry.effect.value,
+                    partition=item.partition,
+                    offset=item.offset,
+                )
+        log.event(
+            "batch_applied",
+            operator_id=op,
+            mode=self.service.switches.mode.value,
+            commands=len(batch.items),
+            duplicates=duplicate_count,
+            conflicts=conflict_count,
+            dead_letters=batch.dead_count,
+            apply_ms=round(seconds * 1000, 1),
+            statuses=dict(statuses),
+            partitions={str(tp.partition): end for tp, end in batch.offsets.items()},
+        )
+        return entries
+
+    async def _reply(self, batch: _Batch, entries: list[Entry]) -> None:
+        codec = self.service.codec
+        send = self.service.producer.send
+        futures = []
+        for item, key, entry in zip(batch.items, batch.keys, entries, strict=True):
+            value = codec.encode(REPLY_RECORD, {
+                "command_id": entry.command_id,
+                "operator_id": item.command.operator_id,
+                "player_id": entry.player_id,
+                "status": entry.status.value,
+                "balance": entry.balance,
+                "currency": entry.currency,
+                "replied_at": entry.replied_at,
+                "correlation_id": entry.correlation_id,
+            })  # fmt: skip
+            futures.append(await send(self.replies_topic, value, key=key))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[Any, Any], tp: TopicPartition, reason: str, detail: str
+    ) -> None:
+        DEAD_LETTERS.labels(self.operator_id, reason).inc()
+        log.error("dead_letter", operator_id=self.operator_id, topic=tp.topic,
+                  partition=tp.partition, offset=record.offset, reason=detail)  # fmt: skip
+        headers = [
+            ("reason", detail.encode()),
+            ("source", f"{tp.topic}/{tp.partition}/{record.offset}".encode()),
+            ("consumer", self.group_id.encode()),
+        ]
+        producer = self.service.producer
+        # awaited before the offsets are committed: a set-aside message is never lost
+        await producer.send_and_wait(
+            self.service.names.dead_letters, record.value or b"", key=record.key, headers=headers
+        )
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except IllegalStateError:
+                continue  # revoked meanwhile
+            LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+class WalletService:
+    """The reference operator wallet for some operators of the tenants file.
+
+    Build it inside the running event loop (aiokafka clients belong to it), then
+    ``await service.run(stop)``; setting ``stop`` finishes the current batch of every
+    operator, commits it and returns."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tenants: Tenants,
+        operator_ids: Iterable[str] | None = None,
+        *,
+        switches: Switches | None = None,
+        client_id: str = "wallet",
+        consumer_overrides: dict[str, Any] | None = None,
+    ):
+        kafka_operators = [o for o in tenants.operators if o.wallet.mode == "kafka"]
+        if operator_ids is None:
+            chosen = kafka_operators
+        else:
+            wanted = set(operator_ids)
+            known = {o.id for o in kafka_operators}
+            if wanted - known:
+                raise ValueError(
+                    f"not Kafka-wallet operators of the tenants file: {sorted(wanted - known)}"
+                )
+            chosen = [o for o in kafka_operators if o.id in wanted]
+        if not chosen:
+            raise ValueError("no operator with wallet mode 'kafka' to serve")
+        self.settings = settings
+        self.names = TopicNames(settings.topic_prefix)
+        self.switches = switches or Switches()
+        self.client_id = client_id
+        self.consumer_overrides = consumer_overrides or {}
+        self.codec = AvroCodec()
+        self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"{client_id}-replies")
+        self.loops = [OperatorLoop(self, o.id, o.wallet.starting_balance) for o in chosen]
+
+    @property
+    def operator_ids(self) -> list[str]:
+        return [lp.operator_id for lp in self.loops]
+
+    def ready(self) -> bool:
+        """Every operator loop has been assigned partitions."""
+        return all(lp.assigned.is_set() for lp in self.loops)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        store = await WalletStore.connect(self.settings.database_url)
+        try:
+            await store.ensure_schema()
+        finally:
+            await store.close()
+        await self.producer.start()
+        log.event("wallet_started", operators=self.operator_ids, **self.switches.as_dict())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for lp in self.loops:
+                    group.create_task(lp.run(stop))
+        finally:
+            await self.producer.stop()

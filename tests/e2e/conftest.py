@@ -1,0 +1,152 @@
+"""The whole pipeline as separate processes (saga worker, reference wallet, ingress) on the
+session's real Kafka and PostgreSQL, driven over HTTP like providers and operators do."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from agg_config.settings import Settings
+from agg_config.tenants import load_tenants
+from agg_devstack.process import free_port
+from agg_devstack.services import ServiceProcess
+from agg_ingress.client import encode_body, signed_headers
+
+OPERATOR = "op-alpha"
+PROVIDER = "prov-nova"
+GAME = "nova-starfall"
+STARTING_BALANCE = 100_000
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, root: Path):
+        self.settings = settings
+        self.root = root
+        self.ingress_port = free_port()
+        self.wallet_port = free_port()
+        self.saga_port = free_port()
+        self.env = {
+            "AGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "AGG_DATABASE_URL": settings.database_url,
+            "AGG_STATE_DIR": str(root),
+            "AGG_INGRESS_PORT": str(self.ingress_port),
+            "AGG_WALLET_METRICS_PORT": str(self.wallet_port),
+            "AGG_SAGA_METRICS_PORT": str(self.saga_port),
+            "AGG_WALLET_TIMEOUT_MS": "1000",
+            "AGG_RETRY_BACKOFF_INITIAL_MS": "200",
+            "AGG_RETRY_BACKOFF_MAX_MS": "1000",
+        }
+        services = root / "services"
+        self.sagas = [self._saga("saga-1")]
+        self.wallet = ServiceProcess(
+            "wallet", services, "agg_wallet", ["--client-id", "e2e-wallet"],
+            ready_url=f"http://127.0.0.1:{self.wallet_port}/healthz",
+        )  # fmt: skip
+        self.ingress = ServiceProcess(
+            "ingress", services, "agg_ingress", [],
+            ready_url=f"http://127.0.0.1:{self.ingress_port}/healthz",
+        )  # fmt: skip
+        tenants = load_tenants(settings.tenants_file)
+        op = tenants.operator(OPERATOR)
+        provider = tenants.provider(PROVIDER)
+        assert op is not None and provider is not None
+        self.operator_secret = op.secret.reveal()
+        self.provider_secret = provider.secret.reveal()
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.ingress_port}", timeout=15)
+
+    def _saga(self, name: str) -> ServiceProcess:
+        return ServiceProcess(
+            name, self.root / "services", "agg_saga", ["--client-id", f"e2e-{name}"],
+            ready_log_text='"event":"partitions_assigned"',
+        )  # fmt: skip
+
+    def start(self) -> None:
+        for service in (*self.sagas, self.wallet, self.ingress):
+            service.start(self.env, 90)
+
+    def stop(self) -> None:
+        self.http.close()
+        for service in (self.ingress, self.wallet, *self.sagas):
+            service.stop()
+
+    # --- operators and providers ------------------------------------------------------------
+
+    def _post(self, secret: bytes, path: str, fields: dict[str, Any]) -> httpx.Response:
+        body = encode_body(fields)
+        return self.http.post(
+            path, content=body, headers=signed_headers(secret, "POST", path, body)
+        )
+
+    def new_player(self, currency: str = "EUR") -> tuple[str, str]:
+        player = f"e2e-{uuid.uuid4().hex[:10]}"
+        response = self._post(
+            self.operator_secret,
+            f"/v1/operators/{OPERATOR}/sessions",
+            {"player_id": player, "currency": currency, "country": "MT", "game_id": GAME,
+             "mode": "real"},
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+        return player, response.json()["session_token"]
+
+    def callback(self, action: str, player: str, token: str, **fields: Any) -> httpx.Response:
+        body = {"request_id": fields.pop("request_id", uuid.uuid4().hex), "session_token": token,
+                "player_id": player, "currency": fields.pop("currency", "EUR"),
+                "game_id": GAME, **fields}  # fmt: skip
+        return self._post(self.provider_secret, f"/v1/providers/{PROVIDER}/wallet/{action}", body)
+
+    def bet(self, player: str, token: str, txn: str, amount: int, **kw: Any) -> httpx.Response:
+        kw.setdefault("round_id", "rnd-1")
+        return self.callback("bet", player, token, transaction_id=txn, amount=amount, **kw)
+
+    def win(self, player: str, token: str, txn: str, amount: int, **kw: Any) -> httpx.Response:
+        kw.setdefault("round_id", "rnd-1")
+        return self.callback("win", player, token, transaction_id=txn, amount=amount, **kw)
+
+    def rollback(self, player: str, token: str, txn: str, bet_txn: str) -> httpx.Response:
+        return self.callback("rollback", player, token, transaction_id=txn,
+                             reference_transaction_id=bet_txn, round_id="rnd-1")  # fmt: skip
+
+    # --- the operator's wallet ---------------------------------------------------------------
+
+    def wallet_balance(self, player: str) -> int | None:
+        with psycopg.connect(self.settings.database_url) as conn:
+            row = conn.execute(
+                "select balance from wallet.players where operator_id = %s and player_id = %s",
+                (OPERATOR, player),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def wallet_mode(self, mode: str, delay_ms: int = 0) -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.wallet_port}/mode",
+            data=json.dumps({"mode": mode, "delay_ms": delay_ms}).encode(),
+            method="PUT",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
+
+@pytest.fixture(scope="session")
+def pipeline(
+    settings: Settings, catalogue_topics: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    p = Pipeline(settings, tmp_path_factory.mktemp("pipeline"))
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()

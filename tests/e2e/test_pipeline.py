@@ -1,0 +1,153 @@
+"""End to end: signed provider callbacks through ingress, saga and the reference wallet, on
+real Kafka and PostgreSQL; balances read from the wallet's ledger."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.e2e.conftest import STARTING_BALANCE, Pipeline
+
+
+def eventually(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def txn() -> str:
+    return f"tx-{uuid.uuid4().hex[:12]}"
+
+
+def answer(response: httpx.Response) -> tuple[int, str, int | None]:
+    body = response.json()
+    return response.status_code, body["status"], body.get("balance")
+
+
+def test_bet_debits_the_wallet_and_answers_the_balance(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    code, status, balance = answer(pipeline.bet(player, token, txn(), 250))
+    assert (code, status, balance) == (200, "OK", STARTING_BALANCE - 250)
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE - 250
+    body = pipeline.callback("balance", player, token).json()
+    assert (body["status"], body["balance"]) == ("OK", STARTING_BALANCE - 250)
+
+
+def test_exact_duplicates_debit_once_and_answer_identically(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    t = txn()
+    first = answer(pipeline.bet(player, token, t, 100))
+    again = answer(pipeline.bet(player, token, t, 100))
+    assert first == again == (200, "OK", STARTING_BALANCE - 100)
+    # 20 at once, a new transaction
+    t2 = txn()
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: answer(pipeline.bet(player, token, t2, 300)), range(20)))
+    assert len(set(answers)) == 1, answers
+    assert answers[0] == (200, "OK", STARTING_BALANCE - 400)
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE - 400
+
+
+def test_same_transaction_id_with_another_amount_is_a_conflict(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    t = txn()
+    assert answer(pipeline.bet(player, token, t, 100))[1] == "OK"
+    code, status, _ = answer(pipeline.bet(player, token, t, 101))
+    assert (code, status) == (409, "DUPLICATE_CONFLICT")
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE - 100
+
+
+def test_insufficient_funds_changes_nothing(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    code, status, balance = answer(pipeline.bet(player, token, txn(), STARTING_BALANCE + 1))
+    assert (code, status, balance) == (200, "INSUFFICIENT_FUNDS", STARTING_BALANCE)
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE
+
+
+def test_rollbacks_of_accepted_rejected_and_unknown_bets(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    accepted, rejected, unknown = txn(), txn(), txn()
+    assert answer(pipeline.bet(player, token, accepted, 700))[1] == "OK"
+    assert answer(pipeline.bet(player, token, rejected, 10**9))[1] == "INSUFFICIENT_FUNDS"
+    # accepted: refunded once, however often it is rolled back
+    assert answer(pipeline.rollback(player, token, txn(), accepted))[:2] == (200, "OK")
+    assert answer(pipeline.rollback(player, token, txn(), accepted))[:2] == (200, "OK")
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE
+    # rejected: an OK no-op
+    assert answer(pipeline.rollback(player, token, txn(), rejected))[:2] == (200, "OK")
+    # unknown: a tombstone, and the bet that comes later is refused
+    assert answer(pipeline.rollback(player, token, txn(), unknown))[:2] == (200, "OK")
+    assert answer(pipeline.bet(player, token, unknown, 50))[:2] == (200, "BET_ROLLED_BACK")
+    # a bet whose id was rolled back is refused when repeated
+    assert answer(pipeline.bet(player, token, accepted, 700))[:2] == (200, "BET_ROLLED_BACK")
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE
+
+
+def test_rollback_of_a_pending_bet_is_applied_when_the_debit_resolves(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    t = txn()
+    pipeline.wallet_mode("slow", delay_ms=600)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            bet = pool.submit(pipeline.bet, player, token, t, 400)
+            time.sleep(0.2)
+            rollback = pool.submit(pipeline.rollback, player, token, txn(), t)
+            bet_answer, rollback_answer = answer(bet.result()), answer(rollback.result())
+    finally:
+        pipeline.wallet_mode("normal")
+    assert rollback_answer[:2] == (200, "OK")
+    assert bet_answer[1] in ("OK", "RETRY_LATER")
+    eventually(lambda: pipeline.wallet_balance(player) == STARTING_BALANCE)
+
+
+def test_win_is_credited_once_under_retries(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    assert answer(pipeline.bet(player, token, txn(), 100))[1] == "OK"
+    w = txn()
+    answers = [answer(pipeline.win(player, token, w, 450, round_closed=True)) for _ in range(3)]
+    assert answers == [(200, "OK", STARTING_BALANCE + 350)] * 3
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE + 350
+
+
+def test_silent_wallet_gives_503_then_the_cancel_lands_and_the_balance_is_right(
+    pipeline: Pipeline,
+) -> None:
+    player, token = pipeline.new_player()
+    assert answer(pipeline.bet(player, token, txn(), 100))[1] == "OK"
+    t = txn()
+    pipeline.wallet_mode("silent")
+    try:
+        code, status, _ = answer(pipeline.bet(player, token, t, 500))
+        assert (code, status) == (503, "RETRY_LATER")
+        time.sleep(1.5)  # the saga compensates while the wallet is away
+    finally:
+        pipeline.wallet_mode("normal")
+    # the debit and then its cancel are applied in order: nothing stays debited
+    eventually(lambda: pipeline.wallet_balance(player) == STARTING_BALANCE - 100)
+    # the provider retries the same transaction: now it goes through, once
+    eventually(lambda: answer(pipeline.bet(player, token, t, 500))[1] == "OK")
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE - 600
+
+
+def test_credits_owed_while_the_wallet_is_down_are_delivered_when_it_returns(
+    pipeline: Pipeline,
+) -> None:
+    player, token = pipeline.new_player()
+    assert answer(pipeline.bet(player, token, txn(), 100))[1] == "OK"
+    wins = [txn() for _ in range(3)]
+    pipeline.wallet_mode("failing")
+    try:
+        for w in wins:
+            code, status, _ = answer(pipeline.win(player, token, w, 1_000))
+            assert (code, status) == (503, "RETRY_LATER")
+    finally:
+        pipeline.wallet_mode("normal")
+    # resent by the saga on its own, no provider retry needed
+    eventually(lambda: pipeline.wallet_balance(player) == STARTING_BALANCE - 100 + 3_000, 30)
+    # a provider retry now answers OK without a second credit
+    assert answer(pipeline.win(player, token, wins[0], 1_000))[:2] == (200, "OK")
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE - 100 + 3_000
