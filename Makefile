@@ -19,7 +19,7 @@ system-deps:
 
 deps: system-deps $(STAMP)
 
-up: deps                ## start the local stack in the background (idempotent)
+up: deps                ## start the stack and the services in the background (idempotent)
 	@$(BIN)/aggregator dev up
 
 down:                   ## stop what `make up` started
@@ -28,9 +28,11 @@ down:                   ## stop what `make up` started
 status:                 ## what runs where (`aggregator dev status` exits 3 when not all runs)
 	@if [ -x $(BIN)/aggregator ]; then $(BIN)/aggregator dev status || true; else echo "not installed: run make up"; fi
 
-run: up                 ## the main job on the local stack
-	@$(BIN)/aggregator dev status
-	@$(BIN)/aggregator topics ensure
+RUN_SECONDS ?= 60
+
+run: up                 ## the main job: stack + simulated providers, live summary, money check
+	@$(BIN)/aggregator simulate --duration $(RUN_SECONDS)
+	@echo "the stack keeps running: make status, make down"
 
 test: deps              ## every test, against real Kafka and PostgreSQL
 	@$(BIN)/pytest $(PYTEST_ARGS)

@@ -7,6 +7,8 @@ aggregator config check           validate settings and the tenants file
 aggregator ingress [--port N]      run one ingress instance (provider callbacks, operator API)
 aggregator wallet [--operator ID] [--mode normal|slow|silent|failing]
                                   run the reference operator wallet
+aggregator saga                   run one saga worker
+aggregator simulate [--duration S] drive simulated providers through the ingress
 """
 
 from __future__ import annotations
@@ -41,13 +43,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from agg_devstack.kafka import StackError
     from agg_devstack.stack import LocalStack
 
-    stack = LocalStack(state_dir(), _settings())
+    stack = LocalStack(state_dir(), _settings(), with_services=not args.servers_only)
     try:
         if args.action == "up":
             started = time.monotonic()
             info = stack.up()
             print(f"kafka     {info.kafka_bootstrap}  (pid {info.kafka_pid})")
             print(f"postgres  {info.database_url.split('@')[-1]}  (pid {info.postgres_pid})")
+            if stack.with_services:
+                for name, s in stack.status().items():
+                    if name not in ("kafka", "postgres"):
+                        print(f"{name:<9} {s['where']}  (pid {s['pid']}, log {s['log']})")
             print(f"settings  {stack.env_file}")
             print(f"ready in  {time.monotonic() - started:.1f}s")
         elif args.action == "down":
@@ -59,8 +65,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 print(json.dumps(status, indent=2))
             else:
                 for name, s in status.items():
-                    where = s.get("bootstrap") or (
-                        f"127.0.0.1:{s['port']}" if s.get("port") else "-"
+                    where = (
+                        s.get("bootstrap")
+                        or s.get("where")
+                        or (f"127.0.0.1:{s['port']}" if s.get("port") else "-")
                     )
                     state = f"running (pid {s['pid']})" if s["running"] else "stopped"
                     print(f"{name:<9} {state:<22} {where:<22} log {s['log']}")
@@ -129,6 +137,18 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_saga(args: argparse.Namespace) -> int:
+    from agg_saga.__main__ import main as saga_main
+
+    return saga_main(args.rest)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agg_simulator.__main__ import main as simulate_main
+
+    return simulate_main(args.rest)
+
+
 def cmd_wallet(args: argparse.Namespace) -> int:
     from agg_wallet.__main__ import run
 
@@ -146,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="local stack of real servers (Kafka KRaft + PostgreSQL)")
     dev.add_argument("action", choices=["up", "down", "status"])
     dev.add_argument("--json", action="store_true", help="status as JSON")
+    dev.add_argument(
+        "--servers-only", action="store_true", help="Kafka and PostgreSQL without the services"
+    )
     dev.set_defaults(func=cmd_dev)
 
     topics = sub.add_parser("topics", help="the topic catalogue")
@@ -172,10 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     wallet = sub.add_parser("wallet", help="run the reference operator wallet (Kafka, Postgres)")
     wallet_arguments(wallet)
     wallet.set_defaults(func=cmd_wallet)
+
+    saga = sub.add_parser("saga", help="run one saga worker", add_help=False)
+    saga.add_argument("rest", nargs=argparse.REMAINDER)
+    saga.set_defaults(func=cmd_saga)
+
+    simulate = sub.add_parser("simulate", help="simulated providers and players", add_help=False)
+    simulate.add_argument("rest", nargs=argparse.REMAINDER)
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 
+PASSTHROUGH = {"saga": cmd_saga, "simulate": cmd_simulate, "schemas": cmd_schemas}
+"""Subcommands that parse their own arguments (options included)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        return int(PASSTHROUGH[argv[0]](argparse.Namespace(rest=argv[1:])))
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -161,10 +161,17 @@ class LocalStack:
         kafka_pid = self.kafka.pid()
         pg_pid = self.postgres.pid()
         ports = remembered.get("kafka_ports") or [None, None]
+        st = self.settings
+        where = {
+            "ingress": f"http://{st.ingress_host}:{st.ingress_port}",
+            "saga": f"metrics 127.0.0.1:{st.saga_metrics_port}",
+            "wallet": f"metrics 127.0.0.1:{st.wallet_metrics_port}",
+        }
         services = {
             s.name: {
                 "running": s.pid() is not None,
                 "pid": s.pid(),
+                "where": where.get(s.name),
                 "log": str(s.log_file),
             }
             for s in self.services

@@ -46,6 +46,7 @@ class Pipeline:
             "AGG_INGRESS_PORT": str(self.ingress_port),
             "AGG_WALLET_METRICS_PORT": str(self.wallet_port),
             "AGG_SAGA_METRICS_PORT": str(self.saga_port),
+            "AGG_INGRESS_METRICS_PORT": str(free_port()),
             "AGG_WALLET_TIMEOUT_MS": "1000",
             "AGG_RETRY_BACKOFF_INITIAL_MS": "200",
             "AGG_RETRY_BACKOFF_MAX_MS": "1000",

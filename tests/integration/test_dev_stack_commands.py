@@ -15,7 +15,7 @@ import pytest
 from agg_config.paths import repo_root
 from agg_config.settings import Settings, load_settings
 from agg_devstack.kafka import resolve_jars
-from agg_devstack.process import alive
+from agg_devstack.process import alive, free_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("make") is None,
@@ -23,9 +23,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+PORTS = {
+    "AGG_INGRESS_PORT": str(free_port()),
+    "AGG_SAGA_METRICS_PORT": str(free_port()),
+    "AGG_WALLET_METRICS_PORT": str(free_port()),
+    "AGG_INGRESS_METRICS_PORT": str(free_port()),
+}
+SERVICES = ("saga", "wallet", "ingress")
+
+
 def _make(target: str, state: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
     env["AGG_STATE_DIR"] = str(state)
+    env.update(PORTS)
     return subprocess.run(
         ["make", "-s", "-C", str(repo_root()), target],
         env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -44,7 +54,10 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         first = _make("up", state)
         assert first.returncode == 0, first.stdout + first.stderr
         assert "kafka" in first.stdout and "postgres" in first.stdout
+        assert all(name in first.stdout for name in SERVICES)
         pids = _pids(state)
+        service_pids = [int((state / "services" / f"{n}.pid").read_text()) for n in SERVICES]
+        assert all(alive(p) for p in service_pids)
         assert all(alive(p) for p in pids)
 
         # the connection settings are where every service reads them
@@ -60,11 +73,15 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         second = _make("up", state)
         assert second.returncode == 0, second.stdout + second.stderr
         assert _pids(state) == pids
+        assert [int((state / "services" / f"{n}.pid").read_text()) for n in SERVICES] == (
+            service_pids
+        )
         assert load_settings().database_url == settings.database_url
 
         status = _make("status", state)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count("running (pid") == 2
+        assert status.stdout.count("running (pid") == 5
+        assert f"http://127.0.0.1:{PORTS['AGG_INGRESS_PORT']}" in status.stdout
         assert settings.kafka_bootstrap in status.stdout
 
         # a pid file pointing at someone else's process is not obeyed
@@ -73,7 +90,7 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             down = _make("down", state)
             assert down.returncode == 0, down.stdout + down.stderr
             assert "kafka" in down.stdout and "postgres" in down.stdout
-            assert not any(alive(p) for p in pids)
+            assert not any(alive(p) for p in (*pids, *service_pids))
             (state / "kafka" / "kafka.pid").write_text(f"{bystander.pid}\n")
             again = _make("down", state)
             assert again.returncode == 0
@@ -85,7 +102,7 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
         stopped = _make("status", state)
         assert stopped.returncode == 0
-        assert stopped.stdout.count("stopped") == 2
+        assert stopped.stdout.count("stopped") == 5
         cli = subprocess.run(
             [str(Path(sys.executable).parent / "aggregator"), "dev", "status"],
             env={**os.environ, "AGG_STATE_DIR": str(state)},
