@@ -141,10 +141,12 @@ class Pipeline:
             assert response.status == 200
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pipeline(
     settings: Settings, catalogue_topics: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
+    """The services run for one test module only: other modules start their own saga
+    workers and wallets in the same consumer groups, and must not meet these."""
     p = Pipeline(settings, tmp_path_factory.mktemp("pipeline"))
     try:
         p.start()
