@@ -45,6 +45,12 @@ class SagaConfig:
     settled_retention_ms: int = 30 * 24 * 3600 * 1000
     """How long a settled transaction is remembered for idempotency. A duplicate arriving
     later than this would be processed as new, so it must exceed any provider's retry span."""
+    round_retention_ms: int = 24 * 3600 * 1000
+    """How long a round is kept after its last transaction (closed or not); its totals are
+    journaled when it closes."""
+    prune_interval_ms: int = 3600 * 1000
+    """How often a player's state is swept for expired transactions and rounds: the sweep
+    reads every transaction, so it runs on the player's next message after this long."""
 
     def backoff_ms(self, attempt: int) -> int:
         """Delay before resend number ``attempt`` (1-based), doubling up to the cap."""
@@ -209,6 +215,7 @@ class Round:
     win_total: int = 0
     refund_total: int = 0
     closed: bool = False
+    updated_at_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,8 @@ class PlayerState:
     rounds: Mapping[str, Round] = field(default_factory=dict)
     balance: int | None = None
     balance_currency: str | None = None
+    pruned_at_ms: int = 0
+    """When expired transactions and rounds were last removed."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,7 @@ class _Draft:
         self.rounds = dict(state.rounds)
         self.balance = state.balance
         self.balance_currency = state.balance_currency
+        self.pruned_at_ms = state.pruned_at_ms
         self.outputs: list[Output] = []
 
     def finish(self) -> Decision:
@@ -258,6 +268,7 @@ class _Draft:
             rounds=self.rounds,
             balance=self.balance,
             balance_currency=self.balance_currency,
+            pruned_at_ms=self.pruned_at_ms,
         )
         return Decision(state, tuple(self.outputs))
 
@@ -335,6 +346,7 @@ class _Draft:
             bet_total=current.bet_total + bet,
             win_total=current.win_total + win,
             refund_total=current.refund_total + refund,
+            updated_at_ms=self.now,
         )
         self.rounds[key] = updated
         if txn.round_closed and not updated.closed:
@@ -362,6 +374,8 @@ def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig
         _on_reply(draft, message)
     else:
         _on_tick(draft)
+    if now_ms - draft.pruned_at_ms >= config.prune_interval_ms:
+        _prune(draft)
     return draft.finish()
 
 
@@ -808,6 +822,10 @@ def _on_tick(d: _Draft) -> None:
             pending, sends=sends, next_send_ms=d.now + d.config.backoff_ms(sends)
         )
         d.outputs.append(command)
+
+
+def _prune(d: _Draft) -> None:
+    """Forget settled transactions and idle rounds past their retention."""
     for key, txn in list(d.txns.items()):
         if (
             txn.state in FINAL_STATES
@@ -815,6 +833,10 @@ def _on_tick(d: _Draft) -> None:
             and d.now - txn.settled_at_ms > d.config.settled_retention_ms
         ):
             del d.txns[key]
+    for key, rnd in list(d.rounds.items()):
+        if d.now - rnd.updated_at_ms > d.config.round_retention_ms:
+            del d.rounds[key]
+    d.pruned_at_ms = d.now
 
 
 def next_due_ms(state: PlayerState, config: SagaConfig) -> int | None:

@@ -1,4 +1,9 @@
-"""The saga's per-player state as JSON, for the compacted ``agg.saga.state`` changelog.
+"""The saga's per-player state as JSON records of the compacted ``agg.saga.state`` changelog.
+
+A player's state is one header record (key ``operator:player``: balance, pending commands,
+open rounds) plus one record per remembered transaction (key ``operator:player`` +
+``\\x1f`` + transaction key). A decision writes the header and only the transactions it
+changed, so the bytes written per message do not grow with the player's history.
 
 Internal to the saga (not a public contract), versioned so that a worker refuses state it
 does not understand instead of misreading it.
@@ -20,8 +25,6 @@ from agg_domain.saga import (
     TxnState,
 )
 from agg_domain.statuses import Action, CommandKind, Status
-
-VERSION = 1
 
 
 class StateDecodeError(ValueError):
@@ -58,38 +61,104 @@ def _pending(d: dict[str, Any]) -> Pending:
     )
 
 
-def encode_state(state: PlayerState) -> bytes:
+KEY_SEPARATOR = b"\x1f"
+"""Separates the player key from a transaction key in ``agg.saga.state`` record keys; no id
+may contain it (ids are validated at ingress)."""
+
+VERSION = 2
+
+
+def txn_record_key(player_key: bytes, txn_key: str) -> bytes:
+    return player_key + KEY_SEPARATOR + txn_key.encode()
+
+
+def encode_header(state: PlayerState) -> bytes:
+    """Everything of a player's state but its transactions: small and bounded."""
     body = {
         "v": VERSION,
         "operator_id": state.operator_id,
         "player_id": state.player_id,
         "balance": state.balance,
         "balance_currency": state.balance_currency,
-        "txns": [asdict(t) for t in state.txns.values()],
+        "pruned_at_ms": state.pruned_at_ms,
         "pending": [asdict(p) for p in state.pending.values()],
         "rounds": [asdict(r) for r in state.rounds.values()],
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_state(data: bytes) -> PlayerState:
-    try:
-        body = json.loads(data)
-        if body.get("v") != VERSION:
-            raise StateDecodeError(f"state version {body.get('v')!r}, expected {VERSION}")
-        txns = [_txn(t) for t in body["txns"]]
-        pending = [_pending(p) for p in body["pending"]]
-        rounds = [Round(**r) for r in body["rounds"]]
-        return PlayerState(
-            operator_id=body["operator_id"],
-            player_id=body["player_id"],
-            txns={t.key: t for t in txns},
-            pending={p.command.command_id: p for p in pending},
-            rounds={f"{r.provider_id}:{r.round_id}": r for r in rounds},
-            balance=body["balance"],
-            balance_currency=body["balance_currency"],
-        )
-    except StateDecodeError:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StateDecodeError(f"unreadable saga state: {exc}") from exc
+def encode_txn(txn: Txn) -> bytes:
+    return json.dumps({"v": VERSION, **asdict(txn)}, separators=(",", ":")).encode()
+
+
+def state_records(
+    old: PlayerState | None, new: PlayerState, player_key: bytes
+) -> list[tuple[bytes, bytes | None]]:
+    """The changelog records that turn ``old`` into ``new``: the header, every transaction
+    that changed (by identity: ``decide`` keeps unchanged ones as they were) and a tombstone
+    for every transaction removed."""
+    records: list[tuple[bytes, bytes | None]] = [(player_key, encode_header(new))]
+    before = old.txns if old is not None else {}
+    for key, txn in new.txns.items():
+        if before.get(key) is not txn:
+            records.append((txn_record_key(player_key, key), encode_txn(txn)))
+    for key in before:
+        if key not in new.txns:
+            records.append((txn_record_key(player_key, key), None))
+    return records
+
+
+class StateBuilder:
+    """Reassembles players' states from changelog records read in order."""
+
+    def __init__(self) -> None:
+        self.headers: dict[bytes, dict[str, Any]] = {}
+        self.txns: dict[bytes, dict[str, Txn]] = {}
+
+    def add(self, key: bytes, value: bytes | None) -> None:
+        player_key, sep, txn_key = key.partition(KEY_SEPARATOR)
+        try:
+            if not sep:
+                if value is None:
+                    self.headers.pop(player_key, None)
+                    self.txns.pop(player_key, None)
+                    return
+                body = json.loads(value)
+                _check_version(body)
+                self.headers[player_key] = body
+            elif value is None:
+                self.txns.get(player_key, {}).pop(txn_key.decode(), None)
+            else:
+                body = json.loads(value)
+                _check_version(body)
+                body.pop("v")
+                self.txns.setdefault(player_key, {})[txn_key.decode()] = _txn(body)
+        except StateDecodeError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateDecodeError(f"unreadable saga state record {key!r}: {exc}") from exc
+
+    def states(self) -> dict[bytes, PlayerState]:
+        out = {}
+        for player_key, h in self.headers.items():
+            try:
+                pending = [_pending(p) for p in h["pending"]]
+                rounds = [Round(**r) for r in h["rounds"]]
+                out[player_key] = PlayerState(
+                    operator_id=h["operator_id"],
+                    player_id=h["player_id"],
+                    txns=self.txns.get(player_key, {}),
+                    pending={p.command.command_id: p for p in pending},
+                    rounds={f"{r.provider_id}:{r.round_id}": r for r in rounds},
+                    balance=h["balance"],
+                    balance_currency=h["balance_currency"],
+                    pruned_at_ms=h["pruned_at_ms"],
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StateDecodeError(f"unreadable saga state of {player_key!r}: {exc}") from exc
+        return out
+
+
+def _check_version(body: dict[str, Any]) -> None:
+    if body.get("v") != VERSION:
+        raise StateDecodeError(f"state version {body.get('v')!r}, expected {VERSION}")

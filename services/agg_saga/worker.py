@@ -64,7 +64,7 @@ from agg_saga.mapping import (
     reply_from_avro,
     request_from_avro,
 )
-from agg_saga.state_codec import StateDecodeError, decode_state, encode_state
+from agg_saga.state_codec import StateBuilder, StateDecodeError, state_records
 
 log = get_logger("saga")
 
@@ -108,7 +108,8 @@ def split_key(key: bytes) -> tuple[str, str]:
 @dataclass
 class _Batch:
     outputs: list[tuple[str, bytes, bytes, int | None]] = field(default_factory=list)
-    touched: dict[tuple[int, bytes], PlayerState] = field(default_factory=dict)
+    records: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
+    """State changelog records to write: (partition, record key) -> value or tombstone."""
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
 
@@ -150,24 +151,21 @@ class SagaWorker:
             reader.assign(tps)
             await reader.seek_to_beginning(*tps)
             ends = await reader.end_offsets(tps)
-            for p in partitions:
-                self.states[p] = {}
-                self.due[p] = {}
+            builders = {p: StateBuilder() for p in partitions}
             remaining = {tp for tp in tps if ends[tp] > 0}
             count = 0
             while remaining:
                 batch = await reader.getmany(*remaining, timeout_ms=1000)
                 for tp, records in batch.items():
                     for record in records:
-                        if record.key is None:
-                            continue
-                        if record.value is None:
-                            self.states[tp.partition].pop(record.key, None)
-                        else:
-                            self.states[tp.partition][record.key] = decode_state(record.value)
-                        count += 1
+                        if record.key is not None:
+                            builders[tp.partition].add(record.key, record.value)
+                            count += 1
                         if record.offset + 1 >= ends[tp]:
                             remaining.discard(tp)
+            for p in partitions:
+                self.states[p] = builders[p].states()
+                self.due[p] = {}
             for p in partitions:
                 for key, state in self.states[p].items():
                     due = next_due_ms(state, self.config)
@@ -312,7 +310,8 @@ class SagaWorker:
             state = PlayerState(operator_id, player_id)
         decision = decide(state, message, now, self.config)
         states[key] = decision.state
-        work.touched[(partition, key)] = decision.state
+        for record_key, value in state_records(state, decision.state, key):
+            work.records[(partition, record_key)] = value
         due = next_due_ms(decision.state, self.config)
         if due is None:
             self.due[partition].pop(key, None)
@@ -369,8 +368,8 @@ class SagaWorker:
         if futures:
             await asyncio.gather(*futures)
         futures = [
-            await send(self.names.saga_state, encode_state(state), key=key, partition=partition)
-            for (partition, key), state in work.touched.items()
+            await send(self.names.saga_state, value, key=key, partition=partition)
+            for (partition, key), value in work.records.items()
         ]
         if futures:
             await asyncio.gather(*futures)
