@@ -124,6 +124,8 @@ class StateBuilder:
                     self.txns.pop(player_key, None)
                     return
                 body = json.loads(value)
+                if body.get("v") == 1:
+                    body = self._upcast_v1(player_key, body)
                 _check_version(body)
                 self.headers[player_key] = body
             elif value is None:
@@ -137,6 +139,13 @@ class StateBuilder:
             raise
         except (ValueError, KeyError, TypeError) as exc:
             raise StateDecodeError(f"unreadable saga state record {key!r}: {exc}") from exc
+
+    def _upcast_v1(self, player_key: bytes, body: dict[str, Any]) -> dict[str, Any]:
+        """Version 1 kept a player's whole state, transactions included, in one record."""
+        self.txns[player_key] = {t["key"]: _txn(t) for t in body.pop("txns")}
+        for r in body["rounds"]:
+            r.setdefault("provider_id", "")
+        return {**body, "v": VERSION, "pruned_at_ms": 0}
 
     def states(self) -> dict[bytes, PlayerState]:
         out = {}

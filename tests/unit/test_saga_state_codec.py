@@ -59,3 +59,26 @@ def test_a_decision_writes_only_what_changed() -> None:
     records = state_records(state, new, KEY)
     assert [k for k, _ in records] == [KEY, KEY + KEY_SEPARATOR + b"prov-nova:b99"]
     assert len(encode_header(new)) < 2_000
+
+
+def test_version_1_records_are_upcast() -> None:
+    """Version 1 stored a player's whole state in one record; workers still read it."""
+    import json
+    from dataclasses import asdict
+
+    state = decide(PlayerState("op-alpha", "p-1"), req(1, Action.BET, "b1", 100), 1, CONFIG).state
+    v1 = {
+        "v": 1,
+        "operator_id": state.operator_id,
+        "player_id": state.player_id,
+        "balance": state.balance,
+        "balance_currency": state.balance_currency,
+        "txns": [asdict(t) for t in state.txns.values()],
+        "pending": [asdict(p) for p in state.pending.values()],
+        "rounds": [asdict(r) for r in state.rounds.values()],
+    }
+    builder = StateBuilder()
+    builder.add(KEY, json.dumps(v1).encode())
+    rebuilt = builder.states()[KEY]
+    assert rebuilt.txns == state.txns
+    assert rebuilt.pending == state.pending
