@@ -151,3 +151,23 @@ def test_credits_owed_while_the_wallet_is_down_are_delivered_when_it_returns(
     # a provider retry now answers OK without a second credit
     assert answer(pipeline.win(player, token, wins[0], 1_000))[:2] == (200, "OK")
     assert pipeline.wallet_balance(player) == STARTING_BALANCE - 100 + 3_000
+
+
+def test_credits_owed_while_the_wallet_is_silent_are_delivered_when_it_returns(
+    pipeline: Pipeline,
+) -> None:
+    player, token = pipeline.new_player()
+    assert answer(pipeline.bet(player, token, txn(), 100))[1] == "OK"
+    w = txn()
+    pipeline.wallet_mode("silent")
+    try:
+        code, status, _ = answer(pipeline.win(player, token, w, 2_500))
+        assert (code, status) == (503, "RETRY_LATER")
+        time.sleep(1.5)  # resends pile up on the command topic while the wallet is away
+    finally:
+        pipeline.wallet_mode("normal")
+    eventually(lambda: pipeline.wallet_balance(player) == STARTING_BALANCE - 100 + 2_500, 30)
+    code, status, balance = answer(pipeline.win(player, token, w, 2_500))
+    assert (code, status, balance) == (200, "OK", STARTING_BALANCE - 100 + 2_500)
+    time.sleep(1)  # no resend may credit it twice
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE - 100 + 2_500

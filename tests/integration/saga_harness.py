@@ -194,13 +194,13 @@ class Harness:
 
         await asyncio.wait_for(wait(), timeout_s)
 
-    async def bet_until_answered(
-        self, player: str, txn: str, amount: int, attempts_max: int = 60
+    async def until_answered(
+        self, player: str, action: str, txn: str, amount: int, attempts_max: int = 60
     ) -> dict[str, Any]:
-        """Like a provider: send the bet, and on RETRY_LATER or no answer in 3 s send it again
-        with the same transaction id, until a final answer comes."""
+        """Like a provider: send the callback, and on RETRY_LATER or no answer in 3 s send it
+        again with the same transaction id, until a final answer comes."""
         for _ in range(attempts_max):
-            rid = await self.send(request(player, "BET", txn, amount))
+            rid = await self.send(request(player, action, txn, amount))
             try:
                 outcome = await self.outcome(rid, timeout_s=3)
             except TimeoutError:
@@ -208,7 +208,7 @@ class Harness:
             if outcome["status"] != "RETRY_LATER":
                 return outcome
             await asyncio.sleep(0.2)
-        raise AssertionError(f"bet {txn} got no final answer in {attempts_max} attempts")
+        raise AssertionError(f"{action} {txn} got no final answer in {attempts_max} attempts")
 
     def commands_for(self, txn: str, kind: str | None = None) -> list[dict[str, Any]]:
         return [
