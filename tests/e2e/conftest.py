@@ -70,8 +70,10 @@ class Pipeline:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.ingress_port}", timeout=15)
 
     def _saga(self, name: str) -> ServiceProcess:
+        # only the first worker serves /metrics on the pipeline's saga port
+        metrics = [] if name == "saga-1" else ["--metrics-port", "0"]
         return ServiceProcess(
-            name, self.root / "services", "agg_saga", ["--client-id", f"e2e-{name}"],
+            name, self.root / "services", "agg_saga", ["--client-id", f"e2e-{name}", *metrics],
             ready_log_text='"event":"partitions_assigned"',
         )  # fmt: skip
 
