@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from agg_config.settings import Settings
 
@@ -48,3 +49,38 @@ def make_consumer(
     }
     config.update(overrides)
     return AIOKafkaConsumer(*topics, **config)
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    topic: str,
+    record: ConsumerRecord[Any, Any],
+    *,
+    reason: str,
+    consumer_group: str,
+) -> None:
+    """Set a message aside on the dead-letter topic, with where it came from and why.
+
+    Awaited before the caller commits the source offset, so a set-aside message is never lost.
+    """
+    headers = [
+        ("reason", reason.encode()),
+        ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ("consumer", consumer_group.encode()),
+    ]
+    await producer.send_and_wait(topic, record.value or b"", key=record.key, headers=headers)
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """Messages between the consumer's position and the end of each assigned partition."""
+    lag = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:
+            continue  # revoked meanwhile
+        lag[tp] = max(0, highwater - position)
+    return lag

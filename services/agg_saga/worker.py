@@ -53,7 +53,7 @@ from agg_domain.saga import (
     decide,
     next_due_ms,
 )
-from agg_kafka.clients import make_consumer, make_producer
+from agg_kafka.clients import consumer_lag, dead_letter, make_consumer, make_producer
 from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger, now_ms
 from agg_obs.metrics import LATENCY_BUCKETS_S
@@ -386,28 +386,14 @@ class SagaWorker:
             offset=record.offset,
             reason=reason,
         )
-        headers = [
-            ("reason", reason.encode()),
-            ("source", f"{tp.topic}/{tp.partition}/{record.offset}".encode()),
-            ("consumer", GROUP_ID.encode()),
-        ]
-        await (await self.producer.send(
-            self.names.dead_letters, record.value or b"", key=record.key, headers=headers
-        ))  # fmt: skip
+        await dead_letter(
+            self.producer, self.names.dead_letters, record, reason=reason, consumer_group=GROUP_ID
+        )
 
     async def _measure_lag(self) -> None:
-        consumer = self.consumer
-        if consumer is None:
-            return
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await consumer.position(tp)
-            except IllegalStateError:
-                continue  # revoked meanwhile
-            LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+        if self.consumer is not None:
+            for tp, lag in (await consumer_lag(self.consumer)).items():
+                LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 __all__ = ["SagaWorker", "StateDecodeError"]

@@ -43,7 +43,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from agg_avro import AvroCodec, AvroDecodeError
 from agg_config.settings import Settings
 from agg_config.tenants import Tenants
-from agg_kafka.clients import make_consumer, make_producer
+from agg_kafka.clients import consumer_lag, dead_letter, make_consumer, make_producer
 from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
@@ -349,27 +349,17 @@ class OperatorLoop:
         DEAD_LETTERS.labels(self.operator_id, reason).inc()
         log.error("dead_letter", operator_id=self.operator_id, topic=tp.topic,
                   partition=tp.partition, offset=record.offset, reason=detail)  # fmt: skip
-        headers = [
-            ("reason", detail.encode()),
-            ("source", f"{tp.topic}/{tp.partition}/{record.offset}".encode()),
-            ("consumer", self.group_id.encode()),
-        ]
-        producer = self.service.producer
-        # awaited before the offsets are committed: a set-aside message is never lost
-        await producer.send_and_wait(
-            self.service.names.dead_letters, record.value or b"", key=record.key, headers=headers
+        await dead_letter(
+            self.service.producer,
+            self.service.names.dead_letters,
+            record,
+            reason=detail,
+            consumer_group=self.group_id,
         )
 
     async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await consumer.position(tp)
-            except IllegalStateError:
-                continue  # revoked meanwhile
-            LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+        for tp, lag in (await consumer_lag(consumer)).items():
+            LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 class WalletService:
