@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     wallet_metrics_port: int = Field(
         9183, ge=0, le=65535, description="Port of the reference wallet's /metrics."
     )
+    projector_metrics_port: int = Field(
+        9184, ge=0, le=65535, description="Port of the projector's /metrics."
+    )
 
     # --- local stack ----------------------------------------------------------------------
     kafka_version: str = Field(

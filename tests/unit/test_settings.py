@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "ingress_metrics_port": 9181,
     "saga_metrics_port": 9182,
     "wallet_metrics_port": 9183,
+    "projector_metrics_port": 9184,
 }
 
 # field -> (value of AGG_<FIELD>, parsed value); one row per field, checked to cover them all
@@ -90,6 +91,7 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
     "ingress_metrics_port": ("0", 0),
     "saga_metrics_port": ("0", 0),
     "wallet_metrics_port": ("0", 0),
+    "projector_metrics_port": ("0", 0),
 }
 
 # (field, value of AGG_<FIELD>): each just outside its bound, or not of the field's type
@@ -152,6 +154,8 @@ OUT_OF_RANGE: list[tuple[str, str]] = [
     ("saga_metrics_port", "65536"),
     ("wallet_metrics_port", "-1"),
     ("wallet_metrics_port", "65536"),
+    ("projector_metrics_port", "-1"),
+    ("projector_metrics_port", "65536"),
 ]
 
 # (field, value of AGG_<FIELD>): each exactly on its bound, so accepted
@@ -196,6 +200,7 @@ ON_THE_BOUND: list[tuple[str, str]] = [
     ("ingress_metrics_port", "65535"),
     ("saga_metrics_port", "65535"),
     ("wallet_metrics_port", "65535"),
+    ("projector_metrics_port", "65535"),
 ]
 
 

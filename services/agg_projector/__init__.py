@@ -1,0 +1,1 @@
+"""The projector: folds the journal (``agg.events``) into PostgreSQL projections."""

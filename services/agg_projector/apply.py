@@ -1,0 +1,265 @@
+"""How each journal event changes the projections: SQL per event type, run in the
+projector's batch transaction. An event whose id is already in the journal table changes
+nothing (the saga may republish an event after a crash, at a new offset, with the same id)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+
+@dataclass(frozen=True)
+class JournalEvent:
+    name: str
+    """Short record name, e.g. ``BetAccepted``."""
+    datum: dict[str, Any]
+    partition: int
+    offset: int
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+class Applier:
+    """Writes events into the tables of one projection schema."""
+
+    def __init__(self, schema: str):
+        self.schema = schema
+        self._q: dict[str, sql.Composed] = {}
+        self.handlers: dict[str, Callable[[psycopg.Cursor[Any], dict[str, Any]], None]] = {
+            "BetAccepted": self._bet_accepted,
+            "BetRejected": self._bet_rejected,
+            "DebitTimedOut": self._debit_timed_out,
+            "DebitCancelled": self._debit_cancelled,
+            "WinCredited": self._win_credited,
+            "CreditOwed": self._credit_owed,
+            "BetRolledBack": self._bet_rolled_back,
+            "RollbackRecorded": self._rollback_recorded,
+            "RoundClosed": self._round_closed,
+            "SessionOpened": self._session_opened,
+            "DuplicateConflictDetected": self._conflict,
+        }
+
+    def q(self, text: str) -> sql.Composed:
+        if text not in self._q:
+            self._q[text] = sql.SQL(text).format(s=sql.Identifier(self.schema))
+        return self._q[text]
+
+    # --- the batch -------------------------------------------------------------------------
+
+    def apply(self, cur: psycopg.Cursor[Any], event: JournalEvent) -> None:
+        d = event.datum
+        cur.execute(
+            self.q(
+                "insert into {s}.journal (event_id, event_type, operator_id, player_id,"
+                " provider_id, correlation_id, occurred_at, transaction_id, round_id, amount,"
+                " currency, balance,"
+                ' partition, "offset", payload) values'
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ),
+            (
+                d["event_id"], event.name, d["operator_id"], d["player_id"], d["provider_id"],
+                d["correlation_id"], d["occurred_at"], d.get("transaction_id"), d.get("round_id"),
+                d.get("amount"), d.get("currency"), d.get("balance"), event.partition,
+                event.offset, json.dumps(d, default=_json_default),
+            ),
+        )  # fmt: skip
+        handler = self.handlers.get(event.name)
+        if handler is not None:
+            handler(cur, d)
+
+    # --- building blocks -------------------------------------------------------------------
+
+    def _txn(self, cur: psycopg.Cursor[Any], d: dict[str, Any], kind: str, status: str, *,
+             transaction_id: str | None = None, amount: int | None = None,
+             reference: str | None = None) -> None:  # fmt: skip
+        txn_id = transaction_id or d["transaction_id"]
+        cur.execute(
+            self.q(
+                "insert into {s}.transactions (operator_id, provider_id, transaction_id, player_id,"
+                " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
+                " first_event_at, updated_at, last_event_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " on conflict (operator_id, provider_id, transaction_id) do update set"
+                " status = excluded.status, updated_at = excluded.updated_at,"
+                " last_event_id = excluded.last_event_id"
+            ),
+            (
+                d["operator_id"], d["provider_id"], txn_id, d["player_id"], kind, status,
+                d.get("amount", 0) if amount is None else amount, d.get("currency", ""),
+                d.get("round_id"), d.get("game_id"), reference, d["occurred_at"],
+                d["occurred_at"], d["event_id"],
+            ),
+        )  # fmt: skip
+        cur.execute(
+            self.q(
+                "insert into {s}.transaction_changes (event_id, operator_id, provider_id,"
+                " transaction_id, status, occurred_at, correlation_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s)"
+            ),
+            (d["event_id"], d["operator_id"], d["provider_id"], txn_id, status,
+             d["occurred_at"], d["correlation_id"]),
+        )  # fmt: skip
+
+    def _balance(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        if d.get("balance") is None:
+            return
+        cur.execute(
+            self.q(
+                "insert into {s}.balances (operator_id, player_id, currency, balance, event_id,"
+                " reported_at) values (%s, %s, %s, %s, %s, %s)"
+                " on conflict (operator_id, player_id, currency) do update set"
+                " balance = excluded.balance, event_id = excluded.event_id,"
+                " reported_at = excluded.reported_at"
+                " where {s}.balances.reported_at <= excluded.reported_at"
+            ),
+            (d["operator_id"], d["player_id"], d["currency"], d["balance"], d["event_id"],
+             d["occurred_at"]),
+        )  # fmt: skip
+
+    def _round(self, cur: psycopg.Cursor[Any], d: dict[str, Any], *, bet: int = 0, win: int = 0,
+               refund: int = 0) -> None:  # fmt: skip
+        if not d.get("round_id"):
+            return
+        cur.execute(
+            self.q(
+                "insert into {s}.rounds (operator_id, provider_id, round_id, player_id, game_id,"
+                " currency, bet_total, win_total, refund_total, opened_at, updated_at)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " on conflict (operator_id, provider_id, round_id) do update set"
+                " bet_total = {s}.rounds.bet_total + excluded.bet_total,"
+                " win_total = {s}.rounds.win_total + excluded.win_total,"
+                " refund_total = {s}.rounds.refund_total + excluded.refund_total,"
+                " updated_at = greatest({s}.rounds.updated_at, excluded.updated_at)"
+            ),
+            (d["operator_id"], d["provider_id"], d["round_id"], d["player_id"], d.get("game_id"),
+             d["currency"], bet, win, refund, d["occurred_at"], d["occurred_at"]),
+        )  # fmt: skip
+
+    def _revenue(self, cur: psycopg.Cursor[Any], d: dict[str, Any], *, bets: int = 0,
+                 wins: int = 0, refunds: int = 0) -> None:  # fmt: skip
+        cur.execute(
+            self.q(
+                "insert into {s}.revenue_daily (operator_id, provider_id, game_id, currency, day,"
+                " bets, wins, refunds) values (%s, %s, %s, %s, (%s at time zone 'UTC')::date,"
+                " %s, %s, %s)"
+                " on conflict (operator_id, provider_id, game_id, currency, day) do update set"
+                " bets = {s}.revenue_daily.bets + excluded.bets,"
+                " wins = {s}.revenue_daily.wins + excluded.wins,"
+                " refunds = {s}.revenue_daily.refunds + excluded.refunds"
+            ),
+            (d["operator_id"], d["provider_id"], d.get("game_id") or "", d["currency"],
+             d["occurred_at"], bets, wins, refunds),
+        )  # fmt: skip
+
+    # --- events ----------------------------------------------------------------------------
+
+    def _bet_accepted(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "BET", "ACCEPTED")
+        self._balance(cur, d)
+        self._round(cur, d, bet=d["amount"])
+        self._revenue(cur, d, bets=d["amount"])
+
+    def _bet_rejected(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "BET", f"REJECTED:{d['status']}")
+        self._balance(cur, d)
+
+    def _debit_timed_out(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "BET", "TIMED_OUT")
+
+    def _debit_cancelled(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "BET", "CANCELLED")
+        self._balance(cur, d)
+
+    def _win_credited(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "WIN", "CREDITED")
+        self._balance(cur, d)
+        self._round(cur, d, win=d["amount"])
+        self._revenue(cur, d, wins=d["amount"])
+
+    def _credit_owed(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "WIN", "OWED")
+
+    def _bet_rolled_back(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "BET", "ROLLED_BACK")
+        self._balance(cur, d)
+        self._round(cur, d, refund=d["amount"])
+        self._revenue(cur, d, refunds=d["amount"])
+        self._rollback_row(cur, d, d["rollback_transaction_id"], d["transaction_id"], "REFUNDED",
+                           d["amount"])  # fmt: skip
+
+    def _rollback_row(self, cur: psycopg.Cursor[Any], d: dict[str, Any], rollback_id: str,
+                      bet_id: str, status: str, amount: int) -> None:  # fmt: skip
+        cur.execute(
+            self.q(
+                "insert into {s}.transactions (operator_id, provider_id, transaction_id, player_id,"
+                " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
+                " first_event_at, updated_at, last_event_id)"
+                " values (%s, %s, %s, %s, 'ROLLBACK', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " on conflict (operator_id, provider_id, transaction_id) do update set"
+                " status = excluded.status, amount = excluded.amount,"
+                " updated_at = excluded.updated_at, last_event_id = excluded.last_event_id"
+            ),
+            (d["operator_id"], d["provider_id"], rollback_id, d["player_id"], status, amount,
+             d.get("currency") or "", d.get("round_id"), d.get("game_id"), bet_id,
+             d["occurred_at"], d["occurred_at"], d["event_id"]),
+        )  # fmt: skip
+
+    def _rollback_recorded(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        status = "RECORDED" if d["bet_known"] else "TOMBSTONE"
+        # the event carries no currency: take the bet's, if the bet is known
+        row = cur.execute(
+            self.q(
+                "select currency from {s}.transactions where operator_id = %s and"
+                " provider_id = %s and transaction_id = %s"
+            ),
+            (d["operator_id"], d["provider_id"], d["reference_transaction_id"]),
+        ).fetchone()
+        data = {**d, "currency": row[0] if row else "XXX"}
+        self._rollback_row(cur, data, d["rollback_transaction_id"], d["reference_transaction_id"],
+                           status, 0)  # fmt: skip
+
+    def _round_closed(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        cur.execute(
+            self.q(
+                "insert into {s}.rounds (operator_id, provider_id, round_id, player_id, game_id,"
+                " currency, bet_total, win_total, refund_total, status, opened_at, updated_at,"
+                " closed_at) values (%s, %s, %s, %s, %s, %s, 0, 0, 0, 'CLOSED', %s, %s, %s)"
+                " on conflict (operator_id, provider_id, round_id) do update set"
+                " status = 'CLOSED', closed_at = excluded.closed_at,"
+                " updated_at = greatest({s}.rounds.updated_at, excluded.updated_at)"
+            ),
+            (d["operator_id"], d["provider_id"], d["round_id"], d["player_id"], d.get("game_id"),
+             d["currency"], d["occurred_at"], d["occurred_at"], d["occurred_at"]),
+        )  # fmt: skip
+
+    def _session_opened(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        cur.execute(
+            self.q(
+                "insert into {s}.sessions (session_id, operator_id, player_id, provider_id,"
+                " game_id, currency, country, mode, opened_at, expires_at)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing"
+            ),
+            (d["session_id"], d["operator_id"], d["player_id"], d["provider_id"], d["game_id"],
+             d["currency"], d["country"], d["mode"], d["occurred_at"], d["expires_at"]),
+        )  # fmt: skip
+
+    def _conflict(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        cur.execute(
+            self.q(
+                "insert into {s}.transaction_changes (event_id, operator_id, provider_id,"
+                " transaction_id, status, occurred_at, correlation_id)"
+                " values (%s, %s, %s, %s, 'DUPLICATE_CONFLICT', %s, %s)"
+            ),
+            (d["event_id"], d["operator_id"], d["provider_id"], d["transaction_id"],
+             d["occurred_at"], d["correlation_id"]),
+        )  # fmt: skip

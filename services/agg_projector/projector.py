@@ -1,0 +1,203 @@
+"""The projector: consumes ``agg.events`` and writes the projections exactly once.
+
+The rows an event produces and the consumer position after it are written in ONE PostgreSQL
+transaction; on assignment the projector seeks to the positions stored there, never to Kafka's
+committed offsets. A crash at any instant either kept the whole batch (rows and position) or
+none of it. The position rows of the batch's partitions are locked first (``FOR UPDATE``), so
+two projectors briefly owning one partition during a rebalance cannot both apply a record: the
+second waits, then sees the advanced position and skips what was done. An event the saga
+republished after a crash (same event id, new offset) is recognised by its id and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from prometheus_client import Counter, Gauge, Histogram
+
+from agg_avro import AvroCodec, AvroDecodeError
+from agg_config.settings import Settings
+from agg_kafka.clients import consumer_lag, dead_letter, make_consumer, make_producer
+from agg_kafka.topics import TopicNames
+from agg_obs.logs import get_logger
+from agg_obs.metrics import LATENCY_BUCKETS_S
+from agg_projector.apply import Applier, JournalEvent
+from agg_projector.migrate import migrate
+
+log = get_logger("projector")
+
+EVENTS = Counter("agg_projector_events_total", "Journal events projected", ["event"])
+DUPLICATES = Counter("agg_projector_duplicates_total", "Events skipped as already projected")
+BATCH_SECONDS = Histogram(
+    "agg_projector_batch_seconds", "Time to write one batch", buckets=LATENCY_BUCKETS_S
+)
+LAG = Gauge("agg_projector_lag", "Journal events not yet projected", ["partition"])
+DEAD_LETTERS = Counter("agg_projector_dead_letters_total", "Undecodable journal records")
+
+GROUP_ID = "agg-projector"
+EVENT_PREFIX = "casino.agg.events."
+
+
+class Projector:
+    def __init__(self, settings: Settings, *, schema: str = "projection", group_id: str = GROUP_ID,
+                 client_id: str = "projector", batch_count_max: int = 2_000):  # fmt: skip
+        self.settings = settings
+        self.schema = schema
+        self.group_id = group_id
+        self.client_id = client_id
+        self.topic = TopicNames(settings.topic_prefix).events
+        self.dead_letters = TopicNames(settings.topic_prefix).dead_letters
+        self.batch_count_max = batch_count_max
+        self.codec = AvroCodec()
+        self.applier = Applier(schema)
+        self.ready = asyncio.Event()
+        self.conn: psycopg.Connection[Any] | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+
+    # --- positions ---------------------------------------------------------------------------
+
+    def _stored_positions(self, partitions: Sequence[int]) -> dict[int, int]:
+        assert self.conn is not None
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                self.applier.q(
+                    "select partition, next_offset from {s}.consumer_offsets"
+                    " where consumer_group = %s and topic = %s and partition = any(%s)"
+                ),
+                (self.group_id, self.topic, list(partitions)),
+            ).fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    async def _seek(self, partitions: Sequence[int]) -> None:
+        assert self.consumer is not None
+        stored = await asyncio.to_thread(self._stored_positions, partitions)
+        for p in partitions:
+            tp = TopicPartition(self.topic, p)
+            if p in stored:
+                self.consumer.seek(tp, stored[p])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+        log.event("positions_restored", partitions=sorted(partitions), stored=stored)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        projector = self
+        # the database work of a batch runs in a thread, on this one connection, in order
+        self.conn = psycopg.connect(self.settings.database_url, autocommit=True)
+        applied = migrate(self.conn, self.schema)
+        if applied:
+            log.event("migrated", schema=self.schema, migrations=applied)
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                log.event("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                await projector._seek([tp.partition for tp in assigned])
+                projector.ready.set()
+
+        self.consumer = make_consumer(
+            self.settings, group_id=self.group_id, client_id=self.client_id,
+            max_poll_records=self.batch_count_max,
+        )  # fmt: skip
+        producer = make_producer(self.settings, client_id=f"{self.client_id}-deadletters")
+        await producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe([self.topic], listener=Listener())
+        log.event("projector_started", schema=self.schema, topic=self.topic, group=self.group_id)
+        try:
+            next_lag = 0.0
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=200)
+                if batch:
+                    await self._write(batch, producer)
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + 1
+                    for tp, lag in (await consumer_lag(self.consumer)).items():
+                        LAG.labels(str(tp.partition)).set(lag)
+        finally:
+            await self.consumer.stop()
+            await producer.stop()
+            self.conn.close()
+            log.event("projector_stopped")
+
+    async def _write(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+                     producer: Any) -> None:  # fmt: skip
+        assert self.conn is not None
+        started = time.perf_counter()
+        events: list[JournalEvent] = []
+        last: dict[int, int] = {}
+        for tp, records in batch.items():
+            for record in records:
+                last[tp.partition] = record.offset
+                try:
+                    decoded = self.codec.decode(record.value or b"")
+                    if not decoded.name.startswith(EVENT_PREFIX):
+                        raise AvroDecodeError("unknown_reader", f"{decoded.name} on the journal")
+                except AvroDecodeError as exc:
+                    DEAD_LETTERS.inc()
+                    log.error("dead_letter", partition=tp.partition, offset=record.offset,
+                              reason=str(exc))  # fmt: skip
+                    await dead_letter(producer, self.dead_letters, record, reason=str(exc),
+                                      consumer_group=self.group_id)  # fmt: skip
+                    continue
+                events.append(JournalEvent(decoded.name[len(EVENT_PREFIX):], decoded.datum,
+                                           tp.partition, record.offset))  # fmt: skip
+        fresh = await asyncio.to_thread(self._write_sync, events, last)
+        for e in fresh:
+            EVENTS.labels(e.name).inc()
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        log.debug("batch_projected", events=len(fresh), partitions=sorted(last))
+
+    def _write_sync(self, events: list[JournalEvent], last: dict[int, int]) -> list[JournalEvent]:
+        """One transaction: lock the positions, apply what is new, store the new positions."""
+        assert self.conn is not None
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            # a second owner of one of these partitions waits here, then skips what is done
+            positions = {
+                int(p): int(o)
+                for p, o in cur.execute(
+                    self.applier.q(
+                        "select partition, next_offset from {s}.consumer_offsets where"
+                        " consumer_group = %s and topic = %s and partition = any(%s) for update"
+                    ),
+                    (self.group_id, self.topic, sorted(last)),
+                ).fetchall()
+            }
+            events = [e for e in events if e.offset >= positions.get(e.partition, 0)]
+            ids = [e.datum["event_id"] for e in events]
+            seen = {
+                row[0]
+                for row in cur.execute(
+                    self.applier.q("select event_id from {s}.journal where event_id = any(%s)"),
+                    (ids,),
+                )
+            }
+            fresh = []
+            for e in events:
+                if e.datum["event_id"] in seen:
+                    DUPLICATES.inc()
+                    continue
+                seen.add(e.datum["event_id"])
+                fresh.append(e)
+            # one pipeline: the batch's statements go out without a round trip each
+            with self.conn.pipeline():
+                for e in fresh:
+                    self.applier.apply(cur, e)
+                cur.executemany(
+                    self.applier.q(
+                        "insert into {s}.consumer_offsets (consumer_group, topic, partition,"
+                        " next_offset) values (%s, %s, %s, %s)"
+                        " on conflict (consumer_group, topic, partition) do update set"
+                        " next_offset = excluded.next_offset, updated_at = now()"
+                    ),
+                    [(self.group_id, self.topic, p, o + 1) for p, o in last.items()],
+                )
+        return fresh
