@@ -1,0 +1,184 @@
+"""The projector on the real broker and database: every event projected exactly once across
+SIGKILLs in the middle of batches, the same event delivered twice has one effect, and the
+rows add up to the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from agg_avro import AvroCodec
+from agg_config.settings import Settings
+from agg_domain.ids import derive_id
+from agg_kafka.admin import ensure_topics
+from agg_kafka.clients import make_producer, player_key
+from agg_kafka.topics import catalogue
+from agg_projector.projector import Projector
+
+CODEC = AvroCodec()
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def isolated(settings: Settings) -> Settings:
+    """A topic prefix of its own, so no other test's journal events are projected here."""
+    prefix = f"proj{uuid.uuid4().hex[:8]}"
+    specs = catalogue(["op-alpha"], partitions=settings.partition_count, replication_factor=1,
+                      min_insync_replicas=1, prefix=prefix)  # fmt: skip
+    assert asyncio.run(ensure_topics(settings.kafka_bootstrap, specs)).ok
+    return settings.model_copy(update={"topic_prefix": prefix})
+
+
+def journal(n: int, players: int = 40) -> list[tuple[str, dict[str, Any]]]:
+    """A plausible journal: rounds of three events for one player each (a bet accepted, a win
+    credited, the bet rolled back), so that a player's events stay in order on one partition."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i in range(n):
+        player = f"pl-{(i // 3) % players}"
+        base = {
+            "correlation_id": f"corr-{i}", "operator_id": "op-alpha", "player_id": player,
+            "provider_id": "prov-nova", "occurred_at": T0 + timedelta(milliseconds=i),
+            "round_id": f"rnd-{i // 3}", "game_id": "nova-starfall", "currency": "EUR",
+        }  # fmt: skip
+        kind = i % 3
+        if kind == 0:
+            out.append(("BetAccepted", {**base, "event_id": derive_id("ev", "b", i),
+                        "transaction_id": f"tx-{i}", "amount": 100, "command_id": f"c-{i}",
+                        "balance": 10_000 - i, "round_closed": False}))  # fmt: skip
+        elif kind == 1:
+            out.append(("WinCredited", {**base, "event_id": derive_id("ev", "w", i),
+                        "transaction_id": f"tx-{i}", "amount": 30, "command_id": f"c-{i}",
+                        "balance": 10_000 + i, "round_closed": False}))  # fmt: skip
+        else:
+            out.append(("BetRolledBack", {**base, "event_id": derive_id("ev", "r", i),
+                        "transaction_id": f"tx-{i - 2}", "amount": 100,
+                        "rollback_transaction_id": f"rb-{i}", "command_id": f"cx-{i}",
+                        "balance": 10_000}))  # fmt: skip
+    return out
+
+
+async def publish(settings: Settings, events: list[tuple[str, dict[str, Any]]]) -> None:
+    producer = make_producer(settings, client_id="proj-test")
+    await producer.start()
+    try:
+        topic = f"{settings.topic_prefix}.events"
+        futures = [
+            await producer.send(
+                topic,
+                CODEC.encode(f"casino.agg.events.{name}", datum),
+                key=player_key(datum["operator_id"], datum["player_id"]),
+            )
+            for name, datum in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def counts(database_url: str, schema: str) -> dict[str, Any]:
+    with psycopg.connect(database_url) as conn:
+        exists = conn.execute("select to_regclass(%s)", (f"{schema}.journal",)).fetchone()
+        if exists is None or exists[0] is None:  # not migrated yet
+            return {"journal": (0, 0), "totals": (None, None, None), "changes": (0,)}
+        journal_rows = conn.execute(
+            f"select count(*), count(distinct event_id) from {schema}.journal"
+        ).fetchone()
+        totals = conn.execute(
+            f"select sum(bets), sum(wins), sum(refunds) from {schema}.revenue_daily"
+        ).fetchone()
+        changes = conn.execute(f"select count(*) from {schema}.transaction_changes").fetchone()
+    return {"journal": journal_rows, "totals": totals, "changes": changes}
+
+
+def expected_totals(events: list[tuple[str, dict[str, Any]]]) -> tuple[int, int, int]:
+    sums: Counter[str] = Counter()
+    for name, datum in events:
+        sums[name] += datum["amount"]
+    return sums["BetAccepted"], sums["WinCredited"], sums["BetRolledBack"]
+
+
+def run_projector(settings: Settings, schema: str, stop_when: Any) -> None:
+    async def main() -> None:
+        projector = Projector(settings, schema=schema, client_id="proj-it", batch_count_max=500)
+        stop = asyncio.Event()
+        task = asyncio.create_task(projector.run(stop))
+        deadline = time.monotonic() + 60
+        while not stop_when() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    asyncio.run(main())
+
+
+def test_each_event_once_and_a_duplicate_has_no_effect(isolated: Settings) -> None:
+    schema = f"it_{uuid.uuid4().hex[:8]}"
+    events = journal(300)
+    # the saga may republish an event after a crash: same id, another offset
+    events_with_duplicate = [*events, events[0], events[1]]
+    asyncio.run(publish(isolated, events_with_duplicate))
+    run_projector(isolated, schema,
+                  lambda: counts(isolated.database_url, schema)["journal"][0] >= 300)  # fmt: skip
+    time.sleep(0.5)
+    result = counts(isolated.database_url, schema)
+    assert result["journal"] == (300, 300)
+    assert result["totals"] == expected_totals(events)
+    with psycopg.connect(isolated.database_url) as conn:
+        positions = conn.execute(
+            f"select sum(next_offset) from {schema}.consumer_offsets"
+        ).fetchone()
+        rolled_back = conn.execute(
+            f"select count(*) from {schema}.transactions"
+            " where kind = 'BET' and status = 'ROLLED_BACK'"
+        ).fetchone()
+    assert positions == (302,), "the duplicates were read, and skipped"
+    assert rolled_back == (100,)
+
+
+def test_projector_killed_mid_batch_misses_and_doubles_nothing(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    schema = f"it_{uuid.uuid4().hex[:8]}"
+    events = journal(20_000, players=400)
+    asyncio.run(publish(isolated, events))
+    env = {
+        **os.environ,
+        "AGG_KAFKA_BOOTSTRAP": isolated.kafka_bootstrap,
+        "AGG_DATABASE_URL": isolated.database_url,
+        "AGG_TOPIC_PREFIX": isolated.topic_prefix,
+    }
+    log = (tmp_path / "projector.log").open("ab")
+    args = [sys.executable, "-m", "agg_projector", "--schema", schema, "--metrics-port", "0"]
+    kills = 0
+    while True:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=log)
+        time.sleep(2.5 + kills)  # let it get into its batches, more each round
+        done = counts(isolated.database_url, schema)["journal"][0]
+        if done >= len(events) or kills >= 3:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        kills += 1
+    deadline = time.monotonic() + 60
+    while counts(isolated.database_url, schema)["journal"][0] < len(events):
+        assert time.monotonic() < deadline, "the projector did not catch up"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert kills >= 1, "the projector was never killed mid-stream"
+    result = counts(isolated.database_url, schema)
+    assert result["journal"] == (len(events), len(events))
+    assert result["totals"] == expected_totals(events)
+    assert result["changes"] == (len(events),)  # one state change per event
