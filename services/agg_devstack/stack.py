@@ -56,6 +56,10 @@ class LocalStack:
                 ready_url=f"http://127.0.0.1:{settings.wallet_metrics_port}/healthz",
             ),
             ServiceProcess(
+                "projector", services_dir, "agg_projector", [],
+                ready_log_text='"event":"positions_restored"',
+            ),
+            ServiceProcess(
                 "ingress", services_dir, "agg_ingress", [],
                 ready_url=f"http://{settings.ingress_host}:{settings.ingress_port}/healthz",
             ),
@@ -166,6 +170,7 @@ class LocalStack:
             "ingress": f"http://{st.ingress_host}:{st.ingress_port}",
             "saga": f"metrics 127.0.0.1:{st.saga_metrics_port}",
             "wallet": f"metrics 127.0.0.1:{st.wallet_metrics_port}",
+            "projector": f"metrics 127.0.0.1:{st.projector_metrics_port}",
         }
         services = {
             s.name: {

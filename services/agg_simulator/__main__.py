@@ -42,6 +42,30 @@ def money_check(sim: Simulator, database_url: str, settle_s: float = 20.0) -> li
         time.sleep(1)
 
 
+def projection_check(sim: Simulator, database_url: str, settle_s: float = 30.0) -> list[str]:
+    """Players whose projected balance (the last one the wallet reported in the journal)
+    differs from the wallet's own; waits up to ``settle_s`` for the projector to catch up."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        with psycopg.connect(database_url) as conn:
+            if conn.execute("select to_regclass('projection.balances')").fetchone() == (None,):
+                return ["the projection schema does not exist: is the projector running?"]
+            rows = conn.execute(
+                "select w.operator_id, w.player_id, w.balance, p.balance from wallet.players w"
+                " left join projection.balances p using (operator_id, player_id, currency)"
+                " where w.player_id like %s",
+                (f"sim-{sim.run_id}-%",),
+            ).fetchall()
+        problems = [
+            f"{op}/{player}: wallet {wallet}, projection {projected}"
+            for op, player, wallet, projected in rows
+            if wallet != projected
+        ]
+        if not problems or time.monotonic() > deadline:
+            return problems
+        time.sleep(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aggregator simulate", description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
@@ -49,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="callbacks in flight")
     parser.add_argument("--base-url", default=None, help="ingress URL (default from settings)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--skip-projections", action="store_true", help="no projector runs: skip its check"
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     tenants = load_tenants(settings.tenants_file)
@@ -65,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + line)
         return 1
     print(f"money check: OK for all {players} players (wallet balances match every answer)")
+    if args.skip_projections:
+        return 0
+    problems = projection_check(sim, settings.database_url)
+    if problems:
+        print(f"PROJECTION CHECK FAILED for {len(problems)} players:")
+        for line in problems[:20]:
+            print("  " + line)
+        return 1
+    print(f"projection check: OK (projected balances equal the wallet's for all {players})")
     return 0
 
 

@@ -28,8 +28,9 @@ PORTS = {
     "AGG_SAGA_METRICS_PORT": str(free_port()),
     "AGG_WALLET_METRICS_PORT": str(free_port()),
     "AGG_INGRESS_METRICS_PORT": str(free_port()),
+    "AGG_PROJECTOR_METRICS_PORT": str(free_port()),
 }
-SERVICES = ("saga", "wallet", "ingress")
+SERVICES = ("saga", "wallet", "projector", "ingress")
 
 
 def _make(target: str, state: Path) -> subprocess.CompletedProcess[str]:
@@ -80,7 +81,7 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
         status = _make("status", state)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count("running (pid") == 5
+        assert status.stdout.count("running (pid") == 6
         assert f"http://127.0.0.1:{PORTS['AGG_INGRESS_PORT']}" in status.stdout
         assert settings.kafka_bootstrap in status.stdout
 
@@ -102,7 +103,7 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
         stopped = _make("status", state)
         assert stopped.returncode == 0
-        assert stopped.stdout.count("stopped") == 5
+        assert stopped.stdout.count("stopped") == 6
         cli = subprocess.run(
             [str(Path(sys.executable).parent / "aggregator"), "dev", "status"],
             env={**os.environ, "AGG_STATE_DIR": str(state)},
