@@ -22,8 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import psycopg
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram, make_asgi_app
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -51,6 +53,7 @@ from agg_ingress.protocol import (
     signature_problem,
     validate_session_request,
 )
+from agg_ingress.read_api import PLAYER_ID, ProjectionReader, ReadError
 from agg_ingress.routing import Outcome, OutcomeRouter, correlation_id
 from agg_ingress.sessions import (
     SessionClaims,
@@ -141,6 +144,7 @@ class Ingress:
         self.provider_secrets = {p.id: p.secret.reveal() for p in tenants.providers if p.enabled}
         self.operator_secrets = {o.id: o.secret.reveal() for o in tenants.operators}
         self.router: OutcomeRouter | None = None
+        self.reader: ProjectionReader | None = None
 
     # --- common ---------------------------------------------------------------------------
 
@@ -421,6 +425,49 @@ class Ingress:
             "games", 200, "OK", operator_id=operator.id, country=country, games=games
         )
 
+    # --- read API (projections) ------------------------------------------------------------
+
+    async def player_balance(self, request: Request) -> Response:
+        return await self._read(request, "balance")
+
+    async def player_transactions(self, request: Request) -> Response:
+        return await self._read(request, "transactions")
+
+    async def _read(self, request: Request, endpoint: str) -> Response:
+        found = await self._operator(request, endpoint)
+        if isinstance(found, Response):
+            return found
+        operator, _ = found
+        player_id: str = request.path_params["player_id"]
+        if not PLAYER_ID.fullmatch(player_id):
+            return self._operator_reply(endpoint, 400, Status.INVALID_REQUEST,
+                                        "player_id: 1-64 of [A-Za-z0-9_.:-]")  # fmt: skip
+        reader = self.reader
+        if reader is None:
+            return self._operator_reply(
+                endpoint, 503, Status.RETRY_LATER, "projections unavailable"
+            )
+        try:
+            if endpoint == "balance":
+                balances = await reader.balances(operator.id, player_id)
+                if not balances:
+                    return self._operator_reply(endpoint, 404, "PLAYER_NOT_FOUND")
+                return self._operator_reply(endpoint, 200, "OK", operator_id=operator.id,
+                                            player_id=player_id, balances=balances)  # fmt: skip
+            items, cursor = await reader.transactions(
+                operator.id, player_id, dict(request.query_params)
+            )
+        except ReadError as exc:
+            return self._operator_reply(endpoint, 400, Status.INVALID_REQUEST, str(exc))
+        except (PoolTimeout, psycopg.Error) as exc:
+            log.warning("projections_unavailable", error=str(exc))
+            return self._operator_reply(
+                endpoint, 503, Status.RETRY_LATER, "projections unavailable"
+            )
+        return self._operator_reply(endpoint, 200, "OK", operator_id=operator.id,
+                                    player_id=player_id, transactions=items,
+                                    next_cursor=cursor)  # fmt: skip
+
     # --- health ---------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
@@ -446,10 +493,15 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         router = OutcomeRouter(settings, ingress.instance_id)
         ingress.router = router
         await router.start()
+        reader = ProjectionReader(settings.database_url)
+        await reader.open()  # connects in the background: callbacks never wait for it
+        ingress.reader = reader
         try:
             yield
         finally:
             ingress.router = None
+            ingress.reader = None
+            await reader.close()
             await router.stop()
 
     routes = [
@@ -460,6 +512,16 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         ),
         Route("/v1/operators/{operator_id}/sessions", ingress.open_session, methods=["POST"]),
         Route("/v1/operators/{operator_id}/games", ingress.games, methods=["GET"]),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/balance",
+            ingress.player_balance,
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/transactions",
+            ingress.player_transactions,
+            methods=["GET"],
+        ),
         Route("/healthz", ingress.healthz, methods=["GET"]),
         Route("/metrics", _Asgi(make_asgi_app()), methods=["GET"]),
     ]

@@ -47,6 +47,7 @@ class Pipeline:
             "AGG_WALLET_METRICS_PORT": str(self.wallet_port),
             "AGG_SAGA_METRICS_PORT": str(self.saga_port),
             "AGG_INGRESS_METRICS_PORT": str(free_port()),
+            "AGG_PROJECTOR_METRICS_PORT": str(free_port()),
             "AGG_WALLET_TIMEOUT_MS": "1000",
             "AGG_RETRY_BACKOFF_INITIAL_MS": "200",
             "AGG_RETRY_BACKOFF_MAX_MS": "1000",
@@ -57,6 +58,10 @@ class Pipeline:
             "wallet", services, "agg_wallet", ["--client-id", "e2e-wallet"],
             ready_url=f"http://127.0.0.1:{self.wallet_port}/healthz",
         )  # fmt: skip
+        self.projector = ServiceProcess(
+            "projector", services, "agg_projector", ["--client-id", "e2e-projector"],
+            ready_log_text='"event":"positions_restored"',
+        )  # fmt: skip
         self.ingress = ServiceProcess(
             "ingress", services, "agg_ingress", [],
             ready_url=f"http://127.0.0.1:{self.ingress_port}/healthz",
@@ -66,6 +71,9 @@ class Pipeline:
         provider = tenants.provider(PROVIDER)
         assert op is not None and provider is not None
         self.operator_secret = op.secret.reveal()
+        other = tenants.operator("op-beta")
+        assert other is not None
+        self.other_operator_secret = other.secret.reveal()
         self.provider_secret = provider.secret.reveal()
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.ingress_port}", timeout=15)
 
@@ -78,12 +86,12 @@ class Pipeline:
         )  # fmt: skip
 
     def start(self) -> None:
-        for service in (*self.sagas, self.wallet, self.ingress):
+        for service in (*self.sagas, self.wallet, self.projector, self.ingress):
             service.start(self.env, 90)
 
     def stop(self) -> None:
         self.http.close()
-        for service in (self.ingress, self.wallet, *self.sagas):
+        for service in (self.ingress, self.projector, self.wallet, *self.sagas):
             service.stop()
 
     # --- operators and providers ------------------------------------------------------------
@@ -122,6 +130,11 @@ class Pipeline:
     def rollback(self, player: str, token: str, txn: str, bet_txn: str) -> httpx.Response:
         return self.callback("rollback", player, token, transaction_id=txn,
                              reference_transaction_id=bet_txn, round_id="rnd-1")  # fmt: skip
+
+    def read(self, path: str, secret: bytes | None = None) -> httpx.Response:
+        """A signed GET of the operator read API (as op-alpha unless another secret)."""
+        headers = signed_headers(secret or self.operator_secret, "GET", path, b"")
+        return self.http.get(path, headers=headers)
 
     # --- the operator's wallet ---------------------------------------------------------------
 

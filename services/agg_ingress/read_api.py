@@ -1,0 +1,147 @@
+"""The operator read API: balances and transactions of an operator's players, from the
+PostgreSQL projections, signed like the rest of the operator API and strictly per tenant
+(every query is bound to the operator whose secret signed the request).
+
+    GET /v1/operators/{operator_id}/players/{player_id}/balance
+    GET /v1/operators/{operator_id}/players/{player_id}/transactions
+        ?since=ISO-8601&until=ISO-8601&round_id=R&limit=1..500&cursor=C
+
+Transactions come newest last, ordered by (updated_at, provider_id, transaction_id); a page
+that is full carries ``next_cursor``, which continues after its last row (keyset pagination:
+stable while new transactions arrive). Projections lag the wallet by the projector's lag.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+PLAYER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+LIMIT_DEFAULT = 100
+LIMIT_MAX = 500
+
+
+class ReadError(ValueError):
+    """A malformed query parameter; the message names it."""
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReadError(f"{name}: ISO-8601 timestamp expected") from None
+    if parsed.tzinfo is None:
+        raise ReadError(f"{name}: give a time zone (e.g. Z)")
+    return parsed.astimezone(UTC)
+
+
+def encode_cursor(updated_at: datetime, provider_id: str, transaction_id: str) -> str:
+    raw = json.dumps([updated_at.isoformat(), provider_id, transaction_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, provider_id, transaction_id = json.loads(raw)
+        return datetime.fromisoformat(when), str(provider_id), str(transaction_id)
+    except (ValueError, TypeError):
+        raise ReadError("cursor: not a cursor this API gave out") from None
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None:
+        return LIMIT_DEFAULT
+    if not value.isdigit() or not 1 <= int(value) <= LIMIT_MAX:
+        raise ReadError(f"limit: an integer from 1 to {LIMIT_MAX}")
+    return int(value)
+
+
+class ProjectionReader:
+    def __init__(self, database_url: str, schema: str = "projection"):
+        self.pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False)
+        self.schema = schema
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    def _q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(s=sql.Identifier(self.schema))
+
+    async def balances(self, operator_id: str, player_id: str) -> list[dict[str, Any]]:
+        async with self.pool.connection(timeout=2) as conn:
+            cur = await conn.execute(
+                self._q(
+                    "select currency, balance, reported_at, event_id from {s}.balances"
+                    " where operator_id = %s and player_id = %s order by currency"
+                ),
+                (operator_id, player_id),
+            )
+            rows = await cur.fetchall()
+        return [
+            {"currency": c, "balance": b, "reported_at": t.isoformat(), "event_id": e}
+            for c, b, t, e in rows
+        ]
+
+    async def transactions(
+        self, operator_id: str, player_id: str, params: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        since = parse_time(params.get("since"), "since")
+        until = parse_time(params.get("until"), "until")
+        limit = parse_limit(params.get("limit"))
+        round_id = params.get("round_id")
+        after = decode_cursor(params["cursor"]) if params.get("cursor") else None
+        clauses = ["operator_id = %s", "player_id = %s"]
+        args: list[Any] = [operator_id, player_id]
+        if since is not None:
+            clauses.append("updated_at >= %s")
+            args.append(since)
+        if until is not None:
+            clauses.append("updated_at < %s")
+            args.append(until)
+        if round_id is not None:
+            clauses.append("round_id = %s")
+            args.append(round_id)
+        if after is not None:
+            clauses.append("(updated_at, provider_id, transaction_id) > (%s, %s, %s)")
+            args.extend(after)
+        query = self._q(
+            "select provider_id, transaction_id, kind, status, amount, currency, round_id,"
+            " game_id, reference_transaction_id, first_event_at, updated_at from {s}.transactions"
+            " where " + " and ".join(clauses) +
+            " order by updated_at, provider_id, transaction_id limit %s"
+        )  # fmt: skip
+        async with self.pool.connection(timeout=2) as conn:
+            cur = await conn.execute(query, (*args, limit))
+            rows = await cur.fetchall()
+        items = [
+            {
+                "provider_id": r[0],
+                "transaction_id": r[1],
+                "kind": r[2],
+                "status": r[3],
+                "amount": r[4],
+                "currency": r[5],
+                "round_id": r[6],
+                "game_id": r[7],
+                "reference_transaction_id": r[8],
+                "first_event_at": r[9].isoformat(),
+                "updated_at": r[10].isoformat(),
+            }
+            for r in rows
+        ]
+        next_cursor = (
+            encode_cursor(rows[-1][10], rows[-1][0], rows[-1][1]) if len(rows) == limit else None
+        )
+        return items, next_cursor
