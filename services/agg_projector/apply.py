@@ -135,7 +135,7 @@ class Applier:
                 "insert into {s}.rounds (operator_id, provider_id, round_id, player_id, game_id,"
                 " currency, bet_total, win_total, refund_total, opened_at, updated_at)"
                 " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " on conflict (operator_id, provider_id, round_id) do update set"
+                " on conflict (operator_id, provider_id, player_id, round_id) do update set"
                 " bet_total = {s}.rounds.bet_total + excluded.bet_total,"
                 " win_total = {s}.rounds.win_total + excluded.win_total,"
                 " refund_total = {s}.rounds.refund_total + excluded.refund_total,"
@@ -216,17 +216,28 @@ class Applier:
 
     def _rollback_recorded(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
         status = "RECORDED" if d["bet_known"] else "TOMBSTONE"
-        # the event carries no currency: take the bet's, if the bet is known
-        row = cur.execute(
+        # the event carries no currency: the bet's, if known (a subquery, not a read: the
+        # batch runs in one pipeline, where a read would have to wait for everything before)
+        cur.execute(
             self.q(
-                "select currency from {s}.transactions where operator_id = %s and"
-                " provider_id = %s and transaction_id = %s"
+                "insert into {s}.transactions (operator_id, provider_id, transaction_id, player_id,"
+                " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
+                " first_event_at, updated_at, last_event_id)"
+                " values (%(op)s, %(pv)s, %(rb)s, %(pl)s, 'ROLLBACK', %(st)s, 0,"
+                " coalesce((select currency from {s}.transactions where operator_id = %(op)s"
+                " and provider_id = %(pv)s and transaction_id = %(bet)s), 'XXX'),"
+                " %(rnd)s, %(game)s, %(bet)s, %(at)s, %(at)s, %(ev)s)"
+                " on conflict (operator_id, provider_id, transaction_id) do update set"
+                " status = excluded.status, updated_at = excluded.updated_at,"
+                " last_event_id = excluded.last_event_id"
             ),
-            (d["operator_id"], d["provider_id"], d["reference_transaction_id"]),
-        ).fetchone()
-        data = {**d, "currency": row[0] if row else "XXX"}
-        self._rollback_row(cur, data, d["rollback_transaction_id"], d["reference_transaction_id"],
-                           status, 0)  # fmt: skip
+            {
+                "op": d["operator_id"], "pv": d["provider_id"], "rb": d["rollback_transaction_id"],
+                "pl": d["player_id"], "st": status, "bet": d["reference_transaction_id"],
+                "rnd": d.get("round_id"), "game": d.get("game_id"), "at": d["occurred_at"],
+                "ev": d["event_id"],
+            },
+        )  # fmt: skip
 
     def _round_closed(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
         cur.execute(
@@ -234,7 +245,7 @@ class Applier:
                 "insert into {s}.rounds (operator_id, provider_id, round_id, player_id, game_id,"
                 " currency, bet_total, win_total, refund_total, status, opened_at, updated_at,"
                 " closed_at) values (%s, %s, %s, %s, %s, %s, 0, 0, 0, 'CLOSED', %s, %s, %s)"
-                " on conflict (operator_id, provider_id, round_id) do update set"
+                " on conflict (operator_id, provider_id, player_id, round_id) do update set"
                 " status = 'CLOSED', closed_at = excluded.closed_at,"
                 " updated_at = greatest({s}.rounds.updated_at, excluded.updated_at)"
             ),
