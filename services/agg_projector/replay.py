@@ -173,3 +173,28 @@ def compare(database_url: str, live: str, rebuilt: str, sample: int = 5) -> dict
                     lines += [f"  {label}: {row}" for row in conn.execute(query, (sample,))]
             out[table] = lines
     return out
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = make_consumer(settings, group_id=None, client_id="replay-ends")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await _partitions(settings, topic))]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def behind(database_url: str, schema: str, group: str, topic: str, ends: dict[int, int]) -> int:
+    """Journal records the projector of ``schema`` has yet to read to reach ``ends``."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "select partition, next_offset from {}.consumer_offsets"
+                " where consumer_group = %s and topic = %s"
+            ).format(sql.Identifier(schema)),
+            (group, topic),
+        ).fetchall()
+    positions = {int(p): int(o) for p, o in rows}
+    return sum(max(0, end - positions.get(p, 0)) for p, end in ends.items())
