@@ -9,6 +9,9 @@ aggregator wallet [--operator ID] [--mode normal|slow|silent|failing]
                                   run the reference operator wallet
 aggregator saga                   run one saga worker
 aggregator simulate [--duration S] drive simulated providers through the ingress
+aggregator projector              run the projector (journal -> PostgreSQL projections)
+aggregator reconcile              the reconciliation report (exit 1 on discrepancies)
+aggregator audit export|replay    the journal as JSON lines; rebuild and compare projections
 """
 
 from __future__ import annotations
@@ -143,6 +146,18 @@ def cmd_saga(args: argparse.Namespace) -> int:
     return saga_main(args.rest)
 
 
+def cmd_projector(args: argparse.Namespace) -> int:
+    from agg_projector.__main__ import main as projector_main
+
+    return projector_main(args.rest)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from agg_projector.reconcile import main as reconcile_main
+
+    return reconcile_main(args.rest)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from agg_simulator.__main__ import main as simulate_main
 
@@ -153,6 +168,12 @@ def cmd_wallet(args: argparse.Namespace) -> int:
     from agg_wallet.__main__ import run
 
     return run(args)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from agg_auditor.cli import main_audit
+
+    return main_audit(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,10 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", help="simulated providers and players", add_help=False)
     simulate.add_argument("rest", nargs=argparse.REMAINDER)
     simulate.set_defaults(func=cmd_simulate)
+
+    audit = sub.add_parser("audit", help="auditor tools over the journal (export)", add_help=False)
+    audit.add_argument("rest", nargs=argparse.REMAINDER)
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 
-PASSTHROUGH = {"saga": cmd_saga, "simulate": cmd_simulate, "schemas": cmd_schemas}
+PASSTHROUGH = {
+    "projector": cmd_projector,
+    "reconcile": cmd_reconcile,
+    "saga": cmd_saga,
+    "simulate": cmd_simulate,
+    "schemas": cmd_schemas,
+    "audit": cmd_audit,
+}
 """Subcommands that parse their own arguments (options included)."""
 
 

@@ -101,22 +101,27 @@ async def replay(
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= ends[tp]:
-                        remaining.discard(tp)
                         break
                     read += 1
                     last[tp.partition] = record.offset
                     try:
                         decoded = projector.codec.decode(record.value or b"")
-                    except ValueError:
+                    except ValueError as exc:
                         undecodable += 1
+                        if progress is not None:
+                            progress.write(f"\nundecodable: partition {tp.partition} offset "
+                                           f"{record.offset}: {exc}\n")  # fmt: skip
                         continue
                     if decoded.name.startswith(EVENT_PREFIX):
                         name = decoded.name[len(EVENT_PREFIX) :]
                         events.append(
                             JournalEvent(name, decoded.datum, tp.partition, record.offset)
                         )
-                    if record.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
+            # done by position, not by the last record seen: a partition may end in records
+            # a consumer never sees (transaction markers)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
             if last:
                 fresh = await asyncio.to_thread(projector._write_sync, events, last)
                 events_total += len(fresh)

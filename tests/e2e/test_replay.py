@@ -123,3 +123,25 @@ def test_replay_rebuilds_the_live_projections_exactly(pipeline: Pipeline) -> Non
         )
     assert _apache_decode_journal(pipeline, topic) == ours
     assert ours["DebitTimedOut"] >= 1 and ours["RollbackRecorded"] >= 1
+
+
+def test_audit_replay_command_reports_identical(pipeline: Pipeline) -> None:
+    import io as _io
+
+    from agg_auditor.cli import main_audit
+
+    def replay_schemas() -> int:
+        with psycopg.connect(pipeline.settings.database_url) as conn:
+            row = conn.execute(
+                "select count(*) from pg_namespace where nspname like 'replay_%'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    before = replay_schemas()
+    player, token = pipeline.new_player()
+    assert answer(pipeline.bet(player, token, f"tx-{uuid.uuid4().hex[:10]}", 25))[1] == "OK"
+    out, err = _io.StringIO(), _io.StringIO()
+    code = main_audit(["replay", "-q"], settings=pipeline.settings, stdout=out, stderr=err)
+    assert code == 0, out.getvalue() + err.getvalue()
+    assert out.getvalue().rstrip().endswith("identical")
+    assert replay_schemas() == before, "the rebuilt schema is dropped unless --keep"

@@ -1,0 +1,1 @@
+"""The auditor CLI (``aggregator audit``): tools that read the journal for auditors."""
