@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from pydantic import ValidationError
 
-from agg_auditor import export, replay_cmd, trace
+from agg_auditor import export, reconcile_report, replay_cmd, trace
 
 if TYPE_CHECKING:
     from agg_config.settings import Settings
@@ -53,7 +53,7 @@ class AuditContext:
         return self._settings
 
 
-COMMANDS: tuple[ModuleType, ...] = (export, replay_cmd, trace)
+COMMANDS: tuple[ModuleType, ...] = (export, replay_cmd, trace, reconcile_report)
 """Commands in the order ``--help`` lists them (``replay``, ``trace``, ``reconcile`` go here)."""
 
 

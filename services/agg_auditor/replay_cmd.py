@@ -3,8 +3,8 @@ live schema table by table.
 
 The live projector must have read the same journal first: the command takes the journal's
 end offsets, waits (up to ``--wait``) for the live projector to reach them, replays to those
-offsets, and compares. Exit 0 when identical, 2 with a report of differing rows, 1 when the
-live projector does not catch up or the replay fails. ``--since`` replays from a time into
+offsets, and compares. Exit 0 when identical, 1 with a report of the differing rows, 3 when
+the live projector does not catch up (nothing compared). ``--since`` replays from a time into
 the fresh schema without comparing (a partial rebuild cannot equal the whole). ``--keep``
 leaves the rebuilt schema in place for inspection (it is dropped otherwise).
 """
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, context: AuditContext) -> int:
         while (lag := behind(settings.database_url, args.live_schema, GROUP_ID, topic, ends)) > 0:
             if time.monotonic() > deadline:
                 err.write(f"the live projector is {lag} events behind the journal; not compared\n")
-                return 1
+                return 3
             time.sleep(0.5)
     result = asyncio.run(
         replay(settings, target, since=since, progress=None if args.quiet else err)
@@ -76,4 +76,4 @@ def run(args: argparse.Namespace, context: AuditContext) -> int:
             conn.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(target)))
     identical = not any(differences.values()) and result.undecodable == 0
     out.write("identical\n" if identical else "DIFFERENT\n")
-    return 0 if identical else 2
+    return 0 if identical else 1
