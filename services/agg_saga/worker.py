@@ -48,11 +48,15 @@ from agg_domain.saga import (
     Message,
     PlayerState,
     Reply,
+    Request,
     SagaConfig,
     Tick,
+    TxnState,
     decide,
     next_due_ms,
+    txn_key,
 )
+from agg_domain.statuses import CommandKind
 from agg_kafka.clients import consumer_lag, dead_letter, make_consumer, make_producer
 from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger, now_ms
@@ -73,6 +77,9 @@ ANSWERS = Counter("agg_saga_decisions_total", "Answers decided, by status", ["ac
 EVENTS = Counter("agg_saga_events_total", "Journal events written, by name", ["event"])
 COMMANDS = Counter("agg_saga_commands_total", "Wallet commands sent (resends too)", ["kind"])
 TIMEOUTS = Counter("agg_saga_timeouts_total", "Debits compensated after their deadline")
+COMPENSATIONS = Counter(
+    "agg_saga_compensations_total", "Compensating cancels issued (debit timed out or failed)"
+)
 DUPLICATES = Counter(
     "agg_saga_duplicates_total", "Requests whose transaction id was already known", ["outcome"]
 )
@@ -308,6 +315,12 @@ class SagaWorker:
         if state is None:
             operator_id, player_id = split_key(key)
             state = PlayerState(operator_id, player_id)
+        if (
+            isinstance(message, Request)
+            and message.transaction_id is not None
+            and txn_key(message.provider_id, message.transaction_id) in state.txns
+        ):
+            DUPLICATES.labels("repeat").inc()
         decision = decide(state, message, now, self.config)
         states[key] = decision.state
         for record_key, value in state_records(state, decision.state, key):
@@ -330,6 +343,17 @@ class SagaWorker:
         for output in outputs:
             if isinstance(output, Command):
                 COMMANDS.labels(output.kind.value).inc()
+                if output.kind == CommandKind.CANCEL:
+                    pending = state.pending.get(output.command_id)
+                    txn = state.txns.get(pending.txn_key or "") if pending else None
+                    # first send of a cancel for a debit that timed out or failed
+                    if (
+                        pending
+                        and pending.sends == 1
+                        and txn
+                        and txn.state == TxnState.COMPENSATING
+                    ):
+                        COMPENSATIONS.inc()
                 value = self.codec.encode(
                     "casino.agg.WalletCommand", command_to_avro(output, op, player)
                 )

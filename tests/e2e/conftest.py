@@ -39,6 +39,7 @@ class Pipeline:
         self.ingress_port = free_port()
         self.wallet_port = free_port()
         self.saga_port = free_port()
+        self.projector_port = free_port()
         self.env = {
             "AGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "AGG_DATABASE_URL": settings.database_url,
@@ -47,7 +48,7 @@ class Pipeline:
             "AGG_WALLET_METRICS_PORT": str(self.wallet_port),
             "AGG_SAGA_METRICS_PORT": str(self.saga_port),
             "AGG_INGRESS_METRICS_PORT": str(free_port()),
-            "AGG_PROJECTOR_METRICS_PORT": str(free_port()),
+            "AGG_PROJECTOR_METRICS_PORT": str(self.projector_port),
             "AGG_WALLET_TIMEOUT_MS": "1000",
             "AGG_RETRY_BACKOFF_INITIAL_MS": "200",
             "AGG_RETRY_BACKOFF_MAX_MS": "1000",

@@ -176,3 +176,61 @@ def test_credits_owed_while_the_wallet_is_silent_are_delivered_when_it_returns(
     assert (code, status, balance) == (200, "OK", STARTING_BALANCE - 100 + 2_500)
     time.sleep(1)  # no resend may credit it twice
     assert pipeline.wallet_balance(player) == STARTING_BALANCE - 100 + 2_500
+
+
+EXPECTED_METRICS = {
+    "ingress": [
+        "agg_ingress_callbacks_total",
+        "agg_ingress_callback_seconds_bucket",
+        "agg_ingress_pending_waits",
+        "agg_ingress_outcome_timeouts_total",
+    ],
+    "saga": [
+        "agg_saga_decisions_total",
+        "agg_saga_pending_commands",
+        "agg_saga_wallet_reply_seconds_bucket",
+        "agg_saga_timeouts_total",
+        "agg_saga_compensations_total",
+        "agg_saga_duplicates_total",
+        "agg_saga_consumer_lag",
+    ],
+    "wallet": [
+        "agg_wallet_commands_total",
+        "agg_wallet_batch_seconds_bucket",
+        "agg_wallet_consumer_lag",
+    ],
+    "projector": [
+        "agg_projector_events_total",
+        "agg_projector_lag",
+        "agg_projector_batch_seconds_bucket",
+    ],
+}
+
+
+def test_every_service_exposes_its_metrics_after_traffic(pipeline: Pipeline) -> None:
+    """Runs after the module's traffic (duplicates, timeouts, compensations included)."""
+    ports = {
+        "ingress": pipeline.ingress_port,
+        "saga": pipeline.saga_port,
+        "wallet": pipeline.wallet_port,
+        "projector": pipeline.projector_port,
+    }
+
+    def samples(service: str) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{ports[service]}/metrics", timeout=5).text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name = line.split("{")[0].split(" ")[0]
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+    eventually(lambda: samples("projector").get("agg_projector_events_total", 0) > 0, 30)
+    for service, names in EXPECTED_METRICS.items():
+        found = samples(service)
+        missing = [n for n in names if n not in found]
+        assert not missing, f"{service} lacks {missing}"
+    saga = samples("saga")
+    assert saga["agg_saga_timeouts_total"] >= 1 and saga["agg_saga_compensations_total"] >= 1
+    assert saga["agg_saga_duplicates_total"] >= 1
+    assert samples("ingress")["agg_ingress_callbacks_total"] >= 10
