@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from agg_domain.ids import derive_id
 from agg_domain.statuses import REFUSAL_FOR_REPLY, Action, CommandKind, ReplyStatus, Status
@@ -614,10 +615,7 @@ def _on_new_rollback(d: _Draft, request: Request) -> None:
 
 
 def _settle_rollback_noop(d: _Draft, rollback: Txn, request: Request, bet_known: bool) -> None:
-    d.txns[rollback.key] = replace(
-        rollback, state=TxnState.ACCEPTED, status=Status.OK, settled_at_ms=d.now, waiters=()
-    )
-    d.answer(request, Status.OK)
+    _settle(d, replace(rollback, waiters=(request,)), TxnState.ACCEPTED, Status.OK, None)
     _journal_rollback_recorded(d, rollback, bet_known)
 
 
@@ -636,26 +634,36 @@ def _journal_rollback_recorded(d: _Draft, rollback: Txn, bet_known: bool) -> Non
     )
 
 
-def _start_refund(d: _Draft, bet: Txn, rollback_key: str) -> None:
+def _settle(d: _Draft, txn: Txn, state: TxnState, status: Status, balance: int | None) -> Txn:
+    """Store ``txn`` in a final state and give every waiting request that answer."""
+    settled = replace(txn, state=state, status=status, balance=balance, waiters=(),
+                      deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
+    d.txns[txn.key] = settled
+    for waiter in txn.waiters:
+        d.answer(waiter, status, balance)
+    return settled
+
+
+def _cancel_debit(d: _Draft, bet: Txn, state: TxnState, **changes: Any) -> Txn:
+    """Move ``bet`` to ``state`` and send the CANCEL of its debit (one id per debit, resent
+    until the wallet acknowledges it)."""
     assert bet.command_id is not None
     cancel_id = derive_id("cmd", bet.command_id, "CANCEL")
-    bet = replace(bet, state=TxnState.REFUNDING, cancel_command_id=cancel_id,
-                  rollback_key=rollback_key, settled_at_ms=None)  # fmt: skip
+    bet = replace(bet, state=state, cancel_command_id=cancel_id, **changes)
     d.txns[bet.key] = bet
     d.send(d.command(bet, CommandKind.CANCEL, cancel_id, bet.command_id), bet.key, retry=True)
+    return bet
+
+
+def _start_refund(d: _Draft, bet: Txn, rollback_key: str) -> None:
+    _cancel_debit(d, bet, TxnState.REFUNDING, rollback_key=rollback_key, settled_at_ms=None)
 
 
 def _start_compensation(d: _Draft, bet: Txn) -> Txn:
     assert bet.command_id is not None
-    debit_id = bet.command_id
-    cancel_id = derive_id("cmd", bet.command_id, "CANCEL")
-    bet = replace(bet, state=TxnState.COMPENSATING, cancel_command_id=cancel_id, waiters=(),
-                  status=None, deadline_ms=None)  # fmt: skip
-    d.txns[bet.key] = bet
     # a late reply to the debit changes nothing now: the cancel settles the money
-    d.pending.pop(debit_id, None)
-    d.send(d.command(bet, CommandKind.CANCEL, cancel_id, bet.command_id), bet.key, retry=True)
-    return bet
+    d.pending.pop(bet.command_id, None)
+    return _cancel_debit(d, bet, TxnState.COMPENSATING, waiters=(), status=None, deadline_ms=None)
 
 
 # --- wallet replies ------------------------------------------------------------------------
@@ -689,11 +697,7 @@ def _on_debit_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> None
     del d.pending[reply.command_id]
     d.note_balance(reply.balance, reply.currency)
     if reply.status == ReplyStatus.OK:
-        accepted = replace(bet, state=TxnState.ACCEPTED, status=Status.OK, balance=reply.balance,
-                           waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
-        d.txns[bet.key] = accepted
-        for waiter in bet.waiters:
-            d.answer(waiter, Status.OK, reply.balance)
+        accepted = _settle(d, bet, TxnState.ACCEPTED, Status.OK, reply.balance)
         d.event("BetAccepted", reply.command_id, accepted, command_id=reply.command_id,
                 balance=reply.balance, round_closed=accepted.round_closed)  # fmt: skip
         d.add_to_round(accepted, bet=accepted.amount)
@@ -707,11 +711,7 @@ def _on_debit_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> None
         _start_compensation(d, bet)
         return
     status = REFUSAL_FOR_REPLY[reply.status]
-    rejected = replace(bet, state=TxnState.REJECTED, status=status, balance=reply.balance,
-                       waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
-    d.txns[bet.key] = rejected
-    for waiter in bet.waiters:
-        d.answer(waiter, status, reply.balance)
+    rejected = _settle(d, bet, TxnState.REJECTED, status, reply.balance)
     d.event("BetRejected", reply.command_id, rejected, status=status.value,
             command_id=reply.command_id, balance=reply.balance)  # fmt: skip
     if bet.rollback_key is not None:
@@ -730,11 +730,7 @@ def _on_credit_reply(d: _Draft, win: Txn, pending: Pending, reply: Reply) -> Non
         return
     del d.pending[reply.command_id]
     d.note_balance(reply.balance, reply.currency)
-    credited = replace(win, state=TxnState.ACCEPTED, status=Status.OK, balance=reply.balance,
-                       waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
-    d.txns[win.key] = credited
-    for waiter in win.waiters:
-        d.answer(waiter, Status.OK, reply.balance)
+    credited = _settle(d, win, TxnState.ACCEPTED, Status.OK, reply.balance)
     d.event("WinCredited", reply.command_id, credited, command_id=reply.command_id,
             balance=reply.balance, round_closed=credited.round_closed)  # fmt: skip
     d.add_to_round(credited, win=credited.amount)
@@ -771,11 +767,7 @@ def _finish_rollback(d: _Draft, rollback_key: str, *, refunded: bool,
     rollback = d.txns[rollback_key]
     if rollback.status is not None:
         return
-    settled = replace(rollback, state=TxnState.ACCEPTED, status=Status.OK, balance=balance,
-                      waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
-    d.txns[rollback_key] = settled
-    for waiter in rollback.waiters:
-        d.answer(waiter, Status.OK, balance)
+    _settle(d, rollback, TxnState.ACCEPTED, Status.OK, balance)
     if not refunded:
         _journal_rollback_recorded(d, rollback, bet_known=True)
 
