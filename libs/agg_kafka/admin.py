@@ -125,3 +125,22 @@ async def ensure_topics(
         return report
     finally:
         await admin.close()
+
+
+class TopicMissingError(LookupError):
+    """The topic does not exist on the cluster."""
+
+
+async def topic_partitions(bootstrap: str, topic: str, timeout_ms: int = 30_000) -> list[int]:
+    """The partition numbers of ``topic``, sorted. A consumer without a subscription does not
+    learn a topic's partitions from ``topics()``; the admin client's metadata does."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        await admin.start()
+        [meta] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(p["partition"] for p in meta.get("partitions", []))
+    if meta.get("error_code") or not partitions:
+        raise TopicMissingError(f"topic {topic} does not exist on {bootstrap}")
+    return partitions

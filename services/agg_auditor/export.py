@@ -61,11 +61,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from agg_avro.catalogue import SchemaCatalogue
 from agg_avro.codec import AvroCodec, AvroDecodeError
+from agg_kafka.admin import TopicMissingError, topic_partitions
 from agg_kafka.clients import make_consumer
 from agg_kafka.topics import TopicNames
 
@@ -522,20 +522,12 @@ async def export_journal(
 
 
 async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=settings.admin_timeout_ms
-    )
     try:
-        await admin.start()
-        [meta] = await admin.describe_topics([topic])
+        return await topic_partitions(settings.kafka_bootstrap, topic, settings.admin_timeout_ms)
     except KafkaError as exc:
         raise ExportError(f"cannot describe {topic} on {settings.kafka_bootstrap}: {exc}") from exc
-    finally:
-        await admin.close()
-    partitions = sorted(p["partition"] for p in meta.get("partitions", []))
-    if meta.get("error_code") or not partitions:
-        raise ExportError(f"topic {topic} does not exist on {settings.kafka_bootstrap}")
-    return partitions
+    except TopicMissingError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 # --- command line ---------------------------------------------------------------------------

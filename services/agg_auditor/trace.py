@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
+from psycopg import sql
 
 from agg_avro import AvroCodec, AvroDecodeError
 from agg_config.settings import Settings
 from agg_kafka.clients import make_consumer, player_key
 from agg_kafka.topics import TopicNames
+from agg_projector.migrate import SCHEMA_NAME
 
 if TYPE_CHECKING:
     from agg_auditor.cli import AuditContext
@@ -63,8 +65,10 @@ def _find_player(
 ) -> tuple[str, str] | None:
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(
-            f"select operator_id, player_id from {schema}.transactions"
-            " where provider_id = %s and transaction_id = %s limit 1",
+            sql.SQL(
+                "select operator_id, player_id from {}.transactions"
+                " where provider_id = %s and transaction_id = %s limit 1"
+            ).format(sql.Identifier(schema)),
             (provider, txn),
         ).fetchone()
     return (str(row[0]), str(row[1])) if row else None
@@ -76,9 +80,11 @@ def _projection_rows(
     steps = []
     with psycopg.connect(settings.database_url) as conn:
         for status, at, corr, event_id in conn.execute(
-            f"select status, occurred_at, correlation_id, event_id"
-            f" from {schema}.transaction_changes"
-            " where operator_id = %s and provider_id = %s and transaction_id = %s",
+            sql.SQL(
+                "select status, occurred_at, correlation_id, event_id"
+                " from {}.transaction_changes"
+                " where operator_id = %s and provider_id = %s and transaction_id = %s"
+            ).format(sql.Identifier(schema)),
             (op, provider, txn),
         ):
             steps.append(Step(at, "projection", f"transaction row -> {status}", corr,
@@ -185,7 +191,7 @@ def trace(settings: Settings, provider: str, txn: str, op: str, player: str, sch
 
 def run(args: argparse.Namespace, context: AuditContext) -> int:
     settings = context.settings
-    if not args.schema.replace("_", "").isalnum():
+    if not SCHEMA_NAME.match(args.schema):
         context.stderr.write(f"bad schema name {args.schema!r}\n")
         return 64
     if args.operator and args.player:

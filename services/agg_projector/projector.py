@@ -44,6 +44,16 @@ GROUP_ID = "agg-projector"
 EVENT_PREFIX = "casino.agg.events."
 
 
+def journal_event(codec: AvroCodec, record: ConsumerRecord[bytes, bytes]) -> JournalEvent:
+    """The journal event in ``record``. Raises AvroDecodeError: for bytes that do not decode,
+    and with reason ``unknown_reader`` for a record that decodes but is not a journal event."""
+    decoded = codec.decode(record.value or b"")
+    if not decoded.name.startswith(EVENT_PREFIX):
+        raise AvroDecodeError("unknown_reader", f"{decoded.name} on the journal")
+    name = decoded.name[len(EVENT_PREFIX) :]
+    return JournalEvent(name, decoded.datum, record.partition, record.offset)
+
+
 class Projector:
     def __init__(self, settings: Settings, *, schema: str = "projection", group_id: str = GROUP_ID,
                  client_id: str = "projector", batch_count_max: int = 2_000):  # fmt: skip
@@ -138,9 +148,7 @@ class Projector:
             for record in records:
                 last[tp.partition] = record.offset
                 try:
-                    decoded = self.codec.decode(record.value or b"")
-                    if not decoded.name.startswith(EVENT_PREFIX):
-                        raise AvroDecodeError("unknown_reader", f"{decoded.name} on the journal")
+                    event = journal_event(self.codec, record)
                 except AvroDecodeError as exc:
                     DEAD_LETTERS.inc()
                     log.error("dead_letter", partition=tp.partition, offset=record.offset,
@@ -148,8 +156,7 @@ class Projector:
                     await dead_letter(producer, self.dead_letters, record, reason=str(exc),
                                       consumer_group=self.group_id)  # fmt: skip
                     continue
-                events.append(JournalEvent(decoded.name[len(EVENT_PREFIX):], decoded.datum,
-                                           tp.partition, record.offset))  # fmt: skip
+                events.append(event)
         fresh = await asyncio.to_thread(self._write_sync, events, last)
         for e in fresh:
             EVENTS.labels(e.name).inc()

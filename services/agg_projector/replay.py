@@ -20,14 +20,15 @@ from typing import Any, TextIO
 
 import psycopg
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
 
+from agg_avro import AvroDecodeError
 from agg_config.settings import Settings
+from agg_kafka.admin import topic_partitions
 from agg_kafka.clients import make_consumer
 from agg_projector.apply import JournalEvent
 from agg_projector.migrate import migrate
-from agg_projector.projector import EVENT_PREFIX, Projector
+from agg_projector.projector import Projector, journal_event
 
 COMPARED_TABLES = {
     "journal": "event_id",
@@ -76,7 +77,7 @@ async def replay(
     events_total = 0
     undecodable = 0
     try:
-        partitions = sorted(await _partitions(settings, projector.topic))
+        partitions = await topic_partitions(settings.kafka_bootstrap, projector.topic)
         tps = [TopicPartition(projector.topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
@@ -105,18 +106,15 @@ async def replay(
                     read += 1
                     last[tp.partition] = record.offset
                     try:
-                        decoded = projector.codec.decode(record.value or b"")
-                    except ValueError as exc:
+                        events.append(journal_event(projector.codec, record))
+                    except AvroDecodeError as exc:
+                        if exc.reason == "unknown_reader":
+                            continue  # decodes, but is not a journal event: not projected
                         undecodable += 1
                         if progress is not None:
                             progress.write(f"\nundecodable: partition {tp.partition} offset "
                                            f"{record.offset}: {exc}\n")  # fmt: skip
                         continue
-                    if decoded.name.startswith(EVENT_PREFIX):
-                        name = decoded.name[len(EVENT_PREFIX) :]
-                        events.append(
-                            JournalEvent(name, decoded.datum, tp.partition, record.offset)
-                        )
             # done by position, not by the last record seen: a partition may end in records
             # a consumer never sees (transaction markers)
             for tp in list(remaining):
@@ -139,19 +137,6 @@ async def replay(
         await consumer.stop()
         conn.close()
     return ReplayResult(target, events_total, undecodable, time.monotonic() - started)
-
-
-async def _partitions(settings: Settings, topic: str) -> set[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        [meta] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = {p["partition"] for p in meta["partitions"]}
-    if not partitions:
-        raise RuntimeError(f"topic {topic} not found")
-    return partitions
 
 
 def compare(database_url: str, live: str, rebuilt: str, sample: int = 5) -> dict[str, list[str]]:
@@ -184,7 +169,8 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = make_consumer(settings, group_id=None, client_id="replay-ends")
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(await _partitions(settings, topic))]
+        partitions = await topic_partitions(settings.kafka_bootstrap, topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
         ends = await consumer.end_offsets(tps)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:

@@ -6,25 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import signal
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import avro.io
 import avro.schema
 import psycopg
 from aiokafka import TopicPartition
 
-from agg_config.paths import schemas_dir
 from agg_kafka.clients import make_consumer
 from agg_projector.projector import GROUP_ID
 from agg_projector.replay import behind, compare, end_offsets, replay
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_pipeline import answer, eventually
+from tests.integration.helpers import apache_schemas
 
 
 def _traffic_with_faults(pipeline: Pipeline) -> None:
@@ -58,21 +56,7 @@ def _traffic_with_faults(pipeline: Pipeline) -> None:
 
 def _apache_decode_journal(pipeline: Pipeline, topic: str) -> Counter[str]:
     """Event counts per type, decoded by the Apache ``avro`` package from the .avsc files."""
-    schemas = {}
-    for path in Path(schemas_dir()).glob("casino.agg.events.*.avsc"):
-        raw = json.loads(path.read_text())
-
-        def plain(node: object) -> object:
-            if isinstance(node, dict):
-                if "logicalType" in node and isinstance(node.get("type"), str):
-                    return node["type"]
-                return {k: plain(v) for k, v in node.items()}
-            if isinstance(node, list):
-                return [plain(v) for v in node]
-            return node
-
-        fingerprint = avro.schema.parse(json.dumps(plain(raw))).fingerprint("CRC-64-AVRO")
-        schemas[fingerprint] = avro.schema.parse(path.read_text())
+    schemas = apache_schemas()
 
     async def read() -> Counter[str]:
         consumer = make_consumer(pipeline.settings, group_id=None, client_id="apache-check")

@@ -26,39 +26,13 @@ from agg_config.paths import repo_root, schemas_dir
 from agg_config.settings import Settings
 from agg_devstack.maven import resolve
 from agg_kafka.clients import make_consumer, make_producer, player_key
-from tests.integration.helpers import create_topic, unique
+from tests.integration.helpers import apache_schemas, create_topic, unique
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 JAVA = shutil.which("java") or "java"
 pytestmark = pytest.mark.skipif(
     KCAT is None, reason="kcat is not installed (make deps installs it with apt-get)"
 )
-
-
-def _without_logical_types(node: object) -> object:
-    """The schema as the Parsing Canonical Form sees it: the spec keeps only a whitelist of
-    attributes and writes a primitive as its bare name, so ``{"type": "long",
-    "logicalType": "timestamp-millis"}`` becomes ``"long"``. The ``avro`` package (1.12)
-    leaves ``{"type":"long"}`` in its canonical form, which gives fingerprints that differ
-    from the Java reference implementation's; stripping the annotation first makes its own
-    CRC-64-AVRO agree with the specification."""
-    if isinstance(node, dict):
-        if "logicalType" in node and isinstance(node.get("type"), str):
-            return node["type"]
-        return {k: _without_logical_types(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_without_logical_types(v) for v in node]
-    return node
-
-
-def _apache_schemas() -> dict[bytes, avro.schema.Schema]:
-    """Writer schemas by fingerprint, computed by the ``avro`` package from the .avsc files."""
-    out = {}
-    for path in Path(schemas_dir()).glob("*.avsc"):
-        raw = json.loads(path.read_text())
-        plain = avro.schema.parse(json.dumps(_without_logical_types(raw)))
-        out[plain.fingerprint("CRC-64-AVRO")] = avro.schema.parse(path.read_text())
-    return out
 
 
 def _apache_decode(data: bytes, schemas: dict[bytes, avro.schema.Schema]) -> tuple[str, dict]:
@@ -149,7 +123,7 @@ def test_our_bytes_read_by_kcat_and_decoded_by_apache_avro(settings: Settings) -
 
     asyncio.run(produce())
     messages = _kcat_consume(settings.kafka_bootstrap, topic, len(EVENTS))
-    schemas = _apache_schemas()
+    schemas = apache_schemas()
     assert len(messages) == len(EVENTS)
     for (key, value), (name, datum) in zip(messages, EVENTS, strict=True):
         assert key == player_key(str(datum["operator_id"]), str(datum["player_id"]))
@@ -216,7 +190,7 @@ def test_apache_avro_bytes_produced_by_kcat_are_read_by_us(
 ) -> None:
     topic = unique("it.interop-in")
     create_topic(settings.kafka_bootstrap, topic, partitions=1)
-    schemas = {s.fullname: (fp, s) for fp, s in _apache_schemas().items()}
+    schemas = {s.fullname: (fp, s) for fp, s in apache_schemas().items()}
     files = []
     for i, (name, datum) in enumerate(EVENTS):
         path = tmp_path / f"m{i}.bin"
