@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         le=3_600_000,
         description="Cap of the doubling resend delay: owed money is retried at least this often.",
     )
+    saga_batch_count_max: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Messages the saga worker decides, publishes and persists as one batch.",
+    )
     tick_interval_ms: int = Field(
         100,
         ge=10,

@@ -222,7 +222,7 @@ class SagaWorker:
             group_id=GROUP_ID,
             client_id=self.client_id,
             partition_assignment_strategy=(RangePartitionAssignor,),
-            max_poll_records=self.settings.wallet_batch_count_max,
+            max_poll_records=self.settings.saga_batch_count_max,
         )
         await self.producer.start()
         await self.consumer.start()

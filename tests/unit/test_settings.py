@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "saga_metrics_port": 9182,
     "wallet_metrics_port": 9183,
     "projector_metrics_port": 9184,
+    "saga_batch_count_max": 500,
 }
 
 # field -> (value of AGG_<FIELD>, parsed value); one row per field, checked to cover them all
@@ -92,6 +93,7 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
     "saga_metrics_port": ("0", 0),
     "wallet_metrics_port": ("0", 0),
     "projector_metrics_port": ("0", 0),
+    "saga_batch_count_max": ("100", 100),
 }
 
 # (field, value of AGG_<FIELD>): each just outside its bound, or not of the field's type
@@ -156,6 +158,8 @@ OUT_OF_RANGE: list[tuple[str, str]] = [
     ("wallet_metrics_port", "65536"),
     ("projector_metrics_port", "-1"),
     ("projector_metrics_port", "65536"),
+    ("saga_batch_count_max", "0"),
+    ("saga_batch_count_max", "100001"),
 ]
 
 # (field, value of AGG_<FIELD>): each exactly on its bound, so accepted
@@ -201,6 +205,8 @@ ON_THE_BOUND: list[tuple[str, str]] = [
     ("saga_metrics_port", "65535"),
     ("wallet_metrics_port", "65535"),
     ("projector_metrics_port", "65535"),
+    ("saga_batch_count_max", "1"),
+    ("saga_batch_count_max", "100000"),
 ]
 
 
