@@ -397,7 +397,6 @@ class SagaWorker:
         ]
         if futures:
             await asyncio.gather(*futures)
-        PENDING.set(sum(len(s.pending) for states in self.states.values() for s in states.values()))
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], tp: TopicPartition, reason: str
@@ -415,6 +414,8 @@ class SagaWorker:
         )
 
     async def _measure_lag(self) -> None:
+        """Gauges that walk every player or partition: on the timer, not per batch."""
+        PENDING.set(sum(len(s.pending) for states in self.states.values() for s in states.values()))
         if self.consumer is not None:
             for tp, lag in (await consumer_lag(self.consumer)).items():
                 LAG.labels(tp.topic, str(tp.partition)).set(lag)
