@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps system-deps up down status run test test-unit test-integration lint format clean
+.PHONY: deps system-deps up down status run test test-unit test-integration bench loadgen lint format clean
 
 $(STAMP): pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,14 +43,27 @@ test-unit: deps
 test-integration: deps
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+LOADGEN := var/bench/bin/loadgen
+
+$(LOADGEN): $(wildcard bench/loadgen/*.go) bench/loadgen/go.mod
+	@echo "[bench] building the load generator (Go) ..."
+	@cd bench/loadgen && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o ../../$(LOADGEN) .
+
+loadgen: $(LOADGEN)
+
+BENCH_ARGS ?=
+
+bench: deps $(LOADGEN)  ## pipeline vs floor vs direct under open-loop load: bench/results/<UTC>.*
+	@$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: deps
-	@$(BIN)/ruff check libs services tests
-	@$(BIN)/ruff format --check libs services tests
-	@$(BIN)/mypy libs services
+	@$(BIN)/ruff check libs services tests bench
+	@$(BIN)/ruff format --check libs services tests bench
+	@$(BIN)/mypy libs services bench
 
 format: deps
-	@$(BIN)/ruff format libs services tests
-	@$(BIN)/ruff check --fix libs services tests
+	@$(BIN)/ruff format libs services tests bench
+	@$(BIN)/ruff check --fix libs services tests bench
 
 clean: down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

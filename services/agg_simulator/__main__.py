@@ -16,12 +16,16 @@ import psycopg
 
 from agg_config.settings import load_settings
 from agg_config.tenants import load_tenants
+from agg_simulator.model import Expectation
 from agg_simulator.run import Simulator, live_printer
 
 
-def money_check(sim: Simulator, database_url: str, settle_s: float = 20.0) -> list[str]:
-    """Mismatches between the wallet and the answers; waits up to ``settle_s`` for credits
-    still owed (a win answered RETRY_LATER is retried by the saga until acknowledged)."""
+def money_check(
+    expect: Expectation, player_prefix: str, database_url: str, settle_s: float = 20.0
+) -> list[str]:
+    """Mismatches between the wallet and the answers, for the players whose id starts with
+    ``player_prefix``; waits up to ``settle_s`` for credits still owed (a win answered
+    RETRY_LATER is retried by the saga until acknowledged)."""
     deadline = time.monotonic() + settle_s
     while True:
         problems = []
@@ -29,11 +33,11 @@ def money_check(sim: Simulator, database_url: str, settle_s: float = 20.0) -> li
             rows = conn.execute(
                 "select operator_id, player_id, currency, balance - opening_balance "
                 "from wallet.players where player_id like %s",
-                (f"sim-{sim.run_id}-%",),
+                (f"{player_prefix}%",),
             ).fetchall()
         changes = {(op, player, cur): change for op, player, cur, change in rows}
-        for key in sim.expect.players | set(changes):
-            expected = sim.expect.expected_change(key)
+        for key in expect.players | set(changes):
+            expected = expect.expected_change(key)
             actual = changes.get(key, 0)
             if expected != actual:
                 problems.append(f"{key}: wallet moved {actual}, answers say {expected}")
@@ -42,7 +46,7 @@ def money_check(sim: Simulator, database_url: str, settle_s: float = 20.0) -> li
         time.sleep(1)
 
 
-def projection_check(sim: Simulator, database_url: str, settle_s: float = 30.0) -> list[str]:
+def projection_check(player_prefix: str, database_url: str, settle_s: float = 30.0) -> list[str]:
     """Players whose projected balance (the last one the wallet reported in the journal)
     differs from the wallet's own; waits up to ``settle_s`` for the projector to catch up."""
     deadline = time.monotonic() + settle_s
@@ -54,7 +58,7 @@ def projection_check(sim: Simulator, database_url: str, settle_s: float = 30.0) 
                 "select w.operator_id, w.player_id, w.balance, p.balance from wallet.players w"
                 " left join projection.balances p using (operator_id, player_id, currency)"
                 " where w.player_id like %s",
-                (f"sim-{sim.run_id}-%",),
+                (f"{player_prefix}%",),
             ).fetchall()
         problems = [
             f"{op}/{player}: wallet {wallet}, projection {projected}"
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                     concurrency=args.concurrency, seed=args.seed)  # fmt: skip
     print(f"opening {args.players} sessions at {base_url} ...", flush=True)
     asyncio.run(sim.run(args.duration, live_printer()))
-    problems = money_check(sim, settings.database_url)
+    prefix = f"sim-{sim.run_id}-"
+    problems = money_check(sim.expect, prefix, settings.database_url)
     players = len(sim.expect.players)
     if problems:
         print(f"MONEY CHECK FAILED for {len(problems)} of {players} players:")
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"money check: OK for all {players} players (wallet balances match every answer)")
     if args.skip_projections:
         return 0
-    problems = projection_check(sim, settings.database_url)
+    problems = projection_check(prefix, settings.database_url)
     if problems:
         print(f"PROJECTION CHECK FAILED for {len(problems)} players:")
         for line in problems[:20]:
