@@ -1,0 +1,349 @@
+"""The benchmark's direct baseline: what an operator builds without Kafka.
+
+    python -m bench.direct wallet --port 8092 [--pool-size 8]
+    python -m bench.direct aggregator --port 8091 --wallet-url http://127.0.0.1:8092
+
+``aggregator`` serves the canonical provider protocol v1 (``POST
+/v1/providers/{provider}/wallet/{action}``) with the ingress's own checks, in its order (unknown
+provider 404, body too large 413, timestamp and signature 401, invalid body 400, session rules),
+then makes one synchronous HTTP call to ``wallet`` and answers with the wallet's result.
+``wallet`` is a seamless wallet: ``POST /v1/wallet/commands`` applies ONE command in its own
+Postgres transaction through the reference wallet's store (:mod:`agg_wallet.store`, a batch of
+one: same tables, advisory lock per player, dedupe by command id, starting balance per
+operator). Both serve ``GET /healthz``. Command ids are the saga's (:mod:`agg_domain.saga`), so
+a provider transaction gets the same ledger row id either way: bet -> DEBIT
+``cmd(provider, txn, DEBIT, 1)``, win -> CREDIT ``cmd(provider, txn, CREDIT)``, rollback ->
+CANCEL ``cmd(<debit id>, CANCEL)`` of the referenced bet's debit, authenticate/balance ->
+BALANCE ``cmd(provider, request_id, BALANCE)``.
+
+Where it deliberately differs from the pipeline: no journal, no projections, no per-player
+ordering beyond the wallet's lock; a debit the wallet did not answer in time is answered
+RETRY_LATER and never compensated (the provider's retry or rollback settles it); a failed
+credit is not retried (the provider must retry); idempotency is per command id, so a
+transaction id reused by another action (a win with a bet's id) or with another round is not a
+conflict, and a rollback naming a win refunds nothing and answers OK instead of
+TRANSACTION_NOT_FOUND; the cancel carries amount 0 (the wallet refunds the debit's amount).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from agg_config.settings import Settings, load_settings
+from agg_config.tenants import Tenants, load_tenants
+from agg_domain.ids import derive_id
+from agg_domain.statuses import Action, CommandKind, Status
+from agg_ingress.app import read_body, signed_path
+from agg_ingress.protocol import (
+    ACTIONS,
+    Callback,
+    Invalid,
+    Refusal,
+    answer,
+    http_status,
+    parse_callback,
+    parse_object,
+    refusal_answer,
+    signature_problem,
+)
+from agg_ingress.routing import correlation_id
+from agg_ingress.sessions import check_session, verify_token
+from agg_obs.logs import configure_logging, get_logger
+from agg_wallet.rules import Command, Effect, problem_of
+from agg_wallet.store import Item, WalletStore
+
+COMMANDS_PATH = "/v1/wallet/commands"
+WALLET_TIMEOUT_S = 2.0
+"""Longest wait for the wallet (and for a pooled connection): the ingress's outcome wait."""
+REFUNDED_SQL = """
+SELECT 1 FROM wallet.commands
+WHERE operator_id = %s AND reference_command_id = %s AND kind = 'CANCEL' AND effect = 'refunded'
+"""
+_TEXT = ("command_id", "correlation_id", "operator_id", "player_id", "kind", "currency",
+         "provider_id")  # fmt: skip
+_OPTIONAL_TEXT = ("transaction_id", "round_id", "game_id", "reference_command_id")
+
+# One log line per significant event (start, failure), never per request: this is a latency
+# baseline, and a line per callback would add its own cost to every request measured.
+log = get_logger("bench-direct")
+
+
+def _json(http: int, body: dict[str, Any]) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(), http, media_type="application/json"
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return _json(200, {"status": "ok"})
+
+
+# --- the seamless wallet ---------------------------------------------------------------------
+
+
+def command_from_json(body: dict[str, Any]) -> Command | str:
+    """The command a request body carries, or why it carries none."""
+    values: dict[str, Any] = {}
+    for name in (*_TEXT, *_OPTIONAL_TEXT):
+        value = body.get(name)
+        if not isinstance(value, str) and (name in _TEXT or value is not None):
+            return f"{name}: a string"
+        values[name] = value
+    if type(body.get("amount")) is not int:
+        return "amount: an integer of minor units"
+    try:
+        issued_at = datetime.fromisoformat(body["issued_at"])
+    except (KeyError, TypeError, ValueError):
+        issued_at = None
+    if issued_at is None or issued_at.tzinfo is None:
+        return "issued_at: ISO 8601 with a time zone"
+    return Command(**values, amount=body["amount"], issued_at=issued_at)
+
+
+class Wallet:
+    def __init__(self, settings: Settings, tenants: Tenants, pool_size: int):
+        self.starting_balances = {o.id: o.wallet.starting_balance for o in tenants.operators}
+        self.pool = AsyncConnectionPool(
+            settings.database_url, min_size=pool_size, max_size=pool_size, open=False,
+            kwargs={"autocommit": True}, timeout=WALLET_TIMEOUT_S,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        await self.pool.open(wait=True, timeout=30)
+        async with self.pool.connection() as conn:
+            await WalletStore(conn).ensure_schema()
+        log.event("wallet_started", pool_size=self.pool.max_size)
+
+    async def command(self, request: Request) -> Response:
+        parsed = parse_object(await request.body())
+        command = command_from_json(parsed) if isinstance(parsed, dict) else parsed
+        if isinstance(command, str):
+            return _json(400, {"error": command})
+        operator_id = command.operator_id
+        starting_balance = self.starting_balances.get(operator_id)
+        if starting_balance is None:
+            return _json(404, {"error": f"unknown operator {operator_id!r}"})
+        key = f"{operator_id}:{command.player_id}".encode()
+        # no Kafka position: the ledger's kafka_partition/kafka_offset stay NULL
+        item = Item(command, problem_of(command, operator_id, key), None, None)  # type: ignore[arg-type]
+        try:
+            async with self.pool.connection() as conn:
+                result = await WalletStore(conn).apply_batch(
+                    operator_id, starting_balance, [item], datetime.now(UTC)
+                )
+                decision = result.decisions[0]
+                entry = decision.entry
+                rolled_back = False
+                if decision.duplicate and entry.effect is Effect.DEBITED:
+                    cur = await conn.execute(REFUNDED_SQL, (operator_id, entry.command_id))
+                    rolled_back = await cur.fetchone() is not None
+        except (PoolTimeout, psycopg.Error) as exc:
+            log.error("command_failed", command_id=command.command_id, error=str(exc))
+            return _json(503, {"error": "ledger unavailable"})
+        return _json(200, {
+            "command_id": entry.command_id, "status": entry.status.value,
+            "effect": entry.effect.value, "balance": entry.balance, "currency": entry.currency,
+            "duplicate": decision.duplicate, "conflict": decision.conflict,
+            "rolled_back": rolled_back, "reason": entry.reason,
+        })  # fmt: skip
+
+
+def build_wallet(settings: Settings, tenants: Tenants, pool_size: int) -> Starlette:
+    wallet = Wallet(settings, tenants, pool_size)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await wallet.start()
+        try:
+            yield
+        finally:
+            await wallet.pool.close()
+
+    routes = [
+        Route(COMMANDS_PATH, wallet.command, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+# --- the aggregator --------------------------------------------------------------------------
+
+
+def wallet_command(
+    provider_id: str, cb: Callback, operator_id: str, currency: str, now: datetime
+) -> dict[str, Any]:
+    """The wallet command of a validated callback, with the saga's command ids."""
+    txn, reference, amount = cb.transaction_id or "", None, cb.amount or 0
+    if cb.action is Action.BET:
+        kind, command_id = CommandKind.DEBIT, derive_id("cmd", provider_id, txn, "DEBIT", 1)
+    elif cb.action is Action.WIN:
+        kind, command_id = CommandKind.CREDIT, derive_id("cmd", provider_id, txn, "CREDIT")
+    elif cb.action is Action.ROLLBACK:
+        # like the saga's cancel, it is about the bet: the bet's ids, the debit's amount
+        txn, amount = cb.reference_transaction_id or "", 0
+        reference = derive_id("cmd", provider_id, txn, "DEBIT", 1)
+        kind, command_id = CommandKind.CANCEL, derive_id("cmd", reference, "CANCEL")
+    else:
+        kind = CommandKind.BALANCE
+        command_id = derive_id("cmd", provider_id, cb.request_id, "BALANCE")
+    command = Command(
+        command_id=command_id, correlation_id=correlation_id(provider_id, cb),
+        operator_id=operator_id, player_id=cb.player_id, kind=kind.value, amount=amount,
+        currency=currency, provider_id=provider_id, transaction_id=txn or None,
+        round_id=cb.round_id, game_id=cb.game_id, reference_command_id=reference, issued_at=now,
+    )  # fmt: skip
+    return {**asdict(command), "issued_at": now.isoformat()}
+
+
+def _answer(cb: Callback, status: Status, currency: str | None,
+            balance: int | None = None) -> Response:  # fmt: skip
+    body = answer(status, request_id=cb.request_id, transaction_id=cb.transaction_id,
+                  currency=currency, balance=balance)  # fmt: skip
+    return _json(http_status(status), body)
+
+
+def provider_status(reply: dict[str, Any]) -> Status:
+    """How the wallet's result is answered to the provider (as the saga answers it)."""
+    if reply["conflict"]:
+        return Status.DUPLICATE_CONFLICT
+    if reply["rolled_back"] or reply["effect"] == Effect.REFUSED:
+        return Status.BET_ROLLED_BACK  # the bet's id was rolled back (before or after it)
+    if reply["status"] in (Status.OK, Status.INSUFFICIENT_FUNDS):
+        return Status(reply["status"])
+    return Status.RETRY_LATER
+
+
+class Aggregator:
+    def __init__(self, settings: Settings, tenants: Tenants):
+        self.settings = settings
+        self.session_secret = settings.session_secret.encode()
+        self.provider_secrets = {p.id: p.secret.reveal() for p in tenants.providers if p.enabled}
+        self.operator_ids = {o.id for o in tenants.operators}
+        self.http: httpx.AsyncClient | None = None
+
+    async def callback(self, request: Request) -> Response:
+        provider_id: str = request.path_params["provider_id"]
+        secret = self.provider_secrets.get(provider_id)
+        if secret is None:
+            return _json(404, refusal_answer(Refusal.UNKNOWN_PROVIDER, b""))
+        body = await read_body(request, self.settings.request_body_bytes_max)
+        if body is None:
+            return _json(413, refusal_answer(Status.INVALID_REQUEST, b""))
+        problem = signature_problem(
+            secret, timestamp=request.headers.get("x-agg-timestamp"),
+            signature=request.headers.get("x-agg-signature"), method=request.method,
+            path=signed_path(request.scope), body=body, now_s=time.time(),
+            window_s=self.settings.signature_window_s,
+        )  # fmt: skip
+        if problem is not None:
+            return _json(401, refusal_answer(problem, body))
+        action = ACTIONS.get(request.path_params["action"])
+        cb = parse_callback(action, body) if action is not None else Invalid("unknown action")
+        if isinstance(cb, Invalid):
+            return _json(400, refusal_answer(Status.INVALID_REQUEST, body))
+        check = verify_token(self.session_secret, cb.session_token, time.time_ns() // 1_000_000)
+        status = check_session(
+            check, provider_id=provider_id, player_id=cb.player_id, action=cb.action,
+            game_id=cb.game_id, currency=cb.currency,
+        )  # fmt: skip
+        claims = check.claims
+        if status is Status.OK and (claims is None or claims.operator_id not in self.operator_ids):
+            status = Status.SESSION_NOT_FOUND  # the operator left the tenants file
+        if status is not Status.OK or claims is None:
+            currency = cb.currency or (claims.currency if claims else None)
+            return _answer(cb, status, currency)
+        currency = cb.currency or claims.currency
+        command = wallet_command(provider_id, cb, claims.operator_id, currency, datetime.now(UTC))
+        reply = await self._call_wallet(command)
+        status = Status.RETRY_LATER if reply is None else provider_status(reply)
+        balance = None if reply is None or status is Status.RETRY_LATER else reply["balance"]
+        return _answer(cb, status, currency, balance)
+
+    async def _call_wallet(self, command: dict[str, Any]) -> dict[str, Any] | None:
+        """The wallet's reply, or None when it gave none in time (answered RETRY_LATER)."""
+        assert self.http is not None, "called outside the app's lifespan"
+        try:
+            response = await self.http.post(COMMANDS_PATH, json=command)
+        except httpx.HTTPError as exc:
+            log.warning("wallet_unavailable", command_id=command["command_id"],
+                        error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return None
+        if response.status_code != 200:
+            log.warning("wallet_refused", command_id=command["command_id"],
+                        http_status=response.status_code, body=response.text[:200])  # fmt: skip
+            return None
+        reply: dict[str, Any] = response.json()
+        if reply["status"] == "ERROR" and reply["effect"] != Effect.REFUSED:
+            log.error("wallet_error", command_id=command["command_id"], reason=reply["reason"])
+        return reply
+
+
+def build_aggregator(settings: Settings, tenants: Tenants, wallet_url: str) -> Starlette:
+    aggregator = Aggregator(settings, tenants)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        async with httpx.AsyncClient(
+            base_url=wallet_url, timeout=WALLET_TIMEOUT_S, limits=limits
+        ) as http:
+            aggregator.http = http
+            log.event("aggregator_started", wallet_url=wallet_url)
+            yield
+            aggregator.http = None
+
+    routes = [
+        Route("/v1/providers/{provider_id}/wallet/{action}", aggregator.callback, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.direct",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    roles = parser.add_subparsers(dest="role", required=True)
+    wallet = roles.add_parser("wallet", help="the HTTP seamless wallet")
+    wallet.add_argument("--pool-size", type=int, default=8, help="Postgres connections")
+    aggregator = roles.add_parser("aggregator", help="the synchronous provider endpoint")
+    aggregator.add_argument("--wallet-url", required=True, help="e.g. http://127.0.0.1:8092")
+    for role in (wallet, aggregator):
+        role.add_argument("--host", default="127.0.0.1")
+        role.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    configure_logging()
+    settings = load_settings()
+    tenants = load_tenants(settings.tenants_file)
+    if args.role == "wallet":
+        app = build_wallet(settings, tenants, args.pool_size)
+    else:
+        app = build_aggregator(settings, tenants, args.wallet_url)
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
+                workers=1, lifespan="on", access_log=False, log_level="warning")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
