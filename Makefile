@@ -44,10 +44,11 @@ test-integration: deps
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 LOADGEN := var/bench/bin/loadgen
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
 $(LOADGEN): $(wildcard bench/loadgen/*.go) bench/loadgen/go.mod
 	@echo "[bench] building the load generator (Go) ..."
-	@cd bench/loadgen && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o ../../$(LOADGEN) .
+	@cd bench/loadgen && GOTOOLCHAIN=local GOFLAGS=-mod=mod $(GO) build -o ../../$(LOADGEN) .
 
 loadgen: $(LOADGEN)
 

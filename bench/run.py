@@ -73,6 +73,15 @@ class Step:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
+def go_binary() -> str | None:
+    """The Go toolchain: on the PATH, or where the official archive installs it."""
+    found = shutil.which("go")
+    if found:
+        return found
+    default = Path("/usr/local/go/bin/go")
+    return str(default) if default.exists() else None
+
+
 def build_loadgen(target: Path) -> Path:
     """Build the Go load generator if it is missing or older than its sources."""
     sources = [*LOADGEN_SOURCE.glob("*.go"), LOADGEN_SOURCE / "go.mod"]
@@ -80,9 +89,12 @@ def build_loadgen(target: Path) -> Path:
     if target.exists() and target.stat().st_mtime >= newest:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    go = go_binary()
+    if go is None:
+        raise SystemExit("the load generator needs Go: install golang-go (make deps does)")
     log("building the load generator (Go) ...")
     subprocess.run(
-        ["go", "build", "-o", str(target), "."],
+        [go, "build", "-o", str(target), "."],
         cwd=LOADGEN_SOURCE,
         env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"},
         check=True,

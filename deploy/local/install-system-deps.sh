@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the local stack and the tests need, only where missing:
 # PostgreSQL server binaries, kcat (the independent Kafka client of the interop test),
-# Java 17 and Maven (the Kafka broker). Debian/Ubuntu with apt-get; elsewhere it says what
+# Java 17 and Maven (the Kafka broker), Go (the benchmark's load generator). Debian/Ubuntu with apt-get; elsewhere it says what
 # is missing and stops.
 set -euo pipefail
 
@@ -15,6 +15,7 @@ have_initdb || missing+=(postgresql)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || missing+=(golang-go)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
