@@ -1,0 +1,3 @@
+module casino-aggregator/bench/loadgen
+
+go 1.22
