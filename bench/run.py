@@ -204,49 +204,53 @@ class Bench:
 
     # --- one system ----------------------------------------------------------------------------
 
-    def ladder(self, system: System, meter: CpuMeter) -> dict[str, Any]:
+    def step(self, system: System, meter: CpuMeter, rate: float, seconds: float, tag: str) -> Step:
+        """One step: the schedule at ``rate`` for ``seconds``, sent open loop, and its figures."""
         players = self.players[system.name]
+        prefix = f"bench-{self.run_id}-{system.name[0]}{tag}"
+        schedule = build_schedule(len(players), rate, seconds, prefix=prefix, rng=self.rng)
+        lines = callback_lines(
+            schedule.calls,
+            range(len(schedule.calls)),
+            players,
+            self.secrets,
+            timestamp=int(time.time()),
+            prefix=prefix,
+        )
+        before = meter.sample()
+        started = time.monotonic()
+        summary, answered = self.send(system.base_url, list(lines), f"{system.name}@{tag}/s")
+        window = time.monotonic() - started
+        cpu = CpuMeter.delta(before, meter.sample())
+        cpu["loadgen"] = round(summary["cpu_user_s"] + summary["cpu_sys_s"], 3)
+        answers = [a for a, _ in answered]
+        figures = report.step_figures(
+            schedule.calls, answers, summary, offered_per_s=rate, warmup_s=self.args.warmup_seconds
+        )
+        figures["cpu_s"] = cpu
+        figures["cpu_window_s"] = round(window, 2)
+        lag = system.lag("projector", "agg_projector_lag")
+        figures["projector_lag"] = None if lag is None else int(lag)
+        lat = figures["latency_ms"]
+        log(
+            f"{system.name} {tag}/s: achieved {figures['achieved_per_s']}/s  p50 {lat['p50']}"
+            f"  p99 {lat['p99']}  p99.9 {lat['p99.9']}  max {lat['max']} ms  errors "
+            f"{figures['errors']}  projector lag {figures['projector_lag']}"
+        )
+        return Step(schedule, prefix, answers, figures)
+
+    def ladder(self, system: System, meter: CpuMeter) -> dict[str, Any]:
         steps: list[Step] = []
         skipped: list[float] = []
+        warmup: Step | None = None
+        if self.args.warmup_step_seconds > 0:
+            # a fresh broker's JIT, connection set-up and first-use caches are not measured
+            rate = self.args.warmup_step_rate
+            warmup = self.step(system, meter, rate, self.args.warmup_step_seconds, f"w{rate}")
+            system.drain()
         for k, rate in enumerate(self.args.rates):
-            prefix = f"bench-{self.run_id}-{system.name[0]}{rate}"
-            schedule = build_schedule(
-                len(players), rate, self.args.step_seconds, prefix=prefix, rng=self.rng
-            )
-            lines = callback_lines(
-                schedule.calls,
-                range(len(schedule.calls)),
-                players,
-                self.secrets,
-                timestamp=int(time.time()),
-                prefix=prefix,
-            )
-            before = meter.sample()
-            started = time.monotonic()
-            summary, answered = self.send(system.base_url, list(lines), f"{system.name}@{rate}/s")
-            window = time.monotonic() - started
-            cpu = CpuMeter.delta(before, meter.sample())
-            cpu["loadgen"] = round(summary["cpu_user_s"] + summary["cpu_sys_s"], 3)
-            answers = [a for a, _ in answered]
-            figures = report.step_figures(
-                schedule.calls,
-                answers,
-                summary,
-                offered_per_s=rate,
-                warmup_s=self.args.warmup_seconds,
-            )
-            figures["cpu_s"] = cpu
-            figures["cpu_window_s"] = round(window, 2)
-            lag = system.lag("projector", "agg_projector_lag")
-            figures["projector_lag"] = None if lag is None else int(lag)
-            steps.append(Step(schedule, prefix, answers, figures))
-            lat = figures["latency_ms"]
-            log(
-                f"{system.name} {rate}/s: achieved {figures['achieved_per_s']}/s  p50 {lat['p50']}"
-                f"  p99 {lat['p99']}  p99.9 {lat['p99.9']}  max {lat['max']} ms  errors "
-                f"{figures['errors']}  projector lag {figures['projector_lag']}"
-            )
-            if report.saturated(figures):
+            steps.append(self.step(system, meter, rate, self.args.step_seconds, str(rate)))
+            if report.saturated(steps[-1].figures):
                 skipped = list(self.args.rates[k + 1 :])
                 if skipped:
                     log(f"{system.name} cannot keep up at {rate}/s: not offering {skipped}")
@@ -257,8 +261,11 @@ class Bench:
             "steps": [s.figures for s in steps],
             "skipped_rates": skipped,
         }
+        if warmup is not None:
+            result["warmup_step"] = warmup.figures
         if system.name != "floor":
-            result["money_check"] = self.settle_and_check(system, steps)
+            checked = steps if warmup is None else [warmup, *steps]
+            result["money_check"] = self.settle_and_check(system, checked)
         return result
 
     # --- retries and the money check -----------------------------------------------------------
@@ -449,6 +456,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=4.0,
         help="start of each step left out of its latency percentiles",
     )
+    parser.add_argument(
+        "--warmup-step-seconds",
+        type=float,
+        default=10.0,
+        help="an unmeasured step before each system's ladder (0: none)",
+    )
+    parser.add_argument("--warmup-step-rate", type=int, default=200)
     parser.add_argument("--players", type=int, default=10_000)
     parser.add_argument("--systems", default="pipeline,floor,direct")
     parser.add_argument("--seed", type=int, default=1)
