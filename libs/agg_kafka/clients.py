@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from agg_config.settings import Settings
 
@@ -18,6 +19,31 @@ from agg_config.settings import Settings
 def player_key(operator_id: str, player_id: str) -> bytes:
     """The key of every topic: one player of one operator is one ordering domain."""
     return f"{operator_id}:{player_id}".encode()
+
+
+class KeyPartitioner:
+    """aiokafka's default partitioner (the Java client's murmur2, so that every producer in any
+    language puts a key on the same partition) with the hashes of recent keys remembered: the
+    hash is pure Python, some 8 us a key, and the same players' keys come again and again.
+
+    The masked hash is kept, not the partition, so it stays right if the partition count grows.
+    At most ``key_count_max`` keys are remembered; then the memory starts afresh.
+    """
+
+    def __init__(self, key_count_max: int = 100_000):
+        self.key_count_max = key_count_max
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            partition: int = DefaultPartitioner()(key, all_partitions, available)
+            return partition
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.key_count_max:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
 
 
 def make_producer(settings: Settings, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
@@ -28,6 +54,7 @@ def make_producer(settings: Settings, *, client_id: str, **overrides: Any) -> AI
         "enable_idempotence": True,
         "linger_ms": settings.producer_linger_ms,
         "request_timeout_ms": settings.producer_request_timeout_ms,
+        "partitioner": KeyPartitioner(),
     }
     config.update(overrides)
     if config["acks"] != "all" or not config["enable_idempotence"]:
