@@ -236,6 +236,10 @@ class PlayerState:
 class Decision:
     state: PlayerState
     outputs: tuple[Output, ...]
+    txns_changed: tuple[str, ...] = ()
+    """Keys of the transactions this decision added, replaced or removed (every other one is
+    the very object it was), so that the shell stores and indexes what changed without
+    walking the player's history."""
 
 
 def txn_key(provider_id: str, transaction_id: str) -> str:
@@ -246,15 +250,22 @@ def txn_key(provider_id: str, transaction_id: str) -> str:
 
 
 class _Draft:
-    """Copy-on-write working set for one decision."""
+    """Copy-on-write working set for one decision.
+
+    ``txns`` and ``rounds`` are the state's own mappings until the decision first changes
+    them (through :meth:`put`, :meth:`forget` and :meth:`put_round`): both grow with the
+    player's history, and most decisions change one transaction and at most one round."""
 
     def __init__(self, state: PlayerState, now_ms: int, config: SagaConfig):
         self.base = state
         self.now = now_ms
         self.config = config
-        self.txns = dict(state.txns)
+        self.txns: Mapping[str, Txn] = state.txns
+        self._txns: dict[str, Txn] | None = None
+        self.txns_changed: dict[str, None] = {}
         self.pending = dict(state.pending)
-        self.rounds = dict(state.rounds)
+        self.rounds: Mapping[str, Round] = state.rounds
+        self._rounds: dict[str, Round] | None = None
         self.balance = state.balance
         self.balance_currency = state.balance_currency
         self.pruned_at_ms = state.pruned_at_ms
@@ -271,7 +282,35 @@ class _Draft:
             balance_currency=self.balance_currency,
             pruned_at_ms=self.pruned_at_ms,
         )
-        return Decision(state, tuple(self.outputs))
+        return Decision(state, tuple(self.outputs), tuple(self.txns_changed))
+
+    # transactions and rounds
+
+    def _own_txns(self) -> dict[str, Txn]:
+        if self._txns is None:
+            self._txns = dict(self.txns)
+            self.txns = self._txns
+        return self._txns
+
+    def put(self, txn: Txn) -> None:
+        self._own_txns()[txn.key] = txn
+        self.txns_changed[txn.key] = None
+
+    def forget(self, key: str) -> None:
+        del self._own_txns()[key]
+        self.txns_changed[key] = None
+
+    def put_round(self, key: str, rnd: Round) -> None:
+        if self._rounds is None:
+            self._rounds = dict(self.rounds)
+            self.rounds = self._rounds
+        self._rounds[key] = rnd
+
+    def forget_round(self, key: str) -> None:
+        if self._rounds is None:
+            self._rounds = dict(self.rounds)
+            self.rounds = self._rounds
+        del self._rounds[key]
 
     # outputs
 
@@ -349,9 +388,9 @@ class _Draft:
             refund_total=current.refund_total + refund,
             updated_at_ms=self.now,
         )
-        self.rounds[key] = updated
+        self.put_round(key, updated)
         if txn.round_closed and not updated.closed:
-            self.rounds[key] = replace(updated, closed=True)
+            self.put_round(key, replace(updated, closed=True))
             self.event(
                 "RoundClosed",
                 f"{txn.provider_id}:{txn.round_id}",
@@ -492,7 +531,7 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
         return
     if txn.state == TxnState.PENDING:
         deadline = txn.deadline_ms or d.now + d.config.wallet_timeout_ms
-        d.txns[txn.key] = replace(txn, waiters=(*txn.waiters, request), deadline_ms=deadline)
+        d.put(replace(txn, waiters=(*txn.waiters, request), deadline_ms=deadline))
         return
     if (
         txn.action == Action.BET
@@ -531,7 +570,7 @@ def _start_debit(d: _Draft, txn: Txn, request: Request) -> None:
         deadline_ms=d.now + d.config.wallet_timeout_ms,
         settled_at_ms=None,
     )
-    d.txns[txn.key] = txn
+    d.put(txn)
     d.send(d.command(txn, CommandKind.DEBIT, command_id), txn.key, retry=False)
 
 
@@ -543,7 +582,7 @@ def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
             rollback_key=tombstone.rollback_key,
             settled_at_ms=d.now,
         )
-        d.txns[txn.key] = txn
+        d.put(txn)
         d.answer(request, Status.BET_ROLLED_BACK)
         d.event("BetRejected", f"{txn.key}:rejected", txn, status=Status.BET_ROLLED_BACK.value,
                 command_id=None, balance=None)  # fmt: skip
@@ -561,7 +600,7 @@ def _on_new_win(d: _Draft, request: Request) -> None:
         waiters=(request,),
         deadline_ms=d.now + d.config.wallet_timeout_ms,
     )
-    d.txns[txn.key] = txn
+    d.put(txn)
     d.send(d.command(txn, CommandKind.CREDIT, command_id), txn.key, retry=True)
 
 
@@ -572,21 +611,23 @@ def _on_new_rollback(d: _Draft, request: Request) -> None:
     bet = d.txns.get(bet_key)
     if bet is None:
         # tombstone: the bet, if it ever arrives, is refused
-        d.txns[bet_key] = Txn(
-            key=bet_key,
-            action=Action.BET,
-            provider_id=request.provider_id,
-            transaction_id=request.reference_transaction_id,
-            correlation_id=request.correlation_id,
-            amount=0,
-            currency=request.currency,
-            round_id=request.round_id,
-            game_id=request.game_id,
-            reference_transaction_id=None,
-            round_closed=False,
-            state=TxnState.TOMBSTONE,
-            rollback_key=rollback.key,
-            settled_at_ms=d.now,
+        d.put(
+            Txn(
+                key=bet_key,
+                action=Action.BET,
+                provider_id=request.provider_id,
+                transaction_id=request.reference_transaction_id,
+                correlation_id=request.correlation_id,
+                amount=0,
+                currency=request.currency,
+                round_id=request.round_id,
+                game_id=request.game_id,
+                reference_transaction_id=None,
+                round_closed=False,
+                state=TxnState.TOMBSTONE,
+                rollback_key=rollback.key,
+                settled_at_ms=d.now,
+            )
         )
         _settle_rollback_noop(d, rollback, request, bet_known=False)
         return
@@ -601,17 +642,17 @@ def _on_new_rollback(d: _Draft, request: Request) -> None:
         # another rollback already undoes (or will undo) this bet: nothing more to refund
         _settle_rollback_noop(d, rollback, request, bet_known=True)
     elif bet.state in (TxnState.REJECTED, TxnState.COMPENSATED):
-        d.txns[bet.key] = replace(bet, rollback_key=rollback.key)
+        d.put(replace(bet, rollback_key=rollback.key))
         _settle_rollback_noop(d, rollback, request, bet_known=True)
     else:
         waiting = replace(
             rollback, waiters=(request,), deadline_ms=d.now + d.config.wallet_timeout_ms
         )
-        d.txns[rollback.key] = waiting
+        d.put(waiting)
         if bet.state == TxnState.ACCEPTED:
             _start_refund(d, bet, rollback.key)
         else:  # PENDING or COMPENSATING: resolved when the debit or its cancel resolves
-            d.txns[bet.key] = replace(bet, rollback_key=rollback.key)
+            d.put(replace(bet, rollback_key=rollback.key))
 
 
 def _settle_rollback_noop(d: _Draft, rollback: Txn, request: Request, bet_known: bool) -> None:
@@ -638,7 +679,7 @@ def _settle(d: _Draft, txn: Txn, state: TxnState, status: Status, balance: int |
     """Store ``txn`` in a final state and give every waiting request that answer."""
     settled = replace(txn, state=state, status=status, balance=balance, waiters=(),
                       deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
-    d.txns[txn.key] = settled
+    d.put(settled)
     for waiter in txn.waiters:
         d.answer(waiter, status, balance)
     return settled
@@ -650,7 +691,7 @@ def _cancel_debit(d: _Draft, bet: Txn, state: TxnState, **changes: Any) -> Txn:
     assert bet.command_id is not None
     cancel_id = derive_id("cmd", bet.command_id, "CANCEL")
     bet = replace(bet, state=state, cancel_command_id=cancel_id, **changes)
-    d.txns[bet.key] = bet
+    d.put(bet)
     d.send(d.command(bet, CommandKind.CANCEL, cancel_id, bet.command_id), bet.key, retry=True)
     return bet
 
@@ -723,7 +764,7 @@ def _on_credit_reply(d: _Draft, win: Txn, pending: Pending, reply: Reply) -> Non
         # owed money: keep resending on the backoff schedule; the provider hears RETRY_LATER
         for waiter in win.waiters:
             d.answer(waiter, Status.RETRY_LATER)
-        d.txns[win.key] = replace(win, waiters=(), deadline_ms=None, owed=True)
+        d.put(replace(win, waiters=(), deadline_ms=None, owed=True))
         if not win.owed:
             d.event("CreditOwed", f"{reply.command_id}:owed", win, command_id=reply.command_id,
                     reason=f"wallet replied {reply.status.value}")  # fmt: skip
@@ -744,7 +785,7 @@ def _on_cancel_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> Non
     if bet.state == TxnState.REFUNDING:
         refunded = replace(bet, state=TxnState.ROLLED_BACK, settled_at_ms=d.now,
                            balance=reply.balance)  # fmt: skip
-        d.txns[bet.key] = refunded
+        d.put(refunded)
         assert bet.rollback_key is not None
         rollback = d.txns[bet.rollback_key]
         d.event("BetRolledBack", reply.command_id, refunded,
@@ -755,7 +796,7 @@ def _on_cancel_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> Non
         return
     # compensation of a timed-out or failed debit acknowledged: no money moved
     compensated = replace(bet, state=TxnState.COMPENSATED, settled_at_ms=d.now)
-    d.txns[bet.key] = compensated
+    d.put(compensated)
     d.event("DebitCancelled", reply.command_id, compensated, command_id=bet.command_id,
             cancel_command_id=reply.command_id, balance=reply.balance)  # fmt: skip
     if bet.rollback_key is not None:
@@ -782,7 +823,7 @@ FINAL_STATES = frozenset(
 
 
 def _on_tick(d: _Draft) -> None:
-    for key, txn in list(d.txns.items()):
+    for txn in list(d.txns.values()):
         if txn.deadline_ms is None or txn.deadline_ms > d.now:
             continue
         for waiter in txn.waiters:
@@ -793,12 +834,12 @@ def _on_tick(d: _Draft) -> None:
                     command_id=txn.command_id,
                     cancel_command_id=compensating.cancel_command_id)  # fmt: skip
         elif txn.state == TxnState.PENDING and txn.action == Action.WIN:
-            d.txns[key] = replace(txn, waiters=(), deadline_ms=None, owed=True)
+            d.put(replace(txn, waiters=(), deadline_ms=None, owed=True))
             if not txn.owed:
                 d.event("CreditOwed", f"{txn.command_id}:owed", txn, command_id=txn.command_id,
                         reason="no wallet reply before the deadline")  # fmt: skip
         else:  # a rollback waiting on its bet's debit, cancel or refund
-            d.txns[key] = replace(txn, waiters=(), deadline_ms=None)
+            d.put(replace(txn, waiters=(), deadline_ms=None))
     for command_id, pending in list(d.pending.items()):
         command = pending.command
         if command.kind == CommandKind.BALANCE:
@@ -824,17 +865,27 @@ def _prune(d: _Draft) -> None:
             and txn.settled_at_ms is not None
             and d.now - txn.settled_at_ms > d.config.settled_retention_ms
         ):
-            del d.txns[key]
+            d.forget(key)
     for key, rnd in list(d.rounds.items()):
         if d.now - rnd.updated_at_ms > d.config.round_retention_ms:
-            del d.rounds[key]
+            d.forget_round(key)
     d.pruned_at_ms = d.now
 
 
 def next_due_ms(state: PlayerState, config: SagaConfig) -> int | None:
     """When this player's saga next needs a Tick (earliest deadline or resend), if ever."""
     times = [t.deadline_ms for t in state.txns.values() if t.deadline_ms is not None]
-    times += [p.next_send_ms for p in state.pending.values() if p.next_send_ms is not None]
+    pending = pending_due_ms(state, config)
+    if pending is not None:
+        times.append(pending)
+    return min(times) if times else None
+
+
+def pending_due_ms(state: PlayerState, config: SagaConfig) -> int | None:
+    """The part of :func:`next_due_ms` that the pending commands set (resends and balance
+    deadlines): a shell that keeps the transactions' deadlines up to date from each
+    decision's ``txns_changed`` adds this instead of walking every transaction."""
+    times = [p.next_send_ms for p in state.pending.values() if p.next_send_ms is not None]
     times += [
         p.command.issued_at_ms + config.wallet_timeout_ms
         for p in state.pending.values()

@@ -12,7 +12,8 @@ does not understand instead of misreading it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import Any
 
 from agg_domain.saga import (
@@ -72,7 +73,89 @@ def txn_record_key(player_key: bytes, txn_key: str) -> bytes:
     return player_key + KEY_SEPARATOR + txn_key.encode()
 
 
-def encode_header(state: PlayerState) -> bytes:
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""``json.dumps(value, separators=(",", ":"))`` without building an encoder per call."""
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
+_COMMAND_FIELDS = tuple(f.name for f in fields(Command))
+_ROUND_FIELDS = tuple(f.name for f in fields(Round))
+_TXN_FIELDS = tuple(f.name for f in fields(Txn) if f.name != "waiters")
+_TXN_WAITERS = tuple(f.name for f in fields(Txn)).index("waiters")
+_PENDING_FIELDS = tuple(f.name for f in fields(Pending))
+assert _PENDING_FIELDS == ("command", "txn_key", "next_send_ms", "sends", "waiters")
+
+# The dictionaries below are what ``dataclasses.asdict`` makes of these values (same keys in
+# the same order, nested dataclasses as dictionaries, enums as themselves), built without its
+# recursive deep copy, which cost more than the rest of a decision.
+
+
+def _request_dict(r: Request) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in _REQUEST_FIELDS}
+
+
+def _txn_dict(txn: Txn) -> dict[str, Any]:
+    body = {name: getattr(txn, name) for name in _TXN_FIELDS[:_TXN_WAITERS]}
+    body["waiters"] = [_request_dict(w) for w in txn.waiters]
+    for name in _TXN_FIELDS[_TXN_WAITERS:]:
+        body[name] = getattr(txn, name)
+    return body
+
+
+def _pending_dict(p: Pending) -> dict[str, Any]:
+    c = p.command
+    return {
+        "command": {name: getattr(c, name) for name in _COMMAND_FIELDS},
+        "txn_key": p.txn_key,
+        "next_send_ms": p.next_send_ms,
+        "sends": p.sends,
+        "waiters": [_request_dict(w) for w in p.waiters],
+    }
+
+
+def _round_json(r: Round) -> str:
+    return _dumps({name: getattr(r, name) for name in _ROUND_FIELDS})
+
+
+class RoundsCache:
+    """The JSON of every player's rounds as last written, so that a header costs what its
+    changed rounds cost rather than what all of them do: a round is kept a day after its last
+    transaction, so a busy player has many, and most decisions change none or one of them.
+
+    ``decide`` keeps an unchanged round as the same object (and an untouched mapping of rounds
+    as the same mapping), so identity says what may be reused. Holds one entry per player
+    encoded; :meth:`forget` drops players whose state the worker no longer holds.
+    """
+
+    def __init__(self) -> None:
+        self._players: dict[
+            bytes, tuple[Mapping[str, Round], dict[str, tuple[Round, str]], str]
+        ] = {}
+
+    def rounds_json(self, player_key: bytes, rounds: Mapping[str, Round]) -> str:
+        """The JSON list of ``rounds``' values, in their order."""
+        cached = self._players.get(player_key)
+        if cached is not None and cached[0] is rounds:
+            return cached[2]
+        before = cached[1] if cached is not None else {}
+        parts: dict[str, tuple[Round, str]] = {}
+        for key, rnd in rounds.items():
+            hit = before.get(key)
+            parts[key] = hit if hit is not None and hit[0] is rnd else (rnd, _round_json(rnd))
+        text = "[" + ",".join(part for _, part in parts.values()) + "]"
+        self._players[player_key] = (rounds, parts, text)
+        return text
+
+    def forget(self, player_keys: Iterable[bytes]) -> None:
+        for key in player_keys:
+            self._players.pop(key, None)
+
+    def clear(self) -> None:
+        self._players.clear()
+
+
+def encode_header(
+    state: PlayerState, player_key: bytes = b"", cache: RoundsCache | None = None
+) -> bytes:
     """Everything of a player's state but its transactions: small and bounded."""
     body = {
         "v": VERSION,
@@ -81,30 +164,59 @@ def encode_header(state: PlayerState) -> bytes:
         "balance": state.balance,
         "balance_currency": state.balance_currency,
         "pruned_at_ms": state.pruned_at_ms,
-        "pending": [asdict(p) for p in state.pending.values()],
-        "rounds": [asdict(r) for r in state.rounds.values()],
+        "pending": [_pending_dict(p) for p in state.pending.values()],
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    if cache is None:
+        rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
+    else:
+        rounds = cache.rounds_json(player_key, state.rounds)
+    # the same bytes as dumping the whole body with "rounds" as its last key
+    return (_dumps(body)[:-1] + ',"rounds":' + rounds + "}").encode()
 
 
 def encode_txn(txn: Txn) -> bytes:
-    return json.dumps({"v": VERSION, **asdict(txn)}, separators=(",", ":")).encode()
+    return _dumps({"v": VERSION, **_txn_dict(txn)}).encode()
 
 
 def state_records(
-    old: PlayerState | None, new: PlayerState, player_key: bytes
+    old: PlayerState | None,
+    new: PlayerState,
+    player_key: bytes,
+    cache: RoundsCache | None = None,
+    changed: Iterable[str] | None = None,
 ) -> list[tuple[bytes, bytes | None]]:
     """The changelog records that turn ``old`` into ``new``: the header, every transaction
     that changed (by identity: ``decide`` keeps unchanged ones as they were) and a tombstone
-    for every transaction removed."""
-    records: list[tuple[bytes, bytes | None]] = [(player_key, encode_header(new))]
+    for every transaction removed.
+
+    ``changed``, the decision's ``txns_changed``, names every key that may differ, so only
+    those are looked at; without it every transaction is compared."""
+    records: list[tuple[bytes, bytes | None]] = [
+        (player_key, encode_header(new, player_key, cache))
+    ]
     before = old.txns if old is not None else {}
-    for key, txn in new.txns.items():
-        if before.get(key) is not txn:
+    after = new.txns
+    if before is after:
+        return records
+    if changed is not None:
+        for key in changed:
+            previous, txn = before.get(key), after.get(key)
+            if txn is None:
+                if previous is not None:
+                    records.append((txn_record_key(player_key, key), None))
+            elif previous is not txn:
+                records.append((txn_record_key(player_key, key), encode_txn(txn)))
+        return records
+    added = 0
+    for key, txn in after.items():
+        previous = before.get(key)
+        if previous is not txn:
+            added += previous is None
             records.append((txn_record_key(player_key, key), encode_txn(txn)))
-    for key in before:
-        if key not in new.txns:
-            records.append((txn_record_key(player_key, key), None))
+    if len(before) + added > len(after):  # some were removed
+        for key in before:
+            if key not in after:
+                records.append((txn_record_key(player_key, key), None))
     return records
 
 

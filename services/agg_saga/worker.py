@@ -10,7 +10,11 @@ Here the order is explicit, per batch of messages:
 2. publish the outputs (acks=all, idempotent) and wait for every acknowledgement;
 3. publish the new state of every touched player to the compacted ``agg.saga.state`` topic
    (same partition number as the input) and wait;
-4. commit the input offsets.
+4. commit the input offsets, those of every batch finished since, on the next tick
+   (``tick_interval_ms``), when partitions are revoked and when stopping: a commit is a
+   broker round trip, which at one per batch was a third of the saga's round trips and of
+   its time per batch. A crash re-processes at most one tick more of messages, against
+   the state written for them, where they are duplicates.
 
 A crash before 3 re-processes the batch from the old state and re-emits the same outputs with
 the same deterministic ids (every consumer dedupes); a crash before 4 re-processes it against
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +57,7 @@ from agg_domain.saga import (
     Tick,
     TxnState,
     decide,
-    next_due_ms,
+    pending_due_ms,
     txn_key,
 )
 from agg_domain.statuses import CommandKind
@@ -68,7 +72,7 @@ from agg_saga.mapping import (
     reply_from_avro,
     request_from_avro,
 )
-from agg_saga.state_codec import StateBuilder, StateDecodeError, state_records
+from agg_saga.state_codec import RoundsCache, StateBuilder, StateDecodeError, state_records
 
 log = get_logger("saga")
 
@@ -103,6 +107,29 @@ LAG = Gauge(
 )
 
 GROUP_ID = "agg-saga"
+LAG_INTERVAL_S = 1.0
+"""How often the gauges that walk every player and partition are set."""
+
+
+def _children(metric: Counter) -> Callable[..., Counter]:
+    """``metric.labels`` remembered per label values: ``labels`` validates and locks on every
+    call, and the saga counts several things per message."""
+    children: dict[tuple[str, ...], Counter] = {}
+
+    def child(*values: str) -> Counter:
+        found = children.get(values)
+        if found is None:
+            found = children[values] = metric.labels(*values)
+        return found
+
+    return child
+
+
+_messages = _children(MESSAGES)
+_answers = _children(ANSWERS)
+_events = _children(EVENTS)
+_commands = _children(COMMANDS)
+_duplicates = _children(DUPLICATES)
 
 
 def split_key(key: bytes) -> tuple[str, str]:
@@ -136,10 +163,16 @@ class SagaWorker:
         self.inputs = [self.names.requests, *sorted(self.reply_topics)]
         self.states: dict[int, dict[bytes, PlayerState]] = {}
         self.due: dict[int, dict[bytes, int]] = {}
+        self.deadlines: dict[int, dict[bytes, dict[str, int]]] = {}
+        """Per partition and player, the transactions with a deadline and when it is: what
+        :func:`agg_domain.saga.next_due_ms` would walk the player's history for."""
+        self.rounds_cache = RoundsCache()
         self.lock = asyncio.Lock()
         self.producer = make_producer(settings, client_id=f"{client_id}-producer")
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
+        self._offsets: dict[TopicPartition, int] = {}
+        """Offsets of finished batches, committed on the next tick."""
 
     # --- state ------------------------------------------------------------------------------
 
@@ -173,11 +206,10 @@ class SagaWorker:
             for p in partitions:
                 self.states[p] = builders[p].states()
                 self.due[p] = {}
+                self.deadlines[p] = {}
             for p in partitions:
                 for key, state in self.states[p].items():
-                    due = next_due_ms(state, self.config)
-                    if due is not None:
-                        self.due[p][key] = due
+                    self._note_due(p, key, state, state.txns)
         finally:
             await reader.stop()
         PLAYERS.set(sum(len(s) for s in self.states.values()))
@@ -191,8 +223,9 @@ class SagaWorker:
 
     def _drop(self, partitions: set[int]) -> None:
         for p in partitions:
-            self.states.pop(p, None)
+            self.rounds_cache.forget(self.states.pop(p, {}))
             self.due.pop(p, None)
+            self.deadlines.pop(p, None)
         PLAYERS.set(sum(len(s) for s in self.states.values()))
 
     # --- the loop ---------------------------------------------------------------------------
@@ -202,6 +235,8 @@ class SagaWorker:
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
+                # what is done is committed before its partitions move on
+                await worker._commit_offsets()
                 async with worker.lock:
                     worker._drop({tp.partition for tp in revoked})
                     log.event(
@@ -230,7 +265,7 @@ class SagaWorker:
         log.event("saga_started", inputs=self.inputs, group=GROUP_ID)
         try:
             tick_s = self.settings.tick_interval_ms / 1000
-            next_tick = time.monotonic()
+            next_tick = next_lag = time.monotonic()
             while not stop.is_set():
                 batch = await self.consumer.getmany(timeout_ms=self.settings.tick_interval_ms)
                 tick = time.monotonic() >= next_tick
@@ -238,20 +273,39 @@ class SagaWorker:
                     continue
                 if tick:
                     next_tick = time.monotonic() + tick_s
-                offsets = await self._handle(batch, tick)
-                if offsets:
-                    try:
-                        await self.consumer.commit(offsets)
-                    except (CommitFailedError, IllegalStateError) as exc:
-                        # partitions moved during the batch: the new owner re-processes them
-                        # against the state written above, where they are duplicates
-                        log.warning("commit_failed", error=str(exc))
+                self._offsets.update(await self._handle(batch, tick))
                 if tick:
+                    await self._commit_offsets()
+                if tick and time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_INTERVAL_S
                     await self._measure_lag()
+            await self._commit_offsets()
         finally:
             await self.consumer.stop()
             await self.producer.stop()
             log.event("saga_stopped")
+
+    # --- offsets ------------------------------------------------------------------------------
+
+    async def _commit_offsets(self) -> None:
+        """Commit the offsets of the batches finished so far (their outputs and state are
+        acknowledged)."""
+        offsets, self._offsets = self._offsets, {}
+        if not offsets or self.consumer is None:
+            return
+        # a batch that finished while its partitions were revoked is their new owner's now
+        assigned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # partitions moved since the batch: the new owner re-processes them against the
+            # state written for it, where they are duplicates
+            log.warning("commit_failed", error=str(exc))
+
+    # --- a batch -----------------------------------------------------------------------------
 
     async def _handle(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], tick: bool
@@ -285,12 +339,12 @@ class SagaWorker:
                 if decoded.name != "casino.agg.ProviderRequest":
                     raise ValueError(f"{decoded.name} on {tp.topic}")
                 message = request_from_avro(decoded.datum)
-                MESSAGES.labels("request").inc()
+                _messages("request").inc()
             else:
                 if decoded.name != "casino.agg.WalletReply":
                     raise ValueError(f"{decoded.name} on {tp.topic}")
                 message = reply_from_avro(decoded.datum)
-                MESSAGES.labels("reply").inc()
+                _messages("reply").inc()
                 if record.key.decode().split(":", 1)[0] != decoded.datum["operator_id"]:
                     raise ValueError("reply's operator differs from its key")
         except (AvroDecodeError, ValueError, KeyError) as exc:
@@ -306,7 +360,7 @@ class SagaWorker:
         for partition, due in self.due.items():
             for key, due_ms in list(due.items()):
                 if due_ms <= now:
-                    MESSAGES.labels("tick").inc()
+                    _messages("tick").inc()
                     self._decide(work, partition, key, Tick(), now)
 
     def _decide(self, work: _Batch, partition: int, key: bytes, message: Message, now: int) -> None:
@@ -320,21 +374,46 @@ class SagaWorker:
             and message.transaction_id is not None
             and txn_key(message.provider_id, message.transaction_id) in state.txns
         ):
-            DUPLICATES.labels("repeat").inc()
+            _duplicates("repeat").inc()
         decision = decide(state, message, now, self.config)
         states[key] = decision.state
-        for record_key, value in state_records(state, decision.state, key):
+        changed = decision.txns_changed
+        for record_key, value in state_records(
+            state, decision.state, key, self.rounds_cache, changed
+        ):
             work.records[(partition, record_key)] = value
-        due = next_due_ms(decision.state, self.config)
-        if due is None:
-            self.due[partition].pop(key, None)
-        else:
-            self.due[partition][key] = due
+        self._note_due(partition, key, decision.state, changed)
         if isinstance(message, Reply):
             pending = state.pending.get(message.command_id)
             if pending is not None:
                 REPLY_LATENCY.observe(max(0, now - pending.command.issued_at_ms) / 1000)
         self._collect(work, decision.state, key, decision.outputs, now)
+
+    def _note_due(
+        self, partition: int, key: bytes, state: PlayerState, changed: Iterable[str]
+    ) -> None:
+        """Update the player's deadlines from the transactions in ``changed`` and set when
+        its next Tick is due: ``next_due_ms(state)``, without walking every transaction."""
+        index = self.deadlines[partition]
+        deadlines = index.get(key)
+        for txn_key_ in changed:
+            txn = state.txns.get(txn_key_)
+            if txn is not None and txn.deadline_ms is not None:
+                if deadlines is None:
+                    deadlines = index[key] = {}
+                deadlines[txn_key_] = txn.deadline_ms
+            elif deadlines is not None:
+                deadlines.pop(txn_key_, None)
+        due = pending_due_ms(state, self.config) if state.pending else None
+        if deadlines:
+            earliest = min(deadlines.values())
+            due = earliest if due is None else min(due, earliest)
+        elif deadlines is not None:
+            del index[key]
+        if due is None:
+            self.due[partition].pop(key, None)
+        else:
+            self.due[partition][key] = due
 
     def _collect(
         self, work: _Batch, state: PlayerState, key: bytes, outputs: Iterable[object], now: int
@@ -342,7 +421,7 @@ class SagaWorker:
         op, player = state.operator_id, state.player_id
         for output in outputs:
             if isinstance(output, Command):
-                COMMANDS.labels(output.kind.value).inc()
+                _commands(output.kind.value).inc()
                 if output.kind == CommandKind.CANCEL:
                     pending = state.pending.get(output.command_id)
                     txn = state.txns.get(pending.txn_key or "") if pending else None
@@ -359,7 +438,7 @@ class SagaWorker:
                 )
                 work.outputs.append((self.names.wallet_commands(op), key, value, None))
             elif isinstance(output, Answer):
-                ANSWERS.labels(output.request.action.value, output.status.value).inc()
+                _answers(output.request.action.value, output.status.value).inc()
                 if output.request.reply_partition is None:
                     continue
                 value = self.codec.encode(
@@ -369,11 +448,11 @@ class SagaWorker:
                     (self.names.outcomes, key, value, output.request.reply_partition)
                 )
             elif isinstance(output, Event):
-                EVENTS.labels(output.name).inc()
+                _events(output.name).inc()
                 if output.name == "DebitTimedOut":
                     TIMEOUTS.inc()
                 elif output.name == "DuplicateConflictDetected":
-                    DUPLICATES.labels("conflict").inc()
+                    _duplicates("conflict").inc()
                 name, record = event_to_avro(output, op, player, now)
                 work.outputs.append((self.names.events, key, self.codec.encode(name, record), None))
                 log.event(

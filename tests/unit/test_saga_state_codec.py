@@ -3,9 +3,20 @@ exactly the state the worker held, including transactions forgotten by the reten
 
 from __future__ import annotations
 
-from agg_domain.saga import PlayerState, Reply, Request, SagaConfig, Tick, decide
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agg_domain.saga import Message, PlayerState, Reply, Request, SagaConfig, Tick, Txn, decide
 from agg_domain.statuses import Action, ReplyStatus
-from agg_saga.state_codec import KEY_SEPARATOR, StateBuilder, encode_header, state_records
+from agg_saga.state_codec import (
+    KEY_SEPARATOR,
+    RoundsCache,
+    StateBuilder,
+    encode_header,
+    state_records,
+)
+from tests.unit.test_saga_properties import CONFIG as CONFIG_PROPERTIES
+from tests.unit.test_saga_properties import Sim, Wallet, steps
 
 CONFIG = SagaConfig(settled_retention_ms=10_000, round_retention_ms=10_000, prune_interval_ms=1)
 KEY = b"op-alpha:p-1"
@@ -82,3 +93,87 @@ def test_version_1_records_are_upcast() -> None:
     rebuilt = builder.states()[KEY]
     assert rebuilt.txns == state.txns
     assert rebuilt.pending == state.pending
+
+
+# --- the encoding is asdict's, only cheaper --------------------------------------------------
+
+
+def _reference_header(state: PlayerState) -> bytes:
+    """The header as ``dataclasses.asdict`` writes it (how version 2 was first written)."""
+    import json
+    from dataclasses import asdict
+
+    body = {
+        "v": 2,
+        "operator_id": state.operator_id,
+        "player_id": state.player_id,
+        "balance": state.balance,
+        "balance_currency": state.balance_currency,
+        "pruned_at_ms": state.pruned_at_ms,
+        "pending": [asdict(p) for p in state.pending.values()],
+        "rounds": [asdict(r) for r in state.rounds.values()],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _reference_txn(txn: Txn) -> bytes:
+    import json
+    from dataclasses import asdict
+
+    return json.dumps({"v": 2, **asdict(txn)}, separators=(",", ":")).encode()
+
+
+class _CheckedSim(Sim):
+    """Checks every decision's records against the reference encoding and a replay."""
+
+    def __init__(self, wallet: Wallet) -> None:
+        super().__init__(wallet)
+        self.cache = RoundsCache()
+        self.log: list[tuple[bytes, bytes | None]] = []
+
+    def feed(self, message: Message) -> None:
+        old = self.state
+        decision = decide(old, message, self.now, CONFIG_PROPERTIES)
+        super().feed(message)
+        new = self.state
+        assert decision.state == new
+        records = state_records(old, new, KEY, self.cache)
+        # the decision names every transaction that changed: the same records, looked up
+        by_key = state_records(old, new, KEY, self.cache, decision.txns_changed)
+        assert sorted(by_key, key=str) == sorted(records, key=str)
+        assert set(decision.txns_changed) >= {
+            k for k in {*old.txns, *new.txns} if old.txns.get(k) is not new.txns.get(k)
+        }
+        assert records[0] == (KEY, _reference_header(new))
+        assert records == state_records(old, new, KEY)  # with or without the cache
+        for key, value in records[1:]:
+            txn_key = key.partition(KEY_SEPARATOR)[2].decode()
+            assert value == (_reference_txn(new.txns[txn_key]) if value is not None else None)
+        changed = {k for k, t in new.txns.items() if old.txns.get(k) is not t}
+        removed = set(old.txns) - set(new.txns)
+        expected = [k for k in new.txns if k in changed] + [k for k in old.txns if k in removed]
+        assert [k for k, _ in records[1:]] == [KEY + KEY_SEPARATOR + k.encode() for k in expected]
+        self.log.extend(records)
+        builder = StateBuilder()
+        for key, value in self.log:
+            builder.add(key, value)
+        assert builder.states()[KEY] == new
+
+
+@settings(max_examples=150, deadline=None)
+@given(script=steps, start_balance=st.sampled_from((0, 1_000)))
+def test_records_are_the_reference_encoding_and_replay_to_the_state(
+    script: list[tuple],  # type: ignore[type-arg]
+    start_balance: int,
+) -> None:
+    sim = _CheckedSim(Wallet(start_balance))
+    for step in script:
+        if step[0] == "request":
+            sim.request(step[1])
+        elif step[0] == "wallet":
+            sim.wallet_step(step[1], step[2], step[3])
+        elif step[0] == "deliver":
+            sim.deliver(step[1], step[2])
+        else:
+            sim.tick(step[1])
+    sim.drain()
