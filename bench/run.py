@@ -275,6 +275,7 @@ class Bench:
         compare every player's wallet balance change with the answers."""
         players = self.players[system.name]
         retried = 0
+        first = {(id(s), i): a.label for s in steps for i, a in enumerate(s.answers)}
         for attempt in range(self.args.settle_rounds):
             todo = [(s, i) for s in steps for i, a in enumerate(s.answers) if not a.final]
             if not todo:
@@ -299,12 +300,19 @@ class Bench:
             time.sleep(1)
         unanswered = sum(1 for s in steps for a in s.answers if not a.final)
         expect = Expectation()
-        duplicates_differing = 0
+        differing: list[str] = []
         for s in steps:
-            for call, answer in zip(s.schedule.calls, s.answers, strict=True):
-                duplicates_differing += self._expect(
-                    expect, players, s.schedule.calls, s.answers, call, answer
-                )
+            for i, (call, answer) in enumerate(zip(s.schedule.calls, s.answers, strict=True)):
+                self._expect(expect, players[call.player], call, answer)
+                origin = call.origin
+                if call.kind == "duplicate" and origin is not None:
+                    if s.answers[origin].status != answer.status:
+                        differing.append(
+                            f"{call.txn}: original {first[(id(s), origin)]} then "
+                            f"{s.answers[origin].label}, retry {first[(id(s), i)]} then "
+                            f"{answer.label}"
+                        )
+        duplicates_differing = len(differing)
         prefix = f"bench-{self.run_id}-{system.name[0]}"
         problems = money_check(expect, prefix, self.settings.database_url, settle_s=60)
         projection: list[str] = []
@@ -330,6 +338,7 @@ class Bench:
             "retried_callbacks": retried,
             "unanswered": unanswered,
             "duplicates_answered_differently": duplicates_differing,
+            "duplicates_differing": differing[:20],
             "wallet_mismatches": problems[:20],
             "projection_mismatches": projection[:20],
             "accepted_bets_minor": sum(expect.bets.values()),
@@ -338,15 +347,7 @@ class Bench:
         }
 
     @staticmethod
-    def _expect(
-        expect: Expectation,
-        players: Sequence[Player],
-        calls: Sequence[Call],
-        answers: Sequence[Answer],
-        call: Call,
-        answer: Answer,
-    ) -> int:
-        p = players[call.player]
+    def _expect(expect: Expectation, p: Player, call: Call, answer: Answer) -> None:
         key = (p.operator, p.player, p.currency)
         if call.kind in ("bet", "duplicate"):
             expect.bet_answered(key, p.provider, call.txn, call.amount, answer.status)
@@ -355,9 +356,6 @@ class Bench:
         else:
             assert call.ref_txn is not None
             expect.rollback_answered(p.provider, call.ref_txn, answer.status)
-        if call.kind == "duplicate" and call.origin is not None:
-            return int(answers[call.origin].status != answer.status)
-        return 0
 
     # --- the whole run -------------------------------------------------------------------------
 

@@ -238,6 +238,8 @@ def read_answers(path: Path) -> list[tuple[Answer, dict[str, Any]]]:
     with path.open() as f:
         for line in f:
             row = json.loads(line)
+            if row.get("err"):  # e.g. the timeout struck while the body was being read
+                row["code"] = 0
             body: dict[str, Any] = {}
             if row.get("body"):
                 try:
