@@ -543,8 +543,13 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
             TxnState.ROLLED_BACK,
         )
     ):
-        # the provider rolled this bet back: it is never debited again
-        d.answer(request, Status.BET_ROLLED_BACK)
+        # the provider rolled this bet back: it is never debited again. A bet that was
+        # answered (accepted, then refunded) gets its original answer, as every exact
+        # duplicate does; one that never had a final answer (compensated) is refused.
+        if txn.state != TxnState.COMPENSATED and txn.status is not None:
+            d.answer(request, txn.status, txn.balance)
+        else:
+            d.answer(request, Status.BET_ROLLED_BACK)
         return
     if txn.action == Action.BET and txn.state == TxnState.COMPENSATED:
         _start_debit(d, replace(txn, correlation_id=request.correlation_id), request)

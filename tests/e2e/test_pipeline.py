@@ -82,8 +82,8 @@ def test_rollbacks_of_accepted_rejected_and_unknown_bets(pipeline: Pipeline) -> 
     # unknown: a tombstone, and the bet that comes later is refused
     assert answer(pipeline.rollback(player, token, txn(), unknown))[:2] == (200, "OK")
     assert answer(pipeline.bet(player, token, unknown, 50))[:2] == (200, "BET_ROLLED_BACK")
-    # a bet whose id was rolled back is refused when repeated
-    assert answer(pipeline.bet(player, token, accepted, 700))[:2] == (200, "BET_ROLLED_BACK")
+    # an exact duplicate of the accepted bet gets its original answer and is not debited again
+    assert answer(pipeline.bet(player, token, accepted, 700))[:2] == (200, "OK")
     assert pipeline.wallet_balance(player) == STARTING_BALANCE
 
 
@@ -105,8 +105,11 @@ def test_rollback_of_a_pending_bet_is_applied_when_the_debit_resolves(pipeline: 
     assert rollback_answer[1] in ("OK", "RETRY_LATER")
     eventually(lambda: answer(pipeline.rollback(player, token, rb, t))[:2] == (200, "OK"))
     eventually(lambda: pipeline.wallet_balance(player) == STARTING_BALANCE)
-    # the bet, retried by its provider, is refused: it was rolled back
-    assert answer(pipeline.bet(player, token, t, 400))[1] == "BET_ROLLED_BACK"
+    # the bet, retried by its provider, is never debited again: an accepted bet gets its
+    # original answer, one that never had a final answer is refused as rolled back
+    retried = answer(pipeline.bet(player, token, t, 400))[1]
+    assert retried == ("OK" if bet_answer[1] == "OK" else "BET_ROLLED_BACK")
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE
 
 
 def test_win_is_credited_once_under_retries(pipeline: Pipeline) -> None:

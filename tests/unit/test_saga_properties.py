@@ -8,7 +8,7 @@ the money moved is compared with what the answers given to providers imply."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -326,6 +326,7 @@ steps = st.lists(
         ),
         st.tuples(st.just("deliver"), st.integers(0, 20), st.booleans()),
         st.tuples(st.just("tick"), st.sampled_from(TICKS_MS)),
+        st.tuples(st.just("again"), st.integers(0, 40)),
     ),
     max_size=40,
 )
@@ -333,13 +334,18 @@ steps = st.lists(
 
 def run(script: list[tuple], start_balance: int) -> Sim:  # type: ignore[type-arg]
     sim = Sim(Wallet(start_balance))
-    for step in script:
+    for position, step in enumerate(script):
         if step[0] == "request":
             sim.request(step[1])
         elif step[0] == "wallet":
             sim.wallet_step(step[1], step[2], step[3])
         elif step[0] == "deliver":
             sim.deliver(step[1], step[2])
+        elif step[0] == "again":  # a provider's retry: the same request, a new request id
+            if sim.requests:
+                original = sim.requests[step[1] % len(sim.requests)]
+                again = f"{original.request_id}-again-{position}"
+                sim.request(replace(original, request_id=again, correlation_id=again))
         else:
             sim.tick(step[1])
     sim.drain()
@@ -448,3 +454,27 @@ def test_never_raises_and_settles(script: list[tuple]) -> None:  # type: ignore[
         feed(Tick())
     assert not state.pending
     assert next_due_ms(state, CONFIG) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(script=steps, start_balance=st.sampled_from((0, 50, 1_000)))
+def test_an_exact_duplicate_gets_the_original_answer(
+    script: list[tuple], start_balance: int
+) -> None:  # type: ignore[type-arg]
+    """Once a bet or win has a final answer (anything but RETRY_LATER), every exact duplicate
+    of it is answered the same, whatever happened in between (a rollback, a refund)."""
+    sim = run(script, start_balance)
+    first: dict[tuple[str, str], tuple[object, ...]] = {}
+    final: dict[tuple[str, str], Status] = {}
+    for answer in sim.answers:
+        request = answer.request
+        if invalid(request) or request.action == Action.ROLLBACK:
+            continue
+        assert request.transaction_id is not None
+        key = (request.provider_id, request.transaction_id)
+        if content(request) != first.setdefault(key, content(request)):
+            continue  # a conflict, not a duplicate
+        if key in final:
+            assert answer.status == final[key], (key, final[key], answer.status)
+        elif answer.status != Status.RETRY_LATER:
+            final[key] = answer.status
