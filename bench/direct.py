@@ -73,10 +73,6 @@ from agg_wallet.store import Item, WalletStore
 COMMANDS_PATH = "/v1/wallet/commands"
 WALLET_TIMEOUT_S = 2.0
 """Longest wait for the wallet (and for a pooled connection): the ingress's outcome wait."""
-REFUNDED_SQL = """
-SELECT 1 FROM wallet.commands
-WHERE operator_id = %s AND reference_command_id = %s AND kind = 'CANCEL' AND effect = 'refunded'
-"""
 _TEXT = ("command_id", "correlation_id", "operator_id", "player_id", "kind", "currency",
          "provider_id")  # fmt: skip
 _OPTIONAL_TEXT = ("transaction_id", "round_id", "game_id", "reference_command_id")
@@ -151,10 +147,6 @@ class Wallet:
                 )
                 decision = result.decisions[0]
                 entry = decision.entry
-                rolled_back = False
-                if decision.duplicate and entry.effect is Effect.DEBITED:
-                    cur = await conn.execute(REFUNDED_SQL, (operator_id, entry.command_id))
-                    rolled_back = await cur.fetchone() is not None
         except (PoolTimeout, psycopg.Error) as exc:
             log.error("command_failed", command_id=command.command_id, error=str(exc))
             return _json(503, {"error": "ledger unavailable"})
@@ -162,7 +154,7 @@ class Wallet:
             "command_id": entry.command_id, "status": entry.status.value,
             "effect": entry.effect.value, "balance": entry.balance, "currency": entry.currency,
             "duplicate": decision.duplicate, "conflict": decision.conflict,
-            "rolled_back": rolled_back, "reason": entry.reason,
+            "reason": entry.reason,
         })  # fmt: skip
 
 
@@ -224,8 +216,8 @@ def provider_status(reply: dict[str, Any]) -> Status:
     """How the wallet's result is answered to the provider (as the saga answers it)."""
     if reply["conflict"]:
         return Status.DUPLICATE_CONFLICT
-    if reply["rolled_back"] or reply["effect"] == Effect.REFUSED:
-        return Status.BET_ROLLED_BACK  # the bet's id was rolled back (before or after it)
+    if reply["effect"] == Effect.REFUSED:
+        return Status.BET_ROLLED_BACK  # the bet's id was rolled back before it came
     if reply["status"] in (Status.OK, Status.INSUFFICIENT_FUNDS):
         return Status(reply["status"])
     return Status.RETRY_LATER

@@ -168,8 +168,9 @@ def test_rollback_refunds_the_bet_once(direct: Direct) -> None:
     second = direct.call("rollback", player, token, transaction_id=txn_id(),
                          reference_transaction_id=bet)  # fmt: skip
     assert second.json()["status"] == "OK"
-    retried_bet = direct.bet(player, token, bet, 400)
-    assert retried_bet.json()["status"] == "BET_ROLLED_BACK"
+    retried_bet = direct.bet(player, token, bet, 400)  # an exact duplicate: the original answer
+    assert retried_bet.json()["status"] == "OK"
+    assert retried_bet.json()["balance"] == STARTING_BALANCE - 400
     assert direct.ledger(player) == (STARTING_BALANCE, 2)  # the debit and one cancel
 
 
