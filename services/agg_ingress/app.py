@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 import time
 import uuid
@@ -130,6 +131,28 @@ class _Asgi:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
+
+
+CALLBACK_PATH = re.compile(r"/v1/providers/([^/]+)/wallet/([^/]+)")
+"""The provider callback route, matched as Starlette's ``{provider_id}``/``{action}`` would."""
+
+
+class IngressApp(Starlette):
+    """The ingress's ASGI app. Provider callbacks, its hot path, skip Starlette's router and
+    exception middleware (a quarter of the ingress's CPU per callback): the same handler gives
+    the same answers; an exception escaping it still becomes a 500 (from the server)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = CALLBACK_PATH.fullmatch(scope["path"])
+            if match is not None:
+                scope["app"] = self
+                scope["path_params"] = {"provider_id": match[1], "action": match[2]}
+                ingress: Ingress = self.state.ingress
+                response = await ingress.provider_callback(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 class Ingress:
@@ -483,7 +506,7 @@ class Ingress:
                         media_type="application/json")  # fmt: skip
 
 
-def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = None) -> Starlette:
+def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = None) -> IngressApp:
     """The ASGI app; its Kafka clients start and stop with the app's lifespan (they belong to
     the running event loop). ``app.state.ingress`` is the :class:`Ingress`."""
     ingress = Ingress(settings, tenants, instance_id)
@@ -525,6 +548,6 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         Route("/healthz", ingress.healthz, methods=["GET"]),
         Route("/metrics", _Asgi(make_asgi_app()), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = IngressApp(routes=routes, lifespan=lifespan)
     app.state.ingress = ingress
     return app
