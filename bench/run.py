@@ -432,7 +432,7 @@ def git_facts() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain")),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
 
 
@@ -457,10 +457,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup-step-seconds",
         type=float,
-        default=10.0,
+        default=30.0,
         help="an unmeasured step before each system's ladder (0: none)",
     )
-    parser.add_argument("--warmup-step-rate", type=int, default=200)
+    parser.add_argument("--warmup-step-rate", type=int, default=300)
     parser.add_argument("--players", type=int, default=10_000)
     parser.add_argument("--systems", default="pipeline,floor,direct")
     parser.add_argument("--seed", type=int, default=1)

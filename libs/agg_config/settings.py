@@ -167,6 +167,14 @@ class Settings(BaseSettings):
         description="How often the saga worker checks deadlines and resends; bounds "
         "their lateness.",
     )
+    projector_batch_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=5_000,
+        description="How long the projector gathers journal events into one PostgreSQL "
+        "transaction when fewer than a full batch are waiting: fewer, larger transactions "
+        "under light load, projections at most this much later.",
+    )
 
     # --- reference wallet ----------------------------------------------------------------------
     wallet_batch_count_max: int = Field(

@@ -125,7 +125,7 @@ class Projector:
         try:
             next_lag = 0.0
             while not stop.is_set():
-                batch = await self.consumer.getmany(timeout_ms=200)
+                batch = await self._gather()
                 if batch:
                     await self._write(batch, producer)
                 if time.monotonic() >= next_lag:
@@ -137,6 +137,26 @@ class Projector:
             await producer.stop()
             self.conn.close()
             log.event("projector_stopped")
+
+    async def _gather(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """A batch of records: once the first arrive, more are gathered for up to
+        ``projector_batch_wait_ms`` or until a full batch (one transaction per batch)."""
+        assert self.consumer is not None
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        batch = await self.consumer.getmany(timeout_ms=200)
+        count = sum(len(records) for records in batch.values())
+        deadline = time.monotonic() + self.settings.projector_batch_wait_ms / 1000
+        while batch and count < self.batch_count_max:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = await self.consumer.getmany(
+                timeout_ms=remaining_ms, max_records=self.batch_count_max - count
+            )
+            for tp, records in more.items():
+                batch.setdefault(tp, []).extend(records)
+                count += len(records)
+        return batch
 
     async def _write(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
                      producer: Any) -> None:  # fmt: skip

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "wallet_metrics_port": 9183,
     "projector_metrics_port": 9184,
     "saga_batch_count_max": 500,
+    "projector_batch_wait_ms": 100,
 }
 
 # field -> (value of AGG_<FIELD>, parsed value); one row per field, checked to cover them all
@@ -94,6 +95,7 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
     "wallet_metrics_port": ("0", 0),
     "projector_metrics_port": ("0", 0),
     "saga_batch_count_max": ("100", 100),
+    "projector_batch_wait_ms": ("250", 250),
 }
 
 # (field, value of AGG_<FIELD>): each just outside its bound, or not of the field's type
@@ -160,6 +162,8 @@ OUT_OF_RANGE: list[tuple[str, str]] = [
     ("projector_metrics_port", "65536"),
     ("saga_batch_count_max", "0"),
     ("saga_batch_count_max", "100001"),
+    ("projector_batch_wait_ms", "-1"),
+    ("projector_batch_wait_ms", "5001"),
 ]
 
 # (field, value of AGG_<FIELD>): each exactly on its bound, so accepted
@@ -207,6 +211,8 @@ ON_THE_BOUND: list[tuple[str, str]] = [
     ("projector_metrics_port", "65535"),
     ("saga_batch_count_max", "1"),
     ("saga_batch_count_max", "100000"),
+    ("projector_batch_wait_ms", "0"),
+    ("projector_batch_wait_ms", "5000"),
 ]
 
 
