@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -332,8 +333,15 @@ steps = st.lists(
 )
 
 
+SimT = TypeVar("SimT", bound=Sim)
+
+
 def run(script: list[tuple], start_balance: int) -> Sim:  # type: ignore[type-arg]
-    sim = Sim(Wallet(start_balance))
+    return play(Sim(Wallet(start_balance)), script)
+
+
+def play(sim: SimT, script: list[tuple]) -> SimT:  # type: ignore[type-arg]
+    """Run a script of steps through ``sim`` (any :class:`Sim`), then deliver everything."""
     for position, step in enumerate(script):
         if step[0] == "request":
             sim.request(step[1])

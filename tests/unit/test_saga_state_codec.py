@@ -16,7 +16,7 @@ from agg_saga.state_codec import (
     state_records,
 )
 from tests.unit.test_saga_properties import CONFIG as CONFIG_PROPERTIES
-from tests.unit.test_saga_properties import Sim, Wallet, steps
+from tests.unit.test_saga_properties import Sim, Wallet, play, steps
 
 CONFIG = SagaConfig(settled_retention_ms=10_000, round_retention_ms=10_000, prune_interval_ms=1)
 KEY = b"op-alpha:p-1"
@@ -166,14 +166,4 @@ def test_records_are_the_reference_encoding_and_replay_to_the_state(
     script: list[tuple],  # type: ignore[type-arg]
     start_balance: int,
 ) -> None:
-    sim = _CheckedSim(Wallet(start_balance))
-    for step in script:
-        if step[0] == "request":
-            sim.request(step[1])
-        elif step[0] == "wallet":
-            sim.wallet_step(step[1], step[2], step[3])
-        elif step[0] == "deliver":
-            sim.deliver(step[1], step[2])
-        else:
-            sim.tick(step[1])
-    sim.drain()
+    play(_CheckedSim(Wallet(start_balance)), script)

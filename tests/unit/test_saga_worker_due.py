@@ -14,7 +14,7 @@ from agg_domain.saga import Message, next_due_ms
 from agg_saga import worker as worker_module
 from agg_saga.state_codec import StateBuilder
 from agg_saga.worker import SagaWorker, _Batch
-from tests.unit.test_saga_properties import CONFIG, OPERATOR, PLAYER, Sim, Wallet, steps
+from tests.unit.test_saga_properties import CONFIG, OPERATOR, PLAYER, Sim, Wallet, play, steps
 
 KEY = f"{OPERATOR}:{PLAYER}".encode()
 PARTITION = 3
@@ -66,17 +66,7 @@ class _WorkerSim(Sim):
 def test_worker_keeps_next_due_and_records_as_a_full_walk_would(
     script: list[tuple[Any, ...]], start_balance: int
 ) -> None:
-    sim = _WorkerSim(Wallet(start_balance))
-    for step in script:
-        if step[0] == "request":
-            sim.request(step[1])
-        elif step[0] == "wallet":
-            sim.wallet_step(step[1], step[2], step[3])
-        elif step[0] == "deliver":
-            sim.deliver(step[1], step[2])
-        else:
-            sim.tick(step[1])
-    sim.drain()
+    sim = play(_WorkerSim(Wallet(start_balance)), script)
     restored = _worker()
     restored.states[PARTITION] = {KEY: sim.state}
     restored._note_due(PARTITION, KEY, sim.state, sim.state.txns)
