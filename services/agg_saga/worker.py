@@ -171,6 +171,8 @@ class SagaWorker:
         self.producer = make_producer(settings, client_id=f"{client_id}-producer")
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
+        self._restore_pending: set[int] = set()
+        """Partitions assigned whose state is still to be read (they are paused until then)."""
         self._offsets: dict[TopicPartition, int] = {}
         """Offsets of finished batches, committed on the next tick."""
 
@@ -238,19 +240,26 @@ class SagaWorker:
                 # what is done is committed before its partitions move on
                 await worker._commit_offsets()
                 async with worker.lock:
-                    worker._drop({tp.partition for tp in revoked})
-                    log.event(
-                        "partitions_revoked", partitions=sorted({tp.partition for tp in revoked})
-                    )
+                    gone = {tp.partition for tp in revoked}
+                    worker._drop(gone)
+                    worker._restore_pending -= gone
+                    log.event("partitions_revoked", partitions=sorted(gone))
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                # The state is read in the loop, not here: aiokafka sends no heartbeats
+                # while this callback runs, and a restore longer than the session timeout
+                # would get the worker expelled, and restoring again, forever. New
+                # partitions stay paused until their state is read.
                 async with worker.lock:
                     wanted = {tp.partition for tp in assigned} - set(worker.states)
-                    await worker._restore(wanted)
-                    log.event(
-                        "partitions_assigned", partitions=sorted({tp.partition for tp in assigned})
-                    )
-                    worker.ready.set()
+                    worker._restore_pending |= wanted
+                    paused = [tp for tp in assigned if tp.partition in wanted]
+                    if paused and worker.consumer is not None:
+                        worker.consumer.pause(*paused)
+                    if not wanted:
+                        log.event("partitions_assigned", partitions=sorted(
+                            {tp.partition for tp in assigned}))  # fmt: skip
+                        worker.ready.set()
 
         self.consumer = make_consumer(
             self.settings,
@@ -267,6 +276,8 @@ class SagaWorker:
             tick_s = self.settings.tick_interval_ms / 1000
             next_tick = next_lag = time.monotonic()
             while not stop.is_set():
+                if self._restore_pending:
+                    await self._restore_assigned()
                 batch = await self.consumer.getmany(timeout_ms=self.settings.tick_interval_ms)
                 tick = time.monotonic() >= next_tick
                 if not batch and not tick:
@@ -284,6 +295,19 @@ class SagaWorker:
             await self.consumer.stop()
             await self.producer.stop()
             log.event("saga_stopped")
+
+    async def _restore_assigned(self) -> None:
+        """Read the state of the partitions assigned since the last batch, then resume them."""
+        assert self.consumer is not None
+        async with self.lock:
+            assigned = self.consumer.assignment()
+            numbers = {tp.partition for tp in assigned}
+            wanted = (self._restore_pending & numbers) - set(self.states)
+            self._restore_pending = set()
+            await self._restore(wanted)
+            self.consumer.resume(*[tp for tp in assigned if tp.partition in wanted])
+            log.event("partitions_assigned", partitions=sorted(numbers))
+            self.ready.set()
 
     # --- offsets ------------------------------------------------------------------------------
 
@@ -315,7 +339,10 @@ class SagaWorker:
             work = _Batch()
             for tp, records in batch.items():
                 if tp.partition not in self.states:
-                    continue  # revoked while fetched: its new owner handles it
+                    if self.consumer is not None and tp in self.consumer.assignment():
+                        # assigned, state not read yet: fetched again once it is
+                        self.consumer.seek(tp, records[0].offset)
+                    continue  # otherwise revoked while fetched: its new owner handles it
                 for record in records:
                     await self._handle_record(work, tp, record)
                     work.offsets[tp] = record.offset + 1

@@ -204,3 +204,42 @@ def test_two_workers_share_the_partitions_and_one_is_killed(
             await h.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_restore_longer_than_the_session_timeout_does_not_lose_the_partitions(
+    saga_settings: Settings,
+) -> None:
+    """The state is read outside the rebalance callback (no heartbeats are sent during it):
+    a restore slower than the session timeout must not get the worker expelled and make it
+    restore again and again."""
+    from agg_saga.worker import SagaWorker
+
+    settings = saga_settings.model_copy(update={"consumer_session_timeout_ms": 6_000})
+    restores: list[set[int]] = []
+
+    class SlowRestore(SagaWorker):
+        async def _restore(self, partitions: set[int]) -> None:
+            if partitions:
+                restores.append(set(partitions))
+                await asyncio.sleep(9)  # a big changelog
+            await super()._restore(partitions)
+
+    async def scenario() -> None:
+        h = Harness(settings)
+        await h.start()
+        worker = SlowRestore(settings, ["op-alpha", "op-beta"], client_id="saga-slow")
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await asyncio.wait_for(worker.ready.wait(), 60)
+            h.policy = ok_wallet()
+            rid = await h.send(request(player(), "BET", "tx-slow", 10, round_closed=True))
+            assert (await h.outcome(rid, timeout_s=30))["status"] == "OK"
+            await asyncio.sleep(8)  # a second expulsion would show as a second restore
+            assert len(restores) == 1, restores
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            await h.stop()
+
+    asyncio.run(scenario())
