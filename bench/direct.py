@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import sys
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -51,21 +50,15 @@ from agg_config.settings import Settings, load_settings
 from agg_config.tenants import Tenants, load_tenants
 from agg_domain.ids import derive_id
 from agg_domain.statuses import Action, CommandKind, Status
-from agg_ingress.app import read_body, signed_path
+from agg_ingress.app import Ingress, Reply
 from agg_ingress.protocol import (
-    ACTIONS,
     Callback,
-    Invalid,
-    Refusal,
     answer,
     http_status,
-    parse_callback,
     parse_object,
-    refusal_answer,
-    signature_problem,
 )
 from agg_ingress.routing import correlation_id
-from agg_ingress.sessions import check_session, verify_token
+from agg_ingress.sessions import SessionClaims
 from agg_obs.logs import configure_logging, get_logger
 from agg_wallet.rules import Command, Effect, problem_of
 from agg_wallet.store import Item, WalletStore
@@ -205,13 +198,6 @@ def wallet_command(
     return {**asdict(command), "issued_at": now.isoformat()}
 
 
-def _answer(cb: Callback, status: Status, currency: str | None,
-            balance: int | None = None) -> Response:  # fmt: skip
-    body = answer(status, request_id=cb.request_id, transaction_id=cb.transaction_id,
-                  currency=currency, balance=balance)  # fmt: skip
-    return _json(http_status(status), body)
-
-
 def provider_status(reply: dict[str, Any]) -> Status:
     """How the wallet's result is answered to the provider (as the saga answers it)."""
     if reply["conflict"]:
@@ -273,51 +259,29 @@ class WalletClient:
             self.idle.pop()[1].close()
 
 
-class Aggregator:
+class Aggregator(Ingress):
+    """The ingress's own checks, by the ingress's own code (signature, body, session token),
+    then one synchronous wallet call where the ingress would publish to Kafka and wait."""
+
     def __init__(self, settings: Settings, tenants: Tenants):
-        self.settings = settings
-        self.session_secret = settings.session_secret.encode()
-        self.provider_secrets = {p.id: p.secret.reveal() for p in tenants.providers if p.enabled}
-        self.operator_ids = {o.id for o in tenants.operators}
+        super().__init__(settings, tenants, instance_id="direct")
         self.http: WalletClient | None = None
 
     async def callback(self, request: Request) -> Response:
-        provider_id: str = request.path_params["provider_id"]
-        secret = self.provider_secrets.get(provider_id)
-        if secret is None:
-            return _json(404, refusal_answer(Refusal.UNKNOWN_PROVIDER, b""))
-        body = await read_body(request, self.settings.request_body_bytes_max)
-        if body is None:
-            return _json(413, refusal_answer(Status.INVALID_REQUEST, b""))
-        problem = signature_problem(
-            secret, timestamp=request.headers.get("x-agg-timestamp"),
-            signature=request.headers.get("x-agg-signature"), method=request.method,
-            path=signed_path(request.scope), body=body, now_s=time.time(),
-            window_s=self.settings.signature_window_s,
-        )  # fmt: skip
-        if problem is not None:
-            return _json(401, refusal_answer(problem, body))
-        action = ACTIONS.get(request.path_params["action"])
-        cb = parse_callback(action, body) if action is not None else Invalid("unknown action")
-        if isinstance(cb, Invalid):
-            return _json(400, refusal_answer(Status.INVALID_REQUEST, body))
-        check = verify_token(self.session_secret, cb.session_token, time.time_ns() // 1_000_000)
-        status = check_session(
-            check, provider_id=provider_id, player_id=cb.player_id, action=cb.action,
-            game_id=cb.game_id, currency=cb.currency,
-        )  # fmt: skip
-        claims = check.claims
-        if status is Status.OK and (claims is None or claims.operator_id not in self.operator_ids):
-            status = Status.SESSION_NOT_FOUND  # the operator left the tenants file
-        if status is not Status.OK or claims is None:
-            currency = cb.currency or (claims.currency if claims else None)
-            return _answer(cb, status, currency)
+        # the ingress's provider_callback without its per-callback log line and metrics
+        params = request.path_params
+        reply = await self._callback(request, params["provider_id"], params["action"])
+        return _json(reply.http, reply.body)
+
+    async def _forward(self, provider_id: str, cb: Callback, claims: SessionClaims) -> Reply:
         currency = cb.currency or claims.currency
         command = wallet_command(provider_id, cb, claims.operator_id, currency, datetime.now(UTC))
         reply = await self._call_wallet(command)
         status = Status.RETRY_LATER if reply is None else provider_status(reply)
         balance = None if reply is None or status is Status.RETRY_LATER else reply["balance"]
-        return _answer(cb, status, currency, balance)
+        body = answer(status, request_id=cb.request_id, transaction_id=cb.transaction_id,
+                      currency=currency, balance=balance)  # fmt: skip
+        return Reply(http_status(status), body, status)
 
     async def _call_wallet(self, command: dict[str, Any]) -> dict[str, Any] | None:
         """The wallet's reply, or None when it gave none in time (answered RETRY_LATER)."""
