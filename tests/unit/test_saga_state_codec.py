@@ -98,19 +98,25 @@ def test_version_1_records_are_upcast() -> None:
 # --- the encoding is asdict's, only cheaper --------------------------------------------------
 
 
-def _reference_header(state: PlayerState) -> bytes:
-    """The header as ``dataclasses.asdict`` writes it (how version 2 was first written)."""
+def _reference_header(state: PlayerState, delta: list[tuple[str, Txn | None]]) -> bytes:
+    """The header as ``dataclasses.asdict`` writes it (how version 2 was first written, with
+    what format 3 adds: the write's meta and its changed transactions)."""
     import json
     from dataclasses import asdict
 
     body = {
-        "v": 2,
+        "v": 3,
         "operator_id": state.operator_id,
         "player_id": state.player_id,
         "balance": state.balance,
         "balance_currency": state.balance_currency,
         "pruned_at_ms": state.pruned_at_ms,
         "pending": [asdict(p) for p in state.pending.values()],
+        "seq": 0,
+        "applied": {},
+        "parked": None,
+        "outbox": [],
+        "delta": {k: None if t is None else {"v": 2, **asdict(t)} for k, t in delta},
         "rounds": [asdict(r) for r in state.rounds.values()],
     }
     return json.dumps(body, separators=(",", ":")).encode()
@@ -144,14 +150,19 @@ class _CheckedSim(Sim):
         assert set(decision.txns_changed) >= {
             k for k in {*old.txns, *new.txns} if old.txns.get(k) is not new.txns.get(k)
         }
-        assert records[0] == (KEY, _reference_header(new))
+        delta = [
+            (key.partition(KEY_SEPARATOR)[2].decode(), None if value is None else
+             new.txns[key.partition(KEY_SEPARATOR)[2].decode()])
+            for key, value in records[1:]
+        ]  # fmt: skip
+        assert records[0] == (KEY, _reference_header(new, delta))
         assert records == state_records(old, new, KEY)  # with or without the cache
         for key, value in records[1:]:
             txn_key = key.partition(KEY_SEPARATOR)[2].decode()
             assert value == (_reference_txn(new.txns[txn_key]) if value is not None else None)
         changed = {k for k, t in new.txns.items() if old.txns.get(k) is not t}
         removed = set(old.txns) - set(new.txns)
-        expected = [k for k in new.txns if k in changed] + [k for k in old.txns if k in removed]
+        expected = sorted(changed | removed)
         assert [k for k, _ in records[1:]] == [KEY + KEY_SEPARATOR + k.encode() for k in expected]
         self.log.extend(records)
         builder = StateBuilder()
