@@ -523,6 +523,7 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
             "DuplicateConflictDetected",
             f"{txn.key}:{request.request_id}",
             txn,
+            correlation_id=request.correlation_id,  # the refused request's, like its answer
             amount=request.amount or 0,
             currency=request.currency,
             original_amount=txn.amount,

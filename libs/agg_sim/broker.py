@@ -72,14 +72,17 @@ class SimBroker:
         return partition, len(log) - 1
 
     def read(self, topic: str, partition: int, offset: int, count: int) -> list[InRecord]:
-        log = self.log(topic, partition)
+        log = self.logs.get((topic, partition))
+        if log is None or offset >= len(log):
+            return []
         return [
             InRecord(topic, partition, o, log[o].key, log[o].value, log[o].timestamp_ms)
             for o in range(offset, min(len(log), offset + count))
         ]
 
     def end(self, topic: str, partition: int) -> int:
-        return len(self.log(topic, partition))
+        log = self.logs.get((topic, partition))
+        return 0 if log is None else len(log)
 
 
 CrashHook = Callable[[str, "SimTransport"], bool]
@@ -141,9 +144,13 @@ class SimTransport:
         self._point("poll")
         out: list[InRecord] = []
         budget = min(max_records, self.rng.randint(1, self.batch_max))
+        logs = self.broker.logs
         for tp in sorted(self.assigned - self.paused):
             if len(out) >= budget:
                 break
+            log = logs.get(tp)
+            if log is None or self.positions[tp] >= len(log):
+                continue
             got = self.broker.read(tp[0], tp[1], self.positions[tp], budget - len(out))
             if got:
                 self.positions[tp] = got[-1].offset + 1

@@ -172,8 +172,9 @@ def generate(seed: int) -> Schedule:
             c = Call(n, at, op, player, provider, "BALANCE", currency, dup_after_ms=dup)
         calls.append(c)
     faults: list[Fault] = []
-    for _ in range(rng.randint(0, 5)):
-        kind = rng.choice(FAULT_KINDS)
+    kinds = [rng.choice(FAULT_KINDS[1:]) for _ in range(rng.randint(0, 4))]
+    kinds += ["crash"] * rng.choice((0, 1, 1, 2, 3))
+    for kind in kinds:
         at = rng.randint(0, duration_ms + 2_000)
         if kind == "crash":
             faults.append(Fault(at, kind, worker=rng.randrange(2), point=rng.choice(CRASH_POINTS),

@@ -350,6 +350,8 @@ class World:
             for p in range(self.schedule.partitions):
                 position = self.wallet_positions.get((topic, p), 0)
                 end = self.broker.end(topic, p)
+                if position >= end:
+                    continue
                 while position < end:
                     [record] = self.broker.read(topic, p, position, 1)
                     if slow_ms and record.timestamp_ms > self.clock.wall_ms - slow_ms:
