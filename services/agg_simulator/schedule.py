@@ -26,6 +26,7 @@ CRASH_POINTS = (
 )
 FAULT_KINDS = (
     "crash",
+    "crash_storm",
     "rebalance",
     "wallet_silent",
     "wallet_slow",
@@ -70,6 +71,7 @@ class Fault:
     """For a crash: how many matching port calls pass before the one that kills."""
     duration_ms: int = 0
     amount_ms: int = 0
+    """A jump or a delay in ms; for a crash storm, the chance per port call in thousandths."""
 
 
 @dataclass(frozen=True)
@@ -172,13 +174,19 @@ def generate(seed: int) -> Schedule:
             c = Call(n, at, op, player, provider, "BALANCE", currency, dup_after_ms=dup)
         calls.append(c)
     faults: list[Fault] = []
-    kinds = [rng.choice(FAULT_KINDS[1:]) for _ in range(rng.randint(0, 4))]
+    kinds = [rng.choice(FAULT_KINDS[2:]) for _ in range(rng.randint(0, 4))]
+    kinds += ["crash_storm"] * rng.choice((0, 0, 1, 2))
     kinds += ["crash"] * rng.choice((0, 1, 1, 2, 3))
     for kind in kinds:
         at = rng.randint(0, duration_ms + 2_000)
         if kind == "crash":
             faults.append(Fault(at, kind, worker=rng.randrange(2), point=rng.choice(CRASH_POINTS),
                                 skip=rng.randint(0, 3)))  # fmt: skip
+        elif kind == "crash_storm":
+            # every port call of either worker may kill it for a while: crashes land inside
+            # the batches that matter (a timeout, a late reply) and inside restores
+            faults.append(Fault(at, kind, duration_ms=rng.randint(500, 4_000),
+                                amount_ms=rng.choice((20, 50, 100, 200))))  # fmt: skip
         elif kind == "rebalance":
             faults.append(Fault(at, kind))
         elif kind in ("wallet_silent", "wallet_failing"):

@@ -39,6 +39,8 @@ SETTLE_MS_MAX = 180_000
 """How long the healed world may take to answer every callback finally."""
 RETRY_MS = (150, 900)
 OUTCOME_WAIT_MS = 2_000
+RESTART_DELAYS_MS = (0, 0, 100, 500, 1_500, 3_000)
+"""How long a killed worker stays down before it is back (a supervisor's restart)."""
 WORKERS = 2
 INGRESS_PARTITION = 0
 
@@ -126,11 +128,14 @@ class World:
         self.wallet_slow_until = -1
         self.wallet_slow_ms = 0
         self.armed: list[Fault] = []
+        self.storm_until = -1
+        self.storm_per_mille = 0
         self.pending_faults = list(schedule.faults)
         self.healed = False
         self.workers: list[SagaWorker | None] = [None] * WORKERS
         self.transports: list[SimTransport | None] = [None] * WORKERS
         self.ownership: list[set[int]] = [set() for _ in range(WORKERS)]
+        self.down_until = [0] * WORKERS
         self.request_n = 0
 
     # --- time -------------------------------------------------------------------------------
@@ -145,6 +150,9 @@ class World:
         def hook(point: str, transport: SimTransport) -> bool:
             if self.healed:
                 return False
+            if self.t() < self.storm_until and self.rng.random() * 1000 < self.storm_per_mille:
+                self.stats.crashes[point] += 1
+                return True
             for fault in self.armed:
                 if fault.worker == slot and fault.point == point:
                     if fault.skip > 0:
@@ -187,9 +195,9 @@ class World:
 
     async def _assign_one(self, slot: int, partitions: set[int]) -> None:
         transport = self.transports[slot]
-        assert transport is not None
-        await transport.assign(partitions)
         self.ownership[slot] = set(partitions)
+        if transport is not None:  # a dead one gets them when it is back
+            await transport.assign(partitions)
 
     async def _guarded(self, slot: int, work: Any) -> None:
         """Run a worker's coroutine; a simulated crash restarts that worker (its memory gone)
@@ -203,6 +211,12 @@ class World:
             raise _Abort from exc
 
     async def _restart(self, slot: int) -> None:
+        """The process is dead: it comes back after a while (a supervisor restarts it), its
+        memory gone; meanwhile its partitions wait, and the world goes on."""
+        self.workers[slot] = self.transports[slot] = None
+        self.down_until[slot] = self.t() + self.rng.choice(RESTART_DELAYS_MS)
+
+    async def _revive(self, slot: int) -> None:
         owned = self.ownership[slot]
         await self._start_worker(slot)
         self.stats.restores += 1
@@ -224,6 +238,9 @@ class World:
             now = self.t()
             if fault.kind == "crash":
                 self.armed.append(fault)
+            elif fault.kind == "crash_storm":
+                self.storm_until = now + fault.duration_ms
+                self.storm_per_mille = fault.amount_ms
             elif fault.kind == "rebalance":
                 await self._assign(self._split())
             elif fault.kind == "wallet_silent":
@@ -244,6 +261,7 @@ class World:
         self.armed.clear()
         self.pending_faults.clear()
         self.wallet_silent_until = self.wallet_failing_until = self.wallet_slow_until = -1
+        self.storm_until = -1
 
     # --- providers and ingress ----------------------------------------------------------------
 
@@ -385,14 +403,18 @@ class World:
     async def _step_workers(self) -> None:
         for slot in range(WORKERS):
             worker = self.workers[slot]
-            assert worker is not None
+            if worker is None:
+                if self.t() >= self.down_until[slot]:
+                    await self._guarded(slot, self._revive(slot))
+                continue
             await self._guarded(slot, worker.step())
 
     def _quiet(self) -> bool:
         if any(t.final is None or t.inflight for t in self.tracks):
             return False
         for worker in self.workers:
-            assert worker is not None
+            if worker is None:
+                return False
             for states in worker.states.values():
                 for state in states.values():
                     if any(p.command.kind.value != "BALANCE" for p in state.pending.values()):
@@ -437,7 +459,8 @@ class World:
     def _backlog(self) -> bool:
         """Whether any record waits for a worker, the wallet or the ingress."""
         for slot, transport in enumerate(self.transports):
-            assert transport is not None
+            if transport is None:
+                continue
             for tp in transport.assigned:
                 if transport.positions.get(tp, 0) < self.broker.end(*tp):
                     return True
