@@ -53,6 +53,8 @@ class SimBroker:
         self.partitions = partitions
         self.logs: dict[tuple[str, int], list[StoredRecord]] = {}
         self.committed: dict[tuple[str, int], int] = {}
+        self.appended = 0
+        """Records written so far, on every topic (lets idle readers skip their turn)."""
 
     def partition_for(self, key: bytes | None) -> int:
         return zlib.crc32(key or b"") % self.partitions
@@ -68,6 +70,7 @@ class SimBroker:
         if partition is None:
             partition = self.partition_for(record.key)
         log = self.log(record.topic, partition)
+        self.appended += 1
         log.append(StoredRecord(record.key, record.value, self.clock.wall_ms, record.headers))
         return partition, len(log) - 1
 

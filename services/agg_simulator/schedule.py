@@ -131,7 +131,7 @@ def generate(seed: int) -> Schedule:
     # small id spaces on purpose: providers reuse transaction and round ids
     txn_space = rng.randint(3, 8)
     round_space = rng.randint(1, 3)
-    duration_ms = rng.randint(2_000, 8_000)
+    duration_ms = rng.randint(1_500, 6_000)
     calls: list[Call] = []
     bets: list[Call] = []
     n_calls = rng.randint(6, 18)

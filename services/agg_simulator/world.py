@@ -33,8 +33,8 @@ from agg_wallet.rules import Book, Effect, failing_entry, problem_of
 from agg_wallet.rules import Command as WalletCommand
 
 STEP_MS_MAX = 40
-IDLE_STEP_MS_MAX = 150
-"""With nothing in flight, time may move in larger steps (a tick is 100 ms)."""
+IDLE_STEP_MS_MAX = 1_000
+"""With nothing in flight, time moves to the next moment something can happen, at most this."""
 SETTLE_MS_MAX = 180_000
 """How long the healed world may take to answer every callback finally."""
 RETRY_MS = (150, 900)
@@ -137,6 +137,9 @@ class World:
         self.ownership: list[set[int]] = [set() for _ in range(WORKERS)]
         self.down_until = [0] * WORKERS
         self.request_n = 0
+        self._providers_due = 0
+        self._wallet_seen = -1
+        """No provider sends anything before this (recomputed as they send and hear back)."""
 
     # --- time -------------------------------------------------------------------------------
 
@@ -251,6 +254,7 @@ class World:
                 self.wallet_slow_until = now + fault.duration_ms
                 self.wallet_slow_ms = fault.amount_ms
             elif fault.kind == "wallet_redeliver":
+                self._wallet_seen = -1
                 for tp, position in self.wallet_positions.items():
                     self.wallet_positions[tp] = max(0, position - fault.amount_ms)
             elif fault.kind == "clock_jump":
@@ -302,8 +306,17 @@ class World:
 
     def _providers(self) -> None:
         now = self.t()
+        if now < self._providers_due:
+            return
+        due = SETTLE_MS_MAX * 10
         for track in self.tracks:
             c = track.call
+            if track.sends == 0:
+                due = min(due, c.at_ms)
+            elif not track.dup_sent and c.dup_after_ms is not None:
+                due = min(due, c.at_ms + c.dup_after_ms)
+            if track.next_send_ms is not None:
+                due = min(due, track.next_send_ms)
             if track.sends == 0 and c.at_ms <= now:
                 self._send(track)
             elif (
@@ -321,6 +334,7 @@ class World:
                 and track.next_send_ms <= now
             ):
                 self._send(track)
+        self._providers_due = due if due > now else now
 
     def _answer(self, track: Track, status: str, balance: int | None) -> None:
         track.inflight -= 1
@@ -328,6 +342,7 @@ class World:
         if status == "RETRY_LATER":
             if track.final is None and track.inflight == 0:
                 track.next_send_ms = self.t() + self.rng.randint(*RETRY_MS)
+                self._providers_due = min(self._providers_due, track.next_send_ms)
         else:
             track.finals.append((status, balance))
 
@@ -357,8 +372,12 @@ class World:
 
     def _wallet(self) -> None:
         now = self.t()
+        if self.broker.appended == self._wallet_seen:
+            return  # nothing new anywhere since a full pass: nothing new for the wallet
         if now < self.wallet_silent_until:
             return
+        # a full pass sees everything written before it (it also appends replies)
+        seen = self.broker.appended if now >= self.wallet_slow_until else -1
         slow_ms = self.wallet_slow_ms if now < self.wallet_slow_until else 0
         failing = now < self.wallet_failing_until
         when = datetime.fromtimestamp(self.clock.wall_ms / 1000, tz=UTC)
@@ -397,6 +416,7 @@ class World:
                     value = _codec.encode("casino.agg.WalletReply", reply)
                     self.broker.append(OutRecord(self.names.wallet_replies(op), record.key, value))
                 self.wallet_positions[(topic, p)] = position
+        self._wallet_seen = seen if seen < 0 else self.broker.appended
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -453,8 +473,32 @@ class World:
         await self._step_workers()
         self._wallet()
         self._ingress()
-        busy = self.rng.random() < 0.5 or self._backlog()
-        self.clock.advance(self.rng.randint(1, STEP_MS_MAX if busy else IDLE_STEP_MS_MAX))
+        if self._backlog() or self.rng.random() < 0.3:
+            self.clock.advance(self.rng.randint(1, STEP_MS_MAX))
+        else:
+            # nothing in flight: straight on to the next moment something can happen
+            self.clock.advance(max(1, min(self._next_moment() - self.t(), IDLE_STEP_MS_MAX)))
+
+    def _next_moment(self) -> int:
+        now = self.t()
+        moments = [self._providers_due]
+        if self.pending_faults:
+            moments.append(self.pending_faults[0].at_ms)
+        moments += [w.deadline_ms for waiters in self.waiters.values() for w in waiters]
+        moments += [until for until in (self.wallet_silent_until, self.wallet_slow_until,
+                                        self.wallet_failing_until, self.storm_until)
+                    if until > now]  # fmt: skip
+        if self.wallet_slow_until > now:
+            moments.append(now + STEP_MS_MAX)
+        wall_offset = self.clock.wall_ms - now
+        for slot, worker in enumerate(self.workers):
+            if worker is None:
+                moments.append(self.down_until[slot])
+                continue
+            for due in worker.due.values():
+                moments += [at - wall_offset for at in due.values()]
+        future = [m for m in moments if m > now]
+        return min(future) if future else now + IDLE_STEP_MS_MAX
 
     def _backlog(self) -> bool:
         """Whether any record waits for a worker, the wallet or the ingress."""
