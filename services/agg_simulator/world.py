@@ -103,8 +103,9 @@ class Stats:
 
 
 class World:
-    def __init__(self, schedule: Schedule):
+    def __init__(self, schedule: Schedule, worker_class: type[SagaWorker] = SagaWorker):
         self.schedule = schedule
+        self.worker_class = worker_class
         self.rng = random.Random(schedule.exec_seed)
         self.settings = sim_settings()
         self.names = TopicNames(self.settings.topic_prefix)
@@ -176,7 +177,7 @@ class World:
             batch_max=self.rng.choice((1, 3, 20, 100)),
             label=self._label,
         )  # fmt: skip
-        worker = SagaWorker(
+        worker = self.worker_class(
             self.settings, self.schedule.operators, client_id=f"saga-{slot}",
             transport=transport, clock=self.clock,
         )  # fmt: skip
@@ -521,11 +522,16 @@ class _Abort(Exception):
     """A worker failed in a way that is a violation: stop the run, report it."""
 
 
-def run_schedule(schedule: Schedule) -> World:
+def run_schedule(schedule: Schedule, worker_class: type[SagaWorker] = SagaWorker) -> World:
     """Run one schedule to the end (no checks)."""
-    logging.getLogger("agg").setLevel(logging.CRITICAL)
-    world = World(schedule)
-    _loop().run_until_complete(world.run())
+    logger = logging.getLogger("agg")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # a schedule logs what a real worker would, thousands
+    try:
+        world = World(schedule, worker_class)
+        _loop().run_until_complete(world.run())
+    finally:
+        logger.setLevel(level)
     return world
 
 
