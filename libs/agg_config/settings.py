@@ -127,9 +127,19 @@ class Settings(BaseSettings):
     )
     session_ttl_s: int = Field(
         4 * 3600,
-        ge=60,
+        ge=5,
         le=7 * 24 * 3600,
-        description="Lifetime of a game session token; a casino session rarely exceeds hours.",
+        description="Lifetime of a game session token for play (bets, balance); a casino "
+        "session rarely exceeds hours. Seconds are allowed for tests of expiry.",
+    )
+    session_settle_window_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=21 * 24 * 3600,
+        description="How long after a session expires its wins and rollbacks (owed money) "
+        "are still accepted: providers settle rounds hours or days late. At most 21 days, so "
+        "that with a session of at most 7 days the saga (30 days of memory) still knows the "
+        "bet a late rollback names.",
     )
     session_secret: str = Field(
         "dev-session-secret-change-me-0000",

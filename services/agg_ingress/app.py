@@ -18,7 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -243,6 +243,7 @@ class Ingress:
             action=cb.action,
             game_id=cb.game_id,
             currency=cb.currency,
+            settle_window_ms=self.settings.session_settle_window_s * 1000,
         )
         claims = check.claims
         if status is Status.OK and (
@@ -254,7 +255,11 @@ class Ingress:
             reason = check.problem.value if check.problem else None
             return Reply(200, self._answer(cb, status, currency), status,
                          fields={"reason": reason} if reason else {})  # fmt: skip
-        return await self._forward(provider_id, cb, claims)
+        reply = await self._forward(provider_id, cb, claims)
+        if check.expired:  # a settlement after the session's end: say so in the log line
+            reply = replace(reply, fields={**reply.fields, "session_expired_for_ms":
+                                           check.expired_for_ms})  # fmt: skip
+        return reply
 
     def _answer(
         self, cb: Callback, status: Status, currency: str | None, outcome: Outcome | None = None

@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, root: Path):
+    def __init__(self, settings: Settings, root: Path, env: dict[str, str] | None = None):
+        """``env``: settings of this pipeline's services beyond the common ones below."""
         self.settings = settings
         self.root = root
         self.ingress_port = free_port()
@@ -52,6 +53,7 @@ class Pipeline:
             "AGG_WALLET_TIMEOUT_MS": "1000",
             "AGG_RETRY_BACKOFF_INITIAL_MS": "200",
             "AGG_RETRY_BACKOFF_MAX_MS": "1000",
+            **(env or {}),
         }
         services = root / "services"
         self.sagas = [self._saga("saga-1")]
