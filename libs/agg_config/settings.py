@@ -17,6 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agg_config.paths import repo_root, stack_env_file
 
+DEV_SESSION_SECRET = "dev-session-secret-change-me-0000"
+"""The built-in default of ``session_secret``: public (it is in the source), so the ingress
+refuses to start with it."""
+SESSION_SECRET_BYTES_MIN = 32
+"""Shortest session secret the ingress starts with: 256 bits, the HMAC-SHA256 key size."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -142,9 +148,11 @@ class Settings(BaseSettings):
         "bet a late rollback names.",
     )
     session_secret: str = Field(
-        "dev-session-secret-change-me-0000",
+        DEV_SESSION_SECRET,
         min_length=16,
-        description="HMAC key of session tokens; set a strong one outside development.",
+        description="HMAC key of session tokens: whoever holds it can mint a session for any "
+        "operator's player. The ingress refuses to start with this default or with fewer "
+        "than 32 bytes; `aggregator dev up` generates a random one per local stack.",
     )
 
     # --- saga ------------------------------------------------------------------------------
@@ -248,6 +256,40 @@ class Settings(BaseSettings):
                 f"({self.replication_factor}): no acks=all write could ever succeed"
             )
         return self
+
+
+class InsecureSecretError(ValueError):
+    """A secret that must not be used (the public default, or too short)."""
+
+
+def session_secret_problem(secret: str) -> str | None:
+    """Why ``secret`` may not sign session tokens, or None when it may."""
+    how = (
+        "set AGG_SESSION_SECRET to at least "
+        f"{SESSION_SECRET_BYTES_MIN} random bytes (e.g. `openssl rand -hex 32`); "
+        "`aggregator dev up` generates one for the local stack"
+    )
+    if secret == DEV_SESSION_SECRET:
+        return (
+            "session_secret (AGG_SESSION_SECRET) is the built-in development default, which "
+            f"is public: anyone could mint session tokens with it; {how}"
+        )
+    size = len(secret.encode())
+    if size < SESSION_SECRET_BYTES_MIN:
+        return (
+            f"session_secret (AGG_SESSION_SECRET) is {size} bytes, fewer than "
+            f"{SESSION_SECRET_BYTES_MIN}; {how}"
+        )
+    return None
+
+
+def require_session_secret(settings: Settings) -> bytes:
+    """The session secret as the key of session tokens; raises
+    :class:`InsecureSecretError` (naming the setting, never the value) if it is unfit."""
+    problem = session_secret_problem(settings.session_secret)
+    if problem is not None:
+        raise InsecureSecretError(problem)
+    return settings.session_secret.encode()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -34,7 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agg_avro import AvroCodec
-from agg_config.settings import Settings
+from agg_config.settings import Settings, require_session_secret
 from agg_config.tenants import Operator, Tenants
 from agg_domain.ids import derive_id
 from agg_domain.statuses import Status
@@ -162,7 +162,8 @@ class Ingress:
         self.instance_id = instance_id or f"ingress-{uuid.uuid4().hex[:16]}"
         self.names = TopicNames(settings.topic_prefix)
         self.codec = AvroCodec()
-        self.session_secret = settings.session_secret.encode()
+        # refused before anything starts: the public default or a short key
+        self.session_secret = require_session_secret(settings)
         # resolved once: a missing secret variable stops the start, not a request
         self.provider_secrets = {p.id: p.secret.reveal() for p in tenants.providers if p.enabled}
         self.operator_secrets = {o.id: o.secret.reveal() for o in tenants.operators}

@@ -260,6 +260,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
     test_settings = Settings(
         kafka_bootstrap=settings.kafka_bootstrap,
         database_url=settings.database_url,
+        session_secret=settings.session_secret,
         ingress_outcome_wait_ms=1_000,
         topic_prefix=TOPIC_PREFIX,
     )
