@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {
             "AGG_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
             "AGG_DATABASE_URL": servers.database_url,
-            "AGG_SESSION_SECRET": settings.session_secret,
+            "AGG_SESSION_SECRET": settings.session_secret.get_secret_value(),
             "AGG_STATE_DIR": str(args.work_dir),
         }
         broker_pid: Any = lambda: None  # noqa: E731

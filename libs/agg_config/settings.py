@@ -5,17 +5,25 @@ the reason for that default in its description. Limits carry their unit last in 
 (``..._ms``, ``..._bytes``, ``..._count_max``). Values are read, in order of precedence,
 from the environment, then from the connection file that ``aggregator dev up`` writes
 (``var/stack.env``), then from the defaults below.
+
+Secrets stay out of what is printed: ``session_secret`` is a ``SecretStr`` (shown as
+``**********``; read it with ``get_secret_value()``), the password of ``database_url`` is
+masked in the settings' repr and in :meth:`Settings.shown`, and validation errors do not
+echo the value they refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agg_config.paths import repo_root, stack_env_file
+from agg_config.redact import redact_url
 
 DEV_SESSION_SECRET = "dev-session-secret-change-me-0000"
 """The built-in default of ``session_secret``: public (it is in the source), so the ingress
@@ -30,6 +38,7 @@ class Settings(BaseSettings):
         env_file=None,
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,  # a refused secret is not echoed in the error
     )
 
     # --- where things are -------------------------------------------------------------
@@ -147,8 +156,8 @@ class Settings(BaseSettings):
         "that with a session of at most 7 days the saga (30 days of memory) still knows the "
         "bet a late rollback names.",
     )
-    session_secret: str = Field(
-        DEV_SESSION_SECRET,
+    session_secret: SecretStr = Field(
+        SecretStr(DEV_SESSION_SECRET),
         min_length=16,
         description="HMAC key of session tokens: whoever holds it can mint a session for any "
         "operator's player. The ingress refuses to start with this default or with fewer "
@@ -257,6 +266,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
+    def shown(self, name: str) -> str:
+        """Setting ``name``'s value as it may be printed: secrets masked."""
+        value = getattr(self, name)
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            if name == "session_secret" and secret == DEV_SESSION_SECRET:
+                return f"{value} (the built-in default: the ingress refuses it)"
+            return f"{value} ({len(secret.encode())} bytes)"
+        if name == "database_url":
+            return redact_url(str(value))
+        return str(value)
+
 
 class InsecureSecretError(ValueError):
     """A secret that must not be used (the public default, or too short)."""
@@ -286,10 +313,11 @@ def session_secret_problem(secret: str) -> str | None:
 def require_session_secret(settings: Settings) -> bytes:
     """The session secret as the key of session tokens; raises
     :class:`InsecureSecretError` (naming the setting, never the value) if it is unfit."""
-    problem = session_secret_problem(settings.session_secret)
+    secret = settings.session_secret.get_secret_value()
+    problem = session_secret_problem(secret)
     if problem is not None:
         raise InsecureSecretError(problem)
-    return settings.session_secret.encode()
+    return secret.encode()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -44,7 +44,7 @@ class Pipeline:
         self.env = {
             "AGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "AGG_DATABASE_URL": settings.database_url,
-            "AGG_SESSION_SECRET": settings.session_secret,
+            "AGG_SESSION_SECRET": settings.session_secret.get_secret_value(),
             "AGG_STATE_DIR": str(root),
             "AGG_INGRESS_PORT": str(self.ingress_port),
             "AGG_WALLET_METRICS_PORT": str(self.wallet_port),

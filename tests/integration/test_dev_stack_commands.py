@@ -71,10 +71,14 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
         # the stack's own random session secret (the ingress started with it), owner-only
-        assert session_secret_problem(settings.session_secret) is None
+        secret = settings.session_secret.get_secret_value()
+        assert session_secret_problem(secret) is None
         for private in (state / "stack.env", state / "session.secret"):
             assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
-        assert settings.session_secret not in first.stdout + first.stderr
+        password = (state / "postgres" / "password").read_text().strip()
+        assert password in settings.database_url
+        for secret_text in (secret, password):
+            assert secret_text not in first.stdout + first.stderr
 
         # harmless the second time: same processes, same settings
         second = _make("up", state)
@@ -88,6 +92,13 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
         status = _make("status", state)
         assert status.returncode == 0, status.stdout + status.stderr
+        as_json = subprocess.run(
+            [str(Path(sys.executable).parent / "aggregator"), "dev", "status", "--json"],
+            env={**os.environ, "AGG_STATE_DIR": str(state)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        for secret_text in (secret, password):
+            assert secret_text not in status.stdout + as_json.stdout + as_json.stderr
         assert status.stdout.count("running (pid") == 6
         assert f"http://127.0.0.1:{PORTS['AGG_INGRESS_PORT']}" in status.stdout
         assert settings.kafka_bootstrap in status.stdout

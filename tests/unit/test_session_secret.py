@@ -46,7 +46,7 @@ def test_secrets_of_32_bytes_or_more_are_fit(secret: str) -> None:
 
 def test_the_ingress_refuses_the_default_secret() -> None:
     settings = Settings()
-    assert settings.session_secret == DEV_SESSION_SECRET
+    assert settings.session_secret.get_secret_value() == DEV_SESSION_SECRET
     tenants = load_tenants(settings.tenants_file)
     with pytest.raises(InsecureSecretError, match="AGG_SESSION_SECRET"):
         Ingress(settings, tenants)

@@ -17,7 +17,7 @@ from typing import Any
 
 import annotated_types
 import pytest
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from agg_config.paths import repo_root, stack_env_file
 from agg_config.settings import Settings, load_settings
@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "signature_window_s": 300,
     "session_ttl_s": 14400,
     "session_settle_window_s": 604800,
-    "session_secret": "dev-session-secret-change-me-0000",
+    "session_secret": SecretStr("dev-session-secret-change-me-0000"),
     "wallet_timeout_ms": 1500,
     "retry_backoff_initial_ms": 500,
     "retry_backoff_max_ms": 30000,
@@ -86,7 +86,7 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
     "signature_window_s": ("60", 60),
     "session_ttl_s": ("600", 600),
     "session_settle_window_s": ("86400", 86400),
-    "session_secret": ("another-long-secret-0001", "another-long-secret-0001"),
+    "session_secret": ("another-long-secret-0001", SecretStr("another-long-secret-0001")),
     "wallet_timeout_ms": ("800", 800),
     "retry_backoff_initial_ms": ("250", 250),
     "retry_backoff_max_ms": ("60000", 60000),
