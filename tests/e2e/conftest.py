@@ -150,6 +150,32 @@ class Pipeline:
             ).fetchone()
         return None if row is None else int(row[0])
 
+    def projected_balance(self, player: str, currency: str = "EUR") -> int | None:
+        """The last balance the wallet reported, as the projector has it."""
+        with psycopg.connect(self.settings.database_url) as conn:
+            row = conn.execute(
+                "select balance from projection.balances"
+                " where operator_id = %s and player_id = %s and currency = %s",
+                (OPERATOR, player, currency),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def balance_mismatches(self, player: str) -> list[tuple[Any, ...]]:
+        """``aggregator reconcile``'s wallet-against-journal rows for ``player`` (live
+        projections, the reference wallet's ledger), money in flight or not."""
+        from datetime import timedelta
+
+        from psycopg import sql
+
+        from agg_projector.reconcile import WALLET_MISMATCHES
+
+        query = sql.SQL(WALLET_MISMATCHES).format(
+            s=sql.Identifier("projection"), w=sql.Identifier("wallet")
+        )
+        with psycopg.connect(self.settings.database_url) as conn:
+            found = conn.execute(query, {"in_flight": timedelta(0)}).fetchall()
+        return [row for row in found if row[1] == player]
+
     def wallet_mode(self, mode: str, delay_ms: int = 0) -> None:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.wallet_port}/mode",

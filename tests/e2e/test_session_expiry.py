@@ -69,6 +69,9 @@ def test_wins_and_rollbacks_settle_after_the_session_expired(pipeline: Pipeline)
     assert answer(pipeline.win(player, token, win, 450, round_closed=True)) == (
         200, "OK", STARTING_BALANCE - 50)  # fmt: skip
     eventually(lambda: pipeline.wallet_balance(player) == STARTING_BALANCE + 150)
+    # and, once projected, the journal agrees with the wallet (aggregator reconcile's rule)
+    eventually(lambda: pipeline.projected_balance(player) == STARTING_BALANCE + 150)
+    assert pipeline.balance_mismatches(player) == []
 
     # the expired token still proves only its own session: another player's id is refused
     other, _ = pipeline.new_player()
