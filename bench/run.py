@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -497,14 +498,18 @@ def main(argv: list[str] | None = None) -> int:
         fresh_stack_dir(stack_root)
     log("starting the servers ..." if not external else "using the servers of the environment")
     with provide(workdir=stack_root) as servers:
+        # a random session secret per run: the ingress refuses the public default
         settings = Settings(
-            kafka_bootstrap=servers.kafka_bootstrap, database_url=servers.database_url
+            kafka_bootstrap=servers.kafka_bootstrap,
+            database_url=servers.database_url,
+            session_secret=secrets.token_hex(32),
         )
         asyncio.run(ensure_topics(servers.kafka_bootstrap, catalogue_from_settings(settings)))
         tenants = load_tenants(settings.tenants_file)
         env = {
             "AGG_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
             "AGG_DATABASE_URL": servers.database_url,
+            "AGG_SESSION_SECRET": settings.session_secret.get_secret_value(),
             "AGG_STATE_DIR": str(args.work_dir),
         }
         broker_pid: Any = lambda: None  # noqa: E731

@@ -5,17 +5,31 @@ the reason for that default in its description. Limits carry their unit last in 
 (``..._ms``, ``..._bytes``, ``..._count_max``). Values are read, in order of precedence,
 from the environment, then from the connection file that ``aggregator dev up`` writes
 (``var/stack.env``), then from the defaults below.
+
+Secrets stay out of what is printed: ``session_secret`` is a ``SecretStr`` (shown as
+``**********``; read it with ``get_secret_value()``), the password of ``database_url`` is
+masked in the settings' repr and in :meth:`Settings.shown`, and validation errors do not
+echo the value they refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agg_config.paths import repo_root, stack_env_file
+from agg_config.redact import redact_url
+
+DEV_SESSION_SECRET = "dev-session-secret-change-me-0000"
+"""The built-in default of ``session_secret``: public (it is in the source), so the ingress
+refuses to start with it."""
+SESSION_SECRET_BYTES_MIN = 32
+"""Shortest session secret the ingress starts with: 256 bits, the HMAC-SHA256 key size."""
 
 
 class Settings(BaseSettings):
@@ -24,6 +38,7 @@ class Settings(BaseSettings):
         env_file=None,
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,  # a refused secret is not echoed in the error
     )
 
     # --- where things are -------------------------------------------------------------
@@ -127,14 +142,26 @@ class Settings(BaseSettings):
     )
     session_ttl_s: int = Field(
         4 * 3600,
-        ge=60,
+        ge=5,
         le=7 * 24 * 3600,
-        description="Lifetime of a game session token; a casino session rarely exceeds hours.",
+        description="Lifetime of a game session token for play (bets, balance); a casino "
+        "session rarely exceeds hours. Seconds are allowed for tests of expiry.",
     )
-    session_secret: str = Field(
-        "dev-session-secret-change-me-0000",
+    session_settle_window_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=21 * 24 * 3600,
+        description="How long after a session expires its wins and rollbacks (owed money) "
+        "are still accepted: providers settle rounds hours or days late. At most 21 days, so "
+        "that with a session of at most 7 days the saga (30 days of memory) still knows the "
+        "bet a late rollback names.",
+    )
+    session_secret: SecretStr = Field(
+        SecretStr(DEV_SESSION_SECRET),
         min_length=16,
-        description="HMAC key of session tokens; set a strong one outside development.",
+        description="HMAC key of session tokens: whoever holds it can mint a session for any "
+        "operator's player. The ingress refuses to start with this default or with fewer "
+        "than 32 bytes; `aggregator dev up` generates a random one per local stack.",
     )
 
     # --- saga ------------------------------------------------------------------------------
@@ -238,6 +265,59 @@ class Settings(BaseSettings):
                 f"({self.replication_factor}): no acks=all write could ever succeed"
             )
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
+    def shown(self, name: str) -> str:
+        """Setting ``name``'s value as it may be printed: secrets masked."""
+        value = getattr(self, name)
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            if name == "session_secret" and secret == DEV_SESSION_SECRET:
+                return f"{value} (the built-in default: the ingress refuses it)"
+            return f"{value} ({len(secret.encode())} bytes)"
+        if name == "database_url":
+            return redact_url(str(value))
+        return str(value)
+
+
+class InsecureSecretError(ValueError):
+    """A secret that must not be used (the public default, or too short)."""
+
+
+def session_secret_problem(secret: str) -> str | None:
+    """Why ``secret`` may not sign session tokens, or None when it may."""
+    how = (
+        "set AGG_SESSION_SECRET to at least "
+        f"{SESSION_SECRET_BYTES_MIN} random bytes (e.g. `openssl rand -hex 32`); "
+        "`aggregator dev up` generates one for the local stack"
+    )
+    if secret == DEV_SESSION_SECRET:
+        return (
+            "session_secret (AGG_SESSION_SECRET) is the built-in development default, which "
+            f"is public: anyone could mint session tokens with it; {how}"
+        )
+    size = len(secret.encode())
+    if size < SESSION_SECRET_BYTES_MIN:
+        return (
+            f"session_secret (AGG_SESSION_SECRET) is {size} bytes, fewer than "
+            f"{SESSION_SECRET_BYTES_MIN}; {how}"
+        )
+    return None
+
+
+def require_session_secret(settings: Settings) -> bytes:
+    """The session secret as the key of session tokens; raises
+    :class:`InsecureSecretError` (naming the setting, never the value) if it is unfit."""
+    secret = settings.session_secret.get_secret_value()
+    problem = session_secret_problem(secret)
+    if problem is not None:
+        raise InsecureSecretError(problem)
+    return secret.encode()
 
 
 def load_settings(**overrides: object) -> Settings:

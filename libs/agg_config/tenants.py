@@ -2,7 +2,9 @@
 
 Loaded once at start-up and validated whole; every problem is reported with the path of the
 bad field (``operators[1].currencies[0]: ...``) so a wrong file never half-starts a service.
-Secrets are given inline (dev only) or as the name of an environment variable that holds them.
+Secrets are given inline (dev only) or as the name of an environment variable that holds them;
+an inline value is left out of every repr and :meth:`Secret.describe` names only where it
+comes from, so printing a tenant never prints its secret.
 """
 
 from __future__ import annotations
@@ -49,13 +51,13 @@ class TenantsError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class Secret(_Strict):
     """An HMAC secret: inline ``value`` (development) or ``env`` naming a variable."""
 
-    value: str | None = Field(None, min_length=16)
+    value: str | None = Field(None, min_length=16, repr=False)
     env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
 
     @model_validator(mode="after")
@@ -63,6 +65,13 @@ class Secret(_Strict):
         if (self.value is None) == (self.env is None):
             raise ValueError("give exactly one of 'value' or 'env'")
         return self
+
+    def describe(self) -> str:
+        """Where the secret comes from, for output; never the secret."""
+        if self.value is not None:
+            return f"inline value (masked, {len(self.value.encode())} bytes)"
+        found = os.environ.get(self.env or "")
+        return f"environment variable {self.env} ({'set' if found else 'NOT SET'})"
 
     def reveal(self) -> bytes:
         if self.value is not None:

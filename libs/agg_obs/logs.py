@@ -1,6 +1,11 @@
 """Structured logs: one JSON object per line, one line per significant event, each with the
 correlation id that links ingress, saga, wallet and projector.
 
+Secrets never reach a log line: a field whose name says it holds a secret or a password is
+written as ``***`` and a connection string (``*_url``, ``dsn``) without its password
+(:mod:`agg_config.redact`); pydantic secrets print as ``**********`` and settings mask
+their database password in their repr.
+
     log = get_logger("saga")
     log.event("bet_accepted", correlation_id=cid, operator_id=op, amount=100)
 """
@@ -13,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from agg_config.redact import redact_field
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -24,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if fields:
-            payload.update(fields)
+            payload.update({name: redact_field(name, value) for name, value in fields.items()})
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str, separators=(",", ":"))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,8 +39,13 @@ def database_url(servers: Servers) -> str:
 
 @pytest.fixture(scope="session")
 def settings(servers: Servers) -> Settings:
-    """Settings pointing at the test servers (nothing read from var/stack.env)."""
-    return Settings(kafka_bootstrap=servers.kafka_bootstrap, database_url=servers.database_url)
+    """Settings pointing at the test servers (nothing read from var/stack.env), with a
+    random session secret of the test session (the ingress refuses the public default)."""
+    return Settings(
+        kafka_bootstrap=servers.kafka_bootstrap,
+        database_url=servers.database_url,
+        session_secret=secrets.token_hex(32),
+    )
 
 
 @pytest.fixture(scope="session")

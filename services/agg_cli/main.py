@@ -124,13 +124,20 @@ def cmd_config(args: argparse.Namespace) -> int:
     except (TenantsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from agg_config.settings import session_secret_problem
+
     print(f"tenants file {settings.tenants_file}: {len(tenants.operators)} operators, "
           f"{len(tenants.providers)} providers, {len(tenants.games)} games")  # fmt: skip
+    problem = session_secret_problem(settings.session_secret.get_secret_value())
+    if problem is not None:
+        print(f"warning: the ingress will not start: {problem}", file=sys.stderr)
     if args.show:
+        # secrets masked: the session secret, the database password, tenants' secrets
         for name, field in type(settings).model_fields.items():
-            print(
-                f"  AGG_{name.upper():<32} = {getattr(settings, name)!s:<24} # {field.description}"
-            )
+            print(f"  AGG_{name.upper():<32} = {settings.shown(name):<24} # {field.description}")
+        for kind, items in (("operator", tenants.operators), ("provider", tenants.providers)):
+            for item in items:
+                print(f"  {kind} {item.id:<24} secret: {item.secret.describe()}")
     return 0
 
 

@@ -103,8 +103,10 @@ class PostgresServer:
         self.socket_dir.mkdir(exist_ok=True)
         owner = _owner()
         if not self.password_file.is_file():
-            self.password_file.write_text(secrets.token_urlsafe(18) + "\n")
-            self.password_file.chmod(0o600)
+            # owner-only from its creation: never readable by others, not even for a moment
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(18) + "\n")
         if owner is not None:
             # the server user must be able to reach the directory and own its own files
             for p in [self.root, *self.root.parents]:

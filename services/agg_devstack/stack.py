@@ -4,18 +4,26 @@
 the catalogue, and writes the connection settings to ``<state dir>/stack.env``, which every
 service and test reads. Running it again changes nothing. ``down`` stops only the processes
 whose pid files it wrote, after checking each pid still belongs to that server.
+
+The stack's session secret (the HMAC key of session tokens, ``AGG_SESSION_SECRET``) is random,
+generated on the first ``up`` into ``<state dir>/session.secret`` (mode 0600) and kept, so
+tokens survive a restart; ``stack.env`` (also 0600) hands it to the services. The ingress
+refuses the public default, so this is how a local stack runs without anyone choosing one; a
+variable set in the environment still wins over the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agg_config.settings import Settings
+from agg_config.settings import Settings, session_secret_problem
 from agg_devstack.kafka import KafkaServer, StackError
 from agg_devstack.postgres import PostgresServer
 from agg_devstack.services import ServiceProcess
@@ -80,6 +88,28 @@ class LocalStack:
     def env_file(self) -> Path:
         return self.root / "stack.env"
 
+    @property
+    def secret_file(self) -> Path:
+        return self.root / "session.secret"
+
+    def session_secret(self) -> str:
+        """This stack's session secret: read from :attr:`secret_file`, or generated there
+        (64 hex characters, owner-only) if it is missing or unfit."""
+        try:
+            found = self.secret_file.read_text().strip()
+        except OSError:
+            found = ""
+        if found and session_secret_problem(found) is None:
+            return found
+        secret = secrets.token_hex(32)
+        tmp = self.secret_file.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret + "\n")
+        tmp.replace(self.secret_file)
+        return secret
+
     def _remembered(self) -> dict[str, Any]:
         try:
             data = json.loads(self.state_file.read_text())
@@ -118,12 +148,15 @@ class LocalStack:
             started_in_s=time.monotonic() - started,
         )
         tmp = self.env_file.with_suffix(".tmp")
-        tmp.write_text(
-            "# written by `aggregator dev up`; read by every service and test\n"
-            f"AGG_KAFKA_BOOTSTRAP={info.kafka_bootstrap}\n"
-            f"AGG_DATABASE_URL={info.database_url}\n"
-        )
-        tmp.chmod(0o600)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(
+                "# written by `aggregator dev up`; read by every service and test\n"
+                f"AGG_KAFKA_BOOTSTRAP={info.kafka_bootstrap}\n"
+                f"AGG_DATABASE_URL={info.database_url}\n"
+                f"AGG_SESSION_SECRET={self.session_secret()}\n"
+            )
         tmp.replace(self.env_file)
         if self.create_topics:
             self.ensure_topics(info.kafka_bootstrap)

@@ -25,18 +25,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from agg_config.settings import load_settings
+    from agg_config.settings import InsecureSecretError, load_settings
     from agg_config.tenants import load_tenants
     from agg_ingress.app import build_app
-    from agg_obs.logs import configure_logging
+    from agg_obs.logs import configure_logging, get_logger
     from agg_obs.metrics import serve_metrics
 
     configure_logging()
     settings = load_settings()
     tenants = load_tenants(settings.tenants_file)
+    try:
+        app = build_app(settings, tenants, args.instance_id)
+    except InsecureSecretError as exc:
+        get_logger("ingress").error("ingress_refused", reason=str(exc))
+        print(f"error: the ingress does not start: {exc}", file=sys.stderr)
+        return 2
     metrics_port = settings.ingress_metrics_port if args.metrics_port is None else args.metrics_port
     serve_metrics(metrics_port, addr=settings.ingress_host)
-    app = build_app(settings, tenants, args.instance_id)
     uvicorn.run(
         app,
         host=args.host or settings.ingress_host,

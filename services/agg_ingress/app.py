@@ -18,7 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -34,7 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agg_avro import AvroCodec
-from agg_config.settings import Settings
+from agg_config.settings import Settings, require_session_secret
 from agg_config.tenants import Operator, Tenants
 from agg_domain.ids import derive_id
 from agg_domain.statuses import Status
@@ -162,7 +162,8 @@ class Ingress:
         self.instance_id = instance_id or f"ingress-{uuid.uuid4().hex[:16]}"
         self.names = TopicNames(settings.topic_prefix)
         self.codec = AvroCodec()
-        self.session_secret = settings.session_secret.encode()
+        # refused before anything starts: the public default or a short key
+        self.session_secret = require_session_secret(settings)
         # resolved once: a missing secret variable stops the start, not a request
         self.provider_secrets = {p.id: p.secret.reveal() for p in tenants.providers if p.enabled}
         self.operator_secrets = {o.id: o.secret.reveal() for o in tenants.operators}
@@ -243,6 +244,7 @@ class Ingress:
             action=cb.action,
             game_id=cb.game_id,
             currency=cb.currency,
+            settle_window_ms=self.settings.session_settle_window_s * 1000,
         )
         claims = check.claims
         if status is Status.OK and (
@@ -254,7 +256,11 @@ class Ingress:
             reason = check.problem.value if check.problem else None
             return Reply(200, self._answer(cb, status, currency), status,
                          fields={"reason": reason} if reason else {})  # fmt: skip
-        return await self._forward(provider_id, cb, claims)
+        reply = await self._forward(provider_id, cb, claims)
+        if check.expired:  # a settlement after the session's end: say so in the log line
+            reply = replace(reply, fields={**reply.fields, "session_expired_for_ms":
+                                           check.expired_for_ms})  # fmt: skip
+        return reply
 
     def _answer(
         self, cb: Callback, status: Status, currency: str | None, outcome: Outcome | None = None

@@ -15,6 +15,15 @@ the same millisecond differ), and still a pure function of its inputs for tests 
 
 Everything here is pure (no clock, no randomness): the caller passes ``now_ms`` and the nonce.
 A token that fails any check verifies as "not found"; the reason is only for logs.
+
+Expiry ends play, not settlement. A bet, a balance or an authenticate call with an expired
+token is refused ``SESSION_EXPIRED``; a win or a rollback is money the player is owed (a
+provider settles a round, or cancels a bet, hours or days after the player left), so it is
+accepted with an expired token for ``settle_window_ms`` after the expiry, as long as the token
+is authentic and names this provider, player, game and currency. Our MAC over the claims
+stays proof that we opened that session. The window is bounded so that the saga still
+remembers the bet a late rollback names (it keeps settled transactions 30 days: a session of
+at most 7 days plus a window of at most 21 days stays inside that).
 """
 
 from __future__ import annotations
@@ -38,6 +47,10 @@ TOKEN_CHARS_MAX = 4_096
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 MONEY_ACTIONS = frozenset({Action.BET, Action.WIN, Action.ROLLBACK})
+SETTLEMENT_ACTIONS = frozenset({Action.WIN, Action.ROLLBACK})
+"""Owed money: accepted after the session expired, within the settlement window."""
+SETTLE_WINDOW_MS = 7 * 24 * 3600 * 1000
+"""Default settlement window after expiry (``AGG_SESSION_SETTLE_WINDOW_S``)."""
 
 
 class Mode(StrEnum):
@@ -80,6 +93,8 @@ class TokenCheck:
     claims: SessionClaims | None
     expired: bool = False
     problem: TokenProblem | None = None
+    expired_for_ms: int = 0
+    """How long ago the session expired (0 while it has not)."""
 
 
 def new_session_id(
@@ -156,7 +171,10 @@ def verify_token(secret: bytes, token: str, now_ms: int) -> TokenCheck:
     if claims is None:
         # a right MAC over a payload this version cannot read: issued by a newer format
         return TokenCheck(None, problem=TokenProblem.BAD_PAYLOAD)
-    return TokenCheck(claims, expired=now_ms >= claims.expires_at_ms)
+    expired = now_ms >= claims.expires_at_ms
+    return TokenCheck(
+        claims, expired=expired, expired_for_ms=now_ms - claims.expires_at_ms if expired else 0
+    )
 
 
 def check_session(
@@ -167,16 +185,21 @@ def check_session(
     action: Action,
     game_id: str | None,
     currency: str | None,
+    settle_window_ms: int = SETTLE_WINDOW_MS,
 ) -> Status:
     """The session rules of a provider callback, in precedence order; OK when all hold.
 
     ``game_id`` and ``currency`` are the callback's (None where the action omits them); a
-    money action always carries a game and must name the session's.
+    money action always carries a game and must name the session's. An expired session
+    still settles: a win or a rollback up to ``settle_window_ms`` after the expiry goes on to
+    the other rules; anything else, or later, is ``SESSION_EXPIRED``.
     """
     claims = check.claims
     if claims is None or claims.player_id != player_id:
         return Status.SESSION_NOT_FOUND
-    if check.expired:
+    if check.expired and not (
+        action in SETTLEMENT_ACTIONS and check.expired_for_ms < settle_window_ms
+    ):
         return Status.SESSION_EXPIRED
     if claims.provider_id != provider_id:
         return Status.GAME_NOT_ALLOWED

@@ -3,8 +3,25 @@
 Exit status 0 when nothing needs attention, 1 when any section has rows, 2 when the
 projections cannot be read. Sections: rounds open longer than ``--open-round-age``, debits
 without a final outcome, rollback tombstones (and bets that arrived after their rollback),
-credits still owed, breaks in the chain of balances the wallet reported, and per-provider
-daily totals (information, not a discrepancy).
+credits still owed, breaks in the chain of balances the wallet reported, contradictory
+decisions in the journal (the ``contradictory_decisions`` view, migration 004), players whose
+wallet balance differs from the balance the journal implies; and, for information only,
+what could not be compared and per-provider daily totals.
+
+The balance the journal implies, per operator, player and currency, is the wallet's opening
+balance (``wallet.players.opening_balance``: what the reference wallet gave the player on
+first sight) plus the journal's money effects: minus every BetAccepted, plus every
+WinCredited and BetRolledBack (a compensated debit, DebitTimedOut then DebitCancelled, moved
+nothing on either side). The wallet's balance must equal it, and equal the last balance the
+wallet reported in the journal, and its own ledger (opening balance plus the deltas of
+``wallet.commands``). Money in flight differs for a moment, so a player with a wallet command
+applied within ``--in-flight-age`` seconds, or with a debit's cancel or a credit not yet
+acknowledged (listed in their own sections), is listed as not compared instead.
+
+Only the reference wallet's ledger (schema ``wallet``, in the same database) can be read:
+operators that run their own wallets are listed as not compared. The comparison assumes, as
+holds for the reference wallet, that balances change only through the aggregator's commands;
+a wallet that also takes deposits would need those in its ledger to be reconciled.
 """
 
 from __future__ import annotations
@@ -27,6 +44,92 @@ class Section:
     title: str
     query: str
     discrepancy: bool = True
+    requires: str | None = None
+    """A table the query reads outside the projections (the reference wallet's); without it
+    the query is ``otherwise``, or the section is skipped and says so."""
+    otherwise: str | None = None
+
+
+WALLET_TABLE = "players"
+"""The reference wallet's table of balances, in the wallet schema (``--wallet-schema``)."""
+
+# {s} is the projection schema. Per account of an operator the reference wallet serves: the
+# wallet's balance, the balance the journal implies, the last one reported, the wallet's own
+# ledger's, and whether money is in flight.
+WALLET_ACCOUNTS = """
+with effects as (
+    select operator_id, player_id, currency::char(3) as currency,
+           sum(case event_type when 'BetAccepted' then -amount else amount end) as moved
+    from {s}.journal
+    where event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack')
+    group by operator_id, player_id, currency
+), wallet_operators as (
+    select distinct operator_id from {w}.players
+), ledger as (
+    select operator_id, player_id, currency::char(3) as currency, sum(delta) as moved,
+           max(applied_at) as last_applied_at
+    from {w}.commands group by operator_id, player_id, currency
+), accounts as (
+    select coalesce(w.operator_id, e.operator_id) as operator_id,
+           coalesce(w.player_id, e.player_id) as player_id,
+           coalesce(w.currency, e.currency) as currency,
+           w.balance as wallet_balance, w.opening_balance, coalesce(e.moved, 0) as journal_moved
+    from {w}.players w
+    full join effects e
+      on e.operator_id = w.operator_id and e.player_id = w.player_id and e.currency = w.currency
+), compared as (
+    select a.operator_id, a.player_id, a.currency, a.wallet_balance,
+           a.opening_balance + a.journal_moved as journal_implied, a.journal_moved,
+           b.balance as last_reported,
+           a.opening_balance + coalesce(l.moved, 0) as ledger_implied, l.last_applied_at,
+           coalesce(l.last_applied_at > now() - %(in_flight)s, false) or exists (
+               select 1 from {s}.transactions t
+               where t.operator_id = a.operator_id and t.player_id = a.player_id
+                 and t.status in ('TIMED_OUT', 'OWED')) as in_flight
+    from accounts a
+    left join {s}.balances b
+      on b.operator_id = a.operator_id and b.player_id = a.player_id and b.currency = a.currency
+    left join ledger l
+      on l.operator_id = a.operator_id and l.player_id = a.player_id and l.currency = a.currency
+    where a.operator_id in (select operator_id from wallet_operators)
+)
+"""
+
+WALLET_MISMATCHES = (
+    WALLET_ACCOUNTS
+    + """
+select operator_id, player_id, currency, wallet_balance, journal_implied, last_reported,
+       ledger_implied, concat_ws('; ',
+           case when wallet_balance is null
+                then 'no wallet account, the journal moved ' || journal_moved end,
+           case when wallet_balance <> journal_implied
+                then 'wallet - journal = ' || (wallet_balance - journal_implied) end,
+           case when wallet_balance <> last_reported
+                then 'wallet - last reported = ' || (wallet_balance - last_reported) end,
+           case when wallet_balance <> ledger_implied
+                then 'wallet - its own ledger = ' || (wallet_balance - ledger_implied) end
+       ) as problem
+from compared
+where not in_flight
+  and (wallet_balance is null or wallet_balance <> journal_implied
+       or wallet_balance <> last_reported or wallet_balance <> ledger_implied)
+order by operator_id, player_id, currency
+"""
+)
+
+WALLET_IN_FLIGHT = (
+    WALLET_ACCOUNTS
+    + """
+select operator_id, player_id, currency, wallet_balance, journal_implied, last_applied_at
+from compared where in_flight order by operator_id, player_id, currency
+"""
+)
+
+JOURNAL_OPERATORS = """
+select operator_id, count(distinct player_id) as players from {s}.journal
+where event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack') {and_not_wallet}
+group by operator_id order by operator_id
+"""
 
 
 SECTIONS = [
@@ -61,6 +164,32 @@ SECTIONS = [
         " gap, event_id from {s}.balance_chain_gaps order by occurred_at",
     ),
     Section(
+        "contradictory decisions in the journal",
+        "select operator_id, player_id, provider_id, transaction_id, command_id, contradiction,"
+        " events from {s}.contradictory_decisions order by last_at, transaction_id",
+    ),
+    Section(
+        "wallet balances that differ from the balance the journal implies",
+        WALLET_MISMATCHES,
+        requires=WALLET_TABLE,
+    ),
+    Section(
+        "accounts not compared with the wallet (money in flight)",
+        WALLET_IN_FLIGHT,
+        discrepancy=False,
+        requires=WALLET_TABLE,
+    ),
+    Section(
+        "operators whose wallets cannot be read here (not in the reference wallet's ledger)",
+        JOURNAL_OPERATORS.replace(
+            "{and_not_wallet}",
+            "and operator_id not in (select distinct operator_id from {w}.players)",
+        ),
+        discrepancy=False,
+        requires=WALLET_TABLE,
+        otherwise=JOURNAL_OPERATORS.replace("{and_not_wallet}", ""),
+    ),
+    Section(
         "per-provider daily totals",
         "select provider_id, day, currency, bets, wins, refunds, ggr"
         " from {s}.provider_daily_totals order by day, provider_id, currency",
@@ -69,15 +198,33 @@ SECTIONS = [
 ]
 
 
-def run_report(conn: psycopg.Connection[Any], schema: str, age: timedelta,
-               limit: int) -> tuple[list[str], dict[str, int]]:  # fmt: skip
+IN_FLIGHT_AGE_S = 60.0
+"""Default of ``--in-flight-age``: a wallet command is journaled within seconds of being
+applied; a minute leaves room for a slow saga or projector."""
+
+
+def run_report(conn: psycopg.Connection[Any], schema: str, age: timedelta, limit: int,
+               in_flight: timedelta = timedelta(seconds=IN_FLIGHT_AGE_S),
+               wallet_schema: str = "wallet") -> tuple[list[str], dict[str, int]]:  # fmt: skip
     """The report's lines and the number of rows per section title."""
     lines: list[str] = []
     found: dict[str, int] = {}
+    present: dict[str, bool] = {}
     for section in SECTIONS:
         title = section.title.format(age=age)
-        query = sql.SQL(section.query).format(s=sql.Identifier(schema))
-        cur = conn.execute(query, {"age": age})
+        text = section.query
+        if section.requires is not None:
+            table = f"{wallet_schema}.{section.requires}"
+            if table not in present:
+                row = conn.execute("select to_regclass(%s) is not null", (table,))
+                present[table] = bool((row.fetchone() or (False,))[0])
+            if not present[table]:
+                if section.otherwise is None:
+                    lines.append(f"-- {title}: skipped, no {table} in this database")
+                    continue
+                text = section.otherwise
+        query = sql.SQL(text).format(s=sql.Identifier(schema), w=sql.Identifier(wallet_schema))
+        cur = conn.execute(query, {"age": age, "in_flight": in_flight})
         rows = cur.fetchall()
         columns = [c.name for c in cur.description or []]
         if section.discrepancy:
@@ -98,16 +245,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema", default="projection")
     parser.add_argument("--open-round-age", type=float, default=3600.0,
                         help="seconds a round may stay open before it is reported")  # fmt: skip
+    parser.add_argument("--in-flight-age", type=float, default=IN_FLIGHT_AGE_S,
+                        help="seconds after a wallet command during which a player's balance "
+                        "is not compared with the journal (money in flight)")  # fmt: skip
+    parser.add_argument("--wallet-schema", default="wallet",
+                        help="schema of the reference wallet's ledger")  # fmt: skip
     parser.add_argument("--limit", type=int, default=20, help="rows shown per section")
     args = parser.parse_args(argv)
-    if not SCHEMA_NAME.match(args.schema):
-        print(f"error: bad schema name {args.schema!r}", file=sys.stderr)
-        return 2
+    for name in (args.schema, args.wallet_schema):
+        if not SCHEMA_NAME.match(name):
+            print(f"error: bad schema name {name!r}", file=sys.stderr)
+            return 2
     settings = load_settings()
     try:
         with psycopg.connect(settings.database_url) as conn:
             age = timedelta(seconds=args.open_round_age)
-            lines, found = run_report(conn, args.schema, age, args.limit)
+            in_flight = timedelta(seconds=args.in_flight_age)
+            lines, found = run_report(conn, args.schema, age, args.limit, in_flight,
+                                      args.wallet_schema)  # fmt: skip
     except psycopg.Error as exc:
         print(f"error: cannot read the projections: {exc}", file=sys.stderr)
         return 2

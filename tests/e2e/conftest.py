@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, root: Path):
+    def __init__(self, settings: Settings, root: Path, env: dict[str, str] | None = None):
+        """``env``: settings of this pipeline's services beyond the common ones below."""
         self.settings = settings
         self.root = root
         self.ingress_port = free_port()
@@ -43,6 +44,7 @@ class Pipeline:
         self.env = {
             "AGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
             "AGG_DATABASE_URL": settings.database_url,
+            "AGG_SESSION_SECRET": settings.session_secret.get_secret_value(),
             "AGG_STATE_DIR": str(root),
             "AGG_INGRESS_PORT": str(self.ingress_port),
             "AGG_WALLET_METRICS_PORT": str(self.wallet_port),
@@ -52,6 +54,7 @@ class Pipeline:
             "AGG_WALLET_TIMEOUT_MS": "1000",
             "AGG_RETRY_BACKOFF_INITIAL_MS": "200",
             "AGG_RETRY_BACKOFF_MAX_MS": "1000",
+            **(env or {}),
         }
         services = root / "services"
         self.sagas = [self._saga("saga-1")]
@@ -146,6 +149,32 @@ class Pipeline:
                 (OPERATOR, player),
             ).fetchone()
         return None if row is None else int(row[0])
+
+    def projected_balance(self, player: str, currency: str = "EUR") -> int | None:
+        """The last balance the wallet reported, as the projector has it."""
+        with psycopg.connect(self.settings.database_url) as conn:
+            row = conn.execute(
+                "select balance from projection.balances"
+                " where operator_id = %s and player_id = %s and currency = %s",
+                (OPERATOR, player, currency),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def balance_mismatches(self, player: str) -> list[tuple[Any, ...]]:
+        """``aggregator reconcile``'s wallet-against-journal rows for ``player`` (live
+        projections, the reference wallet's ledger), money in flight or not."""
+        from datetime import timedelta
+
+        from psycopg import sql
+
+        from agg_projector.reconcile import WALLET_MISMATCHES
+
+        query = sql.SQL(WALLET_MISMATCHES).format(
+            s=sql.Identifier("projection"), w=sql.Identifier("wallet")
+        )
+        with psycopg.connect(self.settings.database_url) as conn:
+            found = conn.execute(query, {"in_flight": timedelta(0)}).fetchall()
+        return [row for row in found if row[1] == player]
 
     def wallet_mode(self, mode: str, delay_ms: int = 0) -> None:
         request = urllib.request.Request(

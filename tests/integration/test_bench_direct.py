@@ -37,7 +37,7 @@ class Direct:
         self.env = {
             "PYTHONPATH": str(repo_root()),
             "AGG_DATABASE_URL": settings.database_url,
-            "AGG_SESSION_SECRET": settings.session_secret,
+            "AGG_SESSION_SECRET": settings.session_secret.get_secret_value(),
         }
         self.wallet = None if wallet_url is not None else ServiceProcess(
             "direct-wallet", root, "bench.direct", ["wallet", "--port", str(wallet_port)],
@@ -75,7 +75,7 @@ class Direct:
             provider_id=PROVIDER, mode="real", issued_at_ms=now_ms,
             expires_at_ms=now_ms + self.settings.session_ttl_s * 1000,
         )  # fmt: skip
-        return player, issue_token(self.settings.session_secret.encode(), claims)
+        return player, issue_token(self.settings.session_secret.get_secret_value().encode(), claims)
 
     def call(
         self, action: str, player: str, token: str, secret: bytes | None = None, **fields: Any

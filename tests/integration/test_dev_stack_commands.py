@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import psycopg
 import pytest
 
 from agg_config.paths import repo_root
-from agg_config.settings import Settings, load_settings
+from agg_config.settings import Settings, load_settings, session_secret_problem
 from agg_devstack.kafka import resolve_jars
 from agg_devstack.process import alive, free_port
 
@@ -63,12 +64,21 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
         # the connection settings are where every service reads them
         monkeypatch.setenv("AGG_STATE_DIR", str(state))
-        for key in ("AGG_KAFKA_BOOTSTRAP", "AGG_DATABASE_URL"):
+        for key in ("AGG_KAFKA_BOOTSTRAP", "AGG_DATABASE_URL", "AGG_SESSION_SECRET"):
             monkeypatch.delenv(key, raising=False)
         settings = load_settings()
         assert settings.kafka_bootstrap != Settings.model_fields["kafka_bootstrap"].default
         with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
+        # the stack's own random session secret (the ingress started with it), owner-only
+        secret = settings.session_secret.get_secret_value()
+        assert session_secret_problem(secret) is None
+        for private in (state / "stack.env", state / "session.secret"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+        password = (state / "postgres" / "password").read_text().strip()
+        assert password in settings.database_url
+        for secret_text in (secret, password):
+            assert secret_text not in first.stdout + first.stderr
 
         # harmless the second time: same processes, same settings
         second = _make("up", state)
@@ -78,9 +88,17 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             service_pids
         )
         assert load_settings().database_url == settings.database_url
+        assert load_settings().session_secret == settings.session_secret
 
         status = _make("status", state)
         assert status.returncode == 0, status.stdout + status.stderr
+        as_json = subprocess.run(
+            [str(Path(sys.executable).parent / "aggregator"), "dev", "status", "--json"],
+            env={**os.environ, "AGG_STATE_DIR": str(state)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        for secret_text in (secret, password):
+            assert secret_text not in status.stdout + as_json.stdout + as_json.stderr
         assert status.stdout.count("running (pid") == 6
         assert f"http://127.0.0.1:{PORTS['AGG_INGRESS_PORT']}" in status.stdout
         assert settings.kafka_bootstrap in status.stdout

@@ -265,6 +265,7 @@ def stack(settings: Settings) -> Iterator[Stack]:
     test_settings = Settings(
         kafka_bootstrap=settings.kafka_bootstrap,
         database_url=settings.database_url,
+        session_secret=settings.session_secret,
         ingress_outcome_wait_ms=1_000,
         topic_prefix=TOPIC_PREFIX,
     )
@@ -540,7 +541,7 @@ def expired_token(stack: Stack, player: str) -> str:
     now = time.time_ns() // 1_000_000
     claims = SessionClaims("ses-x", OP, player, "EUR", "DE", "nova-starfall", NOVA, "real",
                            now - 7_200_000, now - 1)  # fmt: skip
-    return issue_token(stack.settings.session_secret.encode(), claims)
+    return issue_token(stack.settings.session_secret.get_secret_value().encode(), claims)
 
 
 CASES: list[tuple[str, int, str | None]] = [
@@ -682,8 +683,8 @@ def test_session_opened(stack: Stack, operator: IngressClient) -> None:
     assert r.status_code == 201, r.text
     body = r.json()
     assert {"session_token", "launch_url", "expires_at"} <= set(body)
-    check = verify_token(stack.settings.session_secret.encode(), body["session_token"],
-                         time.time_ns() // 1_000_000)  # fmt: skip
+    secret = stack.settings.session_secret.get_secret_value().encode()
+    check = verify_token(secret, body["session_token"], time.time_ns() // 1_000_000)
     assert check.claims is not None and not check.expired
     claims = check.claims
     assert (claims.operator_id, claims.player_id, claims.currency, claims.country,

@@ -1,5 +1,6 @@
 """Session tokens (agg_ingress.sessions): issue, verify, forgery, tampering, expiry, and the
-session rules of a callback in precedence order."""
+session rules of a callback in precedence order (an expired session still settles: wins and
+rollbacks within the settlement window)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from agg_domain.statuses import Action, Status
 from agg_ingress.sessions import (
+    SETTLE_WINDOW_MS,
     TOKEN_CHARS_MAX,
     SessionClaims,
     TokenCheck,
@@ -84,6 +86,16 @@ def test_expiry_boundary(now_ms: int, expired: bool) -> None:
     check = verify_token(SECRET, issue_token(SECRET, CLAIMS), now_ms)
     assert check.claims == CLAIMS
     assert check.expired is expired
+
+
+@pytest.mark.parametrize(
+    ("now_ms", "expired_for_ms"),
+    [(NOW_MS, 0), (CLAIMS.expires_at_ms - 1, 0), (CLAIMS.expires_at_ms, 0),
+     (CLAIMS.expires_at_ms + 1, 1), (CLAIMS.expires_at_ms + 86_400_000, 86_400_000)],
+)  # fmt: skip
+def test_how_long_ago_the_session_expired(now_ms: int, expired_for_ms: int) -> None:
+    check = verify_token(SECRET, issue_token(SECRET, CLAIMS), now_ms)
+    assert check.expired_for_ms == expired_for_ms
 
 
 def test_forged_with_another_secret() -> None:
@@ -178,7 +190,9 @@ def test_right_mac_over_an_unreadable_payload(payload: bytes) -> None:
 # --- the session rules of a callback ---------------------------------------------------------
 
 VALID = TokenCheck(CLAIMS)
-EXPIRED = TokenCheck(CLAIMS, expired=True)
+EXPIRED = TokenCheck(CLAIMS, expired=True, expired_for_ms=1)
+EXPIRED_DAYS_AGO = TokenCheck(CLAIMS, expired=True, expired_for_ms=3 * 86_400_000)
+EXPIRED_LONG_AGO = TokenCheck(CLAIMS, expired=True, expired_for_ms=SETTLE_WINDOW_MS)
 NONE = TokenCheck(None, problem=TokenProblem.BAD_MAC)
 
 
@@ -211,6 +225,37 @@ NONE = TokenCheck(None, problem=TokenProblem.BAD_MAC)
          Status.CURRENCY_MISMATCH),
         (VALID, "prov-nova", "player-1", Action.AUTHENTICATE, None, "USD",
          Status.CURRENCY_MISMATCH),
+        # an expired session refuses play ...
+        (EXPIRED, "prov-nova", "player-1", Action.BALANCE, None, None, Status.SESSION_EXPIRED),
+        (EXPIRED, "prov-nova", "player-1", Action.AUTHENTICATE, None, None,
+         Status.SESSION_EXPIRED),
+        (EXPIRED_DAYS_AGO, "prov-nova", "player-1", Action.BET, "nova-starfall", "EUR",
+         Status.SESSION_EXPIRED),
+        # ... but settles what is owed: wins and rollbacks, days later too
+        (EXPIRED, "prov-nova", "player-1", Action.WIN, "nova-starfall", "EUR", Status.OK),
+        (EXPIRED, "prov-nova", "player-1", Action.ROLLBACK, None, None, Status.OK),
+        (EXPIRED, "prov-nova", "player-1", Action.ROLLBACK, "nova-starfall", "EUR", Status.OK),
+        (EXPIRED_DAYS_AGO, "prov-nova", "player-1", Action.WIN, "nova-starfall", "EUR",
+         Status.OK),
+        (EXPIRED_DAYS_AGO, "prov-nova", "player-1", Action.ROLLBACK, None, None, Status.OK),
+        # only for the session's own provider, player, game and currency
+        (EXPIRED, "prov-nova", "player-2", Action.WIN, "nova-starfall", "EUR",
+         Status.SESSION_NOT_FOUND),
+        (NONE, "prov-nova", "player-1", Action.WIN, "nova-starfall", "EUR",
+         Status.SESSION_NOT_FOUND),
+        (EXPIRED, "prov-orbit", "player-1", Action.WIN, "nova-starfall", "EUR",
+         Status.GAME_NOT_ALLOWED),
+        (EXPIRED, "prov-orbit", "player-1", Action.ROLLBACK, None, None,
+         Status.GAME_NOT_ALLOWED),
+        (EXPIRED, "prov-nova", "player-1", Action.WIN, "nova-gemrush", "EUR",
+         Status.GAME_NOT_ALLOWED),
+        (EXPIRED, "prov-nova", "player-1", Action.WIN, "nova-starfall", "USD",
+         Status.CURRENCY_MISMATCH),
+        # and not beyond the settlement window
+        (EXPIRED_LONG_AGO, "prov-nova", "player-1", Action.WIN, "nova-starfall", "EUR",
+         Status.SESSION_EXPIRED),
+        (EXPIRED_LONG_AGO, "prov-nova", "player-1", Action.ROLLBACK, None, None,
+         Status.SESSION_EXPIRED),
     ],
 )  # fmt: skip
 def test_check_session(
@@ -231,3 +276,33 @@ def test_check_session(
         currency=currency,
     )
     assert got is expected
+
+
+@pytest.mark.parametrize(
+    ("expired_for_ms", "window_ms", "expected"),
+    [
+        (0, 0, Status.SESSION_EXPIRED),  # a window of 0 settles nothing after expiry
+        (999, 1_000, Status.OK),
+        (1_000, 1_000, Status.SESSION_EXPIRED),
+        (1_001, 1_000, Status.SESSION_EXPIRED),
+        (SETTLE_WINDOW_MS - 1, SETTLE_WINDOW_MS, Status.OK),
+    ],
+)
+def test_settlement_window_boundary(expired_for_ms: int, window_ms: int, expected: Status) -> None:
+    check = TokenCheck(CLAIMS, expired=True, expired_for_ms=expired_for_ms)
+    for action in (Action.WIN, Action.ROLLBACK):
+        got = check_session(check, provider_id="prov-nova", player_id="player-1", action=action,
+                            game_id="nova-starfall", currency="EUR",
+                            settle_window_ms=window_ms)  # fmt: skip
+        assert got is expected, action
+
+
+def test_a_win_with_a_token_that_expired_days_ago_is_accepted_end_to_end() -> None:
+    """Issue, let it expire, verify days later: the win passes the rules, a bet does not."""
+    token = issue_token(SECRET, CLAIMS)
+    check = verify_token(SECRET, token, CLAIMS.expires_at_ms + 2 * 86_400_000)
+    assert check.expired and check.claims == CLAIMS
+    rules = {"provider_id": "prov-nova", "player_id": "player-1", "game_id": "nova-starfall",
+             "currency": "EUR"}  # fmt: skip
+    assert check_session(check, action=Action.WIN, **rules) is Status.OK
+    assert check_session(check, action=Action.BET, **rules) is Status.SESSION_EXPIRED

@@ -17,7 +17,7 @@ from typing import Any
 
 import annotated_types
 import pytest
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from agg_config.paths import repo_root, stack_env_file
 from agg_config.settings import Settings, load_settings
@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "request_body_bytes_max": 16384,
     "signature_window_s": 300,
     "session_ttl_s": 14400,
-    "session_secret": "dev-session-secret-change-me-0000",
+    "session_settle_window_s": 604800,
+    "session_secret": SecretStr("dev-session-secret-change-me-0000"),
     "wallet_timeout_ms": 1500,
     "retry_backoff_initial_ms": 500,
     "retry_backoff_max_ms": 30000,
@@ -84,7 +85,8 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
     "request_body_bytes_max": ("4096", 4096),
     "signature_window_s": ("60", 60),
     "session_ttl_s": ("600", 600),
-    "session_secret": ("another-long-secret-0001", "another-long-secret-0001"),
+    "session_settle_window_s": ("86400", 86400),
+    "session_secret": ("another-long-secret-0001", SecretStr("another-long-secret-0001")),
     "wallet_timeout_ms": ("800", 800),
     "retry_backoff_initial_ms": ("250", 250),
     "retry_backoff_max_ms": ("60000", 60000),
@@ -139,8 +141,10 @@ OUT_OF_RANGE: list[tuple[str, str]] = [
     ("request_body_bytes_max", "1048577"),
     ("signature_window_s", "0"),
     ("signature_window_s", "3601"),
-    ("session_ttl_s", "59"),
+    ("session_ttl_s", "4"),
     ("session_ttl_s", "604801"),
+    ("session_settle_window_s", "-1"),
+    ("session_settle_window_s", "1814401"),
     ("session_secret", "short"),
     ("wallet_timeout_ms", "49"),
     ("wallet_timeout_ms", "60001"),
@@ -193,8 +197,10 @@ ON_THE_BOUND: list[tuple[str, str]] = [
     ("request_body_bytes_max", "1048576"),
     ("signature_window_s", "1"),
     ("signature_window_s", "3600"),
-    ("session_ttl_s", "60"),
+    ("session_ttl_s", "5"),
     ("session_ttl_s", "604800"),
+    ("session_settle_window_s", "0"),
+    ("session_settle_window_s", "1814400"),
     ("wallet_timeout_ms", "50"),
     ("wallet_timeout_ms", "60000"),
     ("retry_backoff_initial_ms", "10"),
