@@ -156,6 +156,10 @@ class Harness:
         answer = self.policy(command)
         if answer is None:
             return
+        await self._on_command_reply(command, answer)
+
+    async def _on_command_reply(self, command: dict[str, Any], answer: dict[str, Any]) -> None:
+        """Reply to ``command`` (also for a test that answers a held command late)."""
         reply = {
             "command_id": command["command_id"],
             "operator_id": command["operator_id"],
@@ -168,7 +172,7 @@ class Harness:
         await self.producer.send_and_wait(
             f"agg.wallet.replies.{OPERATOR}",
             CODEC.encode("casino.agg.WalletReply", reply),
-            key=record.key,
+            key=player_key(command["operator_id"], command["player_id"]),
         )
 
     async def send(self, req: dict[str, Any]) -> str:

@@ -243,3 +243,67 @@ def test_a_restore_longer_than_the_session_timeout_does_not_lose_the_partitions(
             await h.stop()
 
     asyncio.run(scenario())
+
+
+def test_sigkill_right_after_a_timeout_decides_the_bet_once(
+    saga_settings: Settings, tmp_path: Path
+) -> None:
+    """The wallet answers a debit only after its deadline. The worker decides the timeout
+    (a CANCEL, DebitTimedOut, RETRY_LATER) and is killed with SIGKILL right then, at a few
+    delays; the debit's late OK reply is in the topic before it restarts. Whatever part of
+    the timeout's batch was written, the bet is decided once: the wallet's net effect is the
+    provider's final answer, and the journal never holds both DebitTimedOut and BetAccepted
+    for one debit (the first protocol refunded a bet the provider was told was accepted)."""
+    settings = saga_settings.model_copy(update={"wallet_timeout_ms": 1_500})
+    tag = uuid.uuid4().hex[:6]
+
+    async def scenario() -> None:
+        h = Harness(settings)
+        wallet = LedgerWallet()
+        held: list[dict[str, Any]] = []
+        hold = {"on": True}
+
+        def policy(command: dict[str, Any]) -> dict[str, Any] | None:
+            if hold["on"] and command["kind"] == "DEBIT":
+                held.append(command)
+                return None  # answered late, by hand
+            return wallet(command)
+
+        h.policy = policy
+        await h.start()
+        log = tmp_path / "saga.log"
+        workers = [saga_process(settings, f"saga-aim-{tag}-0", log)]
+        try:
+            for n, delay_s in enumerate((0.0, 0.005, 0.02, 0.05)):
+                hold["on"] = True
+                pl, txn = f"aim-{tag}-{n}", f"tx-aim-{tag}-{n}"
+                seen = log.read_text().count("DebitTimedOut") if log.exists() else 0
+                await h.send(request(pl, "BET", txn, 40))
+                await h.until(lambda s=seen: log.exists()  # type: ignore[misc]
+                              and log.read_text().count("DebitTimedOut") > s, 30)  # fmt: skip
+                await asyncio.sleep(delay_s)
+                workers[-1].send_signal(signal.SIGKILL)
+                workers[-1].wait(10)
+                hold["on"] = False
+                for command in [c for c in held if c["transaction_id"] == txn]:
+                    await h._on_command_reply(command, wallet(command))
+                workers.append(saga_process(settings, f"saga-aim-{tag}-{n + 1}", log))
+                final = await h.until_answered(pl, "BET", txn, 40)
+                await h.until(lambda t=txn: not [
+                    c for c in h.commands_for(t, "CANCEL")
+                    if c["command_id"] not in wallet.replies
+                ], 30)  # fmt: skip
+                want = -40 if final["status"] == "OK" else 0
+                assert wallet.net[txn] == want, (delay_s, final, wallet.net[txn])
+                for debit in h.commands_for(txn, "DEBIT"):
+                    names = {
+                        name for name, e in h.events
+                        if e.get("command_id") == debit["command_id"]
+                    }  # fmt: skip
+                    assert not ({"BetAccepted"} <= names and "DebitTimedOut" in names), names
+        finally:
+            workers[-1].send_signal(signal.SIGTERM)
+            workers[-1].wait(30)
+            await h.stop()
+
+    asyncio.run(scenario())
