@@ -249,8 +249,9 @@ def test_sigkill_right_after_a_timeout_decides_the_bet_once(
     saga_settings: Settings, tmp_path: Path
 ) -> None:
     """The wallet answers a debit only after its deadline. The worker decides the timeout
-    (a CANCEL, DebitTimedOut, RETRY_LATER) and is killed with SIGKILL right then, at a few
-    delays; the debit's late OK reply is in the topic before it restarts. Whatever part of
+    (a CANCEL, DebitTimedOut, RETRY_LATER) and is killed with SIGKILL right then: as soon as
+    the CANCEL shows on its topic, or at a few delays after the decision is logged; the
+    debit's late OK reply is in the topic before it restarts. Whatever part of
     the timeout's batch was written, the bet is decided once: the wallet's net effect is the
     provider's final answer, and the journal never holds both DebitTimedOut and BetAccepted
     for one debit (the first protocol refunded a bet the provider was told was accepted)."""
@@ -274,13 +275,19 @@ def test_sigkill_right_after_a_timeout_decides_the_bet_once(
         log = tmp_path / "saga.log"
         workers = [saga_process(settings, f"saga-aim-{tag}-0", log)]
         try:
-            for n, delay_s in enumerate((0.0, 0.005, 0.02, 0.05)):
+            aims = [("cancel", 0.0), ("log", 0.0), ("log", 0.005), ("log", 0.02)]
+            for n, (aim, delay_s) in enumerate(aims):
                 hold["on"] = True
                 pl, txn = f"aim-{tag}-{n}", f"tx-aim-{tag}-{n}"
                 seen = log.read_text().count("DebitTimedOut") if log.exists() else 0
                 await h.send(request(pl, "BET", txn, 40))
-                await h.until(lambda s=seen: log.exists()  # type: ignore[misc]
-                              and log.read_text().count("DebitTimedOut") > s, 30)  # fmt: skip
+                if aim == "cancel":
+                    # the CANCEL is on its topic: the timeout's outputs are out, and with the
+                    # first protocol its state write had barely begun
+                    await h.until(lambda t=txn: bool(h.commands_for(t, "CANCEL")), 30)
+                else:
+                    await h.until(lambda s=seen: log.exists()  # type: ignore[misc]
+                                  and log.read_text().count("DebitTimedOut") > s, 30)  # fmt: skip
                 await asyncio.sleep(delay_s)
                 workers[-1].send_signal(signal.SIGKILL)
                 workers[-1].wait(10)
@@ -294,7 +301,7 @@ def test_sigkill_right_after_a_timeout_decides_the_bet_once(
                     if c["command_id"] not in wallet.replies
                 ], 30)  # fmt: skip
                 want = -40 if final["status"] == "OK" else 0
-                assert wallet.net[txn] == want, (delay_s, final, wallet.net[txn])
+                assert wallet.net[txn] == want, (aim, delay_s, final, wallet.net[txn])
                 for debit in h.commands_for(txn, "DEBIT"):
                     names = {
                         name for name, e in h.events
