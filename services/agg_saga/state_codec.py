@@ -166,6 +166,8 @@ def encode_header(
         "pruned_at_ms": state.pruned_at_ms,
         "pending": [_pending_dict(p) for p in state.pending.values()],
     }
+    if state.demo_balances:  # additive: absent (read as none) for a player never in demo
+        body["demo_balances"] = dict(state.demo_balances)
     if cache is None:
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
@@ -274,6 +276,7 @@ class StateBuilder:
                     balance=h["balance"],
                     balance_currency=h["balance_currency"],
                     pruned_at_ms=h["pruned_at_ms"],
+                    demo_balances={str(c): int(b) for c, b in h.get("demo_balances", {}).items()},
                 )
             except (ValueError, KeyError, TypeError) as exc:
                 raise StateDecodeError(f"unreadable saga state of {player_key!r}: {exc}") from exc
