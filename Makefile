@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps system-deps up down status run test test-unit test-integration bench loadgen lint format clean
+.PHONY: deps system-deps up down status run test test-unit test-integration sim bench loadgen lint format clean
 
 $(STAMP): pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-unit: deps
 
 test-integration: deps
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+SEEDS ?= 20000
+SIM_ARGS ?=
+
+sim: deps               ## the deterministic simulator: SEEDS seeded fault schedules, invariants checked
+	@$(BIN)/aggregator sim --seeds $(SEEDS) $(SIM_ARGS)
 
 LOADGEN := var/bench/bin/loadgen
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)

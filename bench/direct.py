@@ -11,10 +11,11 @@ then makes one synchronous HTTP call to ``wallet`` and answers with the wallet's
 Postgres transaction through the reference wallet's store (:mod:`agg_wallet.store`, a batch of
 one: same tables, advisory lock per player, dedupe by command id, starting balance per
 operator). Both serve ``GET /healthz``. Command ids are the saga's (:mod:`agg_domain.saga`), so
-a provider transaction gets the same ledger row id either way: bet -> DEBIT
-``cmd(provider, txn, DEBIT, 1)``, win -> CREDIT ``cmd(provider, txn, CREDIT)``, rollback ->
-CANCEL ``cmd(<debit id>, CANCEL)`` of the referenced bet's debit, authenticate/balance ->
-BALANCE ``cmd(provider, request_id, BALANCE)``.
+a provider transaction gets the same ledger row id either way, each scoped to the operator and
+player: bet -> DEBIT ``cmd(op, player, provider, txn, DEBIT, 1)``, win -> CREDIT ``cmd(op,
+player, provider, txn, CREDIT)``, rollback -> CANCEL ``cmd(op, player, <debit id>, CANCEL)``
+of the referenced bet's debit, authenticate/balance -> BALANCE ``cmd(op, player, provider,
+request_id, BALANCE)``.
 
 Where it deliberately differs from the pipeline: no journal, no projections, no per-player
 ordering beyond the wallet's lock; a debit the wallet did not answer in time is answered
@@ -48,7 +49,12 @@ from starlette.routing import Route
 
 from agg_config.settings import Settings, load_settings
 from agg_config.tenants import Tenants, load_tenants
-from agg_domain.ids import derive_id
+from agg_domain.saga import (
+    balance_command_id,
+    cancel_command_id,
+    credit_command_id,
+    debit_command_id,
+)
 from agg_domain.statuses import Action, CommandKind, Status
 from agg_ingress.app import Ingress, Reply
 from agg_ingress.protocol import (
@@ -177,20 +183,21 @@ def wallet_command(
 ) -> dict[str, Any]:
     """The wallet command of a validated callback, with the saga's command ids."""
     txn, reference, amount = cb.transaction_id or "", None, cb.amount or 0
+    owner = (operator_id, cb.player_id)
     if cb.action is Action.BET:
-        kind, command_id = CommandKind.DEBIT, derive_id("cmd", provider_id, txn, "DEBIT", 1)
+        kind, command_id = CommandKind.DEBIT, debit_command_id(*owner, provider_id, txn, 1)
     elif cb.action is Action.WIN:
-        kind, command_id = CommandKind.CREDIT, derive_id("cmd", provider_id, txn, "CREDIT")
+        kind, command_id = CommandKind.CREDIT, credit_command_id(*owner, provider_id, txn)
     elif cb.action is Action.ROLLBACK:
         # like the saga's cancel, it is about the bet: the bet's ids, the debit's amount
         txn, amount = cb.reference_transaction_id or "", 0
-        reference = derive_id("cmd", provider_id, txn, "DEBIT", 1)
-        kind, command_id = CommandKind.CANCEL, derive_id("cmd", reference, "CANCEL")
+        reference = debit_command_id(*owner, provider_id, txn, 1)
+        kind, command_id = CommandKind.CANCEL, cancel_command_id(*owner, reference)
     else:
         kind = CommandKind.BALANCE
-        command_id = derive_id("cmd", provider_id, cb.request_id, "BALANCE")
+        command_id = balance_command_id(*owner, provider_id, cb.request_id)
     command = Command(
-        command_id=command_id, correlation_id=correlation_id(provider_id, cb),
+        command_id=command_id, correlation_id=correlation_id(provider_id, operator_id, cb),
         operator_id=operator_id, player_id=cb.player_id, kind=kind.value, amount=amount,
         currency=currency, provider_id=provider_id, transaction_id=txn or None,
         round_id=cb.round_id, game_id=cb.game_id, reference_command_id=reference, issued_at=now,

@@ -258,6 +258,39 @@ def txn_key(provider_id: str, transaction_id: str) -> str:
     return f"{provider_id}:{transaction_id}"
 
 
+# --- ids -------------------------------------------------------------------------------------
+# A provider's ids (transaction, request, round) are unique only within what the provider
+# sends for one player: the same transaction id may come for another player, of the same
+# operator or of another one, and the round of a live table is shared by every player at it.
+# So every id derived here names its owner (operator and player) besides its cause. The
+# formulas are part of the history: a worker re-deciding a message after a crash must derive
+# the very ids it derived before (docs/saga.md, "Ids").
+
+
+def debit_command_id(operator_id: str, player_id: str, provider_id: str, transaction_id: str,
+                     attempt: int) -> str:  # fmt: skip
+    return derive_id("cmd", operator_id, player_id, provider_id, transaction_id, "DEBIT", attempt)
+
+
+def credit_command_id(operator_id: str, player_id: str, provider_id: str,
+                      transaction_id: str) -> str:  # fmt: skip
+    return derive_id("cmd", operator_id, player_id, provider_id, transaction_id, "CREDIT")
+
+
+def cancel_command_id(operator_id: str, player_id: str, debit_id: str) -> str:
+    """The CANCEL of the debit ``debit_id``: one per debit, whatever scheme made its id."""
+    return derive_id("cmd", operator_id, player_id, debit_id, "CANCEL")
+
+
+def balance_command_id(operator_id: str, player_id: str, provider_id: str,
+                       request_id: str) -> str:  # fmt: skip
+    return derive_id("cmd", operator_id, player_id, provider_id, request_id, "BALANCE")
+
+
+def event_id(operator_id: str, player_id: str, provider_id: str, name: str, cause: str) -> str:
+    return derive_id("ev", operator_id, player_id, provider_id, name, cause)
+
+
 # --- the decision ---------------------------------------------------------------------------
 
 
@@ -356,9 +389,8 @@ class _Draft:
             provider_id = provider_id or txn.provider_id
         assert correlation_id is not None and provider_id is not None
         body.update(fields)
-        self.outputs.append(
-            Event(name, derive_id("ev", name, cause), correlation_id, provider_id, body)
-        )
+        ev_id = event_id(self.base.operator_id, self.base.player_id, provider_id, name, cause)
+        self.outputs.append(Event(name, ev_id, correlation_id, provider_id, body))
 
     def send(self, command: Command, txn_key_: str | None, retry: bool,
              waiters: tuple[Request, ...] = ()) -> None:  # fmt: skip
@@ -510,7 +542,9 @@ def _on_request(d: _Draft, request: Request) -> None:
 
 
 def _on_balance(d: _Draft, request: Request) -> None:
-    command_id = derive_id("cmd", request.provider_id, request.request_id, "BALANCE")
+    command_id = balance_command_id(
+        d.base.operator_id, d.base.player_id, request.provider_id, request.request_id
+    )
     if command_id in d.pending:
         waiting = d.pending[command_id]
         d.pending[command_id] = replace(waiting, waiters=(*waiting.waiters, request))
@@ -539,6 +573,7 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
             "DuplicateConflictDetected",
             f"{txn.key}:{request.request_id}",
             txn,
+            correlation_id=request.correlation_id,  # the refused request's, like its answer
             amount=request.amount or 0,
             currency=request.currency,
             original_amount=txn.amount,
@@ -579,7 +614,9 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
 
 def _start_debit(d: _Draft, txn: Txn, request: Request) -> None:
     attempt = txn.attempt + 1
-    command_id = derive_id("cmd", txn.provider_id, txn.transaction_id, "DEBIT", attempt)
+    command_id = debit_command_id(
+        d.base.operator_id, d.base.player_id, txn.provider_id, txn.transaction_id, attempt
+    )
     txn = replace(
         txn,
         state=TxnState.PENDING,
@@ -613,7 +650,9 @@ def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
 
 def _on_new_win(d: _Draft, request: Request) -> None:
     txn = _new_txn(request, TxnState.PENDING)
-    command_id = derive_id("cmd", txn.provider_id, txn.transaction_id, "CREDIT")
+    command_id = credit_command_id(
+        d.base.operator_id, d.base.player_id, txn.provider_id, txn.transaction_id
+    )
     txn = replace(
         txn,
         command_id=command_id,
@@ -710,7 +749,7 @@ def _cancel_debit(d: _Draft, bet: Txn, state: TxnState, **changes: Any) -> Txn:
     """Move ``bet`` to ``state`` and send the CANCEL of its debit (one id per debit, resent
     until the wallet acknowledges it)."""
     assert bet.command_id is not None
-    cancel_id = derive_id("cmd", bet.command_id, "CANCEL")
+    cancel_id = cancel_command_id(d.base.operator_id, d.base.player_id, bet.command_id)
     bet = replace(bet, state=state, cancel_command_id=cancel_id, **changes)
     d.put(bet)
     d.send(d.command(bet, CommandKind.CANCEL, cancel_id, bet.command_id), bet.key, retry=True)

@@ -11,6 +11,13 @@ The CSV has a header row; columns (others are ignored):
     amount           integer minor units (required)
     currency         ISO 4217 code (required)
     status           OK, REJECTED, ROLLED_BACK or PENDING (optional)
+    operator_id      the operator of the player (optional)
+    player_id        the operator's player id (optional)
+
+A provider's transaction id is its own: the same id may belong to several players, of one
+operator or of several. Each report row is matched with one ledger row of that provider and
+id (of that operator and player, where the report gives them), the one that agrees best with
+it, and each ledger row with one report row at most.
 
 Each difference is classified: ``missing`` (in the report, not in our ledger), ``extra`` (in
 our ledger within the report's scope, not in the report), ``amount`` (amount or currency
@@ -23,7 +30,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +71,22 @@ class Entry:
     amount: int
     currency: str
     status: str | None
+    operator_id: str | None = None
+    player_id: str | None = None
+
+    def may_be(self, mine: Entry) -> bool:
+        """Whether ``mine`` (a ledger row of the same provider and id) may be this row's
+        transaction: the same owner where this row names one."""
+        return (self.operator_id is None or self.operator_id == mine.operator_id) and (
+            self.player_id is None or self.player_id == mine.player_id
+        )
+
+    def agreement(self, mine: Entry) -> tuple[bool, bool, bool]:
+        return (
+            self.kind == mine.kind,
+            (self.amount, self.currency) == (mine.amount, mine.currency),
+            self.status is None or self.status == mine.status,
+        )
 
 
 def outcome(status: str) -> str:
@@ -89,6 +113,8 @@ def read_report(path: Path, provider: str | None) -> list[Entry]:
                 amount=int(amount_text),
                 currency=row["currency"].strip().upper(),
                 status=(row.get("status") or "").strip().upper() or None,
+                operator_id=(row.get("operator_id") or "").strip() or None,
+                player_id=(row.get("player_id") or "").strip() or None,
             ))  # fmt: skip
         except KeyError as exc:
             raise ReportError(f"{path}:{line}: missing column {exc}") from None
@@ -96,7 +122,8 @@ def read_report(path: Path, provider: str | None) -> list[Entry]:
 
 
 def ledger(conn: psycopg.Connection[Any], schema: str, *, provider: str | None,
-           operator: str | None) -> dict[tuple[str, str], Entry]:  # fmt: skip
+           operator: str | None) -> dict[tuple[str, str, str, str], Entry]:  # fmt: skip
+    """Our transactions in the report's scope, by (provider, transaction, operator, player)."""
     clauses, args = [], []
     if provider:
         clauses.append("provider_id = %s")
@@ -105,28 +132,46 @@ def ledger(conn: psycopg.Connection[Any], schema: str, *, provider: str | None,
         clauses.append("operator_id = %s")
         args.append(operator)
     query = sql.SQL(
-        "select provider_id, transaction_id, kind, amount, currency, status"
-        " from {}.transactions where "
+        "select provider_id, transaction_id, kind, amount, currency, status, operator_id,"
+        " player_id from {}.transactions where "
     ).format(sql.Identifier(schema)) + sql.SQL(" and ".join(clauses))
     out = {}
-    for p, t, kind, amount, currency, status in conn.execute(query, args):
-        out[(p, t)] = Entry(p, t, kind, int(amount), currency.strip(), outcome(status))
+    for p, t, kind, amount, currency, status, op, player in conn.execute(query, args):
+        out[(p, t, op, player)] = Entry(p, t, kind, int(amount), currency.strip(),
+                                        outcome(status), op, player)  # fmt: skip
     return out
 
 
-def compare(report: list[Entry], ours: dict[tuple[str, str], Entry]) -> list[tuple[str, str]]:
+def _where(entry: Entry, shared: bool) -> str:
+    where = f"{entry.provider_id}/{entry.transaction_id}"
+    owner = ":".join(o for o in (entry.operator_id, entry.player_id) if o is not None)
+    return f"{where} of {owner}" if shared and owner else where
+
+
+def compare(report: list[Entry], ours: Mapping[Any, Entry]) -> list[tuple[str, str]]:
     """(classification, description) of every difference."""
     found: list[tuple[str, str]] = []
-    seen = set()
+    mine_by_id: dict[tuple[str, str], list[int]] = defaultdict(list)
+    rows = sorted(
+        ours.values(),
+        key=lambda e: (e.provider_id, e.transaction_id, e.operator_id or "", e.player_id or ""),
+    )
+    for index, mine in enumerate(rows):
+        mine_by_id[(mine.provider_id, mine.transaction_id)].append(index)
+    used: set[int] = set()
     for theirs in report:
-        key = (theirs.provider_id, theirs.transaction_id)
-        seen.add(key)
-        mine = ours.get(key)
-        where = f"{theirs.provider_id}/{theirs.transaction_id}"
-        if mine is None:
+        same_id = mine_by_id.get((theirs.provider_id, theirs.transaction_id), [])
+        shared = len(same_id) > 1
+        candidates = [i for i in same_id if i not in used and theirs.may_be(rows[i])]
+        if not candidates:
+            where = _where(theirs, shared or theirs.player_id is not None)
             found.append(("missing", f"{where}: {theirs.kind} {theirs.amount} {theirs.currency}"
                                      " is not in our ledger"))  # fmt: skip
             continue
+        best = max(candidates, key=lambda i: sum(theirs.agreement(rows[i])))  # the first best
+        used.add(best)
+        mine = rows[best]
+        where = _where(mine, shared)
         if mine.kind != theirs.kind:
             found.append(("kind", f"{where}: report {theirs.kind}, ledger {mine.kind}"))
         if (mine.amount, mine.currency) != (
@@ -137,9 +182,10 @@ def compare(report: list[Entry], ours: dict[tuple[str, str], Entry]) -> list[tup
                                     f"ledger {mine.amount} {mine.currency}"))  # fmt: skip
         if theirs.status is not None and theirs.status != mine.status:
             found.append(("status", f"{where}: report {theirs.status}, ledger {mine.status}"))
-    for key, mine in sorted(ours.items()):
-        if key not in seen:
-            found.append(("extra", f"{key[0]}/{key[1]}: {mine.kind} {mine.amount} {mine.currency}"
+    for index, mine in enumerate(rows):
+        if index not in used:
+            where = _where(mine, len(mine_by_id[(mine.provider_id, mine.transaction_id)]) > 1)
+            found.append(("extra", f"{where}: {mine.kind} {mine.amount} {mine.currency}"
                                    f" ({mine.status}) is not in the report"))  # fmt: skip
     return found
 

@@ -3,10 +3,13 @@ requests, the wallet commands and replies, the outcomes, the journal events, and
 projection rows, with correlation ids and the time between steps.
 
 All of a player's topics are keyed ``operator:player`` with one partition count, so only
-one partition of each is read (outcomes: the partitions the requests named). The player is
-found in the projections; ``--operator`` and ``--player`` skip that lookup (for a
-transaction the projections never saw). ``--since`` bounds how far back the topics are read.
-Exit 0 when anything was found, 2 when nothing was.
+one partition of each is read (outcomes: the partitions the requests named), and only that
+player's records of it: a provider's transaction id is its own, and the same id may belong to
+other players, of the same operator or of others. The player is found in the projections;
+``--operator`` and ``--player`` skip that lookup (for a transaction the projections never
+saw), and are needed when several players have a transaction with that id (``--operator``
+alone narrows the lookup). ``--since`` bounds how far back the topics are read. Exit 0 when
+anything was found, 2 when nothing was, 64 when the transaction id is ambiguous.
 """
 
 from __future__ import annotations
@@ -60,32 +63,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per step")
 
 
-def _find_player(
-    settings: Settings, schema: str, provider: str, txn: str
-) -> tuple[str, str] | None:
+def _find_players(
+    settings: Settings, schema: str, provider: str, txn: str, operator: str | None = None
+) -> list[tuple[str, str]]:
+    """Every (operator, player) with a transaction ``txn`` of ``provider``: one, usually."""
     with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute(
+        rows = conn.execute(
             sql.SQL(
-                "select operator_id, player_id from {}.transactions"
-                " where provider_id = %s and transaction_id = %s limit 1"
+                "select distinct operator_id, player_id from {}.transactions"
+                " where provider_id = %s and transaction_id = %s"
+                " and (%s::text is null or operator_id = %s) order by 1, 2 limit 21"
             ).format(sql.Identifier(schema)),
-            (provider, txn),
-        ).fetchone()
-    return (str(row[0]), str(row[1])) if row else None
+            (provider, txn, operator, operator),
+        ).fetchall()
+    return [(str(op), str(player)) for op, player in rows]
 
 
 def _projection_rows(
-    settings: Settings, schema: str, op: str, provider: str, txn: str
+    settings: Settings, schema: str, op: str, player: str, provider: str, txn: str
 ) -> list[Step]:
     steps = []
     with psycopg.connect(settings.database_url) as conn:
         for status, at, corr, event_id in conn.execute(
             sql.SQL(
                 "select status, occurred_at, correlation_id, event_id"
-                " from {}.transaction_changes"
-                " where operator_id = %s and provider_id = %s and transaction_id = %s"
+                " from {}.transaction_changes where operator_id = %s and player_id = %s"
+                " and provider_id = %s and transaction_id = %s"
             ).format(sql.Identifier(schema)),
-            (op, provider, txn),
+            (op, player, provider, txn),
         ):
             steps.append(Step(at, "projection", f"transaction row -> {status}", corr,
                               {"event_id": event_id}))  # fmt: skip
@@ -137,7 +142,14 @@ def trace(settings: Settings, provider: str, txn: str, op: str, player: str, sch
     commands: set[str] = set()
     reply_partitions: set[int] = set()
 
+    def owned(d: dict[str, Any]) -> bool:
+        """The player's own record: the partition holds other players' too, and the
+        provider's ids may be theirs as well."""
+        return bool(d.get("operator_id") == op and d.get("player_id") == player)
+
     def keep_first(topic: str, d: dict[str, Any]) -> bool:
+        if not owned(d):
+            return False
         if topic == names.requests:
             ok = d["provider_id"] == provider and txn in (
                 d["transaction_id"],
@@ -163,6 +175,8 @@ def trace(settings: Settings, provider: str, txn: str, op: str, player: str, sch
     request_ids = {d["request_id"] for t, _, d, _ in first if t == names.requests}
 
     def keep_second(topic: str, d: dict[str, Any]) -> bool:
+        if not owned(d):
+            return False
         if topic == names.wallet_replies(op):
             return d["command_id"] in commands
         return d["provider_id"] == provider and d["request_id"] in request_ids
@@ -185,7 +199,7 @@ def trace(settings: Settings, provider: str, txn: str, op: str, player: str, sch
         else:
             what = f"reply {d['status']} balance {d['balance']} ({d['command_id']})"
         steps.append(Step(at, topic, what, d.get("correlation_id"), d))
-    steps += _projection_rows(settings, schema, op, provider, txn)
+    steps += _projection_rows(settings, schema, op, player, provider, txn)
     return sorted(steps, key=lambda s: s.at)
 
 
@@ -197,13 +211,23 @@ def run(args: argparse.Namespace, context: AuditContext) -> int:
     if args.operator and args.player:
         op, player = args.operator, args.player
     else:
-        found = _find_player(settings, args.schema, args.provider_id, args.transaction_id)
-        if found is None:
+        found = _find_players(
+            settings, args.schema, args.provider_id, args.transaction_id, args.operator
+        )
+        if not found:
             context.stderr.write(
                 "transaction not in the projections: give --operator and --player\n"
             )
             return 2
-        op, player = found
+        if len(found) > 1:
+            shown = ", ".join(f"--operator {o} --player {p}" for o, p in found[:20])
+            more = " ..." if len(found) > 20 else ""
+            context.stderr.write(
+                f"{args.provider_id} transaction {args.transaction_id} is one of several "
+                f"players: give one of {shown}{more}\n"
+            )
+            return 64
+        [(op, player)] = found
     since = dt.datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since else None
     steps = trace(settings, args.provider_id, args.transaction_id, op, player, args.schema, since)
     out = context.stdout

@@ -165,6 +165,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return reconcile_main(args.rest)
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from agg_simulator.sim_cli import main as sim_main
+
+    return sim_main(args.rest)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from agg_simulator.__main__ import main as simulate_main
 
@@ -232,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("rest", nargs=argparse.REMAINDER)
     simulate.set_defaults(func=cmd_simulate)
 
+    sim = sub.add_parser(
+        "sim", help="the deterministic simulator: seeded schedules with faults", add_help=False
+    )
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_sim)
+
     audit = sub.add_parser("audit", help="auditor tools over the journal (export)", add_help=False)
     audit.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(func=cmd_audit)
@@ -243,6 +255,7 @@ PASSTHROUGH = {
     "reconcile": cmd_reconcile,
     "saga": cmd_saga,
     "simulate": cmd_simulate,
+    "sim": cmd_sim,
     "schemas": cmd_schemas,
     "audit": cmd_audit,
 }

@@ -280,8 +280,8 @@ class Ingress:
         if router is None or partition is None:
             return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
                          fields={"reason": "no reply partition"})  # fmt: skip
-        corr = correlation_id(provider_id, cb)
-        wait_key = (provider_id, cb.request_id, corr)
+        corr = correlation_id(provider_id, claims.operator_id, cb)
+        wait_key = (provider_id, claims.operator_id, cb.player_id, cb.request_id, corr)
         fut = router.wait_for(wait_key)
         if fut is None:
             return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,

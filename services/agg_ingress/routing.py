@@ -15,13 +15,15 @@ callbacks with 503 RETRY_LATER and ``/healthz`` is not ready. When a partition i
 the callbacks waiting on it time out (503 RETRY_LATER, safe to retry: the saga dedupes by
 provider transaction id and answers a retry with the original outcome).
 
-Matching. A waiting callback registers a future under ``(provider_id, request_id,
-correlation_id)``; an outcome resolves every future under its key, and only outcomes whose
-``reply_to`` is this instance are looked at. The correlation id is derived from the callback's
-content (see :func:`correlation_id`), so two concurrent identical callbacks (a provider
-retrying before the first answer) wait for the same outcome, while two different callbacks
-that reuse a request id are never answered with each other's outcome. The number of futures
-is bounded by ``ingress_pending_count_max`` (503 beyond).
+Matching. A waiting callback registers a future under ``(provider_id, operator_id,
+player_id, request_id, correlation_id)``; an outcome resolves every future under its key, and
+only outcomes whose ``reply_to`` is this instance are looked at. The correlation id is derived
+from the callback's content and its owner (see :func:`correlation_id`), so two concurrent
+identical callbacks (a provider retrying before the first answer) wait for the same outcome,
+while two different callbacks that reuse a request id, or the same callback for two players
+(a provider's request ids are its own, and the same player id may exist at two operators),
+are never answered with each other's outcome. The number of futures is bounded by
+``ingress_pending_count_max`` (503 beyond).
 """
 
 from __future__ import annotations
@@ -53,18 +55,19 @@ OWNED = Gauge(
 )
 PENDING = Gauge("agg_ingress_pending_waits", "Callbacks waiting for their outcome")
 
-WaitKey = tuple[str, str, str]
-"""(provider_id, request_id, correlation_id)"""
+WaitKey = tuple[str, str, str, str, str]
+"""(provider_id, operator_id, player_id, request_id, correlation_id)"""
 
 
-def correlation_id(provider_id: str, callback: Callback) -> str:
+def correlation_id(provider_id: str, operator_id: str, callback: Callback) -> str:
     """Deterministic: the same callback sent twice (a retry with the same request id) gets the
     same correlation id, so both copies share one trace and one outcome; a different callback
-    under a reused request id gets another one. Duplicates of a money movement are caught by
-    the saga by transaction id, never by this id."""
+    under a reused request id, or the same one for another player or operator, gets another
+    one. Duplicates of a money movement are caught by the saga by transaction id, never by
+    this id."""
     c = callback
     return derive_id(
-        "corr", provider_id, c.request_id, c.action.value, c.player_id,
+        "corr", provider_id, operator_id, c.request_id, c.action.value, c.player_id,
         c.transaction_id or "", c.reference_transaction_id or "", c.round_id or "",
         c.game_id or "", "" if c.amount is None else c.amount, c.currency or "",
         int(c.round_closed),
@@ -223,7 +226,8 @@ class OutcomeRouter:
             return
         if datum.get("reply_to") != self.instance_id:
             return
-        key = (datum["provider_id"], datum["request_id"], datum["correlation_id"])
+        key = (datum["provider_id"], datum["operator_id"], datum["player_id"],
+               datum["request_id"], datum["correlation_id"])  # fmt: skip
         futures = self.waiting.pop(key, None)
         if not futures:
             return  # already answered (an earlier copy) or timed out

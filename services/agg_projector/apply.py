@@ -99,7 +99,7 @@ class Applier:
                 " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
                 " first_event_at, updated_at, last_event_id)"
                 " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " on conflict (operator_id, provider_id, transaction_id) do update set"
+                " on conflict (operator_id, provider_id, player_id, transaction_id) do update set"
                 " status = excluded.status, updated_at = excluded.updated_at,"
                 " last_event_id = excluded.last_event_id"
             ),
@@ -113,11 +113,11 @@ class Applier:
         cur.execute(
             self.q(
                 "insert into {s}.transaction_changes (event_id, operator_id, provider_id,"
-                " transaction_id, status, occurred_at, correlation_id)"
-                " values (%s, %s, %s, %s, %s, %s, %s)"
+                " transaction_id, status, occurred_at, correlation_id, player_id)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s)"
             ),
             (d["event_id"], d["operator_id"], d["provider_id"], txn_id, status,
-             d["occurred_at"], d["correlation_id"]),
+             d["occurred_at"], d["correlation_id"], d["player_id"]),
         )  # fmt: skip
 
     def _balance(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
@@ -215,7 +215,7 @@ class Applier:
                 " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
                 " first_event_at, updated_at, last_event_id)"
                 " values (%s, %s, %s, %s, 'ROLLBACK', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " on conflict (operator_id, provider_id, transaction_id) do update set"
+                " on conflict (operator_id, provider_id, player_id, transaction_id) do update set"
                 " status = excluded.status, amount = excluded.amount,"
                 " updated_at = excluded.updated_at, last_event_id = excluded.last_event_id"
             ),
@@ -235,9 +235,10 @@ class Applier:
                 " first_event_at, updated_at, last_event_id)"
                 " values (%(op)s, %(pv)s, %(rb)s, %(pl)s, 'ROLLBACK', %(st)s, 0,"
                 " coalesce((select currency from {s}.transactions where operator_id = %(op)s"
-                " and provider_id = %(pv)s and transaction_id = %(bet)s), 'XXX'),"
+                " and provider_id = %(pv)s and player_id = %(pl)s and transaction_id = %(bet)s),"
+                " 'XXX'),"
                 " %(rnd)s, %(game)s, %(bet)s, %(at)s, %(at)s, %(ev)s)"
-                " on conflict (operator_id, provider_id, transaction_id) do update set"
+                " on conflict (operator_id, provider_id, player_id, transaction_id) do update set"
                 " status = excluded.status, updated_at = excluded.updated_at,"
                 " last_event_id = excluded.last_event_id"
             ),
@@ -295,9 +296,9 @@ class Applier:
         cur.execute(
             self.q(
                 "insert into {s}.transaction_changes (event_id, operator_id, provider_id,"
-                " transaction_id, status, occurred_at, correlation_id)"
-                " values (%s, %s, %s, %s, 'DUPLICATE_CONFLICT', %s, %s)"
+                " transaction_id, status, occurred_at, correlation_id, player_id)"
+                " values (%s, %s, %s, %s, 'DUPLICATE_CONFLICT', %s, %s, %s)"
             ),
             (d["event_id"], d["operator_id"], d["provider_id"], d["transaction_id"],
-             d["occurred_at"], d["correlation_id"]),
+             d["occurred_at"], d["correlation_id"], d["player_id"]),
         )  # fmt: skip

@@ -32,7 +32,7 @@ from agg_projector.projector import Projector, journal_event
 
 COMPARED_TABLES = {
     "journal": "event_id",
-    "transactions": "operator_id, provider_id, transaction_id",
+    "transactions": "operator_id, provider_id, player_id, transaction_id",
     "transaction_changes": "event_id",
     "rounds": "operator_id, provider_id, player_id, round_id",
     "balances": "operator_id, player_id, currency",

@@ -5,18 +5,31 @@ open rounds) plus one record per remembered transaction (key ``operator:player``
 ``\\x1f`` + transaction key). A decision writes the header and only the transactions it
 changed, so the bytes written per message do not grow with the player's history.
 
+The header is the commit point of a player's write (format 3). It is written first and
+carries everything the write changes: the changed transactions themselves (``delta``), the
+outputs the write's decisions imply (``outbox``), the input offsets decided (``applied``)
+and the write's sequence number in its partition (``seq``). The transaction records follow
+it in the same partition, so a write cut short by a crash leaves either the old header, with
+none of the new transaction records after it (records of one partition land in order), or
+the new header, whose ``delta`` overrides whatever transaction records did not land. A
+marker record per partition (:data:`MARKER_KEY`) says up to which ``seq`` the outputs are
+known to be published; a restore re-publishes the outboxes above it and re-writes their
+transaction records.
+
 Internal to the saga (not a public contract), versioned so that a worker refuses state it
 does not understand instead of misreading it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from agg_domain.saga import (
+    FINAL_STATES,
     Command,
     Pending,
     PlayerState,
@@ -67,6 +80,10 @@ KEY_SEPARATOR = b"\x1f"
 may contain it (ids are validated at ingress)."""
 
 VERSION = 2
+"""Format of the transaction records (and of headers before format 3)."""
+HEADER_VERSION = 3
+MARKER_KEY = b"\x00published"
+"""Key of the per-partition marker record; a player key always holds a ``:``."""
 
 
 def txn_record_key(player_key: bytes, txn_key: str) -> bytes:
@@ -153,18 +170,45 @@ class RoundsCache:
         self._players.clear()
 
 
+@dataclass
+class WriteMeta:
+    """What a header says of the write it commits, beside the player's state."""
+
+    seq: int = 0
+    applied: dict[str, int] = field(default_factory=dict)
+    """Per input ``topic/partition``, the offset of the last message decided for the player."""
+    outbox: list[tuple[str, int | None, bytes]] = field(default_factory=list)
+    """The write's outputs: (topic, explicit partition or None, value); keyed by the player."""
+    parked: str | None = None
+    """Why this player's messages are set aside instead of decided (a bug or bad state)."""
+
+
+def _outbox_json(outbox: Sequence[tuple[str, int | None, bytes]]) -> str:
+    return _dumps([[t, p, base64.b64encode(v).decode()] for t, p, v in outbox])
+
+
 def encode_header(
-    state: PlayerState, player_key: bytes = b"", cache: RoundsCache | None = None
+    state: PlayerState,
+    player_key: bytes = b"",
+    cache: RoundsCache | None = None,
+    meta: WriteMeta | None = None,
+    delta: Mapping[str, bytes | None] | None = None,
 ) -> bytes:
-    """Everything of a player's state but its transactions: small and bounded."""
+    """Everything of a player's state but its transactions (small and bounded), with the
+    write's ``meta`` and the transactions it changed (``delta``: key -> encoded record or
+    None for a removed one)."""
+    meta = meta or WriteMeta()
     body = {
-        "v": VERSION,
+        "v": HEADER_VERSION,
         "operator_id": state.operator_id,
         "player_id": state.player_id,
         "balance": state.balance,
         "balance_currency": state.balance_currency,
         "pruned_at_ms": state.pruned_at_ms,
         "pending": [_pending_dict(p) for p in state.pending.values()],
+        "seq": meta.seq,
+        "applied": meta.applied,
+        "parked": meta.parked,
     }
     if state.demo_balances:  # additive: absent (read as none) for a player never in demo
         body["demo_balances"] = dict(state.demo_balances)
@@ -172,8 +216,20 @@ def encode_header(
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
         rounds = cache.rounds_json(player_key, state.rounds)
-    # the same bytes as dumping the whole body with "rounds" as its last key
-    return (_dumps(body)[:-1] + ',"rounds":' + rounds + "}").encode()
+    parts = [_dumps(body)[:-1], ',"outbox":', _outbox_json(meta.outbox), ',"delta":{']
+    first = True
+    for key, value in (delta or {}).items():
+        parts.append(("" if first else ",") + _dumps(key) + ":")
+        parts.append("null" if value is None else value.decode())
+        first = False
+    parts.append('},"rounds":')
+    parts.append(rounds)
+    parts.append("}")
+    return "".join(parts).encode()
+
+
+def encode_marker(seq: int) -> bytes:
+    return _dumps({"v": HEADER_VERSION, "seq": seq}).encode()
 
 
 def encode_txn(txn: Txn) -> bytes:
@@ -186,62 +242,96 @@ def state_records(
     player_key: bytes,
     cache: RoundsCache | None = None,
     changed: Iterable[str] | None = None,
+    meta: WriteMeta | None = None,
 ) -> list[tuple[bytes, bytes | None]]:
-    """The changelog records that turn ``old`` into ``new``: the header, every transaction
-    that changed (by identity: ``decide`` keeps unchanged ones as they were) and a tombstone
-    for every transaction removed.
+    """The changelog records that turn ``old`` into ``new``: the header first (with the
+    changed transactions in its ``delta``), then every transaction that changed (by identity:
+    ``decide`` keeps unchanged ones as they were) and a tombstone for every one removed.
 
     ``changed``, the decision's ``txns_changed``, names every key that may differ, so only
     those are looked at; without it every transaction is compared."""
-    records: list[tuple[bytes, bytes | None]] = [
-        (player_key, encode_header(new, player_key, cache))
-    ]
+    delta = txn_delta(old, new, changed)
+    header = encode_header(new, player_key, cache, meta, delta)
+    records: list[tuple[bytes, bytes | None]] = [(player_key, header)]
+    records.extend((txn_record_key(player_key, key), value) for key, value in delta.items())
+    return records
+
+
+def txn_delta(
+    old: PlayerState | None, new: PlayerState, changed: Iterable[str] | None = None
+) -> dict[str, bytes | None]:
+    """Transaction key -> encoded record (None: removed) for every transaction that differs,
+    in key order (the same records whichever way they are found)."""
     before = old.txns if old is not None else {}
     after = new.txns
+    delta: dict[str, bytes | None] = {}
     if before is after:
-        return records
+        return delta
     if changed is not None:
         for key in changed:
             previous, txn = before.get(key), after.get(key)
             if txn is None:
                 if previous is not None:
-                    records.append((txn_record_key(player_key, key), None))
+                    delta[key] = None
             elif previous is not txn:
-                records.append((txn_record_key(player_key, key), encode_txn(txn)))
-        return records
+                delta[key] = encode_txn(txn)
+        return dict(sorted(delta.items()))
     added = 0
     for key, txn in after.items():
         previous = before.get(key)
         if previous is not txn:
             added += previous is None
-            records.append((txn_record_key(player_key, key), encode_txn(txn)))
+            delta[key] = encode_txn(txn)
     if len(before) + added > len(after):  # some were removed
         for key in before:
             if key not in after:
-                records.append((txn_record_key(player_key, key), None))
-    return records
+                delta[key] = None
+    return dict(sorted(delta.items()))
+
+
+@dataclass
+class RestoredPlayer:
+    state: PlayerState
+    meta: WriteMeta
+    delta_records: list[tuple[bytes, bytes | None]]
+    """The header's ``delta`` as changelog records: re-written when the write may be torn."""
 
 
 class StateBuilder:
-    """Reassembles players' states from changelog records read in order."""
+    """Reassembles players' states from changelog records read in order.
+
+    Never raises on what a crash (or an older worker) can leave behind: a player whose
+    records cannot be read or do not fit together is listed in :attr:`broken` with the
+    reason, and every other player is restored."""
 
     def __init__(self) -> None:
         self.headers: dict[bytes, dict[str, Any]] = {}
         self.txns: dict[bytes, dict[str, Txn]] = {}
+        self.broken: dict[bytes, str] = {}
+        self.marker_seq = 0
 
     def add(self, key: bytes, value: bytes | None) -> None:
+        if key == MARKER_KEY:
+            try:
+                self.marker_seq = max(self.marker_seq, int(json.loads(value or b"{}")["seq"]))
+            except (ValueError, KeyError, TypeError):
+                pass  # an unreadable marker only means more is re-published
+            return
         player_key, sep, txn_key = key.partition(KEY_SEPARATOR)
         try:
             if not sep:
                 if value is None:
                     self.headers.pop(player_key, None)
                     self.txns.pop(player_key, None)
+                    self.broken.pop(player_key, None)
                     return
                 body = json.loads(value)
                 if body.get("v") == 1:
                     body = self._upcast_v1(player_key, body)
-                _check_version(body)
+                if body.get("v") not in (VERSION, HEADER_VERSION):
+                    raise StateDecodeError(f"header version {body.get('v')!r}")
                 self.headers[player_key] = body
+                self.broken.pop(player_key, None)
             elif value is None:
                 self.txns.get(player_key, {}).pop(txn_key.decode(), None)
             else:
@@ -249,10 +339,8 @@ class StateBuilder:
                 _check_version(body)
                 body.pop("v")
                 self.txns.setdefault(player_key, {})[txn_key.decode()] = _txn(body)
-        except StateDecodeError:
-            raise
         except (ValueError, KeyError, TypeError) as exc:
-            raise StateDecodeError(f"unreadable saga state record {key!r}: {exc}") from exc
+            self.broken[player_key] = f"unreadable saga state record {key!r}: {exc}"
 
     def _upcast_v1(self, player_key: bytes, body: dict[str, Any]) -> dict[str, Any]:
         """Version 1 kept a player's whole state, transactions included, in one record."""
@@ -261,16 +349,32 @@ class StateBuilder:
             r.setdefault("provider_id", "")
         return {**body, "v": VERSION, "pruned_at_ms": 0}
 
-    def states(self) -> dict[bytes, PlayerState]:
+    def players(self) -> dict[bytes, RestoredPlayer]:
         out = {}
         for player_key, h in self.headers.items():
+            if player_key in self.broken:
+                continue
             try:
+                txns = self.txns.get(player_key, {})
+                delta_records: list[tuple[bytes, bytes | None]] = []
+                delta = h.get("delta") or {}
+                if delta:
+                    txns = dict(txns)
+                    for key, body in delta.items():
+                        record_key = txn_record_key(player_key, key)
+                        if body is None:
+                            txns.pop(key, None)
+                            delta_records.append((record_key, None))
+                        else:
+                            delta_records.append((record_key, _dumps(body).encode()))
+                            _check_version(body)
+                            txns[key] = _txn({k: v for k, v in body.items() if k != "v"})
                 pending = [_pending(p) for p in h["pending"]]
                 rounds = [Round(**r) for r in h["rounds"]]
-                out[player_key] = PlayerState(
+                state = PlayerState(
                     operator_id=h["operator_id"],
                     player_id=h["player_id"],
-                    txns=self.txns.get(player_key, {}),
+                    txns=txns,
                     pending={p.command.command_id: p for p in pending},
                     rounds={f"{r.provider_id}:{r.round_id}": r for r in rounds},
                     balance=h["balance"],
@@ -278,9 +382,46 @@ class StateBuilder:
                     pruned_at_ms=h["pruned_at_ms"],
                     demo_balances={str(c): int(b) for c, b in h.get("demo_balances", {}).items()},
                 )
+                meta = WriteMeta(
+                    seq=int(h.get("seq", 0)),
+                    applied={str(k): int(v) for k, v in (h.get("applied") or {}).items()},
+                    outbox=[(t, p, base64.b64decode(v)) for t, p, v in h.get("outbox") or ()],
+                    parked=h.get("parked"),
+                )
+                problem = inconsistency(state)
             except (ValueError, KeyError, TypeError) as exc:
-                raise StateDecodeError(f"unreadable saga state of {player_key!r}: {exc}") from exc
+                self.broken[player_key] = f"unreadable saga state of {player_key!r}: {exc}"
+                continue
+            if problem is not None:
+                self.broken[player_key] = problem
+                continue
+            out[player_key] = RestoredPlayer(state, meta, delta_records)
         return out
+
+    def states(self) -> dict[bytes, PlayerState]:
+        """Every readable player's state; raises if any player's state is unusable."""
+        players = self.players()
+        if self.broken:
+            reason = next(iter(self.broken.values()))
+            raise StateDecodeError(reason)
+        return {key: p.state for key, p in players.items()}
+
+
+def inconsistency(state: PlayerState) -> str | None:
+    """Why ``state`` cannot be decided from (a record missing, as a torn write of an older
+    worker leaves it), or None."""
+    for command_id, pending in state.pending.items():
+        if command_id != pending.command.command_id:
+            return f"pending command {command_id} stored under another id"
+        if pending.txn_key is not None and pending.txn_key not in state.txns:
+            return f"pending command {command_id} names missing transaction {pending.txn_key}"
+    for key, txn in state.txns.items():
+        if txn.key != key:
+            return f"transaction {key} stored under another key"
+        if txn.rollback_key is not None and txn.state != TxnState.TOMBSTONE:
+            if txn.rollback_key not in state.txns and txn.state not in FINAL_STATES:
+                return f"transaction {key} names missing rollback {txn.rollback_key}"
+    return None
 
 
 def _check_version(body: dict[str, Any]) -> None:

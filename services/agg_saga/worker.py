@@ -1,46 +1,48 @@
 """The saga worker: consumes requests and wallet replies keyed by player, runs
 :func:`agg_domain.saga.decide`, and publishes wallet commands, outcomes and journal events.
 
-Why not faust tables: faust sends a table's changelog as soon as the value is set, while the
-messages an agent sends are held ("attached") until the offset commit. A crash between the
-two leaves a state that claims a wallet command or journal event was sent when it never was.
-Here the order is explicit, per batch of messages:
+The invariant (``docs/saga.md``): after a crash at any point, every message is decided exactly
+as in a run without the crash, and every output a decision implies is published at least
+once, with the same id. The mechanism, per batch of messages:
 
-1. decide every message of the batch in memory (one player's messages in order);
-2. publish the outputs (acks=all, idempotent) and wait for every acknowledgement;
-3. publish the new state of every touched player to the compacted ``agg.saga.state`` topic
-   (same partition number as the input) and wait;
-4. commit the input offsets, those of every batch finished since, on the next tick
-   (``tick_interval_ms``), when partitions are revoked and when stopping: a commit is a
-   broker round trip, which at one per batch was a third of the saga's round trips and of
-   its time per batch. A crash re-processes at most one tick more of messages, against
-   the state written for them, where they are duplicates.
+1. decide every message of the batch in memory at the worker's clock (one player's messages
+   in order), skipping any message that the player's state records as decided already;
+2. write every touched player's state to the compacted ``agg.saga.state`` topic and wait: the
+   player's header record first, which holds the decisions (the changed transactions), the
+   outputs they imply (the outbox), the input offsets decided and the write's sequence
+   number, then the transaction records;
+3. publish the outputs (acks=all, idempotent) and wait;
+4. commit the input offsets on the next tick (``tick_interval_ms``), when partitions are
+   revoked and when stopping; committed offsets only save work on a restart, correctness
+   rests on the offsets in the state.
 
-A crash before 3 re-processes the batch from the old state and re-emits the same outputs with
-the same deterministic ids (every consumer dedupes); a crash before 4 re-processes it against
-the new state, where every message is a duplicate that changes nothing. Nothing is lost and
-no money moves twice. The inputs are co-partitioned (same key, same partition count) and
-assigned with the range assignor, so one worker owns a player's requests, replies and state.
-Timers (deadlines, resends) run in the worker for the players of its partitions and go
-through the same steps.
+A crash before a player's header is written leaves nothing of the batch's decisions for that
+player outside the worker: they are made again from the old state, as if for the first time.
+A crash after it leaves them recorded: the restore reads them, re-publishes the outbox of
+every write not known to be published (a per-partition marker says up to where they are),
+re-writes its transaction records (which a crash may have cut), and skips the re-delivered
+messages. Time enters decisions only at step 1, so a decision is never made again at another
+time. The inputs are co-partitioned (same key, same partition count) and assigned with the
+range assignor, so one worker owns a player's requests, replies and state.
 
 Failures: a message that cannot be decoded, or that the saga refuses as malformed, goes to
-the dead-letter topic with the reason and is skipped; any other exception stops the worker
-before the batch's offsets are committed, so nothing is acknowledged that was not done.
+the dead-letter topic with the reason and is skipped. A player whose state cannot be read or
+whose decision raises is parked: its messages go to the dead-letter topic (in order, with the
+reason) and an alert metric is set, while every other player goes on. Any other exception
+(the broker, the producer) stops the worker before the batch's offsets are committed.
+
+The worker's I/O is the :class:`agg_ports.Transport` port and the :class:`agg_ports.Clock`:
+the production adapter is :class:`agg_kafka.transport.KafkaTransport`, and the deterministic
+simulator (``aggregator sim``) runs this same class on an in-memory broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Gauge, Histogram
 
 from agg_avro import AvroCodec, AvroDecodeError
@@ -61,10 +63,11 @@ from agg_domain.saga import (
     txn_key,
 )
 from agg_domain.statuses import CommandKind
-from agg_kafka.clients import consumer_lag, dead_letter, make_consumer, make_producer
 from agg_kafka.topics import TopicNames
-from agg_obs.logs import get_logger, now_ms
+from agg_kafka.transport import KafkaTransport, SystemClock
+from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
+from agg_ports.transport import Clock, InRecord, OutRecord, Transport
 from agg_saga.mapping import (
     command_to_avro,
     event_to_avro,
@@ -72,7 +75,15 @@ from agg_saga.mapping import (
     reply_from_avro,
     request_from_avro,
 )
-from agg_saga.state_codec import RoundsCache, StateBuilder, StateDecodeError, state_records
+from agg_saga.state_codec import (
+    MARKER_KEY,
+    RoundsCache,
+    StateBuilder,
+    StateDecodeError,
+    WriteMeta,
+    encode_marker,
+    state_records,
+)
 
 log = get_logger("saga")
 
@@ -90,6 +101,13 @@ DUPLICATES = Counter(
 DEAD_LETTERS = Counter("agg_saga_dead_letters_total", "Messages set aside", ["reason"])
 PENDING = Gauge("agg_saga_pending_commands", "Wallet commands awaiting a reply")
 PLAYERS = Gauge("agg_saga_players", "Players whose state this worker holds")
+PARKED = Gauge(
+    "agg_saga_parked_players",
+    "Players whose messages are set aside (unreadable state or a failing decision): alert on > 0",
+)
+REPUBLISHED = Counter(
+    "agg_saga_republished_total", "Outputs re-published on restore (a write not known published)"
+)
 BATCH_SECONDS = Histogram(
     "agg_saga_batch_seconds",
     "Time to decide, publish and persist one batch",
@@ -140,15 +158,31 @@ def split_key(key: bytes) -> tuple[str, str]:
 
 
 @dataclass
+class _Touched:
+    """A player decided in this batch: its state before the batch, the transactions the
+    batch changed, and the batch's outputs for it (topic, explicit partition, value)."""
+
+    old: PlayerState | None
+    changed: dict[str, None] = field(default_factory=dict)
+    outbox: list[tuple[str, int | None, bytes]] = field(default_factory=list)
+
+
+@dataclass
 class _Batch:
-    outputs: list[tuple[str, bytes, bytes, int | None]] = field(default_factory=list)
-    records: dict[tuple[int, bytes], bytes | None] = field(default_factory=dict)
-    """State changelog records to write: (partition, record key) -> value or tombstone."""
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    players: dict[tuple[int, bytes], _Touched] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class SagaWorker:
-    def __init__(self, settings: Settings, operator_ids: Iterable[str], *, client_id: str = "saga"):
+    def __init__(
+        self,
+        settings: Settings,
+        operator_ids: Iterable[str],
+        *,
+        client_id: str = "saga",
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+    ):
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.operator_ids = sorted(set(operator_ids))
@@ -162,260 +196,342 @@ class SagaWorker:
         self.codec = AvroCodec()
         self.reply_topics = {self.names.wallet_replies(op) for op in self.operator_ids}
         self.inputs = [self.names.requests, *sorted(self.reply_topics)]
+        self.transport: Transport = transport or KafkaTransport(
+            settings, group_id=GROUP_ID, client_id=client_id
+        )
+        self.clock: Clock = clock or SystemClock()
         self.states: dict[int, dict[bytes, PlayerState]] = {}
+        self.meta: dict[int, dict[bytes, WriteMeta]] = {}
+        """Per partition and player: input offsets decided, and why it is parked (if it is)."""
+        self.broken: dict[int, set[bytes]] = {}
+        """Players whose stored state could not be read: parked, and never written over."""
+        self.seq: dict[int, int] = {}
+        """Sequence number of the last state write in each partition."""
+        self.published: dict[int, int] = {}
+        """The sequence number that the partition's marker record says is published."""
         self.due: dict[int, dict[bytes, int]] = {}
         self.deadlines: dict[int, dict[bytes, dict[str, int]]] = {}
         """Per partition and player, the transactions with a deadline and when it is: what
         :func:`agg_domain.saga.next_due_ms` would walk the player's history for."""
         self.rounds_cache = RoundsCache()
         self.lock = asyncio.Lock()
-        self.producer = make_producer(settings, client_id=f"{client_id}-producer")
-        self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
         self._restore_pending: set[int] = set()
         """Partitions assigned whose state is still to be read (they are paused until then)."""
-        self._offsets: dict[TopicPartition, int] = {}
+        self._offsets: dict[tuple[str, int], int] = {}
         """Offsets of finished batches, committed on the next tick."""
+        self._next_tick = 0.0
+        self._next_lag = 0.0
 
     # --- state ------------------------------------------------------------------------------
 
     async def _restore(self, partitions: set[int]) -> None:
-        """Read the latest state of every player of ``partitions`` from the changelog."""
+        """Read the latest state of every player of ``partitions`` from the changelog, then
+        finish what a crash may have cut short: re-write the transaction records and
+        re-publish the outputs of every write above the partition's marker."""
         if not partitions:
             return
         started = time.monotonic()
-        reader = make_consumer(
-            self.settings, group_id=None, client_id=f"{self.client_id}-restore",
-            isolation_level="read_uncommitted",
-        )  # fmt: skip
-        await reader.start()
-        try:
-            tps = [TopicPartition(self.names.saga_state, p) for p in partitions]
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            ends = await reader.end_offsets(tps)
-            builders = {p: StateBuilder() for p in partitions}
-            remaining = {tp for tp in tps if ends[tp] > 0}
-            count = 0
-            while remaining:
-                batch = await reader.getmany(*remaining, timeout_ms=1000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.key is not None:
-                            builders[tp.partition].add(record.key, record.value)
-                            count += 1
-                        if record.offset + 1 >= ends[tp]:
-                            remaining.discard(tp)
-            for p in partitions:
-                self.states[p] = builders[p].states()
-                self.due[p] = {}
-                self.deadlines[p] = {}
-            for p in partitions:
-                for key, state in self.states[p].items():
-                    self._note_due(p, key, state, state.txns)
-        finally:
-            await reader.stop()
-        PLAYERS.set(sum(len(s) for s in self.states.values()))
+        records = await self.transport.read_to_end(self.names.saga_state, partitions)
+        builders = {p: StateBuilder() for p in partitions}
+        for record in records:
+            if record.key is not None:
+                builders[record.partition].add(record.key, record.value)
+        repair: list[OutRecord] = []
+        republish: list[OutRecord] = []
+        parked = 0
+        for p in sorted(partitions):
+            builder = builders[p]
+            players = builder.players()
+            states: dict[bytes, PlayerState] = {}
+            metas: dict[bytes, WriteMeta] = {}
+            seq = builder.marker_seq
+            for key, restored in players.items():
+                states[key] = restored.state
+                meta = restored.meta
+                metas[key] = WriteMeta(meta.seq, meta.applied, [], meta.parked)
+                seq = max(seq, meta.seq)
+                if meta.seq > builder.marker_seq:
+                    repair += [
+                        OutRecord(self.names.saga_state, k, v, p) for k, v in restored.delta_records
+                    ]
+                    republish += [OutRecord(t, key, v, part) for t, part, v in meta.outbox]
+                if meta.parked:
+                    parked += 1
+            self.broken[p] = set(builder.broken)
+            for key, reason in builder.broken.items():
+                metas[key] = WriteMeta(parked=f"state unreadable: {reason}")
+                parked += 1
+                log.error("player_parked", partition=p, player_key=key.decode(errors="replace"),
+                          reason=reason)  # fmt: skip
+            self.states[p], self.meta[p] = states, metas
+            self.seq[p], self.published[p] = seq, builder.marker_seq
+            self.due[p], self.deadlines[p] = {}, {}
+            for key, state in states.items():
+                self._note_due(p, key, state, state.txns)
+        await self.transport.produce(repair)
+        await self.transport.produce(republish)
+        markers = [
+            OutRecord(self.names.saga_state, MARKER_KEY, encode_marker(self.seq[p]), p)
+            for p in sorted(partitions)
+            if self.seq[p] > self.published[p]
+        ]
+        await self.transport.produce(markers)
+        for p in partitions:
+            self.published[p] = self.seq[p]
+        REPUBLISHED.inc(len(republish))
+        self._set_player_gauges()
         log.event(
             "state_restored",
             partitions=sorted(partitions),
-            records=count,
+            records=len(records),
             players=sum(len(self.states[p]) for p in partitions),
+            republished=len(republish),
+            repaired=len(repair),
+            parked=parked,
             seconds=round(time.monotonic() - started, 3),
         )
 
     def _drop(self, partitions: set[int]) -> None:
         for p in partitions:
             self.rounds_cache.forget(self.states.pop(p, {}))
-            self.due.pop(p, None)
-            self.deadlines.pop(p, None)
+            for table in (self.meta, self.broken, self.seq, self.published, self.due,
+                          self.deadlines):  # fmt: skip
+                table.pop(p, None)
+        self._set_player_gauges()
+
+    def _set_player_gauges(self) -> None:
         PLAYERS.set(sum(len(s) for s in self.states.values()))
+        PARKED.set(sum(1 for metas in self.meta.values() for m in metas.values() if m.parked))
+
+    # --- rebalances (the transport calls these between two polls) --------------------------
+
+    async def on_revoked(self, partitions: set[tuple[str, int]]) -> None:
+        # what is done is committed before its partitions move on
+        await self._commit_offsets()
+        async with self.lock:
+            gone = {p for _, p in partitions}
+            self._drop(gone)
+            self._restore_pending -= gone
+            log.event("partitions_revoked", partitions=sorted(gone))
+
+    async def on_assigned(self, partitions: set[tuple[str, int]]) -> None:
+        # The state is read in the loop, not here: aiokafka sends no heartbeats while this
+        # callback runs, and a restore longer than the session timeout would get the worker
+        # expelled, and restoring again, forever. New partitions stay paused until then.
+        async with self.lock:
+            wanted = {p for _, p in partitions} - set(self.states)
+            self._restore_pending |= wanted
+            paused = {tp for tp in partitions if tp[1] in wanted}
+            if paused:
+                self.transport.pause(paused)
+            if not wanted:
+                log.event("partitions_assigned", partitions=sorted({p for _, p in partitions}))
+                self.ready.set()
 
     # --- the loop ---------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        worker = self
-
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: Any) -> None:
-                # what is done is committed before its partitions move on
-                await worker._commit_offsets()
-                async with worker.lock:
-                    gone = {tp.partition for tp in revoked}
-                    worker._drop(gone)
-                    worker._restore_pending -= gone
-                    log.event("partitions_revoked", partitions=sorted(gone))
-
-            async def on_partitions_assigned(self, assigned: Any) -> None:
-                # The state is read in the loop, not here: aiokafka sends no heartbeats
-                # while this callback runs, and a restore longer than the session timeout
-                # would get the worker expelled, and restoring again, forever. New
-                # partitions stay paused until their state is read.
-                async with worker.lock:
-                    wanted = {tp.partition for tp in assigned} - set(worker.states)
-                    worker._restore_pending |= wanted
-                    paused = [tp for tp in assigned if tp.partition in wanted]
-                    if paused and worker.consumer is not None:
-                        worker.consumer.pause(*paused)
-                    if not wanted:
-                        log.event("partitions_assigned", partitions=sorted(
-                            {tp.partition for tp in assigned}))  # fmt: skip
-                        worker.ready.set()
-
-        self.consumer = make_consumer(
-            self.settings,
-            group_id=GROUP_ID,
-            client_id=self.client_id,
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            max_poll_records=self.settings.saga_batch_count_max,
-        )
-        await self.producer.start()
-        await self.consumer.start()
-        self.consumer.subscribe(self.inputs, listener=Listener())
+    async def start(self) -> None:
+        await self.transport.start(self.inputs, self)
+        self._next_tick = self._next_lag = self.clock.monotonic_s()
         log.event("saga_started", inputs=self.inputs, group=GROUP_ID)
+
+    async def stop(self) -> None:
         try:
-            tick_s = self.settings.tick_interval_ms / 1000
-            next_tick = next_lag = time.monotonic()
-            while not stop.is_set():
-                if self._restore_pending:
-                    await self._restore_assigned()
-                batch = await self.consumer.getmany(timeout_ms=self.settings.tick_interval_ms)
-                tick = time.monotonic() >= next_tick
-                if not batch and not tick:
-                    continue
-                if tick:
-                    next_tick = time.monotonic() + tick_s
-                self._offsets.update(await self._handle(batch, tick))
-                if tick:
-                    await self._commit_offsets()
-                if tick and time.monotonic() >= next_lag:
-                    next_lag = time.monotonic() + LAG_INTERVAL_S
-                    await self._measure_lag()
             await self._commit_offsets()
         finally:
-            await self.consumer.stop()
-            await self.producer.stop()
+            await self.transport.stop()
             log.event("saga_stopped")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            while not stop.is_set():
+                await self.step()
+        finally:
+            await self.stop()
+
+    async def step(self) -> None:
+        """One turn of the loop: restore what was assigned, decide one batch (and the timers
+        when due), persist and publish it, and commit on the tick."""
+        if self._restore_pending:
+            await self._restore_assigned()
+        records = await self.transport.poll(
+            self.settings.tick_interval_ms, self.settings.saga_batch_count_max
+        )
+        now = self.clock.monotonic_s()
+        tick = now >= self._next_tick
+        if not records and not tick:
+            return
+        if tick:
+            self._next_tick = now + self.settings.tick_interval_ms / 1000
+        self._offsets.update(await self._handle(records, tick))
+        if tick:
+            await self._commit_offsets()
+            if now >= self._next_lag:
+                self._next_lag = now + LAG_INTERVAL_S
+                await self._measure_lag()
 
     async def _restore_assigned(self) -> None:
         """Read the state of the partitions assigned since the last batch, then resume them."""
-        assert self.consumer is not None
         async with self.lock:
-            assigned = self.consumer.assignment()
-            numbers = {tp.partition for tp in assigned}
+            assigned = self.transport.assignment()
+            numbers = {p for _, p in assigned}
             wanted = (self._restore_pending & numbers) - set(self.states)
             self._restore_pending = set()
             await self._restore(wanted)
-            self.consumer.resume(*[tp for tp in assigned if tp.partition in wanted])
+            self.transport.resume({tp for tp in assigned if tp[1] in wanted})
             log.event("partitions_assigned", partitions=sorted(numbers))
             self.ready.set()
 
     # --- offsets ------------------------------------------------------------------------------
 
     async def _commit_offsets(self) -> None:
-        """Commit the offsets of the batches finished so far (their outputs and state are
+        """Commit the offsets of the batches finished so far (their state and outputs are
         acknowledged)."""
         offsets, self._offsets = self._offsets, {}
-        if not offsets or self.consumer is None:
-            return
-        # a batch that finished while its partitions were revoked is their new owner's now
-        assigned = self.consumer.assignment()
-        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # partitions moved since the batch: the new owner re-processes them against the
-            # state written for it, where they are duplicates
-            log.warning("commit_failed", error=str(exc))
+        if offsets and not await self.transport.commit(offsets):
+            # partitions moved since the batch: the new owner skips what the state it reads
+            # says was decided
+            log.warning("commit_failed", partitions=sorted(p for _, p in offsets))
 
     # --- a batch -----------------------------------------------------------------------------
 
-    async def _handle(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], tick: bool
-    ) -> dict[TopicPartition, int]:
+    async def _handle(self, records: Sequence[InRecord], tick: bool) -> dict[tuple[str, int], int]:
         started = time.perf_counter()
         async with self.lock:
+            now = self.clock.now_ms()
             work = _Batch()
-            for tp, records in batch.items():
-                if tp.partition not in self.states:
-                    if self.consumer is not None and tp in self.consumer.assignment():
+            seek_back: dict[tuple[str, int], int] = {}
+            assigned: set[tuple[str, int]] | None = None
+            for record in records:
+                tp = (record.topic, record.partition)
+                if record.partition not in self.states:
+                    if assigned is None:
+                        assigned = self.transport.assignment()
+                    if tp in assigned and tp not in seek_back:
                         # assigned, state not read yet: fetched again once it is
-                        self.consumer.seek(tp, records[0].offset)
+                        seek_back[tp] = record.offset
                     continue  # otherwise revoked while fetched: its new owner handles it
-                for record in records:
-                    await self._handle_record(work, tp, record)
-                    work.offsets[tp] = record.offset + 1
+                await self._handle_record(work, record, now)
+                work.offsets[tp] = record.offset + 1
+            for (topic, partition), offset in seek_back.items():
+                self.transport.seek(topic, partition, offset)
             if tick:
-                self._handle_ticks(work)
-            await self._publish(work)
-        if work.offsets or work.outputs:
+                self._handle_ticks(work, now)
+            await self._persist_and_publish(work)
+        if work.offsets or work.players:
             BATCH_SECONDS.observe(time.perf_counter() - started)
         return work.offsets
 
-    async def _handle_record(
-        self, work: _Batch, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
+    def _parse(self, record: InRecord) -> Message:
+        if record.key is None or record.value is None:
+            raise ValueError("message without key or value")
+        split_key(record.key)
+        decoded = self.codec.decode(record.value)
+        if record.topic == self.names.requests:
+            if decoded.name != "casino.agg.ProviderRequest":
+                raise ValueError(f"{decoded.name} on {record.topic}")
+            _messages("request").inc()
+            return request_from_avro(decoded.datum)
+        if decoded.name != "casino.agg.WalletReply":
+            raise ValueError(f"{decoded.name} on {record.topic}")
+        _messages("reply").inc()
+        if record.key.decode().split(":", 1)[0] != decoded.datum["operator_id"]:
+            raise ValueError("reply's operator differs from its key")
+        return reply_from_avro(decoded.datum)
+
+    async def _handle_record(self, work: _Batch, record: InRecord, now: int) -> None:
         try:
-            if record.key is None or record.value is None:
-                raise ValueError("message without key or value")
-            split_key(record.key)
-            decoded = self.codec.decode(record.value)
-            message: Message
-            if tp.topic == self.names.requests:
-                if decoded.name != "casino.agg.ProviderRequest":
-                    raise ValueError(f"{decoded.name} on {tp.topic}")
-                message = request_from_avro(decoded.datum)
-                _messages("request").inc()
-            else:
-                if decoded.name != "casino.agg.WalletReply":
-                    raise ValueError(f"{decoded.name} on {tp.topic}")
-                message = reply_from_avro(decoded.datum)
-                _messages("reply").inc()
-                if record.key.decode().split(":", 1)[0] != decoded.datum["operator_id"]:
-                    raise ValueError("reply's operator differs from its key")
+            message = self._parse(record)
         except (AvroDecodeError, ValueError, KeyError) as exc:
-            await self._dead_letter(record, tp, str(exc))
+            await self._dead_letter(record, str(exc))
+            return
+        assert record.key is not None
+        partition, key = record.partition, record.key
+        meta = self._meta(partition, key)
+        slot = f"{record.topic}/{partition}"
+        if meta.applied.get(slot, -1) >= record.offset:
+            _messages("redelivered").inc()  # decided before a crash; its outputs are stored
+            return
+        if meta.parked:
+            await self._dead_letter(record, f"parked: {meta.parked}")
+            self._applied(work, partition, key, meta, slot, record.offset)
             return
         try:
-            self._decide(work, tp.partition, record.key, message, record.timestamp)
+            self._decide(work, partition, key, message, now)
         except ValueError as exc:  # the saga refused the message as malformed
-            await self._dead_letter(record, tp, f"refused: {exc}")
+            await self._dead_letter(record, f"refused: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug or a bad state: park this player only
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            meta.parked = reason
+            self._set_player_gauges()
+            log.error("player_parked", partition=partition, player_key=key.decode(),
+                      offset=record.offset, topic=record.topic, reason=reason)  # fmt: skip
+            await self._dead_letter(record, f"parked: {reason}")
+        self._applied(work, partition, key, meta, slot, record.offset)
 
-    def _handle_ticks(self, work: _Batch) -> None:
-        now = now_ms()
+    def _meta(self, partition: int, key: bytes) -> WriteMeta:
+        metas = self.meta[partition]
+        meta = metas.get(key)
+        if meta is None:
+            meta = metas[key] = WriteMeta()
+        return meta
+
+    def _applied(
+        self, work: _Batch, partition: int, key: bytes, meta: WriteMeta, slot: str, offset: int
+    ) -> None:
+        meta.applied[slot] = offset
+        if (partition, key) not in work.players:
+            work.players[(partition, key)] = _Touched(self.states[partition].get(key))
+
+    def _handle_ticks(self, work: _Batch, now: int) -> None:
         for partition, due in self.due.items():
+            metas = self.meta[partition]
             for key, due_ms in list(due.items()):
-                if due_ms <= now:
+                if due_ms <= now and not (key in metas and metas[key].parked):
                     _messages("tick").inc()
-                    self._decide(work, partition, key, Tick(), now)
+                    try:
+                        self._decide(work, partition, key, Tick(), now)
+                    except Exception as exc:  # noqa: BLE001 - park this player only
+                        reason = f"{type(exc).__name__}: {exc}"[:500]
+                        self._meta(partition, key).parked = reason
+                        self._set_player_gauges()
+                        log.error("player_parked", partition=partition,
+                                  player_key=key.decode(), reason=reason)  # fmt: skip
+                        if (partition, key) not in work.players:
+                            work.players[(partition, key)] = _Touched(
+                                self.states[partition].get(key)
+                            )
 
     def _decide(self, work: _Batch, partition: int, key: bytes, message: Message, now: int) -> None:
+        """Decide ``message``; nothing changes unless it all succeeds (decision and encoding)."""
         states = self.states[partition]
         state = states.get(key)
         if state is None:
             operator_id, player_id = split_key(key)
             state = PlayerState(operator_id, player_id)
+        decision = decide(state, message, now, self.config)
+        outbox = self._encode(decision.state, decision.outputs, now)
         if (
             isinstance(message, Request)
             and message.transaction_id is not None
             and txn_key(message.provider_id, message.transaction_id) in state.txns
         ):
             _duplicates("repeat").inc()
-        decision = decide(state, message, now, self.config)
-        states[key] = decision.state
-        changed = decision.txns_changed
-        for record_key, value in state_records(
-            state, decision.state, key, self.rounds_cache, changed
-        ):
-            work.records[(partition, record_key)] = value
-        self._note_due(partition, key, decision.state, changed)
         if isinstance(message, Reply):
             pending = state.pending.get(message.command_id)
             if pending is not None:
                 REPLY_LATENCY.observe(max(0, now - pending.command.issued_at_ms) / 1000)
-        self._collect(work, decision.state, key, decision.outputs, now)
+        touched = work.players.get((partition, key))
+        if touched is None:
+            touched = work.players[(partition, key)] = _Touched(states.get(key))
+        touched.changed.update(dict.fromkeys(decision.txns_changed))
+        touched.outbox.extend(outbox)
+        states[key] = decision.state
+        self._note_due(partition, key, decision.state, decision.txns_changed)
+        self._count(decision.state, decision.outputs)
 
     def _note_due(
         self, partition: int, key: bytes, state: PlayerState, changed: Iterable[str]
@@ -443,9 +559,31 @@ class SagaWorker:
         else:
             self.due[partition][key] = due
 
-    def _collect(
-        self, work: _Batch, state: PlayerState, key: bytes, outputs: Iterable[object], now: int
-    ) -> None:
+    def _encode(
+        self, state: PlayerState, outputs: Iterable[object], now: int
+    ) -> list[tuple[str, int | None, bytes]]:
+        """The outputs as (topic, explicit partition, value), all keyed by the player."""
+        op, player = state.operator_id, state.player_id
+        encoded: list[tuple[str, int | None, bytes]] = []
+        for output in outputs:
+            if isinstance(output, Command):
+                value = self.codec.encode(
+                    "casino.agg.WalletCommand", command_to_avro(output, op, player)
+                )
+                encoded.append((self.names.wallet_commands(op), None, value))
+            elif isinstance(output, Answer):
+                if output.request.reply_partition is None:
+                    continue
+                value = self.codec.encode(
+                    "casino.agg.ProviderOutcome", outcome_to_avro(output, now)
+                )
+                encoded.append((self.names.outcomes, output.request.reply_partition, value))
+            elif isinstance(output, Event):
+                name, record = event_to_avro(output, op, player, now)
+                encoded.append((self.names.events, None, self.codec.encode(name, record)))
+        return encoded
+
+    def _count(self, state: PlayerState, outputs: Iterable[object]) -> None:
         op, player = state.operator_id, state.player_id
         for output in outputs:
             if isinstance(output, Command):
@@ -461,28 +599,14 @@ class SagaWorker:
                         and txn.state == TxnState.COMPENSATING
                     ):
                         COMPENSATIONS.inc()
-                value = self.codec.encode(
-                    "casino.agg.WalletCommand", command_to_avro(output, op, player)
-                )
-                work.outputs.append((self.names.wallet_commands(op), key, value, None))
             elif isinstance(output, Answer):
                 _answers(output.request.action.value, output.status.value).inc()
-                if output.request.reply_partition is None:
-                    continue
-                value = self.codec.encode(
-                    "casino.agg.ProviderOutcome", outcome_to_avro(output, now)
-                )
-                work.outputs.append(
-                    (self.names.outcomes, key, value, output.request.reply_partition)
-                )
             elif isinstance(output, Event):
                 _events(output.name).inc()
                 if output.name == "DebitTimedOut":
                     TIMEOUTS.inc()
                 elif output.name == "DuplicateConflictDetected":
                     _duplicates("conflict").inc()
-                name, record = event_to_avro(output, op, player, now)
-                work.outputs.append((self.names.events, key, self.codec.encode(name, record), None))
                 log.event(
                     output.name,
                     correlation_id=output.correlation_id,
@@ -493,39 +617,71 @@ class SagaWorker:
                     amount=output.fields.get("amount"),
                 )
 
-    async def _publish(self, work: _Batch) -> None:
-        send = self.producer.send
-        futures = [await send(t, v, key=k, partition=p) for t, k, v, p in work.outputs]
-        if futures:
-            await asyncio.gather(*futures)
-        futures = [
-            await send(self.names.saga_state, value, key=key, partition=partition)
-            for (partition, key), value in work.records.items()
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+    async def _persist_and_publish(self, work: _Batch) -> None:
+        """Steps 2 and 3: every touched player's state (header first), then the outputs."""
+        if not work.players:
+            return
+        state_topic = self.names.saga_state
+        records: list[OutRecord] = []
+        outputs: list[OutRecord] = []
+        markers: dict[int, int] = {}
+        by_partition: dict[int, list[tuple[bytes, _Touched]]] = {}
+        for (partition, key), touched in work.players.items():
+            by_partition.setdefault(partition, []).append((key, touched))
+        for partition, players in by_partition.items():
+            if self.published[partition] < self.seq[partition]:
+                # every earlier write's outputs were acknowledged before this batch began
+                markers[partition] = self.seq[partition]
+                marker = encode_marker(self.seq[partition])
+                records.append(OutRecord(state_topic, MARKER_KEY, marker, partition))
+            seq = self.seq[partition] = self.seq[partition] + 1
+            states, metas = self.states[partition], self.meta[partition]
+            broken = self.broken[partition]
+            for key, touched in players:
+                if key in broken:
+                    continue
+                meta = metas[key] if key in metas else WriteMeta()
+                state = states.get(key)
+                if state is None:
+                    operator_id, player_id = split_key(key)
+                    state = PlayerState(operator_id, player_id)
+                write = WriteMeta(seq, dict(meta.applied), touched.outbox, meta.parked)
+                records.extend(
+                    OutRecord(state_topic, record_key, value, partition)
+                    for record_key, value in state_records(
+                        touched.old, state, key, self.rounds_cache, touched.changed, write
+                    )
+                )
+                outputs.extend(OutRecord(t, key, v, p) for t, p, v in touched.outbox)
+        await self.transport.produce(records)
+        self.published.update(markers)
+        await self.transport.produce(outputs)
 
-    async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], tp: TopicPartition, reason: str
-    ) -> None:
+    async def _dead_letter(self, record: InRecord, reason: str) -> None:
+        """Set a message aside with where it came from and why; awaited before the batch
+        goes on, so a set-aside message is never lost."""
         DEAD_LETTERS.labels(reason.split(":")[0][:40]).inc()
         log.error(
             "dead_letter",
-            topic=tp.topic,
-            partition=tp.partition,
+            topic=record.topic,
+            partition=record.partition,
             offset=record.offset,
             reason=reason,
         )
-        await dead_letter(
-            self.producer, self.names.dead_letters, record, reason=reason, consumer_group=GROUP_ID
+        headers = (
+            ("reason", reason.encode()),
+            ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            ("consumer", GROUP_ID.encode()),
+        )
+        await self.transport.produce(
+            [OutRecord(self.names.dead_letters, record.key, record.value or b"", None, headers)]
         )
 
     async def _measure_lag(self) -> None:
         """Gauges that walk every player or partition: on the timer, not per batch."""
         PENDING.set(sum(len(s.pending) for states in self.states.values() for s in states.values()))
-        if self.consumer is not None:
-            for tp, lag in (await consumer_lag(self.consumer)).items():
-                LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        for (topic, partition), lag in (await self.transport.lag()).items():
+            LAG.labels(topic, str(partition)).set(lag)
 
 
 __all__ = ["SagaWorker", "StateDecodeError"]

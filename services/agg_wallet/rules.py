@@ -8,7 +8,11 @@ in one transaction. Everything here is deterministic given the book and ``now``.
 
 The contract (design brief, section 4): a repeated ``command_id`` is the same command and
 gets the same reply. So every command that reaches the book is recorded with its reply
-(refusals and malformed commands too) and a repeat is answered from that record.
+(refusals and malformed commands too) and a repeat is answered from that record. A command id
+belongs to the player it was first recorded for: the same id for another player, or naming
+another operator than the ledger's, is not a repeat but a defect upstream (ids that leave
+their owner out). It is refused with ERROR and recorded nowhere, and the asking player never
+sees the stored reply, which carries another player's balance (``Decision.foreign``).
 
 Outcomes of a command, as ``Effect`` (stored in ``wallet.commands.effect``):
 
@@ -21,11 +25,15 @@ DEBIT         ``refused``              a CANCEL of this id came first; nothing m
 CREDIT        ``credited``             balance += amount, OK
 CANCEL        ``refunded``             the debit was applied and not yet cancelled; refund, OK
 CANCEL        ``noop``                 the debit was refused, or already cancelled; OK
-CANCEL        ``tombstone``            the debit is unknown: remembered, so that it is refused
-                                       if it arrives later; OK
+CANCEL        ``tombstone``            this player has no command under the debit's id:
+                                       remembered, so that it is refused if it arrives
+                                       later; OK
 BALANCE       ``balance``              OK with the balance
 any           ``invalid``              malformed command (bad amount, currency, kind, ...);
                                        nothing moves, ERROR
+any           (not recorded)           the id is recorded for another player, or the command
+                                       names another operator: nothing moves, ERROR without
+                                       a balance (``Decision.foreign``)
 ============  =======================  =====================================================
 """
 
@@ -134,6 +142,9 @@ class Decision:
     """The command id was already in the ledger: ``entry`` is the stored one, re-sent."""
     conflict: bool = False
     """A duplicate whose content differs from the stored command (answered the same anyway)."""
+    foreign: bool = False
+    """The command id is recorded for another player, or the command names another operator
+    than the ledger's: refused (``entry`` is the ERROR to answer, recorded nowhere)."""
 
 
 def problem_of(command: Command, operator_id: str, key: bytes | None) -> str | None:
@@ -163,6 +174,16 @@ def problem_of(command: Command, operator_id: str, key: bytes | None) -> str | N
     return None
 
 
+def foreign_owner(command: Command, operator_id: str, stored: Entry) -> str | None:
+    """Whose the recorded ``stored`` entry (same command id, ledger of ``operator_id``) is,
+    when it is not the owner that ``command`` names; None when it is the same owner."""
+    if command.operator_id != operator_id:
+        return f"operator {operator_id!r}, not {command.operator_id!r}"
+    if stored.player_id != command.player_id:
+        return "another player"
+    return None
+
+
 @dataclass
 class Book:
     """The ledger state a batch needs, and the batch's changes to it.
@@ -187,6 +208,13 @@ class Book:
         entry. Commands must come in their order on the partition."""
         stored = self.entries.get(command.command_id)
         if stored is not None:
+            owner = foreign_owner(command, self.operator_id, stored)
+            if owner is not None:
+                reason = f"command_id already recorded for {owner}"
+                return Decision(
+                    self._entry(command, Effect.INVALID, 0, Status.ERROR, None, now, reason),
+                    foreign=True,
+                )
             return Decision(stored, duplicate=True, conflict=not command.same_content(stored))
         if problem is not None:
             entry = self._entry(command, Effect.INVALID, 0, Status.ERROR, None, now, problem)
@@ -223,9 +251,11 @@ class Book:
             return self._move(c, account, balance, -c.amount, Effect.DEBITED, now)
         assert c.kind == Kind.CANCEL and c.reference_command_id is not None
         debit = self.entries.get(c.reference_command_id)
-        if debit is None:
+        if debit is None or debit.player_id != c.player_id:
+            # unknown to this player: another player's command under that id is none of its
+            # business (it was refused to this player, see ``foreign``)
             return self._entry(c, Effect.TOMBSTONE, 0, Status.OK, balance, now)
-        if debit.kind != Kind.DEBIT or debit.player_id != c.player_id:
+        if debit.kind != Kind.DEBIT:
             return self._entry(
                 c, Effect.INVALID, 0, Status.ERROR, balance, now,
                 "reference_command_id is not a DEBIT of this player",

@@ -7,7 +7,9 @@ Per batch of commands (``getmany``, at most ``wallet_batch_count_max``):
    answered ERROR;
 2. apply the batch in ONE Postgres transaction (:meth:`WalletStore.apply_batch`), which
    dedupes by command id: a command already in the ledger is not applied again and its
-   stored reply is sent again;
+   stored reply is sent again; a command whose id the ledger holds for another player (or
+   that names another operator) is answered ERROR, never with the stored reply, and goes to
+   the dead-letter topic with the reason;
 3. produce every reply (same key as the command, so the default partitioner puts it on the
    partition the saga reads for that player) and wait for every acknowledgement;
 4. commit the batch's offsets.
@@ -72,8 +74,13 @@ CONFLICTS = Counter(
     "Repeated command ids whose content differs from the stored command",
     ["operator"],
 )
+COMMAND_ID_CONFLICTS = Counter(
+    "agg_wallet_command_id_conflicts_total",
+    "Commands refused because their id is in the ledger for another player or operator",
+    ["operator"],
+)
 DEAD_LETTERS = Counter(
-    "agg_wallet_dead_letters_total", "Undecodable messages set aside", ["operator", "reason"]
+    "agg_wallet_dead_letters_total", "Messages set aside", ["operator", "reason"]
 )
 RETRIES = Counter(
     "agg_wallet_batch_retries_total", "Batch transactions retried after a lost race", ["operator"]
@@ -140,6 +147,8 @@ class Switches:
 class _Batch:
     items: list[Item] = field(default_factory=list)
     keys: list[bytes] = field(default_factory=list)
+    records: list[ConsumerRecord[Any, Any]] = field(default_factory=list)
+    """The message of each item, for the dead-letter topic."""
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     dead_count: int = 0
 
@@ -262,6 +271,7 @@ class OperatorLoop:
                 problem = problem_of(command, self.operator_id, record.key)
                 batch.items.append(Item(command, problem, tp.partition, record.offset))
                 batch.keys.append(record.key)
+                batch.records.append(record)
         return batch
 
     async def _apply(self, batch: _Batch, store: WalletStore) -> list[Entry]:
@@ -271,7 +281,7 @@ class OperatorLoop:
         op = self.operator_id
         if self.service.switches.mode is Mode.FAILING:
             entries = [failing_entry(i.command, now) for i in batch.items]
-            duplicate_count = conflict_count = 0
+            duplicate_count = conflict_count = foreign_count = 0
             seconds = 0.0
         else:
             started = time.perf_counter()
@@ -284,14 +294,28 @@ class OperatorLoop:
             entries = [d.entry for d in result.decisions]
             duplicate_count = sum(d.duplicate for d in result.decisions)
             conflict_count = sum(d.conflict for d in result.decisions)
+            foreign_count = sum(d.foreign for d in result.decisions)
             DUPLICATES.labels(op).inc(duplicate_count)
             CONFLICTS.labels(op).inc(conflict_count)
-            for item, decision in zip(batch.items, result.decisions, strict=True):
+            for item, record, decision in zip(
+                batch.items, batch.records, result.decisions, strict=True
+            ):
                 if decision.conflict:
                     log.warning("command_conflict", operator_id=op,
                                 correlation_id=item.command.correlation_id,
                                 command_id=item.command.command_id,
                                 partition=item.partition, offset=item.offset)  # fmt: skip
+                if decision.foreign:
+                    # ids that leave their owner out, upstream: the asking player gets
+                    # ERROR, the other player's reply stays with it, and a person looks
+                    COMMAND_ID_CONFLICTS.labels(op).inc()
+                    log.error("command_id_conflict", operator_id=op,
+                              correlation_id=item.command.correlation_id,
+                              command_id=item.command.command_id,
+                              player_id=item.command.player_id,
+                              reason=decision.entry.reason,
+                              partition=item.partition, offset=item.offset)  # fmt: skip
+                    await self._set_aside(record, "command_id_conflict", decision.entry.reason)
         statuses: Tally[str] = Tally()
         for item, entry in zip(batch.items, entries, strict=True):
             COMMANDS.labels(op, item.command.kind, entry.status.value).inc()
@@ -317,7 +341,8 @@ class OperatorLoop:
             commands=len(batch.items),
             duplicates=duplicate_count,
             conflicts=conflict_count,
-            dead_letters=batch.dead_count,
+            command_id_conflicts=foreign_count,
+            dead_letters=batch.dead_count + foreign_count,
             apply_ms=round(seconds * 1000, 1),
             statuses=dict(statuses),
             partitions={str(tp.partition): end for tp, end in batch.offsets.items()},
@@ -346,14 +371,20 @@ class OperatorLoop:
     async def _dead_letter(
         self, record: ConsumerRecord[Any, Any], tp: TopicPartition, reason: str, detail: str
     ) -> None:
-        DEAD_LETTERS.labels(self.operator_id, reason).inc()
         log.error("dead_letter", operator_id=self.operator_id, topic=tp.topic,
                   partition=tp.partition, offset=record.offset, reason=detail)  # fmt: skip
+        await self._set_aside(record, reason, detail)
+
+    async def _set_aside(
+        self, record: ConsumerRecord[Any, Any], reason: str, detail: str | None
+    ) -> None:
+        """The message, as read, to the dead-letter topic (header ``reason`` = ``detail``)."""
+        DEAD_LETTERS.labels(self.operator_id, reason).inc()
         await dead_letter(
             self.service.producer,
             self.service.names.dead_letters,
             record,
-            reason=detail,
+            reason=detail or reason,
             consumer_group=self.group_id,
         )
 

@@ -61,6 +61,7 @@ class Policy:
     status: str = "OK"
     delay_s: float = 0.0
     silent: bool = False
+    balance: int = ECHO_BALANCE
 
 
 class EchoSaga:
@@ -69,7 +70,8 @@ class EchoSaga:
     def __init__(self, settings: Settings, instance_id: str):
         self.settings = settings
         self.instance_id = instance_id
-        self.policies: dict[str, Policy] = {}
+        self.policies: dict[str | tuple[str, str], Policy] = {}
+        """By transaction id, or by (operator id, transaction id) first."""
         self.requests: list[tuple[bytes, int, dict[str, Any]]] = []
         self.consumer: AIOKafkaConsumer = make_consumer(
             settings, group_id=None, client_id="echo-saga"
@@ -111,7 +113,10 @@ class EchoSaga:
                     answering.add_done_callback(self.answering.discard)
 
     async def _answer(self, key: bytes, request: dict[str, Any]) -> None:
-        policy = self.policies.get(request["transaction_id"] or "", Policy())
+        txn = request["transaction_id"] or ""
+        policy = self.policies.get((request["operator_id"], txn)) or self.policies.get(
+            txn, Policy()
+        )
         if policy.silent:
             return
         await asyncio.sleep(policy.delay_s)
@@ -123,7 +128,7 @@ class EchoSaga:
             "player_id": request["player_id"],
             "action": request["action"],
             "status": policy.status,
-            "balance": ECHO_BALANCE,
+            "balance": policy.balance,
             "currency": request["currency"],
             "transaction_id": request["transaction_id"],
             "decided_at": datetime.now(UTC),
@@ -467,6 +472,45 @@ def test_concurrent_identical_callbacks_share_the_outcome(
     mine = [d for _, _, d in stack.echo.requests if d["transaction_id"] == fields["transaction_id"]]
     assert len(mine) == 2
     assert mine[0]["correlation_id"] == mine[1]["correlation_id"]
+
+
+def test_one_callback_for_two_owners_in_flight_gets_each_its_own_outcome(
+    stack: Stack, nova: IngressClient
+) -> None:
+    """A provider's ids are its own, and a player id may exist at two operators: the same
+    request id, transaction id and player id for op-alpha's player and op-beta's, in flight
+    at once, are two callbacks, each answered with its own outcome."""
+    player = unique("pl")
+    tokens = {}
+    for op, secret in ((OP, OP_SECRET), (OP_B, OP_B_SECRET)):
+        with IngressClient(stack.base_url, secret) as client:
+            r = client.open_session(op, {"player_id": player, "currency": "EUR",
+                                         "country": "DE", "game_id": "nova-starfall",
+                                         "mode": "real"})  # fmt: skip
+            assert r.status_code == 201, r.text
+            tokens[op] = r.json()["session_token"]
+    fields = bet(player, tokens[OP])
+    txn = fields["transaction_id"]
+    assert stack.echo is not None
+    # op-alpha's outcome comes last, while op-beta's callback is still waiting
+    stack.echo.policies[(OP, txn)] = Policy(delay_s=0.5, balance=111)
+    stack.echo.policies[(OP_B, txn)] = Policy(balance=222)
+
+    def send(op: str) -> httpx.Response:
+        with IngressClient(stack.base_url, NOVA_SECRET) as c:
+            body = encode_body({**fields, "session_token": tokens[op]})
+            return c.send("POST", f"/v1/providers/{NOVA}/wallet/bet", body)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        alpha = pool.submit(send, OP)
+        time.sleep(0.1)
+        beta = pool.submit(send, OP_B)
+        answers = [(r.status_code, r.json()["balance"]) for r in (alpha.result(), beta.result())]
+    assert answers == [(200, 111), (200, 222)]
+    mine = [d for _, _, d in stack.echo.requests if d["transaction_id"] == txn]
+    assert sorted(d["operator_id"] for d in mine) == [OP, OP_B]
+    assert mine[0]["correlation_id"] != mine[1]["correlation_id"]
+    assert stack.ingress.router.pending_count == 0
 
 
 # --- refusals publish nothing ----------------------------------------------------------------

@@ -238,3 +238,61 @@ def test_demo_play_is_journaled_but_kept_out_of_money(isolated: Settings) -> Non
         assert q("select count(*) from {s}.contradictory_decisions") == [(0,)]
         assert q("select count(*) from {s}.balance_chain_gaps") == [(0,)]
         assert q("select count(*) from {s}.rollback_tombstones") == [(0,)]
+
+
+def test_rows_of_before_004_stay_and_transactions_become_the_players(settings: Settings) -> None:
+    """A schema projected before migration 004 (transactions keyed without the player) keeps
+    its rows, its change rows learn their player from the journal, and from then on two
+    players' transactions with one provider id are two rows."""
+    from agg_projector.apply import Applier, JournalEvent
+    from agg_projector.migrate import migrate, migrations
+
+    schema = f"it_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f"create schema {schema}")
+        conn.execute(
+            f"create table {schema}.schema_migrations (version int primary key,"
+            " name text not null, applied_at timestamptz not null default now())"
+        )
+        for version, name, text in migrations()[:3]:
+            conn.execute(text.replace("{schema}", schema).encode())
+            conn.execute(f"insert into {schema}.schema_migrations values (%s, %s)",
+                         (version, name))  # fmt: skip
+        conn.execute(
+            f"insert into {schema}.journal (event_id, event_type, operator_id, player_id,"
+            ' provider_id, correlation_id, occurred_at, transaction_id, partition, "offset",'
+            " payload) values ('ev-old', 'BetAccepted', 'op-alpha', 'pl-a', 'prov-nova', 'c',"
+            " %s, 'tx-1', 0, 0, '{}')",
+            (T0,),
+        )
+        conn.execute(
+            f"insert into {schema}.transactions (operator_id, provider_id, transaction_id,"
+            " player_id, kind, status, amount, currency, first_event_at, updated_at,"
+            " last_event_id) values ('op-alpha', 'prov-nova', 'tx-1', 'pl-a', 'BET', 'ACCEPTED',"
+            " 100, 'EUR', %s, %s, 'ev-old')",
+            (T0, T0),
+        )
+        conn.execute(
+            f"insert into {schema}.transaction_changes (event_id, operator_id, provider_id,"
+            " transaction_id, status, occurred_at, correlation_id) values ('ev-old', 'op-alpha',"
+            " 'prov-nova', 'tx-1', 'ACCEPTED', %s, 'c')",
+            (T0,),
+        )
+        assert migrate(conn, schema) == ["004_transactions_per_player"]
+        assert conn.execute(
+            f"select event_id, player_id from {schema}.transaction_changes"
+        ).fetchall() == [("ev-old", "pl-a")]
+        applier = Applier(schema)
+        with conn.transaction(), conn.cursor() as cur:
+            applier.apply(cur, JournalEvent("BetAccepted", {
+                "event_id": "ev-new", "correlation_id": "c2", "operator_id": "op-alpha",
+                "player_id": "pl-b", "provider_id": "prov-nova", "occurred_at": T0,
+                "transaction_id": "tx-1", "round_id": "rnd-1", "game_id": "nova-starfall",
+                "amount": 70, "currency": "EUR", "command_id": "c-b", "balance": 9_930,
+                "round_closed": False}, 0, 1))  # fmt: skip
+        rows = conn.execute(
+            f"select player_id, amount, status from {schema}.transactions"
+            " where transaction_id = 'tx-1' order by player_id"
+        ).fetchall()
+        assert rows == [("pl-a", 100, "ACCEPTED"), ("pl-b", 70, "ACCEPTED")]
+        conn.execute(f"drop schema {schema} cascade")

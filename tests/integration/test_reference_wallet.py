@@ -484,6 +484,66 @@ def test_an_undecodable_message_is_dead_lettered_and_the_wallet_goes_on(
     run(scenario())
 
 
+def conflicts_metric(wallet: WalletProcess) -> float:
+    status, text = wallet.http("GET", "/metrics")
+    assert status == 200
+    name = 'agg_wallet_command_id_conflicts_total{operator="op-alpha"}'
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith(name)]
+    return float(values[0]) if values else 0.0
+
+
+def test_a_command_id_held_for_another_player_is_refused_and_set_aside(
+    wallet: WalletProcess, settings: Settings
+) -> None:
+    """An id that left its owner out reaches the wallet for a second player: that player is
+    answered ERROR without a balance, never with the first player's reply; the command goes
+    to the dead-letter topic and the counter counts it; the first player's ledger and
+    balance are untouched, and its own repeats still get its reply."""
+    alice, bob = player("alice"), player("bob")
+    debit = command("op-alpha", alice, "DEBIT", 1_500)
+    cid = debit["command_id"]
+    before = conflicts_metric(wallet)
+
+    async def scenario() -> None:
+        async with client(settings, "op-alpha") as c:
+            (first,) = await c.ask(debit)
+            assert status_balance(first) == ("OK", STARTING_BALANCE - 1_500)
+            kinds = [("DEBIT", 1_500), ("CREDIT", 1_500), ("BALANCE", 0)]
+            for n, (kind, amount) in enumerate(kinds, start=2):
+                await c.send({**command("op-alpha", bob, kind, amount), "command_id": cid})
+                await c.reply(cid, count=n)
+            theirs = [r for r in c.replies[cid] if r["player_id"] == bob]
+            assert [(r["status"], r["balance"]) for r in theirs] == [("ERROR", None)] * 3
+            # another operator's command under that id, on this operator's topic
+            beta = {**command("op-alpha", alice, "BALANCE"), "command_id": cid}
+            beta["operator_id"] = "op-beta"
+            await c.send_raw(player_key("op-beta", alice),
+                             CODEC.encode("casino.agg.WalletCommand", beta))  # fmt: skip
+            await c.reply(cid, count=5)
+            assert status_balance(c.replies[cid][4]) == ("ERROR", None)
+            # the owner's repeat: its own reply, byte for byte
+            await c.send(debit)
+            await c.reply(cid, count=6)
+            assert c.replies[cid][5] == first
+            await c.until(lambda: len([d for d in c.dead_letters if d.key in (
+                player_key("op-alpha", bob), player_key("op-beta", alice))]) == 4)  # fmt: skip
+            dead = [d for d in c.dead_letters if d.key == player_key("op-alpha", bob)]
+            assert [CODEC.decode(d.value).datum["kind"] for d in dead] == [k for k, _ in kinds]
+            for d in dead:
+                headers = dict(d.headers)
+                assert headers["reason"] == b"command_id already recorded for another player"
+                assert headers["source"].startswith(b"agg.wallet.commands.op-alpha/")
+
+    run(scenario())
+    assert db_balance(settings, "op-alpha", alice) == STARTING_BALANCE - 1_500
+    assert [(r[0], r[1], r[2]) for r in ledger(settings, "op-alpha", alice)] == [
+        (cid, "DEBIT", "debited")
+    ]
+    assert ledger(settings, "op-alpha", bob) == []
+    assert db_balance(settings, "op-alpha", bob) is None
+    assert conflicts_metric(wallet) == before + 4
+
+
 def test_silent_mode_answers_only_after_switching_back_in_order(
     normal_afterwards: WalletProcess, settings: Settings
 ) -> None:

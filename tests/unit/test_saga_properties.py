@@ -486,3 +486,99 @@ def test_an_exact_duplicate_gets_the_original_answer(
             assert answer.status == final[key], (key, final[key], answer.status)
         elif answer.status != Status.RETRY_LATER:
             final[key] = answer.status
+
+
+# --- several owners, one provider's ids -----------------------------------------------------
+
+OWNERS = (("op-1", "pl-1"), ("op-1", "pl-2"), ("op-2", "pl-1"))
+"""Two players of one operator, and the first one's player id at another operator."""
+
+
+@dataclass
+class OperatorWallet:
+    """What the contract lets an operator's wallet do (design brief, section 4): answer a
+    command id it has seen with the reply it gave, whichever of its players it names."""
+
+    replies: dict[str, ReplyStatus] = field(default_factory=dict)
+
+
+@dataclass
+class PlayerWallet(Wallet):
+    """One player's money, in the wallet of the player's operator."""
+
+    operator: OperatorWallet = field(default_factory=OperatorWallet)
+
+    def apply(self, command: Command, refusal: ReplyStatus | None = None) -> ReplyStatus:
+        seen = self.operator.replies.get(command.command_id)
+        if seen is not None:
+            return seen
+        status = super().apply(command, refusal)
+        self.operator.replies[command.command_id] = status
+        return status
+
+
+OWNER_INDEXES = st.sampled_from(range(len(OWNERS)))
+
+shared_steps = st.lists(
+    st.one_of(
+        # one callback sent for some of the owners, with the same request, transaction and
+        # round ids (a provider's ids are its own, not unique across players)
+        st.tuples(st.just("request"), requests(), st.sets(OWNER_INDEXES, min_size=1)),
+        st.tuples(st.just("request"), requests(), st.just(set(range(len(OWNERS))))),
+        st.tuples(
+            st.just("wallet"),
+            OWNER_INDEXES,
+            st.integers(0, 20),
+            st.sampled_from(WALLET_MODES),
+            st.sampled_from(REFUSALS),
+        ),
+        st.tuples(st.just("deliver"), OWNER_INDEXES, st.integers(0, 20), st.booleans()),
+        st.tuples(st.just("tick"), st.sampled_from(TICKS_MS)),
+    ),
+    max_size=60,
+)
+
+
+def run_shared(script: list[tuple], start_balance: int) -> list[Sim]:  # type: ignore[type-arg]
+    wallets: dict[str, OperatorWallet] = {}
+    sims = [
+        Sim(
+            PlayerWallet(start_balance, operator=wallets.setdefault(op, OperatorWallet())),
+            state=PlayerState(op, player),
+        )
+        for op, player in OWNERS
+    ]
+    for step in script:
+        if step[0] == "request":
+            for i in sorted(step[2]):
+                op, player = OWNERS[i]
+                sims[i].request(replace(step[1], operator_id=op, player_id=player))
+        elif step[0] == "wallet":
+            sims[step[1]].wallet_step(step[2], step[3], step[4])
+        elif step[0] == "deliver":
+            sims[step[1]].deliver(step[2], step[3])
+        else:
+            for sim in sims:
+                sim.tick(step[1])
+    for sim in sims:
+        sim.drain()
+    return sims
+
+
+@settings(max_examples=300, deadline=None)
+@given(script=shared_steps, start_balance=st.sampled_from((0, 50, 1_000)))
+def test_owners_sharing_provider_ids_are_independent(
+    script: list[tuple], start_balance: int
+) -> None:  # type: ignore[type-arg]
+    """Players (of one operator or two) that receive callbacks with the same ids, against
+    wallets that dedupe by command id: every player's money matches the answers that player
+    got, as if it were alone; no command or journal event id is shared."""
+    sims = run_shared(script, start_balance)
+    for sim in sims:
+        check_against_model(sim, start_balance)
+    event_ids = [e.event_id for sim in sims for e in sim.events]
+    assert len(event_ids) == len(set(event_ids)), "the journal dedupes by event id"
+    command_ids = [set(sim.sent) for sim in sims]
+    for i, mine in enumerate(command_ids):
+        for theirs in command_ids[i + 1 :]:
+            assert not mine & theirs

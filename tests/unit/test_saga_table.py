@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from agg_domain.ids import derive_id
 from agg_domain.saga import (
     MAX_AMOUNT,
     Answer,
@@ -24,8 +25,13 @@ from agg_domain.saga import (
     SagaConfig,
     Tick,
     TxnState,
+    balance_command_id,
+    cancel_command_id,
+    credit_command_id,
+    debit_command_id,
     decide,
     demo_key,
+    event_id,
     next_due_ms,
     txn_key,
 )
@@ -718,3 +724,165 @@ def test_demo_transactions_are_forgotten_like_real_ones() -> None:
     decision = decide(run.state, Tick(), later, CONFIG)
     assert decision.state.txns == {}
     assert decision.state.demo_balances == {"EUR": DEMO_START - 100}  # the balance stays
+
+
+# --- a provider's ids are its own: other players and operators reuse them ------------------
+
+OTHER_OWNERS = [("op-1", "pl-2"), ("op-2", "pl-1")]
+"""Another player of the same operator, and the same player id at another operator."""
+
+
+def owned_by(step: Step, operator: str, player: str) -> Step:
+    if isinstance(step, Request):
+        return replace(step, operator_id=operator, player_id=player)
+    return step
+
+
+def output_ids(run: Run) -> set[str]:
+    return {
+        o.command_id if isinstance(o, Command) else o.event_id
+        for outs in run.outputs
+        for o in outs
+        if isinstance(o, Command | Event)
+    }
+
+
+@pytest.mark.parametrize("owner", OTHER_OWNERS, ids=["other-player", "other-operator"])
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_table_for_another_owner_with_the_same_provider_ids(
+    row: Row, owner: tuple[str, str]
+) -> None:
+    """Every row again for another owner, with the very same transaction, request and round
+    ids: the same outcome, and not one command or event id in common with the first."""
+    first = Run()
+    first.steps([*row.prior, row.message])
+    other = Run(state=PlayerState(*owner))
+    other.steps([owned_by(s, *owner) for s in row.prior])
+    decision = other.step(owned_by(row.message, *owner))
+    assert answers(decision) == row.answers
+    assert commands(decision) == row.commands
+    assert events(decision) == row.events
+    assert not output_ids(first) & output_ids(other)
+
+
+@pytest.mark.parametrize("owner", OTHER_OWNERS, ids=["other-player", "other-operator"])
+def test_a_balance_request_id_reused_by_another_owner(owner: tuple[str, str]) -> None:
+    asked = req(Action.BALANCE, None, round_id=None)
+    mine, theirs = Run(), Run(state=PlayerState(*owner))
+    [my_command] = only(mine.step(asked), Command)
+    [their_command] = only(theirs.step(owned_by(asked, *owner)), Command)
+    assert my_command.kind == their_command.kind == K.BALANCE
+    assert my_command.command_id != their_command.command_id
+    [my_answer] = only(mine.step(Rep(K.BALANCE, balance=111)), Answer)
+    [their_answer] = only(theirs.step(Rep(K.BALANCE, balance=222)), Answer)
+    assert (my_answer.status, my_answer.balance) == (S.OK, 111)
+    assert (their_answer.status, their_answer.balance) == (S.OK, 222)
+    assert their_answer.request.player_id == owner[1]
+
+
+def test_a_live_round_closed_by_several_players_is_journaled_for_each() -> None:
+    """One round id, one bet id and one win id for every player at a live table."""
+    closed = []
+    for operator, player in [(OPERATOR, PLAYER), *OTHER_OWNERS, ("op-2", "pl-2")]:
+        run = Run(state=PlayerState(operator, player))
+        steps = [BET, Rep(K.DEBIT), win(round_closed=True), Rep(K.CREDIT)]
+        run.steps([owned_by(s, operator, player) for s in steps])
+        [event] = [e for e in run.outputs[-1] if isinstance(e, Event) and e.name == "RoundClosed"]
+        assert (event.fields["round_id"], event.fields["bet_total"]) == ("round-1", 100)
+        closed.append(event.event_id)
+    assert len(set(closed)) == len(closed) == 4
+
+
+def test_cancel_ids_are_the_owners_too() -> None:
+    """Two owners' cancels of debits whose ids were the same (made by an earlier scheme that
+    left the owner out) are two commands."""
+    cancels = []
+    for operator, player in [(OPERATOR, PLAYER), *OTHER_OWNERS]:
+        run = Run(state=PlayerState(operator, player))
+        run.step(owned_by(BET, operator, player))
+        run.state = legacy_debit(run.state, "bet-1")
+        assert answers(run.step(RepId(LEGACY_DEBIT_ID))) == [S.OK]
+        [cancel] = only(run.step(owned_by(RB, operator, player)), Command)
+        assert cancel.reference_command_id == LEGACY_DEBIT_ID
+        cancels.append(cancel.command_id)
+    assert len(set(cancels)) == 3
+
+
+# --- history: states written with the ids of earlier versions --------------------------------
+
+LEGACY_DEBIT_ID = derive_id("cmd", "prov-a", "bet-1", "DEBIT", 1)
+"""What the first scheme named the first debit of prov-a's bet-1, whoever placed it."""
+
+
+def legacy_debit(state: PlayerState, txn_id: str) -> PlayerState:
+    """``state`` as the first scheme stored it: the pending debit of ``txn_id`` under its
+    old id."""
+    key = txn_key("prov-a", txn_id)
+    txn = state.txns[key]
+    assert txn.command_id is not None
+    pending = state.pending[txn.command_id]
+    old = replace(pending.command, command_id=LEGACY_DEBIT_ID)
+    others = {k: v for k, v in state.pending.items() if k != txn.command_id}
+    return replace(
+        state,
+        txns={**state.txns, key: replace(txn, command_id=LEGACY_DEBIT_ID)},
+        pending={**others, LEGACY_DEBIT_ID: replace(pending, command=old)},
+    )
+
+
+def test_a_pending_debit_with_an_old_id_still_resolves() -> None:
+    run = Run()
+    run.step(BET)
+    run.state = legacy_debit(run.state, "bet-1")
+    decision = run.step(RepId(LEGACY_DEBIT_ID))
+    assert answers(decision) == [S.OK] and events(decision) == ["BetAccepted"]
+    [event] = only(decision, Event)
+    assert event.fields["command_id"] == LEGACY_DEBIT_ID
+    assert not run.state.pending
+
+
+def test_a_timed_out_debit_with_an_old_id_is_compensated_under_it() -> None:
+    run = Run()
+    run.step(BET)
+    run.state = legacy_debit(run.state, "bet-1")
+    decision = run.step(At(TIMEOUT))
+    [cancel] = only(decision, Command)
+    assert cancel.kind == K.CANCEL and cancel.reference_command_id == LEGACY_DEBIT_ID
+    assert events(run.step(Rep(K.CANCEL))) == ["DebitCancelled"]
+    # the provider's retry is a new attempt, under the current scheme
+    [debit] = only(run.step(bet()), Command)
+    assert debit.command_id == debit_command_id(OPERATOR, PLAYER, "prov-a", "bet-1", 2)
+
+
+def test_an_owed_credit_with_an_old_id_is_resent_under_it() -> None:
+    old_id = derive_id("cmd", "prov-a", "win-1", "CREDIT")
+    run = Run()
+    run.step(WIN)
+    key = txn_key("prov-a", "win-1")
+    txn = run.state.txns[key]
+    assert txn.command_id is not None
+    pending = run.state.pending[txn.command_id]
+    run.state = replace(
+        run.state,
+        txns={key: replace(txn, command_id=old_id)},
+        pending={old_id: replace(pending, command=replace(pending.command, command_id=old_id))},
+    )
+    resent = only(run.step(At(TIMEOUT + CONFIG.backoff_ms(1))), Command)
+    assert [c.command_id for c in resent] == [old_id]
+    assert events(run.step(RepId(old_id))) == ["WinCredited"]
+    assert not run.state.pending
+
+
+def test_the_id_formulas_do_not_change() -> None:
+    """The ids are part of the journal and of every wallet's ledger: a worker re-deciding a
+    message after an upgrade must derive the ids it derived before."""
+    assert debit_command_id("op", "pl", "prov", "t", 1) == "cmd-3a3992156a6c1cfaef4832010a3d4fe9"
+    assert credit_command_id("op", "pl", "prov", "t") == "cmd-d9caebaa4864482dc63852bcb65a9ba2"
+    assert cancel_command_id("op", "pl", "cmd-x") == "cmd-90ac03a0c351164b8f9a5fa3fb8c3e77"
+    assert balance_command_id("op", "pl", "prov", "r") == "cmd-4acf0aef0e41e54f58a9edb0f79416d3"
+    assert (
+        event_id("op", "pl", "prov", "RoundClosed", "prov:r")
+        == "ev-f622921a93ef9b56a1d79277c3fd112f"
+    )
+    # the first scheme, which left the owner out (still named in old journals and states)
+    assert derive_id("cmd", "prov", "t", "DEBIT", 1) == "cmd-a53687fac701adbd27043db7f7fa9736"

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agg_config.settings import Settings
 from agg_domain.saga import Message, next_due_ms
-from agg_saga import worker as worker_module
-from agg_saga.state_codec import StateBuilder
+from agg_saga.state_codec import StateBuilder, state_records
 from agg_saga.worker import SagaWorker, _Batch
 from tests.unit.test_saga_properties import CONFIG, OPERATOR, PLAYER, Sim, Wallet, play, steps
 
@@ -20,22 +18,20 @@ KEY = f"{OPERATOR}:{PLAYER}".encode()
 PARTITION = 3
 
 
-class _NoProducer:
-    """Deciding never touches the producer."""
+class _NoTransport:
+    """Deciding never touches the transport."""
 
 
 def _worker() -> SagaWorker:
     settings_ = Settings(kafka_bootstrap="127.0.0.1:1", database_url="postgresql://unused")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(worker_module, "make_producer", lambda *a, **k: _NoProducer())
-        worker = SagaWorker(settings_, [OPERATOR])
+    worker = SagaWorker(settings_, [OPERATOR], transport=_NoTransport())  # type: ignore[arg-type]
     worker.config = CONFIG
     # outputs are encoded and published elsewhere (the reference wallet's balances may even
     # exceed a long); here only the state and the timers count
-    worker._collect = lambda *args: None  # type: ignore[method-assign]
-    worker.states[PARTITION] = {}
-    worker.due[PARTITION] = {}
-    worker.deadlines[PARTITION] = {}
+    worker._encode = lambda *args: []  # type: ignore[method-assign]
+    for table in (worker.states, worker.meta, worker.due, worker.deadlines):
+        table[PARTITION] = {}  # type: ignore[index]
+    worker.broken[PARTITION] = set()
     return worker
 
 
@@ -54,7 +50,9 @@ class _WorkerSim(Sim):
         held = self.worker.states[PARTITION][KEY]
         assert held == self.state
         assert self.worker.due[PARTITION].get(KEY) == next_due_ms(held, CONFIG)
-        self.log.update({key: value for (_, key), value in work.records.items()})
+        for touched in work.players.values():
+            records = state_records(touched.old, held, KEY, None, touched.changed)
+            self.log.update(dict(records))
         builder = StateBuilder()
         for key, value in self.log.items():
             builder.add(key, value)

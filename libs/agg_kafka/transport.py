@@ -1,0 +1,147 @@
+"""The production adapter of :class:`agg_ports.Transport` on aiokafka: one consumer-group
+member (range assignor, so co-partitioned topics move together), one idempotent producer with
+``acks=all``, and a throw-away reader for reading a partition to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from agg_config.settings import Settings
+from agg_kafka.clients import consumer_lag, make_consumer, make_producer
+from agg_ports.transport import InRecord, OutRecord, RebalanceListener
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def monotonic_s(self) -> float:
+        return time.monotonic()
+
+
+def _tps(tps: Any) -> set[tuple[str, int]]:
+    return {(tp.topic, tp.partition) for tp in tps}
+
+
+class KafkaTransport:
+    def __init__(self, settings: Settings, *, group_id: str, client_id: str):
+        self.settings = settings
+        self.group_id = group_id
+        self.client_id = client_id
+        self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"{client_id}-producer")
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await listener.on_revoked(_tps(revoked))
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                await listener.on_assigned(_tps(assigned))
+
+        self.consumer = make_consumer(
+            self.settings,
+            group_id=self.group_id,
+            client_id=self.client_id,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+        )
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe(list(topics), listener=Listener())
+
+    async def stop(self) -> None:
+        try:
+            if self.consumer is not None:
+                await self.consumer.stop()
+        finally:
+            await self.producer.stop()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        assert self.consumer is not None, "start() first"
+        return self.consumer
+
+    async def poll(self, timeout_ms: int, max_records: int) -> list[InRecord]:
+        batch = await self._consumer().getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            InRecord(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp)
+            for tp, records in batch.items()
+            for r in records
+        ]
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return _tps(self._consumer().assignment())
+
+    def pause(self, partitions: set[tuple[str, int]]) -> None:
+        self._consumer().pause(*(TopicPartition(t, p) for t, p in partitions))
+
+    def resume(self, partitions: set[tuple[str, int]]) -> None:
+        self._consumer().resume(*(TopicPartition(t, p) for t, p in partitions))
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self._consumer().seek(TopicPartition(topic, partition), offset)
+
+    async def produce(self, records: Sequence[OutRecord]) -> None:
+        send = self.producer.send
+        futures = [
+            await send(
+                r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers) or None
+            )
+            for r in records
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
+        consumer = self._consumer()
+        assigned = self.assignment()
+        wanted = {TopicPartition(t, p): o for (t, p), o in offsets.items() if (t, p) in assigned}
+        if not wanted:
+            return True
+        try:
+            await consumer.commit(wanted)
+        except (CommitFailedError, IllegalStateError):
+            return False
+        return True
+
+    async def read_to_end(self, topic: str, partitions: set[int]) -> list[InRecord]:
+        if not partitions:
+            return []
+        reader = make_consumer(
+            self.settings, group_id=None, client_id=f"{self.client_id}-restore",
+            isolation_level="read_uncommitted",
+        )  # fmt: skip
+        await reader.start()
+        out: list[InRecord] = []
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            ends = await reader.end_offsets(tps)
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            while remaining:
+                batch = await reader.getmany(*remaining, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for r in records:
+                        if r.offset < ends[tp]:
+                            out.append(
+                                InRecord(
+                                    tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp
+                                )
+                            )
+                        if r.offset + 1 >= ends[tp]:
+                            remaining.discard(tp)
+        finally:
+            await reader.stop()
+        return out
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        lag = await consumer_lag(self._consumer())
+        return {(tp.topic, tp.partition): n for tp, n in lag.items()}

@@ -1,0 +1,87 @@
+"""The saga worker's I/O: a consumer-group member that also produces, and a clock.
+
+What an adapter must guarantee (the worker's correctness rests on exactly this, and the
+simulated adapter gives no more):
+
+- ``poll`` returns records of assigned, unpaused partitions, each partition in offset order,
+  starting after the group's committed offset when a partition is assigned. After a crash
+  or a rebalance, records past the last commit are delivered again (at least once).
+- ``produce`` returns once every record is acknowledged (written to every in-sync replica).
+  Records to one partition are written in the order given; if ``produce`` raises, or the
+  process dies while it runs, any prefix of each partition's records may have been written.
+- ``commit`` stores the offsets of the next records to consume; it may fail, after which the
+  records are delivered again to whoever owns the partition then.
+- ``read_to_end`` reads every record of the given partitions from the beginning up to the end
+  offsets taken when it starts.
+- the rebalance listener's callbacks run between two ``poll`` calls of this worker's loop
+  (revocation first), never while the worker handles a batch.
+- ``Clock.now_ms`` is the wall clock in epoch milliseconds; ``monotonic_s`` never goes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    """An explicit partition; ``None`` partitions by key (the Java client's murmur2)."""
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class RebalanceListener(Protocol):
+    async def on_revoked(self, partitions: set[tuple[str, int]]) -> None: ...
+
+    async def on_assigned(self, partitions: set[tuple[str, int]]) -> None: ...
+
+
+class Transport(Protocol):
+    async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def poll(self, timeout_ms: int, max_records: int) -> list[InRecord]: ...
+
+    def assignment(self) -> set[tuple[str, int]]: ...
+
+    def pause(self, partitions: set[tuple[str, int]]) -> None: ...
+
+    def resume(self, partitions: set[tuple[str, int]]) -> None: ...
+
+    def seek(self, topic: str, partition: int, offset: int) -> None: ...
+
+    async def produce(self, records: Sequence[OutRecord]) -> None: ...
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
+        """True when committed; False when the group moved on (the records are redelivered
+        to their new owner)."""
+        ...
+
+    async def read_to_end(self, topic: str, partitions: set[int]) -> list[InRecord]: ...
+
+    async def lag(self) -> dict[tuple[str, int], int]: ...
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+    def monotonic_s(self) -> float: ...
+
+
+Sleep = Callable[[float], Awaitable[None]]

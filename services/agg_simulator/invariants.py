@@ -1,0 +1,185 @@
+"""What must hold after every simulated schedule (``docs/simulator.md``):
+
+1. per player and currency, the wallet's balance equals the opening balance minus the bets
+   answered OK plus the wins answered OK (a bet whose rollback was answered OK counts
+   nothing), from the answers the providers got;
+2. every OK answer corresponds to exactly one applied wallet effect, and no final answer is
+   contradicted by the final answer to an exact duplicate or a retry;
+3. every owed credit and refund is acknowledged once the wallet is healthy again;
+4. the journal folds to the wallet's ledger, one event id is one event, no transaction has
+   contradictory decisions, and projecting the journal in two orders of its partitions gives
+   the same tables;
+5. every worker restarted after every crash and no player was parked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from agg_avro import AvroCodec
+from agg_simulator.world import Track, World, effects_by_transaction
+
+_codec = AvroCodec()
+
+MONEY_EVENTS = {"BetAccepted": -1, "WinCredited": 1, "BetRolledBack": 1}
+
+
+def journal(world: World) -> dict[int, list[tuple[str, dict[str, Any]]]]:
+    topic = world.names.events
+    out: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for p in range(world.schedule.partitions):
+        records = world.broker.read(topic, p, 0, world.broker.end(topic, p))
+        decoded = []
+        for r in records:
+            assert r.value is not None
+            d = _codec.decode(r.value)
+            decoded.append((d.name.rsplit(".", 1)[-1], d.datum))
+        out[p] = decoded
+    return out
+
+
+def project(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """A projector's fold, deduped by event id as the real one is: ledger rows, rounds and
+    balances. Only what the order of partitions could change is kept."""
+    seen: set[str] = set()
+    ledger: dict[tuple[str, ...], str] = {}
+    rounds: dict[tuple[str, ...], tuple[int, int, int]] = {}
+    money: Counter[tuple[str, str, str]] = Counter()
+    for name, d in events:
+        if d["event_id"] in seen:
+            continue
+        seen.add(d["event_id"])
+        owner = (d["operator_id"], d["player_id"], d["provider_id"])
+        if name == "RoundClosed":
+            rounds[(*owner, d["round_id"])] = (d["bet_total"], d["win_total"], d["refund_total"])
+        elif "transaction_id" in d:
+            ledger[(*owner, d["transaction_id"])] = name
+        if name in MONEY_EVENTS:
+            money[(d["operator_id"], d["player_id"], d["currency"])] += (
+                MONEY_EVENTS[name] * d["amount"]
+            )
+    return {"events": len(seen), "ledger": ledger, "rounds": rounds, "money": dict(money)}
+
+
+def check(world: World) -> list[str]:
+    problems = list(world.failures)
+    if problems:
+        return problems
+    schedule = world.schedule
+    # 5. parked players
+    for slot, worker in enumerate(world.workers):
+        assert worker is not None
+        for metas in worker.meta.values():
+            for player_key, meta in metas.items():
+                if meta.parked:
+                    problems.append(f"worker {slot} parked {player_key.decode()}: {meta.parked}")
+    # what the providers were told
+    expected: Counter[tuple[str, str, str]] = Counter()
+    rolled_back: set[tuple[str, str, str, str]] = set()
+    finals: dict[tuple[object, ...], set[str]] = {}
+    for track in world.tracks:
+        c = track.call
+        statuses = {s for s, _ in track.finals}
+        finals.setdefault(c.content(), set()).update(statuses)
+        if c.action == "ROLLBACK" and track.final == "OK":
+            rolled_back.add((c.operator_id, c.player_id, c.provider_id,
+                             c.reference_transaction_id or ""))  # fmt: skip
+    for content, statuses in finals.items():
+        if len(statuses) > 1:
+            problems.append(f"contradicting final answers {sorted(statuses)} to {content}")
+    effects = effects_by_transaction(world)
+    by_key: dict[tuple[str, str, str, str], list[Track]] = {}
+    for track in world.tracks:
+        c = track.call
+        if c.transaction_id is not None:
+            key = (c.operator_id, c.player_id, c.provider_id, c.transaction_id)
+            by_key.setdefault(key, []).append(track)
+    for key, tracks in by_key.items():
+        ok = [t for t in tracks if t.final == "OK"]
+        if len({t.call.content() for t in ok}) > 1:
+            problems.append(f"two different requests answered OK for transaction {key}")
+        got = effects.get(key, Counter())
+        first = (ok or tracks)[0].call
+        account = (first.operator_id, first.player_id, first.currency)
+        answers = [t.answers for t in tracks]
+        if first.action == "BET":
+            net = got["debited"] - got["refunded"]
+            if key in rolled_back:
+                want = 0
+            else:
+                want = 1 if ok else 0
+                expected[account] -= (first.amount or 0) * want
+            if net != want:
+                problems.append(
+                    f"bet {key} answered {answers} (rolled back: {key in rolled_back}): "
+                    f"wallet effects {dict(got)}"
+                )
+        elif first.action == "WIN":
+            want = 1 if ok else 0
+            expected[account] += (first.amount or 0) * want
+            if got["credited"] != want:
+                problems.append(f"win {key} answered {answers}: wallet effects {dict(got)}")
+    # 1. balances from the answers
+    wallet: Counter[tuple[str, str, str]] = Counter()
+    for op, book in world.books.items():
+        for (player, currency), balance in book.balances.items():
+            wallet[(op, player, currency)] = balance - schedule.starting_balance
+    for account in set(wallet) | set(expected):
+        if wallet[account] != expected[account]:
+            problems.append(
+                f"wallet of {account} moved {wallet[account]}, "
+                f"the answers allow {expected[account]}"
+            )
+    # 4. the journal
+    parts = journal(world)
+    events = [e for p in sorted(parts) for e in parts[p]]
+    by_id: dict[str, dict[str, Any]] = {}
+    for name, d in events:
+        # the same decision seen twice (a conflicting request re-sent) is journaled again at
+        # its own time: the id names one event if everything but the time agrees
+        body = {k: v for k, v in d.items() if k != "occurred_at"}
+        previous = by_id.setdefault(d["event_id"], {"name": name, **body})
+        if previous != {"name": name, **body}:
+            problems.append(f"event id {d['event_id']} names two events: {previous} and {d}")
+            break
+    decisions: dict[str, set[str]] = {}
+    per_txn: Counter[tuple[str, str, str, str, str]] = Counter()
+    for d in by_id.values():
+        name = d["name"]
+        if d.get("command_id") and name in (
+            "BetAccepted", "BetRejected", "DebitTimedOut", "DebitCancelled"
+        ):  # fmt: skip
+            decisions.setdefault(d["command_id"], set()).add(name)
+        if name in ("BetAccepted", "WinCredited", "BetRolledBack"):
+            per_txn[(name, d["operator_id"], d["player_id"], d["provider_id"],
+                     d["transaction_id"])] += 1  # fmt: skip
+    for command_id, names in decisions.items():
+        if "BetAccepted" in names and names & {"DebitTimedOut", "DebitCancelled", "BetRejected"}:
+            problems.append(f"contradictory decisions for debit {command_id}: {sorted(names)}")
+    for what, count in per_txn.items():
+        if count > 1:
+            problems.append(f"{what[0]} journaled {count} times for {what[1:]}")
+    forward = project(events)
+    backward = project([e for p in sorted(parts, reverse=True) for e in parts[p]])
+    if forward != backward:
+        problems.append("projecting the journal in two partition orders gives different tables")
+    folded = Counter(forward["money"])
+    for account in set(folded) | set(wallet):
+        if folded[account] != wallet[account]:
+            problems.append(
+                f"journal folds {account} to {folded[account]}, the wallet moved {wallet[account]}"
+            )
+    # 3. owed money acknowledged
+    for slot, worker in enumerate(world.workers):
+        assert worker is not None
+        for states in worker.states.values():
+            for player_key, state in states.items():
+                for pending in state.pending.values():
+                    if pending.command.kind.value in ("CREDIT", "CANCEL"):
+                        problems.append(
+                            f"worker {slot}: {pending.command.kind.value} "
+                            f"{pending.command.command_id} of {player_key.decode()} "
+                            "never acknowledged"
+                        )
+    return problems

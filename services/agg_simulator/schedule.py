@@ -1,0 +1,209 @@
+"""Seeded schedules for the deterministic simulator: provider callbacks and faults, as plain
+values, so that a failing schedule can be printed, replayed and cut down to what fails.
+
+A schedule mixes several operators, providers and players and provokes what real traffic
+does: transaction and round ids reused across players and operators (providers' ids are only
+unique per provider, live tables share rounds), exact duplicates, retries after 503,
+rollbacks racing their bets or coming before them, wins before and after timeouts. Faults:
+worker crashes at every port call of the batch protocol (including a write cut in the
+middle), rebalances between two workers, a silent, slow or failing wallet, wallet redelivery,
+and wall-clock jumps.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+CRASH_POINTS = (
+    "poll",
+    "produce:state",
+    "torn:state",
+    "produce:outputs",
+    "torn:outputs",
+    "commit",
+    "restore",
+)
+FAULT_KINDS = (
+    "crash",
+    "crash_storm",
+    "rebalance",
+    "wallet_silent",
+    "wallet_slow",
+    "wallet_failing",
+    "wallet_redeliver",
+    "clock_jump",
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One provider callback: first sent at ``at_ms``; resent after RETRY_LATER until a final
+    answer; ``dup_after_ms`` sends the exact same request again that much later."""
+
+    n: int
+    at_ms: int
+    operator_id: str
+    player_id: str
+    provider_id: str
+    action: str
+    currency: str
+    transaction_id: str | None = None
+    reference_transaction_id: str | None = None
+    round_id: str | None = None
+    amount: int | None = None
+    round_closed: bool = False
+    dup_after_ms: int | None = None
+
+    def content(self) -> tuple[object, ...]:
+        return (self.operator_id, self.player_id, self.provider_id, self.action,
+                self.transaction_id, self.reference_transaction_id, self.round_id,
+                self.amount, self.currency)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_ms: int
+    kind: str
+    worker: int = 0
+    point: str = ""
+    skip: int = 0
+    """For a crash: how many matching port calls pass before the one that kills."""
+    duration_ms: int = 0
+    amount_ms: int = 0
+    """A jump or a delay in ms; for a crash storm, the chance per port call in thousandths."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    seed: int
+    partitions: int
+    operators: tuple[str, ...]
+    calls: tuple[Call, ...]
+    faults: tuple[Fault, ...]
+    starting_balance: int
+    exec_seed: int
+    """Seeds what the schedule leaves open (batch sizes, time steps), kept when minimising."""
+
+    def without_call(self, index: int) -> Schedule:
+        return replace(self, calls=self.calls[:index] + self.calls[index + 1 :])
+
+    def without_fault(self, index: int) -> Schedule:
+        return replace(self, faults=self.faults[:index] + self.faults[index + 1 :])
+
+    def describe(self) -> str:
+        head = f"schedule seed={self.seed} partitions={self.partitions} "
+        head += f"operators={','.join(self.operators)} balance={self.starting_balance}"
+        lines = [head]
+        events: list[tuple[int, str]] = []
+        for c in self.calls:
+            parts = [f"{c.action} {c.operator_id}/{c.player_id} {c.provider_id}"]
+            if c.transaction_id:
+                parts.append(f"txn={c.transaction_id}")
+            if c.reference_transaction_id:
+                parts.append(f"ref={c.reference_transaction_id}")
+            if c.round_id:
+                parts.append(f"round={c.round_id}{' closed' if c.round_closed else ''}")
+            if c.amount is not None:
+                parts.append(f"amount={c.amount}")
+            if c.dup_after_ms is not None:
+                parts.append(f"dup+{c.dup_after_ms}ms")
+            events.append((c.at_ms, " ".join(parts)))
+        for f in self.faults:
+            text = f"FAULT {f.kind}"
+            if f.kind == "crash":
+                text += f" worker={f.worker} at {f.point} (skip {f.skip})"
+            elif f.duration_ms:
+                text += f" for {f.duration_ms}ms"
+            if f.amount_ms:
+                text += f" by {f.amount_ms}ms"
+            events.append((f.at_ms, text))
+        lines += [f"  t={at:>6} {text}" for at, text in sorted(events)]
+        return "\n".join(lines)
+
+
+def generate(seed: int) -> Schedule:
+    rng = random.Random(seed)
+    operators = tuple(f"op-{c}" for c in "ab"[: rng.randint(1, 2)])
+    providers = tuple(f"prov-{c}" for c in "xy"[: rng.randint(1, 2)])
+    player_ids = tuple(f"pl-{i}" for i in range(rng.randint(2, 4)))
+    currencies = ("EUR", "EUR", "USD")
+    # small id spaces on purpose: providers reuse transaction and round ids
+    txn_space = rng.randint(3, 8)
+    round_space = rng.randint(1, 3)
+    duration_ms = rng.randint(1_500, 6_000)
+    calls: list[Call] = []
+    bets: list[Call] = []
+    n_calls = rng.randint(6, 18)
+    player_currency: dict[tuple[str, str], str] = {}
+    for n in range(n_calls):
+        op = rng.choice(operators)
+        player = rng.choice(player_ids)
+        provider = rng.choice(providers)
+        currency = player_currency.setdefault((op, player), rng.choice(currencies))
+        at = rng.randint(0, duration_ms)
+        dup = rng.choice((None, None, None, rng.randint(0, 2_500)))
+        roll = rng.random()
+        if roll < 0.45:
+            c = Call(n, at, op, player, provider, "BET", currency,
+                     transaction_id=f"t{rng.randrange(txn_space)}",
+                     round_id=f"r{rng.randrange(round_space)}",
+                     amount=rng.choice((1, 50, 100, 250, 400, 1_000)),
+                     round_closed=rng.random() < 0.3, dup_after_ms=dup)  # fmt: skip
+            bets.append(c)
+        elif roll < 0.75:
+            c = Call(n, at, op, player, provider, "WIN", currency,
+                     transaction_id=f"w{rng.randrange(txn_space)}",
+                     round_id=f"r{rng.randrange(round_space)}",
+                     amount=rng.choice((0, 10, 200, 500)),
+                     round_closed=rng.random() < 0.5, dup_after_ms=dup)  # fmt: skip
+        elif roll < 0.92:
+            if bets and rng.random() < 0.8:
+                bet = rng.choice(bets)
+                ref, op, player, provider, currency = (bet.transaction_id, bet.operator_id,
+                    bet.player_id, bet.provider_id, bet.currency)  # fmt: skip
+                # racing the bet: before it, with it, or after it
+                at = max(0, bet.at_ms + rng.randint(-300, 2_500))
+            else:
+                ref = f"t{rng.randrange(txn_space)}"
+            c = Call(n, at, op, player, provider, "ROLLBACK", currency,
+                     transaction_id=f"rb{rng.randrange(txn_space)}",
+                     reference_transaction_id=ref, round_id=f"r{rng.randrange(round_space)}",
+                     dup_after_ms=dup)  # fmt: skip
+        else:
+            c = Call(n, at, op, player, provider, "BALANCE", currency, dup_after_ms=dup)
+        calls.append(c)
+    faults: list[Fault] = []
+    kinds = [rng.choice(FAULT_KINDS[2:]) for _ in range(rng.randint(0, 4))]
+    kinds += ["crash_storm"] * rng.choice((0, 0, 1, 2))
+    kinds += ["crash"] * rng.choice((0, 1, 1, 2, 3))
+    for kind in kinds:
+        at = rng.randint(0, duration_ms + 2_000)
+        if kind == "crash":
+            faults.append(Fault(at, kind, worker=rng.randrange(2), point=rng.choice(CRASH_POINTS),
+                                skip=rng.randint(0, 3)))  # fmt: skip
+        elif kind == "crash_storm":
+            # every port call of either worker may kill it for a while: crashes land inside
+            # the batches that matter (a timeout, a late reply) and inside restores
+            faults.append(Fault(at, kind, duration_ms=rng.randint(500, 4_000),
+                                amount_ms=rng.choice((20, 50, 100, 200))))  # fmt: skip
+        elif kind == "rebalance":
+            faults.append(Fault(at, kind))
+        elif kind in ("wallet_silent", "wallet_failing"):
+            faults.append(Fault(at, kind, duration_ms=rng.randint(200, 4_000)))
+        elif kind == "wallet_slow":
+            faults.append(Fault(at, kind, duration_ms=rng.randint(500, 4_000),
+                                amount_ms=rng.randint(800, 2_500)))  # fmt: skip
+        elif kind == "wallet_redeliver":
+            faults.append(Fault(at, kind, amount_ms=rng.randint(1, 6)))
+        else:
+            faults.append(Fault(at, kind, amount_ms=rng.choice((-2_000, 1_600, 3_000, 60_000))))
+    return Schedule(
+        seed=seed,
+        partitions=rng.choice((1, 2, 3)),
+        operators=operators,
+        calls=tuple(sorted(calls, key=lambda c: (c.at_ms, c.n))),
+        faults=tuple(sorted(faults, key=lambda f: f.at_ms)),
+        starting_balance=rng.choice((0, 300, 100_000)),
+        exec_seed=rng.getrandbits(32),
+    )
