@@ -4,7 +4,7 @@ Exit status 0 when nothing needs attention, 1 when any section has rows, 2 when 
 projections cannot be read. Sections: rounds open longer than ``--open-round-age``, debits
 without a final outcome, rollback tombstones (and bets that arrived after their rollback),
 credits still owed, breaks in the chain of balances the wallet reported, contradictory
-decisions in the journal (the ``contradictory_decisions`` view, migration 004), players whose
+decisions in the journal (the ``contradictory_decisions`` view, migration 005), players whose
 wallet balance differs from the balance the journal implies; and, for information only,
 what could not be compared and per-provider daily totals.
 

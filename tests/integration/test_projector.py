@@ -278,7 +278,8 @@ def test_rows_of_before_004_stay_and_transactions_become_the_players(settings: S
             " 'prov-nova', 'tx-1', 'ACCEPTED', %s, 'c')",
             (T0,),
         )
-        assert migrate(conn, schema) == ["004_transactions_per_player"]
+        later = ["004_transactions_per_player", "005_contradictory_decisions", "006_demo_play"]
+        assert migrate(conn, schema) == later
         assert conn.execute(
             f"select event_id, player_id from {schema}.transaction_changes"
         ).fetchall() == [("ev-old", "pl-a")]
