@@ -203,6 +203,15 @@ class Settings(BaseSettings):
         "under light load, projections at most this much later.",
     )
 
+    demo_starting_balance_minor: int = Field(
+        100_000,
+        ge=0,
+        le=10**15,
+        description="Demo balance, in minor units, of a player's first demo play in a "
+        "currency: demo sessions play against balances the saga holds, never the operator's "
+        "wallet. The reference wallet's dev starting balance, so demo and real feel alike.",
+    )
+
     # --- reference wallet ----------------------------------------------------------------------
     wallet_batch_count_max: int = Field(
         500,

@@ -17,7 +17,12 @@ Rules (design brief, section 3):
   CANCEL that is resent until acknowledged; a retry of the bet after the cancel is
   acknowledged is a new debit attempt with a new command id;
 - credits (wins) and refunds are owed money: resent with capped exponential backoff until
-  the wallet acknowledges them, never dropped.
+  the wallet acknowledges them, never dropped;
+- demo play (a request of a ``demo`` session) never reaches the operator's wallet: it is
+  decided at once against the player's demo balance held here (per currency, starting at
+  ``demo_starting_balance``), with the same idempotency and rollback rules, its transactions
+  kept under keys of their own (``demo|provider:transaction``, no real key contains ``|``)
+  and its journal events marked ``mode: demo``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ class SagaConfig:
     """How often a player's state is swept for expired transactions and rounds: the sweep
     reads every transaction, so it runs on the player's next message after this long."""
 
+    demo_starting_balance: int = 100_000
+    """Demo balance, in minor units, of a player's first demo play in a currency."""
+
     def backoff_ms(self, attempt: int) -> int:
         """Delay before resend number ``attempt`` (1-based), doubling up to the cap."""
         return min(self.retry_backoff_max_ms, self.retry_backoff_initial_ms << min(attempt - 1, 20))
@@ -81,6 +89,8 @@ class Request:
     round_closed: bool = False
     reply_to: str | None = None
     reply_partition: int | None = None
+    mode: str = "real"
+    """The session's mode: ``real`` money, or ``demo`` play (never the operator's wallet)."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,8 @@ class PlayerState:
     balance_currency: str | None = None
     pruned_at_ms: int = 0
     """When expired transactions and rounds were last removed."""
+    demo_balances: Mapping[str, int] = field(default_factory=dict)
+    """Demo play's balances by currency, held by the aggregator (never the operator's)."""
 
 
 @dataclass(frozen=True)
@@ -302,6 +314,7 @@ class _Draft:
         self.balance = state.balance
         self.balance_currency = state.balance_currency
         self.pruned_at_ms = state.pruned_at_ms
+        self.demo_balances = state.demo_balances
         self.outputs: list[Output] = []
 
     def finish(self) -> Decision:
@@ -314,6 +327,7 @@ class _Draft:
             balance=self.balance,
             balance_currency=self.balance_currency,
             pruned_at_ms=self.pruned_at_ms,
+            demo_balances=self.demo_balances,
         )
         return Decision(state, tuple(self.outputs), tuple(self.txns_changed))
 
@@ -440,7 +454,9 @@ class _Draft:
 
 def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig) -> Decision:
     draft = _Draft(state, now_ms, config)
-    if isinstance(message, Request):
+    if isinstance(message, Request) and message.mode != REAL:
+        _on_demo_request(draft, message)
+    elif isinstance(message, Request):
         _on_request(draft, message)
     elif isinstance(message, Reply):
         _on_reply(draft, message)
@@ -855,6 +871,154 @@ def _finish_rollback(d: _Draft, rollback_key: str, *, refunded: bool,
     _settle(d, rollback, TxnState.ACCEPTED, Status.OK, balance)
     if not refunded:
         _journal_rollback_recorded(d, rollback, bet_known=True)
+
+
+# --- demo play -----------------------------------------------------------------------------
+
+REAL = "real"
+DEMO = "demo"
+
+
+def demo_key(provider_id: str, transaction_id: str) -> str:
+    """A demo transaction's key: never a real one's (ids and provider ids exclude ``|``)."""
+    return f"demo|{provider_id}:{transaction_id}"
+
+
+def _demo_id(d: _Draft, txn: Txn, kind: str) -> str:
+    """The id of a demo decision (in the journal's ``command_id``: no command is sent)."""
+    return derive_id("demo", d.base.operator_id, d.base.player_id, txn.provider_id,
+                     txn.transaction_id, kind)  # fmt: skip
+
+
+def _demo_balance(d: _Draft, currency: str) -> int:
+    return d.demo_balances.get(currency, d.config.demo_starting_balance)
+
+
+def _demo_answer(d: _Draft, request: Request, status: Status, balance: int | None) -> None:
+    """An answer with the demo balance: never the real one :meth:`_Draft.answer` would add."""
+    d.outputs.append(Answer(request, status, balance, request.currency))
+
+
+def _demo_settle(d: _Draft, txn: Txn, request: Request, state: TxnState, status: Status,
+                 balance: int) -> Txn:  # fmt: skip
+    settled = replace(txn, state=state, status=status, balance=balance, settled_at_ms=d.now)
+    d.put(settled)
+    _demo_answer(d, request, status, balance)
+    return settled
+
+
+def _demo_move(d: _Draft, currency: str, balance: int) -> None:
+    d.demo_balances = {**d.demo_balances, currency: balance}
+
+
+def _on_demo_request(d: _Draft, request: Request) -> None:
+    """A demo session's request, decided here and now: no wallet command, no real balance.
+    Rounds are not kept for demo play (no RoundClosed)."""
+    if request.operator_id != d.base.operator_id or request.player_id != d.base.player_id:
+        raise ValueError(f"request {request.request_id} routed to the wrong player state")
+    balance = _demo_balance(d, request.currency)
+    if request.mode != DEMO or _invalid(request):
+        _demo_answer(d, request, Status.INVALID_REQUEST, None if request.mode != DEMO
+                     else balance)  # fmt: skip
+        return
+    if request.action in (Action.BALANCE, Action.AUTHENTICATE):
+        _demo_answer(d, request, Status.OK, balance)
+        return
+    assert request.transaction_id is not None
+    key = demo_key(request.provider_id, request.transaction_id)
+    txn = replace(_new_txn(request, TxnState.PENDING), key=key)
+    existing = d.txns.get(key)
+    if existing is not None and existing.state != TxnState.TOMBSTONE:
+        if not _same_content(existing, request):
+            _demo_answer(d, request, Status.DUPLICATE_CONFLICT, balance)
+            d.event("DuplicateConflictDetected", f"{key}:{request.request_id}", existing,
+                    amount=request.amount or 0, currency=request.currency,
+                    original_amount=existing.amount, original_currency=existing.currency,
+                    mode=DEMO)  # fmt: skip
+        else:  # every demo transaction is final at once: the original answer
+            assert existing.status is not None
+            _demo_answer(d, request, existing.status, existing.balance)
+        return
+    if existing is not None and request.action != Action.BET:
+        _demo_answer(d, request, Status.DUPLICATE_CONFLICT, balance)  # a bet id's tombstone
+        return
+    if request.action == Action.BET:
+        _on_demo_bet(d, txn, request, balance, tombstone=existing)
+    elif request.action == Action.WIN:
+        _on_demo_win(d, txn, request, balance)
+    else:
+        _on_demo_rollback(d, txn, request, balance)
+
+
+def _on_demo_bet(d: _Draft, txn: Txn, request: Request, balance: int,
+                 tombstone: Txn | None) -> None:  # fmt: skip
+    decision_id = _demo_id(d, txn, "DEBIT")
+    txn = replace(txn, command_id=decision_id, attempt=1)
+    if tombstone is not None or txn.amount > balance:
+        status = Status.BET_ROLLED_BACK if tombstone is not None else Status.INSUFFICIENT_FUNDS
+        if tombstone is not None:
+            txn = replace(txn, rollback_key=tombstone.rollback_key)
+        rejected = _demo_settle(d, txn, request, TxnState.REJECTED, status, balance)
+        d.event("BetRejected", f"{decision_id}:rejected", rejected, status=status.value,
+                command_id=None, balance=balance, mode=DEMO)  # fmt: skip
+        return
+    balance -= txn.amount
+    _demo_move(d, txn.currency, balance)
+    accepted = _demo_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
+    d.event("BetAccepted", decision_id, accepted, command_id=decision_id, balance=balance,
+            round_closed=accepted.round_closed, mode=DEMO)  # fmt: skip
+
+
+def _on_demo_win(d: _Draft, txn: Txn, request: Request, balance: int) -> None:
+    decision_id = _demo_id(d, txn, "CREDIT")
+    txn = replace(txn, command_id=decision_id, attempt=1)
+    if balance > MAX_AMOUNT - txn.amount:  # play money beyond what a long holds
+        _demo_settle(d, txn, request, TxnState.REJECTED, Status.LIMIT_EXCEEDED, balance)
+        return
+    balance += txn.amount
+    _demo_move(d, txn.currency, balance)
+    credited = _demo_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
+    d.event("WinCredited", decision_id, credited, command_id=decision_id, balance=balance,
+            round_closed=credited.round_closed, mode=DEMO)  # fmt: skip
+
+
+def _on_demo_rollback(d: _Draft, rollback: Txn, request: Request, balance: int) -> None:
+    assert request.reference_transaction_id is not None
+    bet_key = demo_key(request.provider_id, request.reference_transaction_id)
+    bet = d.txns.get(bet_key)
+    if bet is not None and bet.action != Action.BET:
+        _demo_answer(d, request, Status.TRANSACTION_NOT_FOUND, balance)
+        return
+    refund = bet is not None and bet.state == TxnState.ACCEPTED and bet.rollback_key is None
+    if bet is None:  # a tombstone: the bet, if it ever comes, is refused
+        d.put(replace(rollback, key=bet_key, action=Action.BET,
+                      transaction_id=request.reference_transaction_id, amount=0,
+                      reference_transaction_id=None, round_closed=False,
+                      state=TxnState.TOMBSTONE, rollback_key=rollback.key,
+                      settled_at_ms=d.now))  # fmt: skip
+    elif bet.rollback_key is None and bet.state != TxnState.TOMBSTONE:
+        bet = replace(bet, rollback_key=rollback.key)
+        d.put(bet)
+    if not refund:
+        _demo_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK, balance)
+        d.event("RollbackRecorded", rollback.key, None, correlation_id=rollback.correlation_id,
+                provider_id=rollback.provider_id,
+                rollback_transaction_id=rollback.transaction_id,
+                reference_transaction_id=rollback.reference_transaction_id,
+                round_id=rollback.round_id or "", game_id=rollback.game_id or "",
+                bet_known=bet is not None and bet.state != TxnState.TOMBSTONE,
+                mode=DEMO)  # fmt: skip
+        return
+    assert bet is not None
+    balance += bet.amount
+    _demo_move(d, bet.currency, balance)
+    decision_id = _demo_id(d, bet, "CANCEL")
+    refunded = replace(bet, state=TxnState.ROLLED_BACK, settled_at_ms=d.now,
+                       cancel_command_id=decision_id)  # fmt: skip
+    d.put(refunded)
+    _demo_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK, balance)
+    d.event("BetRolledBack", decision_id, refunded, rollback_transaction_id=rollback.transaction_id,
+            command_id=decision_id, balance=balance, mode=DEMO)  # fmt: skip
 
 
 # --- timers --------------------------------------------------------------------------------

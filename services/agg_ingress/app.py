@@ -306,6 +306,7 @@ class Ingress:
                 "received_at": datetime.now(UTC),
                 "reply_to": self.instance_id,
                 "reply_partition": partition,
+                "mode": claims.mode,  # demo play never reaches the operator's wallet
             },
         )
         key = player_key(claims.operator_id, cb.player_id)

@@ -1,6 +1,10 @@
 """How each journal event changes the projections: SQL per event type, run in the
 projector's batch transaction. An event whose id is already in the journal table changes
-nothing (the saga may republish an event after a crash, at a new offset, with the same id)."""
+nothing (the saga may republish an event after a crash, at a new offset, with the same id).
+
+A money event of demo play (``mode`` other than ``real``) is journaled like any other, and
+changes nothing else but the player's demo balance (``demo_balances``): no ledger row, no
+round, no revenue, no real balance."""
 
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+DEMO_EVENTS = frozenset({"BetAccepted", "BetRejected", "BetRolledBack", "WinCredited",
+                         "RollbackRecorded", "DuplicateConflictDetected"})  # fmt: skip
+"""The events that carry a session ``mode`` (demo play's are kept apart)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class Applier:
             ),
         )  # fmt: skip
         handler = self.handlers.get(event.name)
+        if event.name in DEMO_EVENTS and d.get("mode", "real") != "real":
+            handler = self._demo
         if handler is not None:
             handler(cur, d)
 
@@ -263,6 +273,23 @@ class Applier:
             ),
             (d["session_id"], d["operator_id"], d["player_id"], d["provider_id"], d["game_id"],
              d["currency"], d["country"], d["mode"], d["occurred_at"], d["expires_at"]),
+        )  # fmt: skip
+
+    def _demo(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        """Demo play: only the demo balance the event reports."""
+        if d.get("balance") is None or not d.get("currency"):
+            return
+        cur.execute(
+            self.q(
+                "insert into {s}.demo_balances (operator_id, player_id, currency, balance,"
+                " event_id, reported_at) values (%s, %s, %s, %s, %s, %s)"
+                " on conflict (operator_id, player_id, currency) do update set"
+                " balance = excluded.balance, event_id = excluded.event_id,"
+                " reported_at = excluded.reported_at"
+                " where {s}.demo_balances.reported_at <= excluded.reported_at"
+            ),
+            (d["operator_id"], d["player_id"], d["currency"], d["balance"], d["event_id"],
+             d["occurred_at"]),
         )  # fmt: skip
 
     def _conflict(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:

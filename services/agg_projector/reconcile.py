@@ -4,7 +4,7 @@ Exit status 0 when nothing needs attention, 1 when any section has rows, 2 when 
 projections cannot be read. Sections: rounds open longer than ``--open-round-age``, debits
 without a final outcome, rollback tombstones (and bets that arrived after their rollback),
 credits still owed, breaks in the chain of balances the wallet reported, contradictory
-decisions in the journal (the ``contradictory_decisions`` view, migration 004), players whose
+decisions in the journal (the ``contradictory_decisions`` view, migration 005), players whose
 wallet balance differs from the balance the journal implies; and, for information only,
 what could not be compared and per-provider daily totals.
 
@@ -21,7 +21,8 @@ acknowledged (listed in their own sections), is listed as not compared instead.
 Only the reference wallet's ledger (schema ``wallet``, in the same database) can be read:
 operators that run their own wallets are listed as not compared. The comparison assumes, as
 holds for the reference wallet, that balances change only through the aggregator's commands;
-a wallet that also takes deposits would need those in its ledger to be reconciled.
+a wallet that also takes deposits would need those in its ledger to be reconciled. Demo
+play (journal events with ``mode: demo``) is not money: every section leaves it out.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ with effects as (
            sum(case event_type when 'BetAccepted' then -amount else amount end) as moved
     from {s}.journal
     where event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack')
+      and coalesce(payload->>'mode', 'real') = 'real'
     group by operator_id, player_id, currency
 ), wallet_operators as (
     select distinct operator_id from {w}.players
@@ -127,7 +129,8 @@ from compared where in_flight order by operator_id, player_id, currency
 
 JOURNAL_OPERATORS = """
 select operator_id, count(distinct player_id) as players from {s}.journal
-where event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack') {and_not_wallet}
+where event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack')
+  and coalesce(payload->>'mode', 'real') = 'real' {and_not_wallet}
 group by operator_id order by operator_id
 """
 

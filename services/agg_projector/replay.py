@@ -36,6 +36,7 @@ COMPARED_TABLES = {
     "transaction_changes": "event_id",
     "rounds": "operator_id, provider_id, player_id, round_id",
     "balances": "operator_id, player_id, currency",
+    "demo_balances": "operator_id, player_id, currency",
     "sessions": "session_id",
     "revenue_daily": "operator_id, provider_id, game_id, currency, day",
 }

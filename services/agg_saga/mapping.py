@@ -39,6 +39,7 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         round_closed=d["round_closed"],
         reply_to=d["reply_to"],
         reply_partition=d["reply_partition"],
+        mode=d.get("mode", "real"),  # written before v2: real
     )
 
 

@@ -210,6 +210,8 @@ def encode_header(
         "applied": meta.applied,
         "parked": meta.parked,
     }
+    if state.demo_balances:  # additive: absent (read as none) for a player never in demo
+        body["demo_balances"] = dict(state.demo_balances)
     if cache is None:
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
@@ -378,6 +380,7 @@ class StateBuilder:
                     balance=h["balance"],
                     balance_currency=h["balance_currency"],
                     pruned_at_ms=h["pruned_at_ms"],
+                    demo_balances={str(c): int(b) for c, b in h.get("demo_balances", {}).items()},
                 )
                 meta = WriteMeta(
                     seq=int(h.get("seq", 0)),

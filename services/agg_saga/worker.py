@@ -191,6 +191,7 @@ class SagaWorker:
             wallet_timeout_ms=settings.wallet_timeout_ms,
             retry_backoff_initial_ms=settings.retry_backoff_initial_ms,
             retry_backoff_max_ms=settings.retry_backoff_max_ms,
+            demo_starting_balance=settings.demo_starting_balance_minor,
         )
         self.codec = AvroCodec()
         self.reply_topics = {self.names.wallet_replies(op) for op in self.operator_ids}

@@ -24,6 +24,8 @@ OPERATOR = "op-alpha"
 PROVIDER = "prov-nova"
 GAME = "nova-starfall"
 STARTING_BALANCE = 100_000
+DEMO_STARTING_BALANCE = 50_000
+"""Demo play's starting balance in these pipelines: not the wallet's, to tell them apart."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,6 +56,7 @@ class Pipeline:
             "AGG_WALLET_TIMEOUT_MS": "1000",
             "AGG_RETRY_BACKOFF_INITIAL_MS": "200",
             "AGG_RETRY_BACKOFF_MAX_MS": "1000",
+            "AGG_DEMO_STARTING_BALANCE_MINOR": str(DEMO_STARTING_BALANCE),
             **(env or {}),
         }
         services = root / "services"
@@ -106,13 +109,15 @@ class Pipeline:
             path, content=body, headers=signed_headers(secret, "POST", path, body)
         )
 
-    def new_player(self, currency: str = "EUR") -> tuple[str, str]:
+    def new_player(
+        self, currency: str = "EUR", mode: str = "real", game: str = GAME
+    ) -> tuple[str, str]:
         player = f"e2e-{uuid.uuid4().hex[:10]}"
         response = self._post(
             self.operator_secret,
             f"/v1/operators/{OPERATOR}/sessions",
-            {"player_id": player, "currency": currency, "country": "MT", "game_id": GAME,
-             "mode": "real"},
+            {"player_id": player, "currency": currency, "country": "MT", "game_id": game,
+             "mode": mode},
         )  # fmt: skip
         assert response.status_code == 201, response.text
         return player, response.json()["session_token"]

@@ -8,8 +8,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psycopg
 
-from tests.e2e.conftest import STARTING_BALANCE, Pipeline
+from tests.e2e.conftest import DEMO_STARTING_BALANCE, OPERATOR, STARTING_BALANCE, Pipeline
 
 
 def eventually(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -237,3 +238,72 @@ def test_every_service_exposes_its_metrics_after_traffic(pipeline: Pipeline) -> 
     assert saga["agg_saga_timeouts_total"] >= 1 and saga["agg_saga_compensations_total"] >= 1
     assert saga["agg_saga_duplicates_total"] >= 1
     assert samples("ingress")["agg_ingress_callbacks_total"] >= 10
+
+
+def test_demo_play_never_moves_real_money(pipeline: Pipeline) -> None:
+    """A demo session's bets, wins and rollbacks move the aggregator's demo balance, which
+    the answers carry, and nothing at the operator's wallet, in the ledger or in GGR."""
+    game = "nova-megaways"  # a game of its own here, so its GGR is this test's
+
+    def ggr() -> int:
+        with psycopg.connect(pipeline.settings.database_url) as conn:
+            row = conn.execute(
+                "select coalesce(sum(ggr), 0) from projection.revenue_daily"
+                " where operator_id = %s and game_id = %s",
+                (OPERATOR, game),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def projected(query: str, player: str) -> list[tuple[object, ...]]:
+        with psycopg.connect(pipeline.settings.database_url) as conn:
+            return conn.execute(query, (OPERATOR, player)).fetchall()
+
+    before = ggr()
+    player, token = pipeline.new_player(mode="demo", game=game)
+    kept, rolled_back = txn(), txn()
+    play = {"game_id": game}
+    assert answer(pipeline.bet(player, token, kept, 250, **play)) == (
+        200, "OK", DEMO_STARTING_BALANCE - 250)  # fmt: skip
+    assert answer(pipeline.bet(player, token, rolled_back, 400, **play)) == (
+        200, "OK", DEMO_STARTING_BALANCE - 650)  # fmt: skip
+    assert answer(pipeline.win(player, token, txn(), 1_000, round_closed=True, **play)) == (
+        200, "OK", DEMO_STARTING_BALANCE + 350)  # fmt: skip
+    refund = pipeline.callback(
+        "rollback", player, token, transaction_id=txn(), reference_transaction_id=rolled_back,
+        round_id="rnd-1", **play,
+    )  # fmt: skip
+    assert answer(refund) == (200, "OK", DEMO_STARTING_BALANCE + 750)
+    # a retried demo bet is the same bet; the demo balance bounds demo bets
+    assert answer(pipeline.bet(player, token, kept, 250, **play)) == (
+        200, "OK", DEMO_STARTING_BALANCE - 250)  # fmt: skip
+    code, status, balance = answer(pipeline.bet(player, token, txn(), 10**6, **play))
+    assert (code, status, balance) == (200, "INSUFFICIENT_FUNDS", DEMO_STARTING_BALANCE + 750)
+    body = pipeline.callback("balance", player, token, game_id=game).json()
+    assert (body["status"], body["balance"]) == ("OK", DEMO_STARTING_BALANCE + 750)
+
+    # the operator's wallet never heard of this player: no account, no command
+    assert pipeline.wallet_balance(player) is None
+    assert projected("select count(*) from wallet.commands where operator_id = %s"
+                     " and player_id = %s", player) == [(0,)]  # fmt: skip
+    # the journal has the demo play, marked demo; the projections keep it apart
+    eventually(lambda: projected(
+        "select balance from projection.demo_balances where operator_id = %s"
+        " and player_id = %s", player) == [(DEMO_STARTING_BALANCE + 750,)])  # fmt: skip
+    modes = projected("select distinct payload->>'mode' from projection.journal"
+                      " where operator_id = %s and player_id = %s and event_type <> "
+                      "'SessionOpened'", player)  # fmt: skip
+    assert modes == [("demo",)]
+    for table in ("transactions", "rounds", "balances"):
+        assert projected(f"select count(*) from projection.{table} where operator_id = %s"
+                         " and player_id = %s", player) == [(0,)], table  # fmt: skip
+    assert pipeline.balance_mismatches(player) == []
+
+    # real play of the same game moves GGR by its own amount, and demo play by nothing
+    real_player, real_token = pipeline.new_player(game=game)
+    assert answer(pipeline.bet(real_player, real_token, txn(), 70, **play))[:2] == (200, "OK")
+    real_rows = (
+        "select count(*) from projection.transactions where operator_id = %s and player_id = %s"
+    )
+    eventually(lambda: projected(real_rows, real_player) == [(1,)])
+    assert ggr() - before == 70
+    assert pipeline.wallet_balance(real_player) == STARTING_BALANCE - 70

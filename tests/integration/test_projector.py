@@ -184,6 +184,62 @@ def test_projector_killed_mid_batch_misses_and_doubles_nothing(
     assert result["changes"] == (len(events),)  # one state change per event
 
 
+def test_demo_play_is_journaled_but_kept_out_of_money(isolated: Settings) -> None:
+    """Demo events are in the journal and the demo balances, and nowhere else: no ledger
+    row, round, revenue (GGR) or real balance; real play of the same ids is unaffected."""
+    schema = f"it_{uuid.uuid4().hex[:8]}"
+    money = {"round_id": "rnd-1", "game_id": "nova-starfall", "currency": "EUR"}
+
+    def ev(name: str, n: int, mode: str | None, **fields: Any) -> tuple[str, dict[str, Any]]:
+        datum = {"operator_id": "op-alpha", "player_id": "pl-demo", "provider_id": "prov-nova",
+                 "event_id": derive_id("ev", "demo-test", n), "correlation_id": f"c{n}",
+                 "occurred_at": T0 + timedelta(seconds=n), **fields}  # fmt: skip
+        if mode is not None:
+            datum["mode"] = mode
+        return name, datum
+
+    events = [
+        ev("BetAccepted", 1, "demo", **money, transaction_id="t1", amount=300,
+           command_id="demo-1", balance=99_700, round_closed=False),
+        ev("WinCredited", 2, "demo", **money, transaction_id="t2", amount=1_000,
+           command_id="demo-2", balance=100_700, round_closed=True),
+        ev("BetRolledBack", 3, "demo", **money, transaction_id="t1", amount=300,
+           command_id="demo-3", rollback_transaction_id="rb1", balance=101_000),
+        ev("RollbackRecorded", 4, "demo", round_id="rnd-1", game_id="nova-starfall",
+           rollback_transaction_id="rb9", reference_transaction_id="t9", bet_known=False),
+        # real play, the same transaction id: projected as always
+        ev("BetAccepted", 5, None, **money, transaction_id="t1", amount=100,
+           command_id="cmd-5", balance=900, round_closed=False),
+        ev("SessionOpened", 6, "demo", session_id="ses-demo", game_id="nova-starfall",
+           currency="EUR", country="MT", expires_at=T0 + timedelta(hours=4)),
+    ]  # fmt: skip
+    asyncio.run(publish(isolated, events))
+    run_projector(
+        isolated, schema, lambda: counts(isolated.database_url, schema)["journal"][0] >= len(events)
+    )
+    time.sleep(0.3)
+    with psycopg.connect(isolated.database_url) as conn:
+
+        def q(text: str) -> list[tuple[Any, ...]]:
+            return conn.execute(text.replace("{s}", schema)).fetchall()
+
+        assert q("select count(*) from {s}.journal") == [(6,)]
+        assert q("select payload->>'mode' from {s}.journal order by \"offset\"") == [
+            ("demo",), ("demo",), ("demo",), ("demo",), ("real",), ("demo",)]  # fmt: skip
+        assert q("select transaction_id, kind, status, amount from {s}.transactions") == [
+            ("t1", "BET", "ACCEPTED", 100)]  # fmt: skip
+        assert q("select bets, wins, refunds, ggr from {s}.revenue_daily") == [(100, 0, 0, 100)]
+        assert q("select round_id, bet_total, win_total from {s}.rounds") == [("rnd-1", 100, 0)]
+        assert q("select balance from {s}.balances") == [(900,)]
+        assert q("select player_id, currency, balance from {s}.demo_balances") == [
+            ("pl-demo", "EUR", 101_000)]  # fmt: skip
+        assert q("select mode from {s}.sessions") == [("demo",)]
+        # the reconciliation views see real play only
+        assert q("select count(*) from {s}.contradictory_decisions") == [(0,)]
+        assert q("select count(*) from {s}.balance_chain_gaps") == [(0,)]
+        assert q("select count(*) from {s}.rollback_tombstones") == [(0,)]
+
+
 def test_rows_of_before_004_stay_and_transactions_become_the_players(settings: Settings) -> None:
     """A schema projected before migration 004 (transactions keyed without the player) keeps
     its rows, its change rows learn their player from the journal, and from then on two
@@ -222,10 +278,8 @@ def test_rows_of_before_004_stay_and_transactions_become_the_players(settings: S
             " 'prov-nova', 'tx-1', 'ACCEPTED', %s, 'c')",
             (T0,),
         )
-        assert migrate(conn, schema) == [
-            "004_transactions_per_player",
-            "005_contradictory_decisions",
-        ]
+        later = ["004_transactions_per_player", "005_contradictory_decisions", "006_demo_play"]
+        assert migrate(conn, schema) == later
         assert conn.execute(
             f"select event_id, player_id from {schema}.transaction_changes"
         ).fetchall() == [("ev-old", "pl-a")]

@@ -92,7 +92,10 @@ def test_a_decoded_event_becomes_one_json_line() -> None:
     assert parsed["occurred_at"] == "2024-03-01T10:00:00.123Z"
     assert parsed["amount"] == BIG and f'"amount":{BIG},' in line
     assert parsed["balance"] is None and parsed["round_closed"] is False
-    assert set(parsed) == {"event", "schema", "partition", "offset", "key", *bet_accepted()}
+    # a field the writer left out is read with its default (mode: real money)
+    assert parsed["mode"] == "real"
+    assert set(parsed) == {"event", "schema", "partition", "offset", "key", "mode",
+                           *bet_accepted()}  # fmt: skip
 
 
 def test_envelope_names_and_odd_keys() -> None:

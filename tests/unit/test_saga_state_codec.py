@@ -95,6 +95,48 @@ def test_version_1_records_are_upcast() -> None:
     assert rebuilt.pending == state.pending
 
 
+def test_demo_balances_and_transactions_replay_and_older_records_read_as_none() -> None:
+    """Demo play adds one header field (only once a player has played demo) and keys of its
+    own; records written before it read as a player without demo balances."""
+    import json
+    from dataclasses import replace
+
+    state = PlayerState("op-alpha", "p-1")
+    log: list[tuple[bytes, bytes | None]] = []
+    for message in (replace(req(1, Action.BET, "b1", 300), mode="demo"),
+                    replace(req(2, Action.WIN, "w1", 50), mode="demo"),
+                    req(3, Action.BET, "b1", 100),
+                    req(4, Action.BALANCE, "-", None)):  # fmt: skip
+        new = decide(state, message, 10, CONFIG).state
+        log.extend(state_records(state, new, KEY))
+        state = new
+    assert state.demo_balances == {"EUR": CONFIG.demo_starting_balance - 250}
+    assert {"demo|prov-nova:b1", "demo|prov-nova:w1", "prov-nova:b1"} == set(state.txns)
+    builder = StateBuilder()
+    for key, value in log:
+        builder.add(key, value)
+    assert builder.states()[KEY] == state
+    header = json.loads(next(v for k, v in reversed(log) if k == KEY and v is not None))
+    assert header["demo_balances"] == {"EUR": CONFIG.demo_starting_balance - 250}
+
+    # records written before demo play existed: no demo balances, requests without a mode
+    def before_demo(value: object) -> object:
+        if isinstance(value, dict):
+            drop = {"demo_balances", "mode"} if "request_id" in value else {"demo_balances"}
+            return {k: before_demo(v) for k, v in value.items() if k not in drop}
+        if isinstance(value, list):
+            return [before_demo(v) for v in value]
+        return value
+
+    old = StateBuilder()
+    for key, value in log:
+        old.add(key, None if value is None else json.dumps(before_demo(json.loads(value))).encode())
+    restored = old.states()[KEY]
+    assert restored == replace(state, demo_balances={})
+    assert [w.mode for p in restored.pending.values() for w in p.waiters] == ["real"]
+    assert "demo_balances" not in json.loads(encode_header(PlayerState("op-alpha", "p-1")))
+
+
 # --- the encoding is asdict's, only cheaper --------------------------------------------------
 
 

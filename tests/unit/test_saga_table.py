@@ -30,6 +30,7 @@ from agg_domain.saga import (
     credit_command_id,
     debit_command_id,
     decide,
+    demo_key,
     event_id,
     next_due_ms,
     txn_key,
@@ -552,6 +553,177 @@ def test_retry_of_rolled_back_compensated_bet_is_refused() -> None:
     decision = run.step(bet())
     assert answers(decision) == [S.BET_ROLLED_BACK]
     assert commands(decision) == []
+
+
+# --- demo play: decided here, never a wallet command ---------------------------------------
+
+DEMO_START = CONFIG.demo_starting_balance
+
+
+def demo(request: Request, mode: str = "demo") -> Request:
+    """The same request from a demo session."""
+    return replace(request, mode=mode)
+
+
+DBET, DWIN, DRB = demo(bet()), demo(win()), demo(rollback())
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    name: str
+    prior: list[Step]
+    message: Request
+    answers: list[tuple[Status, int | None]]
+    """Status and balance of each answer."""
+    events: list[str]
+    demo_balance: int = DEMO_START
+    """The player's demo balance in EUR afterwards."""
+
+
+DEMO_ROWS: list[DemoRow] = [
+    DemoRow("demo bet is accepted at once against the demo balance", [], DBET,
+            [(S.OK, DEMO_START - 100)], ["BetAccepted"], DEMO_START - 100),
+    DemoRow("demo bet above the demo balance is refused", [], demo(bet(amount=DEMO_START + 1)),
+            [(S.INSUFFICIENT_FUNDS, DEMO_START)], ["BetRejected"]),
+    DemoRow("demo bet of the whole balance", [], demo(bet(amount=DEMO_START)),
+            [(S.OK, 0)], ["BetAccepted"], 0),
+    DemoRow("demo win credits the demo balance", [DBET], DWIN,
+            [(S.OK, DEMO_START - 50)], ["WinCredited"], DEMO_START - 50),
+    DemoRow("demo closing win closes no round", [DBET], demo(win(round_closed=True)),
+            [(S.OK, DEMO_START - 50)], ["WinCredited"], DEMO_START - 50),
+    DemoRow("demo duplicate bet: its original answer, no second debit", [DBET, DWIN], DBET,
+            [(S.OK, DEMO_START - 100)], [], DEMO_START - 50),
+    DemoRow("demo bet with another amount is a conflict", [DBET], demo(bet(amount=7)),
+            [(S.DUPLICATE_CONFLICT, DEMO_START - 100)], ["DuplicateConflictDetected"],
+            DEMO_START - 100),
+    DemoRow("demo win reusing a demo bet id is a conflict", [DBET], demo(win("bet-1", 100)),
+            [(S.DUPLICATE_CONFLICT, DEMO_START - 100)], ["DuplicateConflictDetected"],
+            DEMO_START - 100),
+    DemoRow("demo rollback refunds the demo bet", [DBET], DRB,
+            [(S.OK, DEMO_START)], ["BetRolledBack"]),
+    DemoRow("second demo rollback: ok, no second refund", [DBET, DRB], demo(rollback("rb-2")),
+            [(S.OK, DEMO_START)], ["RollbackRecorded"]),
+    DemoRow("demo rollback retried: its original answer", [DBET, DRB, DWIN], DRB,
+            [(S.OK, DEMO_START)], [], DEMO_START + 50),
+    DemoRow("demo duplicate of a refunded bet: its original answer", [DBET, DRB], DBET,
+            [(S.OK, DEMO_START - 100)], []),
+    DemoRow("demo rollback of a refused bet is an ok no-op",
+            [demo(bet(amount=DEMO_START + 1))], DRB, [(S.OK, DEMO_START)],
+            ["RollbackRecorded"]),
+    DemoRow("demo rollback of an unknown bet records a tombstone", [], DRB,
+            [(S.OK, DEMO_START)], ["RollbackRecorded"]),
+    DemoRow("demo bet after its tombstone is refused", [DRB], DBET,
+            [(S.BET_ROLLED_BACK, DEMO_START)], ["BetRejected"]),
+    DemoRow("demo rollback naming a demo win", [DWIN], demo(rollback(ref="win-1")),
+            [(S.TRANSACTION_NOT_FOUND, DEMO_START + 50)], [], DEMO_START + 50),
+    DemoRow("demo balance", [DBET], demo(req(Action.BALANCE, None)),
+            [(S.OK, DEMO_START - 100)], [], DEMO_START - 100),
+    DemoRow("demo authenticate", [], demo(req(Action.AUTHENTICATE, None)),
+            [(S.OK, DEMO_START)], []),
+    DemoRow("demo balance in another currency starts afresh", [DBET],
+            demo(req(Action.BALANCE, None, currency="USD")), [(S.OK, DEMO_START)], [],
+            DEMO_START - 100),
+    DemoRow("demo bet 0 is invalid", [], demo(bet(amount=0)),
+            [(S.INVALID_REQUEST, DEMO_START)], []),
+    DemoRow("demo win -1 is invalid", [], demo(win(amount=-1)),
+            [(S.INVALID_REQUEST, DEMO_START)], []),
+    DemoRow("demo rollback without reference is invalid", [], demo(rollback(ref=None)),
+            [(S.INVALID_REQUEST, DEMO_START)], []),
+    DemoRow("an unknown mode moves nothing", [], demo(bet(), mode="fun"),
+            [(S.INVALID_REQUEST, None)], []),
+    # demo and real are apart: the same ids, each in its own world
+    DemoRow("demo bet with a real bet's id pending", [BET], DBET,
+            [(S.OK, DEMO_START - 100)], ["BetAccepted"], DEMO_START - 100),
+    DemoRow("demo bet with a real bet's id accepted", [BET, Rep(K.DEBIT)], DBET,
+            [(S.OK, DEMO_START - 100)], ["BetAccepted"], DEMO_START - 100),
+    DemoRow("demo rollback does not touch the real bet", [BET, Rep(K.DEBIT), DBET], DRB,
+            [(S.OK, DEMO_START)], ["BetRolledBack"]),
+    DemoRow("demo rollback of a bet only real play knows: a demo tombstone",
+            [BET, Rep(K.DEBIT)], DRB, [(S.OK, DEMO_START)], ["RollbackRecorded"]),
+    DemoRow("demo balance never answers the real one", [BET, Rep(K.DEBIT, balance=1_000)],
+            demo(req(Action.BALANCE, None)), [(S.OK, DEMO_START)], []),
+]  # fmt: skip
+
+
+def real_part(state: PlayerState) -> tuple[object, ...]:
+    """Everything of real play in a state: balance, commands in flight, real transactions."""
+    real = {k: t for k, t in state.txns.items() if not k.startswith("demo|")}
+    return state.balance, dict(state.pending), real, dict(state.rounds)
+
+
+@pytest.mark.parametrize("row", DEMO_ROWS, ids=[r.name for r in DEMO_ROWS])
+def test_demo_table(row: DemoRow) -> None:
+    run = Run()
+    run.steps(row.prior)
+    real_before = real_part(run.state)
+    decision = run.step(row.message)
+    got = [(a.status, a.balance) for a in only(decision, Answer)]
+    assert got == row.answers
+    assert commands(decision) == []  # demo play never reaches the operator's wallet
+    assert events(decision) == row.events
+    assert all(e.fields["mode"] == "demo" for e in only(decision, Event))
+    assert run.state.demo_balances.get("EUR", DEMO_START) == row.demo_balance
+    # nothing real changed: balance, wallet commands in flight, real transactions
+    assert real_part(run.state) == real_before
+    demo_txns = [t for k, t in run.state.txns.items() if k.startswith("demo|")]
+    assert all(t.deadline_ms is None and t.state != TxnState.PENDING for t in demo_txns)
+
+
+@pytest.mark.parametrize("row", DEMO_ROWS, ids=[r.name for r in DEMO_ROWS])
+def test_demo_table_is_deterministic(row: DemoRow) -> None:
+    first, second = Run(), Run()
+    first.steps([*row.prior, row.message])
+    second.steps([*row.prior, row.message])
+    assert first.outputs == second.outputs
+    assert first.state == second.state
+
+
+def test_demo_and_real_transactions_of_one_id_are_kept_apart() -> None:
+    run = Run()
+    run.steps([BET, Rep(K.DEBIT, balance=900), DBET, DRB])
+    real = run.state.txns[txn_key("prov-a", "bet-1")]
+    play = run.state.txns[demo_key("prov-a", "bet-1")]
+    assert real.state == TxnState.ACCEPTED and play.state == TxnState.ROLLED_BACK
+    assert real.key != play.key and "|" not in real.key
+    # the real bet's rollback still refunds the real bet, with a real CANCEL
+    decision = run.step(RB)
+    assert commands(decision) == [(K.CANCEL, 100)]
+    decision = run.step(Rep(K.CANCEL, balance=1_000))
+    assert [(a.status, a.balance) for a in only(decision, Answer)] == [(S.OK, 1_000)]
+    assert run.state.balance == 1_000 and run.state.demo_balances == {"EUR": DEMO_START}
+
+
+def test_demo_event_ids_never_meet_real_ones() -> None:
+    real, play = Run(), Run()
+    real.steps([BET, Rep(K.DEBIT), WIN, Rep(K.CREDIT), RB, Rep(K.CANCEL)])
+    play.steps([DBET, DWIN, DRB])
+    real_events = [o for outputs in real.outputs for o in outputs if isinstance(o, Event)]
+    demo_events = [o for outputs in play.outputs for o in outputs if isinstance(o, Event)]
+    assert [e.name for e in demo_events] == ["BetAccepted", "WinCredited", "BetRolledBack"]
+    assert {e.event_id for e in real_events}.isdisjoint(e.event_id for e in demo_events)
+    assert {e.fields["command_id"] for e in real_events}.isdisjoint(
+        e.fields["command_id"] for e in demo_events
+    )
+    assert all("mode" not in e.fields for e in real_events)  # real: the schema's default
+
+
+def test_demo_starting_balance_is_configured() -> None:
+    config = SagaConfig(demo_starting_balance=50)
+    state = PlayerState(OPERATOR, PLAYER)
+    refused = decide(state, demo(bet(amount=51)), T0, config)
+    assert [(a.status, a.balance) for a in only(refused, Answer)] == [(S.INSUFFICIENT_FUNDS, 50)]
+    accepted = decide(refused.state, demo(bet("bet-2", amount=50)), T0, config)
+    assert [(a.status, a.balance) for a in only(accepted, Answer)] == [(S.OK, 0)]
+    assert accepted.state.demo_balances == {"EUR": 0}
+
+
+def test_demo_transactions_are_forgotten_like_real_ones() -> None:
+    run = Run()
+    run.steps([DBET])
+    later = T0 + CONFIG.settled_retention_ms + CONFIG.prune_interval_ms + 1
+    decision = decide(run.state, Tick(), later, CONFIG)
+    assert decision.state.txns == {}
+    assert decision.state.demo_balances == {"EUR": DEMO_START - 100}  # the balance stays
 
 
 # --- a provider's ids are its own: other players and operators reuse them ------------------

@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "projector_metrics_port": 9184,
     "saga_batch_count_max": 500,
     "projector_batch_wait_ms": 100,
+    "demo_starting_balance_minor": 100_000,
 }
 
 # field -> (value of AGG_<FIELD>, parsed value); one row per field, checked to cover them all
@@ -98,6 +99,7 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
     "projector_metrics_port": ("0", 0),
     "saga_batch_count_max": ("100", 100),
     "projector_batch_wait_ms": ("250", 250),
+    "demo_starting_balance_minor": ("5000", 5000),
 }
 
 # (field, value of AGG_<FIELD>): each just outside its bound, or not of the field's type
@@ -168,6 +170,9 @@ OUT_OF_RANGE: list[tuple[str, str]] = [
     ("saga_batch_count_max", "100001"),
     ("projector_batch_wait_ms", "-1"),
     ("projector_batch_wait_ms", "5001"),
+    ("demo_starting_balance_minor", "-1"),
+    ("demo_starting_balance_minor", "1000000000000001"),
+    ("demo_starting_balance_minor", "1.5"),
 ]
 
 # (field, value of AGG_<FIELD>): each exactly on its bound, so accepted
@@ -219,6 +224,8 @@ ON_THE_BOUND: list[tuple[str, str]] = [
     ("saga_batch_count_max", "100000"),
     ("projector_batch_wait_ms", "0"),
     ("projector_batch_wait_ms", "5000"),
+    ("demo_starting_balance_minor", "0"),
+    ("demo_starting_balance_minor", "1000000000000000"),
 ]
 
 
@@ -433,9 +440,10 @@ def test_every_bounded_field_has_an_out_of_range_row() -> None:
 
 # --- the shape of every setting (a guard for future fields) -----------------------------------
 
-UNIT_LAST = re.compile(r"_(ms|s|bytes|kb|mb|gb|count|port)(_min|_max)?$")
+UNIT_LAST = re.compile(r"_(ms|s|bytes|kb|mb|gb|count|port|minor)(_min|_max)?$")
 """Numbers end in their unit, optionally followed by ``_min``/``_max`` (``latency_ms_max``,
-``retry_count_max``); a count of things ends in ``_count``."""
+``retry_count_max``); a count of things ends in ``_count``, money in minor units in
+``_minor``."""
 
 NAMED_AFTER_KAFKA: dict[str, str] = {
     "replication_factor": "Kafka's replication.factor: a count of replicas",

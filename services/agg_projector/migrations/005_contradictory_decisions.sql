@@ -15,13 +15,14 @@
 --   one win credited (WinCredited) more than once, under different command/event ids;
 --   one transaction journaled as a bet and as a win;
 --   one transaction whose events disagree on its amount or currency.
+-- Demo play (payload mode 'demo') is not money and is left out.
 CREATE VIEW {schema}.contradictory_decisions AS
 WITH money AS (
     SELECT operator_id, player_id, provider_id, transaction_id, event_type, event_id,
            payload->>'command_id' AS command_id, amount, currency, occurred_at, "offset",
            event_type || ':' || event_id AS label
     FROM {schema}.journal
-    WHERE transaction_id IS NOT NULL
+    WHERE transaction_id IS NOT NULL AND coalesce(payload->>'mode', 'real') = 'real'
       AND event_type IN ('BetAccepted', 'BetRejected', 'DebitTimedOut', 'DebitCancelled',
                          'BetRolledBack', 'WinCredited', 'CreditOwed')
 ), attempts AS (
@@ -40,6 +41,7 @@ WITH money AS (
            payload->>'reference_transaction_id' AS transaction_id
     FROM {schema}.journal
     WHERE event_type = 'RollbackRecorded' AND (payload->>'bet_known')::boolean IS FALSE
+      AND coalesce(payload->>'mode', 'real') = 'real'
 ), txns AS (
     SELECT m.operator_id, m.player_id, m.provider_id, m.transaction_id,
            count(*) FILTER (WHERE event_type = 'BetAccepted') AS accepted,
