@@ -50,12 +50,12 @@ def project(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         if d["event_id"] in seen:
             continue
         seen.add(d["event_id"])
-        owner = (d["operator_id"], d["player_id"], d["provider_id"])
+        owner = (d.get("mode", "real"), d["operator_id"], d["player_id"], d["provider_id"])
         if name == "RoundClosed":
             rounds[(*owner, d["round_id"])] = (d["bet_total"], d["win_total"], d["refund_total"])
         elif "transaction_id" in d:
             ledger[(*owner, d["transaction_id"])] = name
-        if name in MONEY_EVENTS:
+        if name in MONEY_EVENTS and d.get("mode", "real") == "real":
             money[(d["operator_id"], d["player_id"], d["currency"])] += (
                 MONEY_EVENTS[name] * d["amount"]
             )
@@ -82,7 +82,7 @@ def check(world: World) -> list[str]:
         c = track.call
         statuses = {s for s, _ in track.finals}
         finals.setdefault(c.content(), set()).update(statuses)
-        if c.action == "ROLLBACK" and track.final == "OK":
+        if c.action == "ROLLBACK" and track.final == "OK" and c.mode == "real":
             rolled_back.add((c.operator_id, c.player_id, c.provider_id,
                              c.reference_transaction_id or ""))  # fmt: skip
     for content, statuses in finals.items():
@@ -92,7 +92,7 @@ def check(world: World) -> list[str]:
     by_key: dict[tuple[str, str, str, str], list[Track]] = {}
     for track in world.tracks:
         c = track.call
-        if c.transaction_id is not None:
+        if c.transaction_id is not None and c.mode == "real":  # demo: checked by the wallet
             key = (c.operator_id, c.player_id, c.provider_id, c.transaction_id)
             by_key.setdefault(key, []).append(track)
     for key, tracks in by_key.items():
@@ -120,6 +120,7 @@ def check(world: World) -> list[str]:
             expected[account] += (first.amount or 0) * want
             if got["credited"] != want:
                 problems.append(f"win {key} answered {answers}: wallet effects {dict(got)}")
+    problems += _demo_balances(world)
     # 1. balances from the answers
     wallet: Counter[tuple[str, str, str]] = Counter()
     for op, book in world.books.items():
@@ -144,7 +145,7 @@ def check(world: World) -> list[str]:
             problems.append(f"event id {d['event_id']} names two events: {previous} and {d}")
             break
     decisions: dict[str, set[str]] = {}
-    per_txn: Counter[tuple[str, str, str, str, str]] = Counter()
+    per_txn: Counter[tuple[str, ...]] = Counter()
     for d in by_id.values():
         name = d["name"]
         if d.get("command_id") and name in (
@@ -152,8 +153,8 @@ def check(world: World) -> list[str]:
         ):  # fmt: skip
             decisions.setdefault(d["command_id"], set()).add(name)
         if name in ("BetAccepted", "WinCredited", "BetRolledBack"):
-            per_txn[(name, d["operator_id"], d["player_id"], d["provider_id"],
-                     d["transaction_id"])] += 1  # fmt: skip
+            per_txn[(name, d.get("mode", "real"), d["operator_id"], d["player_id"],
+                     d["provider_id"], d["transaction_id"])] += 1  # fmt: skip
     for command_id, names in decisions.items():
         if "BetAccepted" in names and names & {"DebitTimedOut", "DebitCancelled", "BetRejected"}:
             problems.append(f"contradictory decisions for debit {command_id}: {sorted(names)}")
@@ -183,3 +184,41 @@ def check(world: World) -> list[str]:
                             "never acknowledged"
                         )
     return problems
+
+
+def _demo_balances(world: World) -> list[str]:
+    """Demo play: each player's demo balance held by the saga moved as the demo answers say
+    (it never reaches the wallet: the world checks every command it gets)."""
+    rolled_back = {
+        (t.call.operator_id, t.call.player_id, t.call.provider_id,
+         t.call.reference_transaction_id)
+        for t in world.tracks
+        if t.call.mode != "real" and t.call.action == "ROLLBACK" and t.final == "OK"
+    }  # fmt: skip
+    expected: Counter[tuple[str, str, str]] = Counter()
+    settled: set[tuple[str | None, ...]] = set()
+    for t in world.tracks:
+        c = t.call
+        key = (c.operator_id, c.player_id, c.provider_id, c.transaction_id)
+        if c.mode == "real" or t.final != "OK" or key in settled or key in rolled_back:
+            continue
+        settled.add(key)
+        account = (c.operator_id, c.player_id, c.currency)
+        if c.action == "BET":
+            expected[account] -= c.amount or 0
+        elif c.action == "WIN":
+            expected[account] += c.amount or 0
+    held: Counter[tuple[str, str, str]] = Counter()
+    start = world.settings_demo_start
+    for worker in world.workers:
+        assert worker is not None
+        for states in worker.states.values():
+            for state in states.values():
+                for currency, balance in state.demo_balances.items():
+                    held[(state.operator_id, state.player_id, currency)] = balance - start
+    return [
+        f"demo balance of {account} moved {held[account]}, the demo answers allow "
+        f"{expected[account]}"
+        for account in sorted(set(held) | set(expected))
+        if held[account] != expected[account]
+    ]

@@ -54,9 +54,11 @@ class Call:
     amount: int | None = None
     round_closed: bool = False
     dup_after_ms: int | None = None
+    mode: str = "real"
+    """The session's mode: ``demo`` play must never reach the operator's wallet."""
 
     def content(self) -> tuple[object, ...]:
-        return (self.operator_id, self.player_id, self.provider_id, self.action,
+        return (self.mode, self.operator_id, self.player_id, self.provider_id, self.action,
                 self.transaction_id, self.reference_transaction_id, self.round_id,
                 self.amount, self.currency)  # fmt: skip
 
@@ -98,6 +100,8 @@ class Schedule:
         events: list[tuple[int, str]] = []
         for c in self.calls:
             parts = [f"{c.action} {c.operator_id}/{c.player_id} {c.provider_id}"]
+            if c.mode != "real":
+                parts.append(c.mode)
             if c.transaction_id:
                 parts.append(f"txn={c.transaction_id}")
             if c.reference_transaction_id:
@@ -162,6 +166,12 @@ def generate(seed: int) -> Schedule:
                 bet = rng.choice(bets)
                 ref, op, player, provider, currency = (bet.transaction_id, bet.operator_id,
                     bet.player_id, bet.provider_id, bet.currency)  # fmt: skip
+                if bet.mode != "real" and rng.random() < 0.8:
+                    calls.append(Call(n, max(0, bet.at_ms + rng.randint(-300, 2_500)), op,
+                                      player, provider, "ROLLBACK", currency,
+                                      transaction_id=f"rb{rng.randrange(txn_space)}",
+                                      reference_transaction_id=ref, mode=bet.mode))  # fmt: skip
+                    continue
                 # racing the bet: before it, with it, or after it
                 at = max(0, bet.at_ms + rng.randint(-300, 2_500))
             else:
@@ -172,6 +182,8 @@ def generate(seed: int) -> Schedule:
                      dup_after_ms=dup)  # fmt: skip
         else:
             c = Call(n, at, op, player, provider, "BALANCE", currency, dup_after_ms=dup)
+        if rng.random() < 0.15:
+            c = replace(c, mode="demo")
         calls.append(c)
     faults: list[Fault] = []
     kinds = [rng.choice(FAULT_KINDS[2:]) for _ in range(rng.randint(0, 4))]

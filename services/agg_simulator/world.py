@@ -138,6 +138,8 @@ class World:
         self.ownership: list[set[int]] = [set() for _ in range(WORKERS)]
         self.down_until = [0] * WORKERS
         self.request_n = 0
+        self.demo_correlations: set[str] = set()
+        self.settings_demo_start = self.settings.demo_starting_balance_minor
         self._providers_due = 0
         self._wallet_seen = -1
         """No provider sends anything before this (recomputed as they send and hear back)."""
@@ -296,7 +298,10 @@ class World:
             "received_at": datetime.fromtimestamp(self.clock.wall_ms / 1000, tz=UTC),
             "reply_to": "ingress-sim",
             "reply_partition": INGRESS_PARTITION,
+            "mode": c.mode,
         }
+        if c.mode != "real":
+            self.demo_correlations.add(correlation)
         key = f"{c.operator_id}:{c.player_id}".encode()
         value = _codec.encode("casino.agg.ProviderRequest", datum)
         self.broker.append(OutRecord(self.names.requests, key, value))
@@ -404,6 +409,8 @@ class World:
                         decision = book.apply(command, problem_of(command, op, record.key), when)
                         entry = decision.entry
                         self.wallet_commands[op].setdefault(command.command_id, command)
+                    if command.correlation_id in self.demo_correlations:
+                        self.failures.append(f"demo play reached the wallet: {command}")
                     reply = {
                         "command_id": entry.command_id,
                         "operator_id": op,
