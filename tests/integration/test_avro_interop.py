@@ -88,6 +88,7 @@ EVENTS = [
             "command_id": "cmd-1",
             "balance": None,
             "round_closed": True,
+            "mode": "demo",
         },
     ),
     (
