@@ -464,13 +464,30 @@ class SagaWorker:
             await self._dead_letter(record, f"refused: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - a bug or a bad state: park this player only
-            reason = f"{type(exc).__name__}: {exc}"[:500]
-            meta.parked = reason
-            self._set_player_gauges()
-            log.error("player_parked", partition=partition, player_key=key.decode(),
-                      offset=record.offset, topic=record.topic, reason=reason)  # fmt: skip
+            reason = self._park(work, partition, key, exc, offset=record.offset,
+                                topic=record.topic)  # fmt: skip
             await self._dead_letter(record, f"parked: {reason}")
         self._applied(work, partition, key, meta, slot, record.offset)
+
+    def _park(
+        self,
+        work: _Batch,
+        partition: int,
+        key: bytes,
+        exc: Exception,
+        offset: int | None = None,
+        topic: str | None = None,
+    ) -> str:
+        """Set the player's messages aside from now on (kept in its header, so a restart does
+        not resume it out of order); every other player goes on."""
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        self._meta(partition, key).parked = reason
+        self._set_player_gauges()
+        log.error("player_parked", partition=partition, player_key=key.decode(),
+                  reason=reason, offset=offset, topic=topic)  # fmt: skip
+        if (partition, key) not in work.players:
+            work.players[(partition, key)] = _Touched(self.states[partition].get(key))
+        return reason
 
     def _meta(self, partition: int, key: bytes) -> WriteMeta:
         metas = self.meta[partition]
@@ -495,15 +512,7 @@ class SagaWorker:
                     try:
                         self._decide(work, partition, key, Tick(), now)
                     except Exception as exc:  # noqa: BLE001 - park this player only
-                        reason = f"{type(exc).__name__}: {exc}"[:500]
-                        self._meta(partition, key).parked = reason
-                        self._set_player_gauges()
-                        log.error("player_parked", partition=partition,
-                                  player_key=key.decode(), reason=reason)  # fmt: skip
-                        if (partition, key) not in work.players:
-                            work.players[(partition, key)] = _Touched(
-                                self.states[partition].get(key)
-                            )
+                        self._park(work, partition, key, exc)
 
     def _decide(self, work: _Batch, partition: int, key: bytes, message: Message, now: int) -> None:
         """Decide ``message``; nothing changes unless it all succeeds (decision and encoding)."""

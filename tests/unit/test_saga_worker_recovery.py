@@ -10,6 +10,8 @@ import json
 import random
 from datetime import UTC, datetime
 
+import pytest
+
 from agg_avro import AvroCodec
 from agg_domain.saga import PlayerState, Request, SagaConfig, decide
 from agg_domain.statuses import Action
@@ -145,3 +147,52 @@ def test_a_debit_deadline_runs_from_its_decision_not_from_its_request() -> None:
     assert [c["kind"] for c in _commands(broker)] == ["DEBIT"], "no CANCEL: not timed out"
     txn = worker.states[0][A].txns["prov-x:t1"]
     assert txn.deadline_ms == written + 10_000 + SETTINGS.wallet_timeout_ms
+
+
+def test_a_decision_that_raises_parks_its_player_across_restarts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug that makes one player's decision raise: that player's message and every later
+    one is set aside in order, the flag survives a restart, and other players go on."""
+    from agg_saga import worker as worker_module
+
+    real_decide = worker_module.decide
+
+    def decide(state: PlayerState, message: object, now: int, config: SagaConfig) -> object:
+        if (
+            state.player_id == "pl-a"
+            and isinstance(message, Request)
+            and message.transaction_id == "t1"
+        ):
+            raise KeyError("a bug")
+        return real_decide(state, message, now, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker_module, "decide", decide)
+    clock, broker, transport, worker = _world()
+
+    async def scenario() -> None:
+        await _start(transport, worker)
+        for player, key, txn in (("pl-a", A, "t1"), ("pl-b", B, "t1"), ("pl-a", A, "t2")):
+            broker.append(OutRecord("agg.requests", key, _request(player, txn, 10, clock.wall_ms)))
+        await worker.step()
+
+    asyncio.new_event_loop().run_until_complete(scenario())
+    assert [c["player_id"] for c in _commands(broker)] == ["pl-b"]
+    assert [r.key for r in broker.log("agg.deadletters", 0)] == [A, A]
+    monkeypatch.setattr(worker_module, "decide", real_decide)
+    _, _, transport2, worker2 = _world()
+    transport2.broker = broker
+
+    async def again() -> None:
+        await _start(transport2, worker2)
+        broker.append(OutRecord("agg.requests", A, _request("pl-a", "t3", 10, clock.wall_ms)))
+        await worker2.step()
+
+    asyncio.new_event_loop().run_until_complete(again())
+    assert worker2.meta[0][A].parked == "KeyError: 'a bug'"
+    # pl-b's DEBIT is re-published by the restore (its write was the partition's last): the
+    # same command, which the wallet dedupes; nothing of pl-a's
+    assert {(c["player_id"], c["command_id"]) for c in _commands(broker)} == {
+        ("pl-b", _commands(broker)[0]["command_id"])
+    }
+    assert len(broker.log("agg.deadletters", 0)) == 3
