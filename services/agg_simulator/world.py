@@ -470,7 +470,7 @@ class World:
                     return
                 await self._turn()
             # a little longer: re-published outputs and late replies land
-            for _ in range(20):
+            for _ in range(10):
                 await self._turn()
         except _Abort:
             return
@@ -481,7 +481,7 @@ class World:
         await self._step_workers()
         self._wallet()
         self._ingress()
-        if self._backlog() or self.rng.random() < 0.3:
+        if self._backlog() or self.rng.random() < 0.15:
             self.clock.advance(self.rng.randint(1, STEP_MS_MAX))
         else:
             # nothing in flight: straight on to the next moment something can happen
