@@ -23,10 +23,11 @@ does not understand instead of misreading it.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+import orjson
 
 from agg_domain.saga import (
     FINAL_STATES,
@@ -90,8 +91,11 @@ def txn_record_key(player_key: bytes, txn_key: str) -> bytes:
     return player_key + KEY_SEPARATOR + txn_key.encode()
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-"""``json.dumps(value, separators=(",", ":"))`` without building an encoder per call."""
+_dumps = orjson.dumps
+"""Compact JSON as UTF-8 bytes (enums as their values). orjson rather than the standard
+library: JSON was a sixth of a saga decision's CPU, and orjson writes it several times faster.
+Readers see the same JSON either way (non-ASCII text as UTF-8 instead of escapes)."""
+_loads = orjson.loads
 
 _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
 _COMMAND_FIELDS = tuple(f.name for f in fields(Command))
@@ -129,7 +133,7 @@ def _pending_dict(p: Pending) -> dict[str, Any]:
     }
 
 
-def _round_json(r: Round) -> str:
+def _round_json(r: Round) -> bytes:
     return _dumps({name: getattr(r, name) for name in _ROUND_FIELDS})
 
 
@@ -145,20 +149,20 @@ class RoundsCache:
 
     def __init__(self) -> None:
         self._players: dict[
-            bytes, tuple[Mapping[str, Round], dict[str, tuple[Round, str]], str]
+            bytes, tuple[Mapping[str, Round], dict[str, tuple[Round, bytes]], bytes]
         ] = {}
 
-    def rounds_json(self, player_key: bytes, rounds: Mapping[str, Round]) -> str:
+    def rounds_json(self, player_key: bytes, rounds: Mapping[str, Round]) -> bytes:
         """The JSON list of ``rounds``' values, in their order."""
         cached = self._players.get(player_key)
         if cached is not None and cached[0] is rounds:
             return cached[2]
         before = cached[1] if cached is not None else {}
-        parts: dict[str, tuple[Round, str]] = {}
+        parts: dict[str, tuple[Round, bytes]] = {}
         for key, rnd in rounds.items():
             hit = before.get(key)
             parts[key] = hit if hit is not None and hit[0] is rnd else (rnd, _round_json(rnd))
-        text = "[" + ",".join(part for _, part in parts.values()) + "]"
+        text = b"[" + b",".join(part for _, part in parts.values()) + b"]"
         self._players[player_key] = (rounds, parts, text)
         return text
 
@@ -183,7 +187,7 @@ class WriteMeta:
     """Why this player's messages are set aside instead of decided (a bug or bad state)."""
 
 
-def _outbox_json(outbox: Sequence[tuple[str, int | None, bytes]]) -> str:
+def _outbox_json(outbox: Sequence[tuple[str, int | None, bytes]]) -> bytes:
     return _dumps([[t, p, base64.b64encode(v).decode()] for t, p, v in outbox])
 
 
@@ -216,24 +220,24 @@ def encode_header(
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
         rounds = cache.rounds_json(player_key, state.rounds)
-    parts = [_dumps(body)[:-1], ',"outbox":', _outbox_json(meta.outbox), ',"delta":{']
+    parts = [_dumps(body)[:-1], b',"outbox":', _outbox_json(meta.outbox), b',"delta":{']
     first = True
     for key, value in (delta or {}).items():
-        parts.append(("" if first else ",") + _dumps(key) + ":")
-        parts.append("null" if value is None else value.decode())
+        parts.append((b"" if first else b",") + _dumps(key) + b":")
+        parts.append(b"null" if value is None else value)
         first = False
-    parts.append('},"rounds":')
+    parts.append(b'},"rounds":')
     parts.append(rounds)
-    parts.append("}")
-    return "".join(parts).encode()
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def encode_marker(seq: int) -> bytes:
-    return _dumps({"v": HEADER_VERSION, "seq": seq}).encode()
+    return _dumps({"v": HEADER_VERSION, "seq": seq})
 
 
 def encode_txn(txn: Txn) -> bytes:
-    return _dumps({"v": VERSION, **_txn_dict(txn)}).encode()
+    return _dumps({"v": VERSION, **_txn_dict(txn)})
 
 
 def state_records(
@@ -313,7 +317,7 @@ class StateBuilder:
     def add(self, key: bytes, value: bytes | None) -> None:
         if key == MARKER_KEY:
             try:
-                self.marker_seq = max(self.marker_seq, int(json.loads(value or b"{}")["seq"]))
+                self.marker_seq = max(self.marker_seq, int(_loads(value or b"{}")["seq"]))
             except (ValueError, KeyError, TypeError):
                 pass  # an unreadable marker only means more is re-published
             return
@@ -325,7 +329,7 @@ class StateBuilder:
                     self.txns.pop(player_key, None)
                     self.broken.pop(player_key, None)
                     return
-                body = json.loads(value)
+                body = _loads(value)
                 if body.get("v") == 1:
                     body = self._upcast_v1(player_key, body)
                 if body.get("v") not in (VERSION, HEADER_VERSION):
@@ -335,7 +339,7 @@ class StateBuilder:
             elif value is None:
                 self.txns.get(player_key, {}).pop(txn_key.decode(), None)
             else:
-                body = json.loads(value)
+                body = _loads(value)
                 _check_version(body)
                 body.pop("v")
                 self.txns.setdefault(player_key, {})[txn_key.decode()] = _txn(body)
@@ -366,7 +370,7 @@ class StateBuilder:
                             txns.pop(key, None)
                             delta_records.append((record_key, None))
                         else:
-                            delta_records.append((record_key, _dumps(body).encode()))
+                            delta_records.append((record_key, _dumps(body)))
                             _check_version(body)
                             txns[key] = _txn({k: v for k, v in body.items() if k != "v"})
                 pending = [_pending(p) for p in h["pending"]]
