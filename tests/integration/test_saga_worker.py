@@ -24,11 +24,17 @@ from tests.integration.saga_harness import (
 )
 
 
-@pytest.fixture
-def saga_settings(settings: Settings, catalogue_topics: list[str]) -> Settings:
+@pytest.fixture(params=["aiokafka", "librdkafka"])
+def saga_settings(
+    settings: Settings, catalogue_topics: list[str], request: pytest.FixtureRequest
+) -> Settings:
     """A deadline long enough that a busy machine does not turn a test of the happy path
-    into a test of compensation; the deadline test shortens it."""
-    return settings.model_copy(update={"wallet_timeout_ms": 3_000, "retry_backoff_initial_ms": 200})
+    into a test of compensation; the deadline test shortens it. Every test runs on both
+    transports of the port."""
+    return settings.model_copy(
+        update={"wallet_timeout_ms": 3_000, "retry_backoff_initial_ms": 200,
+                "kafka_client": request.param}
+    )  # fmt: skip
 
 
 def player() -> str:
