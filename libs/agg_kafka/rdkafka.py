@@ -47,7 +47,10 @@ from agg_ports.transport import InRecord, OutRecord, RebalanceListener
 log = get_logger("kafka")
 
 POLL_S = 0.1
-"""Longest a poll thread blocks: bounds how late it notices a stop."""
+"""Longest the delivery thread blocks: bounds how late it notices a stop."""
+CONSUMER_POLL_S = 0.01
+"""Longest the consumer thread blocks in a poll: bounds how late a pause, resume, seek or
+commit asked for by the loop is applied (librdkafka's poll cannot be woken from Python)."""
 
 
 class DeliveryError(RuntimeError):
@@ -92,10 +95,11 @@ def consumer_config(
 class _Batch:
     """One ``send``: settled when the last of its records is reported (on the poll thread)."""
 
-    __slots__ = ("future", "left", "error", "owner")
+    __slots__ = ("error", "future", "left", "owner")
 
     def __init__(self, owner: RdProducer, future: asyncio.Future[None], count: int):
-        self.owner, self.future, self.left, self.error = owner, future, count, None
+        self.owner, self.future, self.left = owner, future, count
+        self.error: str | None = None
 
     def delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None and self.error is None:
@@ -174,6 +178,23 @@ def _settle(batches: list[_Batch]) -> None:
             batch.future.set_exception(DeliveryError(batch.error))
 
 
+def _commit(consumer: Consumer, tps: list[TopicPartition]) -> None:
+    try:
+        consumer.commit(offsets=tps, asynchronous=False)
+    except KafkaException as exc:
+        log.warning("commit_failed", error=str(exc))
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
 def _record(msg: Message) -> InRecord:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
@@ -208,6 +229,10 @@ class RdConsumer:
         self._seek_gens: dict[tuple[str, int], int] = {}
         """Per partition, the generation of its last seek: records of it in a batch stamped
         with an older generation were fetched before the seek, and are dropped."""
+        self._lag: dict[tuple[str, int], int] = {}
+        self._calls: set[asyncio.Future[Any]] = set()
+        """Results the loop awaits from the consumer thread (failed if the thread stops)."""
+        self._dead = False
         self._paused: set[tuple[str, int]] = set()
         """Paused partitions (loop side): whatever was fetched of them before is dropped."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -228,15 +253,32 @@ class RdConsumer:
         self._thread.start()
 
     def _serve(self) -> None:
+        try:
+            self._serve_until_stopped()
+        finally:
+            self._dead = True
+            loop = self._loop
+            assert loop is not None
+            for future in list(self._calls):
+                loop.call_soon_threadsafe(
+                    _set_exception, future, RuntimeError("the consumer thread has stopped")
+                )
+
+    def _serve_until_stopped(self) -> None:
         loop = self._loop
         assert loop is not None
         consumer = self._consumer
         while not self._stop.is_set():
-            if not self._slots.acquire(timeout=POLL_S):
+            try:
+                # before waiting for room: a loop awaiting a commit takes no batch meanwhile
+                stamp = self._apply_ops()
+            except Exception as exc:  # noqa: BLE001 - handed to the loop, which raises it
+                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+                return
+            if not self._slots.acquire(timeout=CONSUMER_POLL_S):
                 continue
             try:
-                stamp = self._apply_ops()
-                first = consumer.poll(POLL_S)
+                first = consumer.poll(CONSUMER_POLL_S)
             except Exception as exc:  # noqa: BLE001 - handed to the loop, which raises it
                 loop.call_soon_threadsafe(self._queue.put_nowait, exc)
                 return
@@ -339,31 +381,52 @@ class RdConsumer:
         tp = TopicPartition(topic, partition, offset)
         self._seek_gens[(topic, partition)] = self._ask(lambda c: c.seek(tp))
 
-    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        if not tps:
-            return True
+    def _call(self, fn: Callable[[Consumer], Any]) -> asyncio.Future[Any]:
+        """Run ``fn`` on the consumer thread (before its next poll); its result, on the loop."""
         loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, lambda: self._consumer.commit(
-                offsets=tps, asynchronous=False))  # fmt: skip
-        except KafkaException as exc:
-            log.warning("commit_failed", error=str(exc))
-            return False
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._dead:
+            future.set_exception(RuntimeError("the consumer thread has stopped"))
+            return future
+        self._calls.add(future)
+        future.add_done_callback(self._calls.discard)
+
+        def op(consumer: Consumer) -> None:
+            try:
+                result = fn(consumer)
+            except Exception as exc:  # noqa: BLE001 - the caller's to handle
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, result)
+
+        self._ask(op)
+        return future
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
+        """Commit off the loop: the consumer thread commits before its next poll (and, on a
+        revocation, before the partitions go), and the loop does not wait for it. A failed
+        commit only means redelivery, which every consumer dedupes; it is logged."""
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if tps:
+            self._ask(lambda c: _commit(c, tps))
         return True
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """The lag measured when last asked (the consumer thread measures it anew)."""
         tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
-        out: dict[tuple[str, int], int] = {}
-        if not tps:
-            return out
-        for tp in self._consumer.position(tps):
-            if tp.offset < 0:
-                continue
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high is not None and high >= 0:
-                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
-        return out
+
+        def measure(consumer: Consumer) -> None:
+            out: dict[tuple[str, int], int] = {}
+            for tp in consumer.position(tps) if tps else []:
+                if tp.offset < 0:
+                    continue
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high is not None and high >= 0:
+                    out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+            self._lag = out
+
+        self._ask(measure)
+        return dict(self._lag)
 
     async def stop(self) -> None:
         self._closing = True
@@ -387,7 +450,10 @@ def read_to_end(
     try:
         ends: dict[int, int] = {}
         for p in sorted(partitions):
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            marks = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if marks is None:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+            low, high = marks
             if high > low:
                 ends[p] = high
         if not ends:
@@ -400,15 +466,15 @@ def read_to_end(
                     if err.fatal():
                         raise KafkaException(err)
                     continue
-                p, offset = msg.partition(), msg.offset()
-                assert p is not None and offset is not None
-                end = ends.get(p)
-                if end is None:
+                part, offset = msg.partition(), msg.offset()
+                assert part is not None and offset is not None
+                if part not in ends:
                     continue
+                end = ends[part]
                 if offset < end:
                     out.append(_record(msg))
                 if offset + 1 >= end:
-                    del ends[p]
+                    del ends[part]
     finally:
         reader.close()
     return out

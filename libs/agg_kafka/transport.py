@@ -214,7 +214,7 @@ class RdKafkaTransport:
         return await loop.run_in_executor(None, read_to_end, config, topic, partitions)
 
     async def lag(self) -> dict[tuple[str, int], int]:
-        lag: dict[tuple[str, int], int] = self.consumer.lag()
+        lag: dict[tuple[str, int], int] = await self.consumer.lag()
         return lag
 
 
