@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     )
 
     # --- producers and consumers ----------------------------------------------------------
+    kafka_client: Literal["aiokafka", "librdkafka"] = Field(
+        "librdkafka",
+        description="Kafka client of the saga worker's transport: librdkafka through "
+        "confluent-kafka (half the hop latency of aiokafka, docs/transport.md) or aiokafka "
+        "(pure Python).",
+    )
     producer_linger_ms: int = Field(
         1,
         ge=0,

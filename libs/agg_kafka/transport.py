@@ -145,3 +145,81 @@ class KafkaTransport:
     async def lag(self) -> dict[tuple[str, int], int]:
         lag = await consumer_lag(self._consumer())
         return {(tp.topic, tp.partition): n for tp, n in lag.items()}
+
+
+class RdKafkaTransport:
+    """The same port on librdkafka (:mod:`agg_kafka.rdkafka`): fetched batches and delivery
+    reports reach the loop as they happen, commits run off the loop."""
+
+    def __init__(self, settings: Settings, *, group_id: str, client_id: str):
+        from agg_kafka.rdkafka import RdProducer, producer_config
+
+        self.settings = settings
+        self.group_id = group_id
+        self.client_id = client_id
+        self.producer = RdProducer(producer_config(settings, client_id=f"{client_id}-producer"))
+        self.consumer: Any = None
+
+    async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        from agg_kafka.rdkafka import RdConsumer, consumer_config
+
+        self.producer.start()
+        self.consumer = RdConsumer(
+            consumer_config(self.settings, group_id=self.group_id, client_id=self.client_id),
+            topics, listener, batch_max=self.settings.saga_batch_count_max,
+        )  # fmt: skip
+        self.consumer.start()
+
+    async def stop(self) -> None:
+        try:
+            if self.consumer is not None:
+                await self.consumer.stop()
+        finally:
+            await self.producer.stop()
+
+    async def poll(self, timeout_ms: int, max_records: int) -> list[InRecord]:
+        records: list[InRecord] = await self.consumer.getmany(timeout_ms)
+        return records
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return set(self.consumer.assigned)
+
+    def pause(self, partitions: set[tuple[str, int]]) -> None:
+        self.consumer.pause(partitions)
+
+    def resume(self, partitions: set[tuple[str, int]]) -> None:
+        self.consumer.resume(partitions)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self.consumer.seek(topic, partition, offset)
+
+    async def produce(self, records: Sequence[OutRecord]) -> None:
+        await self.producer.send(records)
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
+        assigned = self.assignment()
+        ok: bool = await self.consumer.commit(
+            {tp: o for tp, o in offsets.items() if tp in assigned}
+        )
+        return ok
+
+    async def read_to_end(self, topic: str, partitions: set[int]) -> list[InRecord]:
+        from agg_kafka.rdkafka import consumer_config, read_to_end
+
+        config = consumer_config(
+            self.settings, group_id=f"{self.group_id}-restore",
+            client_id=f"{self.client_id}-restore", **{"isolation.level": "read_uncommitted"},
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, read_to_end, config, topic, partitions)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        lag: dict[tuple[str, int], int] = await self.consumer.lag()
+        return lag
+
+
+def make_transport(settings: Settings, *, group_id: str, client_id: str) -> Any:
+    """The port on the client ``settings.kafka_client`` names."""
+    if settings.kafka_client == "librdkafka":
+        return RdKafkaTransport(settings, group_id=group_id, client_id=client_id)
+    return KafkaTransport(settings, group_id=group_id, client_id=client_id)

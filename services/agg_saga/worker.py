@@ -64,7 +64,7 @@ from agg_domain.saga import (
 )
 from agg_domain.statuses import CommandKind
 from agg_kafka.topics import TopicNames
-from agg_kafka.transport import KafkaTransport, SystemClock
+from agg_kafka.transport import SystemClock, make_transport
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
 from agg_ports.transport import Clock, InRecord, OutRecord, Transport
@@ -196,7 +196,7 @@ class SagaWorker:
         self.codec = AvroCodec()
         self.reply_topics = {self.names.wallet_replies(op) for op in self.operator_ids}
         self.inputs = [self.names.requests, *sorted(self.reply_topics)]
-        self.transport: Transport = transport or KafkaTransport(
+        self.transport: Transport = transport or make_transport(
             settings, group_id=GROUP_ID, client_id=client_id
         )
         self.clock: Clock = clock or SystemClock()

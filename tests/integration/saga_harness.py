@@ -243,6 +243,7 @@ def saga_process(settings: Settings, name: str, log_path: Path) -> subprocess.Po
         "AGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "AGG_DATABASE_URL": settings.database_url,
         "AGG_WALLET_TIMEOUT_MS": str(settings.wallet_timeout_ms),
+        "AGG_KAFKA_CLIENT": settings.kafka_client,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "agg_saga", "--client-id", name, "--metrics-port", "0"],
