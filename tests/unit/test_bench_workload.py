@@ -207,14 +207,17 @@ def test_missed_targets_say_by_how_much() -> None:
     targets = report.evaluate_targets(systems)
     assert targets["p99_at_1000"]["met"] is False
     assert "saturated at 500/s" in targets["p99_at_1000"]["miss"]
-    assert targets["highest_step"]["miss"] == "1900/s short"
-    assert targets["p50_at_100"]["miss"] == "1.0 ms over"
-    assert targets["p50_over_physical"]["miss"].startswith("2.11x over at 500/s")
+    assert targets["highest_step"]["miss"] == "by 1,900/s"
+    assert targets["p50_at_100"]["miss"] == "by 1.0 ms"
+    assert targets["p50_over_physical"]["miss"].startswith(
+        "by 95.0 ms at 500/s (p50 185 ms against 2 x 45 = 90.0 ms)"
+    )
     assert "saturated before 1000/s" in targets["p50_over_physical"]["miss"]
     assert targets["replay"]["met"] is None
     text = "\n".join(report.target_lines(targets))
     assert "(e) replay >= 30,000 events/s: not measured" in text
-    assert "(c) 100/s: pipeline p50 <= 15 ms: NOT MET by 1.0 ms over (p50 16 ms)" in text
+    assert "(c) 100/s: pipeline p50 <= 15 ms: NOT MET by 1.0 ms (p50 16 ms)" in text
+    assert "(a) 1,000/s: pipeline p99 <= 50 ms with 0 errors: NOT MET: pipeline saturated" in text
 
 
 def test_cpu_per_callback_by_process_and_total() -> None:
