@@ -36,7 +36,12 @@ one shows what the same broker and the same guarantees cost when nothing waits t
   the same answers. Its producer produces on the event loop's thread (``produce`` only queues)
   and reports failed deliveries only (``delivery.report.only.error``); one thread polls the
   outcome consumer the same way as a relay and hands each batch to the loop with ONE
-  ``call_soon_threadsafe``, and failed deliveries likewise, one hand-off per poll. It reads
+  ``call_soon_threadsafe``, and failed deliveries likewise, one hand-off per poll. That
+  thread needs the interpreter lock for a moment per batch while the loop thread, busy with
+  HTTP, holds it; Python makes a waiting thread wait up to its switch interval (5 ms), so the
+  front sets 0.5 ms (``--switch-interval-ms``): measured on the shared 2-core machine (load
+  average 3-7 from other work, two runs each), p99 at
+  100/s 16-26 ms against 43-64 ms, at 500/s 97-169 against 230-1549 ms. It reads
   every partition of ``bench.physical.outcomes`` from its end (the offsets are read before
   ``GET /healthz`` is 200) and names the lowest one as its reply partition.
 
@@ -81,6 +86,8 @@ COMMIT_INTERVAL_S = 0.1
 """Offsets of acknowledged batches are committed (asynchronously) at most this often."""
 LINGER_MS = 0.0
 """The producers' linger.ms unless ``--linger-ms`` says otherwise (see above)."""
+SWITCH_INTERVAL_MS = 0.5
+"""The front's thread switch interval (``sys.setswitchinterval``), see above."""
 BATCH_COUNT_MAX = 500
 """Messages taken by one ``consume`` after the first: the saga's and the wallet's batch size."""
 
@@ -434,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     front = roles.add_parser("front", help="the HTTP front (the relay floor's)")
     front.add_argument("--port", type=int, required=True)
     front.add_argument("--host", default="127.0.0.1")
+    front.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=SWITCH_INTERVAL_MS,
+        help="the interpreter's thread switch interval (0: Python's own, 5 ms)",
+    )
     saga = roles.add_parser("saga", help="relay requests to commands and replies to outcomes")
     wallet = roles.add_parser("wallet", help="relay commands to replies")
     for role in (front, saga, wallet):
@@ -446,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import uvicorn
 
+    if args.switch_interval_ms:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     uvicorn.run(build_app(settings, args.linger_ms), host=args.host, port=args.port, loop="uvloop",
                 http="httptools", workers=1, lifespan="on", access_log=False,
                 log_level="warning")  # fmt: skip
