@@ -242,6 +242,8 @@ class WalletClient:
         self.port = url.port or 80
         self.timeout_s = timeout_s
         self.idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
+        self.stale_dropped = 0
+        """Pooled connections dropped unused because the server had closed them."""
         self.stale_retries = 0
         """Requests sent again on a fresh connection because a pooled one was closed under them."""
 
@@ -257,6 +259,7 @@ class WalletClient:
                 reader, writer = self.idle.pop()
                 if reader.at_eof() or writer.is_closing():
                     writer.close()  # closed by the server while idle: never written on
+                    self.stale_dropped += 1
                     continue
                 try:
                     return await self._exchange(reader, writer, request)
@@ -359,7 +362,10 @@ def build_aggregator(settings: Settings, tenants: Tenants, wallet_url: str) -> S
         try:
             yield
         finally:
-            await aggregator.http.close()
+            http = aggregator.http
+            log.event("aggregator_stopped", stale_connections_dropped=http.stale_dropped,
+                      stale_connection_retries=http.stale_retries)  # fmt: skip
+            await http.close()
             aggregator.http = None
 
     routes = [
