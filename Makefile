@@ -60,7 +60,7 @@ loadgen: $(LOADGEN)
 
 BENCH_ARGS ?=
 
-bench: deps $(LOADGEN)  ## pipeline vs floor vs direct under open-loop load: bench/results/<UTC>.*
+bench: deps $(LOADGEN)  ## pipeline vs the relay and physical floors vs direct under open-loop load: bench/results/<UTC>.*
 	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: deps

@@ -223,6 +223,17 @@ class WalletClient:
     General-purpose clients cost more CPU per call than the whole wallet does (httpx spends
     most of it finding its async library and in layers of abstraction), which would make this
     baseline look slower than an operator's own integration would be.
+
+    Stale connections: the wallet (uvicorn) closes a connection idle for 5 s, and the pool,
+    which grows in bursts and is used last-in first-out, keeps some idle that long. A pooled
+    connection whose close has already arrived is dropped before anything is written on it.
+    One whose close crosses the request on the way (the server closed it, so the answer ends
+    before its first byte: end of stream or reset) is retried once on a fresh connection, as
+    HTTP clients retry on a reused connection closed under them. That is safe twice over: a
+    server that closes an idle connection has not taken the request that arrives on it, and
+    the wallet dedupes by command id, so even a request taken before a close would be applied
+    once and answered with the same result. Nothing else is retried: a timeout, an answer cut
+    in the middle, or a failure on a fresh connection is the caller's RETRY_LATER.
     """
 
     def __init__(self, base_url: str, timeout_s: float):
@@ -231,6 +242,10 @@ class WalletClient:
         self.port = url.port or 80
         self.timeout_s = timeout_s
         self.idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
+        self.stale_dropped = 0
+        """Pooled connections dropped unused because the server had closed them."""
+        self.stale_retries = 0
+        """Requests sent again on a fresh connection because a pooled one was closed under them."""
 
     async def post_json(self, path: str, payload: dict[str, Any]) -> tuple[int, bytes]:
         body = json.dumps(payload, separators=(",", ":")).encode()
@@ -238,23 +253,47 @@ class WalletClient:
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
-        reader, writer = (
-            self.idle.pop()
-            if self.idle
-            else await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout_s
-            )
-        )
+        request = head + body
+        async with asyncio.timeout(self.timeout_s):
+            while self.idle:
+                reader, writer = self.idle.pop()
+                if reader.at_eof() or writer.is_closing():
+                    writer.close()  # closed by the server while idle: never written on
+                    self.stale_dropped += 1
+                    continue
+                try:
+                    return await self._exchange(reader, writer, request)
+                except _ClosedBeforeAnswer:
+                    self.stale_retries += 1
+                    break
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                return await self._exchange(reader, writer, request)
+            except _ClosedBeforeAnswer as exc:
+                raise ConnectionResetError("the wallet closed a fresh connection") from exc
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes]:
+        """One request and its answer; the connection goes back to the pool after a whole
+        answer, is closed otherwise. :class:`_ClosedBeforeAnswer` when the connection ended
+        before the answer's first byte."""
         try:
-            async with asyncio.timeout(self.timeout_s):
-                writer.write(head + body)
+            try:
+                writer.write(request)
                 status_line = await reader.readuntil(b"\r\n")
-                length = 0
-                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                data = await reader.readexactly(length)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise
+                raise _ClosedBeforeAnswer from exc
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                raise _ClosedBeforeAnswer from exc
+            length = 0
+            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            data = await reader.readexactly(length)
         except BaseException:
             writer.close()
             raise
@@ -264,6 +303,10 @@ class WalletClient:
     async def close(self) -> None:
         while self.idle:
             self.idle.pop()[1].close()
+
+
+class _ClosedBeforeAnswer(Exception):
+    """The connection ended before the first byte of the answer."""
 
 
 class Aggregator(Ingress):
@@ -319,7 +362,10 @@ def build_aggregator(settings: Settings, tenants: Tenants, wallet_url: str) -> S
         try:
             yield
         finally:
-            await aggregator.http.close()
+            http = aggregator.http
+            log.event("aggregator_stopped", stale_connections_dropped=http.stale_dropped,
+                      stale_connection_retries=http.stale_retries)  # fmt: skip
+            await http.close()
             aggregator.http = None
 
     routes = [

@@ -62,7 +62,9 @@ Destination: TypeAlias = Callable[[Record], tuple[str, int | None]]
 """Where a relay sends a record: topic, and partition (None: by key, like the input's)."""
 
 
-async def ensure(settings: Settings) -> None:
+async def ensure(
+    settings: Settings, names: tuple[str, ...] = (REQUESTS, COMMANDS, REPLIES, OUTCOMES)
+) -> None:
     """The floor's topics, shaped like the catalogue's (same partition count and replication)."""
     configs = {
         "min.insync.replicas": str(settings.min_insync_replicas),
@@ -71,12 +73,23 @@ async def ensure(settings: Settings) -> None:
     }
     specs = [
         TopicSpec(name, settings.partition_count, settings.replication_factor, configs)
-        for name in (REQUESTS, COMMANDS, REPLIES, OUTCOMES)
+        for name in names
     ]
     report = await ensure_topics(settings.kafka_bootstrap, specs, settings.admin_timeout_ms)
     if not report.ok:
         log.warning("topics_differ", differences=report.differences)
     log.event("topics_ensured", created=report.created, unchanged=report.unchanged)
+
+
+def player_of(body: bytes) -> tuple[dict[str, Any], str] | None:
+    """The callback's document and its player, or None when the body is not such an object:
+    the one check the fronts make (answered ``400 INVALID_REQUEST``)."""
+    try:
+        doc = json.loads(body)
+        player_id = doc["player_id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (doc, player_id) if isinstance(player_id, str) else None
 
 
 def header(record: Record, name: str) -> bytes | None:
@@ -235,13 +248,10 @@ class Front:
         if not self.ready or len(self.waiting) >= self.settings.ingress_pending_count_max:
             return JSONResponse({"status": "RETRY_LATER"}, 503)
         body = await request.body()
-        try:
-            doc = json.loads(body)
-            player_id = doc["player_id"]
-        except (ValueError, KeyError, TypeError):
+        parsed = player_of(body)
+        if parsed is None:
             return JSONResponse({"status": "INVALID_REQUEST"}, 400)
-        if not isinstance(player_id, str):
-            return JSONResponse({"status": "INVALID_REQUEST"}, 400)
+        doc, player_id = parsed
         corr = uuid.uuid4().hex
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.waiting[corr] = fut

@@ -1,14 +1,16 @@
-"""``make bench`` (``python -m bench``): the pipeline and its two baselines under the same
+"""``make bench`` (``python -m bench``): the pipeline and its baselines under the same
 open-loop load, step by step up a ladder of offered rates, on real Kafka and PostgreSQL.
 
 1. Servers: those named by ``AGG_KAFKA_BOOTSTRAP``/``AGG_DATABASE_URL``, else a fresh local
    stack in ``var/bench/stack`` (stopped at the end).
 2. Sessions for every player are opened through the operator API of the pipeline's ingress.
-3. For each system (pipeline, floor, direct) and each offered rate: a signed request file is
-   written, the load generator (``bench/loadgen``, Go) sends it open-loop, and the step's
-   figures are computed: achieved rate, latency percentiles from the scheduled send time,
-   answers by status, CPU seconds of every process, projector lag. A system that cannot keep up
-   (see ``report.saturated``) is not offered higher rates.
+3. For each system (pipeline, floor, physical, direct) and each offered rate: a signed request
+   file is written, the load generator (``bench/loadgen``, Go) sends it open-loop, and the
+   step's figures are computed: achieved rate, latency percentiles from the scheduled send
+   time, answers by status, CPU seconds of every process and CPU milliseconds per answered
+   callback, projector lag. Every system gets the same schedule at a step: its seed comes from
+   the base seed and the rate (:func:`step_seed`) and is recorded with the step. A system that
+   cannot keep up (see ``report.saturated``) is not offered higher rates.
 4. Every callback without a final answer is retried, as providers do, and the money check
    compares each player's wallet balance change with the answers; for the pipeline the projected
    balances must equal the wallet's.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -45,7 +48,7 @@ from agg_simulator.model import Expectation
 from agg_testkit.servers import provide
 from bench import report
 from bench.procs import CpuMeter, machine_facts
-from bench.systems import BUILDERS, System
+from bench.systems import BUILDERS, LETTERS, ORDER, WITHOUT_LEDGER, System
 from bench.workload import (
     Answer,
     Call,
@@ -72,6 +75,13 @@ class Step:
     prefix: str
     answers: list[Answer]
     figures: dict[str, Any] = field(default_factory=dict)
+
+
+def step_seed(seed: int, rate: float, kind: str = "step") -> int:
+    """The seed of the schedule of every system's step at ``rate`` (``kind`` "warmup" for the
+    unmeasured first step), the same in every run with the same base seed."""
+    digest = hashlib.sha256(f"{seed}/{kind}/{rate:g}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 def go_binary() -> str | None:
@@ -111,7 +121,6 @@ class Bench:
         self.work: Path = args.work_dir
         self.loadgen = build_loadgen(self.work / "bin" / "loadgen")
         self.run_id = f"{int(time.time()) % 10**8:x}"
-        self.rng = random.Random(args.seed)
         self.secrets = {p.id: p.secret.reveal() for p in tenants.providers}
         self.players: dict[str, list[Player]] = {}
 
@@ -164,7 +173,7 @@ class Bench:
                 wanted.append(
                     Player(
                         op.id,
-                        f"bench-{self.run_id}-{name[0]}{i}",
+                        f"bench-{self.run_id}-{LETTERS[name]}{i}",
                         op.currencies[0],
                         game.id,
                         game.provider,
@@ -205,11 +214,15 @@ class Bench:
 
     # --- one system ----------------------------------------------------------------------------
 
-    def step(self, system: System, meter: CpuMeter, rate: float, seconds: float, tag: str) -> Step:
-        """One step: the schedule at ``rate`` for ``seconds``, sent open loop, and its figures."""
+    def step(
+        self, system: System, meter: CpuMeter, rate: float, seconds: float, tag: str, seed: int
+    ) -> Step:
+        """One step: the schedule of ``seed`` at ``rate`` for ``seconds``, sent open loop, and
+        its figures."""
         players = self.players[system.name]
-        prefix = f"bench-{self.run_id}-{system.name[0]}{tag}"
-        schedule = build_schedule(len(players), rate, seconds, prefix=prefix, rng=self.rng)
+        prefix = f"bench-{self.run_id}-{LETTERS[system.name]}{tag}"
+        rng = random.Random(seed)
+        schedule = build_schedule(len(players), rate, seconds, prefix=prefix, rng=rng)
         lines = callback_lines(
             schedule.calls,
             range(len(schedule.calls)),
@@ -228,15 +241,18 @@ class Bench:
         figures = report.step_figures(
             schedule.calls, answers, summary, offered_per_s=rate, warmup_s=self.args.warmup_seconds
         )
+        figures["seed"] = seed
         figures["cpu_s"] = cpu
         figures["cpu_window_s"] = round(window, 2)
+        figures["cpu_ms_per_callback"] = report.cpu_ms_per_callback(cpu, figures["answered"])
         lag = system.lag("projector", "agg_projector_lag")
         figures["projector_lag"] = None if lag is None else int(lag)
         lat = figures["latency_ms"]
         log(
             f"{system.name} {tag}/s: achieved {figures['achieved_per_s']}/s  p50 {lat['p50']}"
             f"  p99 {lat['p99']}  p99.9 {lat['p99.9']}  max {lat['max']} ms  errors "
-            f"{figures['errors']}  projector lag {figures['projector_lag']}"
+            f"{figures['errors']}  cpu {figures['cpu_ms_per_callback']['total']} ms/callback"
+            f"  projector lag {figures['projector_lag']}"
         )
         return Step(schedule, prefix, answers, figures)
 
@@ -247,10 +263,12 @@ class Bench:
         if self.args.warmup_step_seconds > 0:
             # a fresh broker's JIT, connection set-up and first-use caches are not measured
             rate = self.args.warmup_step_rate
-            warmup = self.step(system, meter, rate, self.args.warmup_step_seconds, f"w{rate}")
+            seed = step_seed(self.args.seed, rate, "warmup")
+            warmup = self.step(system, meter, rate, self.args.warmup_step_seconds, f"w{rate}", seed)
             system.drain()
         for k, rate in enumerate(self.args.rates):
-            steps.append(self.step(system, meter, rate, self.args.step_seconds, str(rate)))
+            seed = step_seed(self.args.seed, rate)
+            steps.append(self.step(system, meter, rate, self.args.step_seconds, str(rate), seed))
             if report.saturated(steps[-1].figures):
                 skipped = list(self.args.rates[k + 1 :])
                 if skipped:
@@ -264,7 +282,7 @@ class Bench:
         }
         if warmup is not None:
             result["warmup_step"] = warmup.figures
-        if system.name != "floor":
+        if system.name not in WITHOUT_LEDGER:
             checked = steps if warmup is None else [warmup, *steps]
             result["money_check"] = self.settle_and_check(system, checked)
         return result
@@ -314,7 +332,7 @@ class Bench:
                             f"{answer.label}"
                         )
         duplicates_differing = len(differing)
-        prefix = f"bench-{self.run_id}-{system.name[0]}"
+        prefix = f"bench-{self.run_id}-{LETTERS[system.name]}"
         problems = money_check(expect, prefix, self.settings.database_url, settle_s=60)
         projection: list[str] = []
         if system.name == "pipeline":
@@ -374,17 +392,20 @@ class Bench:
                 "mix": {"bet": 0.60, "win": 0.35, "rollback": 0.04, "duplicate": 0.01},
                 "loadgen": "bench/loadgen (Go, open loop, latency from the scheduled send time)",
                 "seed": self.args.seed,
+                "step_seed": "sha256('<seed>/step/<rate>')[:8] (warmup: '/warmup/'), big-endian:"
+                " every system gets the same schedule at a step",
             },
             "systems": {},
         }
-        names = [n for n in ("pipeline", "floor", "direct") if n in self.args.systems]
+        names = [n for n in ORDER if n in self.args.systems]
         root = self.work / "services"
         systems = {name: BUILDERS[name](root, env) for name in names}
         pipeline = systems["pipeline"] if "pipeline" in systems else BUILDERS["pipeline"](root, env)
         with running(pipeline):
-            sessions_for = [n for n in names if n != "floor"] or ["pipeline"]
+            sessions_for = [n for n in names if n not in WITHOUT_LEDGER] or ["pipeline"]
             self.open_sessions(pipeline.base_url, sessions_for)
-            self.players.setdefault("floor", self.players[sessions_for[0]])
+            for name in WITHOUT_LEDGER:
+                self.players.setdefault(name, self.players[sessions_for[0]])
             if "pipeline" in systems:
                 result["systems"]["pipeline"] = self.ladder(
                     pipeline, self.meter(pipeline, broker_pid, postgres_pid)
@@ -399,7 +420,8 @@ class Bench:
                     system, self.meter(system, broker_pid, postgres_pid)
                 )
         result["ratios"] = report.ratios(result["systems"])
-        result["targets"] = report.evaluate_targets(result["systems"])
+        # another measurement may add result["replay"] = {"events_per_s": ...} before this
+        result["targets"] = report.evaluate_targets(result["systems"], result.get("replay"))
         result["took_s"] = round(time.monotonic() - started, 1)
         return result
 
@@ -463,7 +485,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup-step-rate", type=int, default=300)
     parser.add_argument("--players", type=int, default=10_000)
-    parser.add_argument("--systems", default="pipeline,floor,direct")
+    parser.add_argument("--systems", default=",".join(ORDER), help="comma separated")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=int, default=10, help="load generator's timeout")
     parser.add_argument("--settle-rounds", type=int, default=5)

@@ -1,7 +1,10 @@
-"""The three systems the benchmark drives with the same load generator, as real processes:
+"""The systems the benchmark drives with the same load generator, as real processes:
 
 - ``pipeline``: the product (ingress, saga worker, reference operator wallet, projector);
-- ``floor``: the same HTTP front and the same four Kafka hops with no work (``bench.floor``);
+- ``floor``: the relay floor, the same HTTP front and the same four Kafka hops with no work,
+  relayed by production's batch protocol on aiokafka (``bench.floor``);
+- ``physical``: the physical floor, the same front and hops with no-op relays as tight as
+  librdkafka allows, under the same guarantees (``bench.physical``);
 - ``direct``: a synchronous HTTP aggregator calling an HTTP seamless wallet on the same
   PostgreSQL ledger, no Kafka (``bench.direct``).
 """
@@ -22,8 +25,12 @@ from agg_devstack.services import ServiceProcess
 DESCRIPTIONS = {
     "pipeline": "provider -> ingress -> Kafka -> saga -> Kafka -> operator wallet (PostgreSQL) "
     "-> Kafka -> saga -> Kafka -> ingress; projector builds PostgreSQL views from the journal",
-    "floor": "same HTTP front technology and the same 4 Kafka hops through the same broker, "
-    "relays do no work (no Avro, no decisions, no PostgreSQL)",
+    "floor": "relay floor: same HTTP front technology and the same 4 Kafka hops through the "
+    "same broker, relays do no work (no Avro, no decisions, no PostgreSQL) but keep the batch "
+    "protocol (aiokafka: publish, await every ack, commit)",
+    "physical": "physical floor: same HTTP front, same 4 Kafka hops, same guarantees (acks=all, "
+    "idempotence, read_committed, committed offsets); no-op relays on librdkafka that never "
+    "wait for an ack or a commit before fetching again",
     "direct": "provider -> HTTP aggregator -> HTTP seamless wallet (same PostgreSQL ledger, "
     "idempotent by transaction) -> response; no Kafka, no journal",
 }
@@ -156,6 +163,29 @@ def floor(root: Path, env: dict[str, str]) -> System:
     return System("floor", f"http://127.0.0.1:{port}", processes, env)
 
 
+def physical(root: Path, env: dict[str, str]) -> System:
+    port = free_port()
+    env = {**env, "PYTHONPATH": str(repo_root())}
+    services = root / "physical"
+    assigned = '"event":"partitions_assigned"'
+    processes = {
+        "saga": ServiceProcess(
+            "physical-saga", services, "bench.physical", ["saga"], ready_log_text=assigned
+        ),
+        "wallet": ServiceProcess(
+            "physical-wallet", services, "bench.physical", ["wallet"], ready_log_text=assigned
+        ),
+        "ingress": ServiceProcess(
+            "physical-front",
+            services,
+            "bench.physical",
+            ["front", "--port", str(port)],
+            ready_url=f"http://127.0.0.1:{port}/healthz",
+        ),
+    }
+    return System("physical", f"http://127.0.0.1:{port}", processes, env)
+
+
 def direct(root: Path, env: dict[str, str]) -> System:
     port, wallet = free_port(), free_port()
     env = {**env, "PYTHONPATH": str(repo_root())}
@@ -182,5 +212,12 @@ def direct(root: Path, env: dict[str, str]) -> System:
 BUILDERS: dict[str, Callable[[Path, dict[str, str]], System]] = {
     "pipeline": pipeline,
     "floor": floor,
+    "physical": physical,
     "direct": direct,
 }
+ORDER = ("pipeline", "floor", "physical", "direct")
+"""The order the systems run in and are reported in."""
+WITHOUT_LEDGER = frozenset({"floor", "physical"})
+"""Systems that move no money: no sessions of their own, no money check."""
+LETTERS = {"pipeline": "p", "floor": "f", "physical": "k", "direct": "d"}
+"""Each system's letter in player, transaction and request ids."""

@@ -1,5 +1,6 @@
-"""The benchmark's floor (``python -m bench.floor``) as three real processes on the session's
-broker: every callback comes back 200 OK through the four hops, answered with its own outcome."""
+"""The benchmark's floors, the relay floor (``python -m bench.floor``) and the physical floor
+(``python -m bench.physical``), each as three real processes on the session's broker: every
+callback comes back 200 OK through the four hops, answered with its own outcome."""
 
 from __future__ import annotations
 
@@ -23,18 +24,21 @@ PLAYERS = 20
 CALLBACKS = 100
 
 
-@pytest.fixture(scope="module")
-def front_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("floor")
+@pytest.fixture(scope="module", params=["bench.floor", "bench.physical"])
+def front_url(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    module = request.param
+    root = tmp_path_factory.mktemp(module.replace(".", "-"))
     port = free_port()
     python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {"AGG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "PYTHONPATH": python_path}
     assigned = '"event":"partitions_assigned"'
     processes = [
-        ServiceProcess("saga", root, "bench.floor", ["saga"], ready_log_text=assigned),
-        ServiceProcess("wallet", root, "bench.floor", ["wallet"], ready_log_text=assigned),
+        ServiceProcess("saga", root, module, ["saga"], ready_log_text=assigned),
+        ServiceProcess("wallet", root, module, ["wallet"], ready_log_text=assigned),
         ServiceProcess(
-            "front", root, "bench.floor", ["front", "--port", str(port)],
+            "front", root, module, ["front", "--port", str(port)],
             ready_url=f"http://127.0.0.1:{port}/healthz",
         ),
     ]  # fmt: skip

@@ -10,6 +10,7 @@ import pytest
 
 from agg_ingress.client import sign
 from bench import report
+from bench.run import step_seed
 from bench.workload import MIX, Answer, Player, build_schedule, callback_lines
 
 
@@ -115,23 +116,121 @@ def test_step_figures_count_everything_but_200_ok_as_errors() -> None:
     assert report.saturated({**figures, "achieved_per_s": 80.0}) is True
 
 
-def test_ratios_and_targets() -> None:
-    def step(rate: int, p50: float, p99: float, errors: int = 0) -> dict[str, object]:
-        return {"offered_per_s": rate, "achieved_per_s": rate, "errors": errors,
-                "latency_ms": {"p50": p50, "p99": p99}}  # fmt: skip
+def _step(rate: float, p50: float, p99: float, errors: int = 0) -> dict[str, object]:
+    return {"offered_per_s": rate, "achieved_per_s": rate, "errors": errors,
+            "latency_ms": {"p50": p50, "p99": p99}}  # fmt: skip
 
+
+def test_ratios_against_every_baseline() -> None:
     systems = {
-        "pipeline": {"steps": [step(500, 20, 40), step(1500, 30, 90), step(2000, 60, 300)]},
-        "floor": {"steps": [step(500, 10, 20), step(1500, 12, 30), step(2000, 15, 40)]},
-        "direct": {"steps": [step(500, 4, 8)]},
+        "pipeline": {"steps": [_step(500, 20, 40), _step(1500, 30, 90)]},
+        "floor": {"steps": [_step(500, 10, 20), _step(1500, 12, 30)]},
+        "physical": {"steps": [_step(500, 5, 10)]},
+        "direct": {"steps": [_step(500, 4, 8)]},
     }
     rows = report.ratios(systems)
     assert rows[0] == {"offered_per_s": 500, "p50_pipeline_over_floor": 2.0,
-                       "p99_pipeline_over_floor": 2.0, "p50_pipeline_over_direct": 5.0,
+                       "p99_pipeline_over_floor": 2.0, "p50_pipeline_over_physical": 4.0,
+                       "p99_pipeline_over_physical": 4.0, "p50_pipeline_over_direct": 5.0,
                        "p99_pipeline_over_direct": 5.0}  # fmt: skip
     assert rows[1]["p50_pipeline_over_direct"] is None
+    assert rows[1]["p50_pipeline_over_physical"] is None
+
+
+# one row per target: the pipeline's and the physical floor's steps, the replay figure,
+# then each target's verdict (True met, False missed, None not measured)
+TARGET_CASES = [
+    pytest.param(
+        [_step(100, 12, 30), _step(1000, 30, 45), _step(2000, 60, 95)],
+        [_step(100, 8, 10), _step(1000, 15, 20), _step(2000, 30, 40)],
+        {"events_per_s": 31_000},
+        {
+            "p99_at_1000": True,
+            "highest_step": True,
+            "p50_at_100": True,
+            "p50_over_physical": True,
+            "replay": True,
+        },
+        id="all met",
+    ),
+    pytest.param(
+        [_step(100, 16, 30), _step(1000, 30, 60, errors=1), _step(2000, 60, 300)],
+        [_step(100, 8, 10), _step(1000, 10, 20), _step(2000, 30, 40)],
+        {"events_per_s": 20_000},
+        {
+            "p99_at_1000": False,
+            "highest_step": False,
+            "p50_at_100": False,
+            "p50_over_physical": False,
+            "replay": False,
+        },
+        id="all missed",
+    ),
+    pytest.param(
+        [_step(250, 12, 30)],
+        [],
+        None,
+        {
+            "p99_at_1000": None,
+            "highest_step": False,
+            "p50_at_100": None,
+            "p50_over_physical": None,
+            "replay": None,
+        },
+        id="not measured",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "physical", "replay", "verdicts"), TARGET_CASES)
+def test_targets(
+    pipeline: list[dict[str, object]],
+    physical: list[dict[str, object]],
+    replay: dict[str, float] | None,
+    verdicts: dict[str, bool | None],
+) -> None:
+    systems = {"pipeline": {"steps": pipeline}, "physical": {"steps": physical}}
+    targets = report.evaluate_targets(systems, replay)
+    assert {name: t["met"] for name, t in targets.items()} == verdicts
+    for t in targets.values():
+        assert (t["miss"] is not None) == (t["met"] is False), t
+    lines = report.target_lines(targets)
+    assert len(lines) == 5 and lines[0].startswith("  (a) 1,000/s")
+
+
+def test_missed_targets_say_by_how_much() -> None:
+    systems = {
+        "pipeline": {"steps": [_step(100, 16, 30), _step(500, 185, 384)],
+                     "skipped_rates": [1000, 2000]},
+        "physical": {"steps": [_step(100, 8, 10), _step(500, 45, 60), _step(1000, 50, 70)]},
+    }  # fmt: skip
     targets = report.evaluate_targets(systems)
-    assert targets["at_500"]["met"] is True
-    assert targets["highest_step_p99_le_100ms_zero_errors"] == 1500
-    assert targets["highest_step_met"] is True
-    assert targets["p50_over_floor_worst"] == 4.0 and targets["p50_over_floor_met"] is False
+    assert targets["p99_at_1000"]["met"] is False
+    assert "saturated at 500/s" in targets["p99_at_1000"]["miss"]
+    assert targets["highest_step"]["miss"] == "by 1,900/s"
+    assert targets["p50_at_100"]["miss"] == "by 1.0 ms"
+    assert targets["p50_over_physical"]["miss"].startswith(
+        "by 95.0 ms at 500/s (p50 185 ms against 2 x 45 = 90.0 ms)"
+    )
+    assert "saturated before 1000/s" in targets["p50_over_physical"]["miss"]
+    assert targets["replay"]["met"] is None
+    text = "\n".join(report.target_lines(targets))
+    assert "(e) replay >= 30,000 events/s: not measured" in text
+    assert "(c) 100/s: pipeline p50 <= 15 ms: NOT MET by 1.0 ms (p50 16 ms)" in text
+    assert "(a) 1,000/s: pipeline p99 <= 50 ms with 0 errors: NOT MET: pipeline saturated" in text
+
+
+def test_cpu_per_callback_by_process_and_total() -> None:
+    per = report.cpu_ms_per_callback({"broker": 1.0, "saga": 0.5, "projector": None}, 1000)
+    assert per == {"broker": 1.0, "saga": 0.5, "projector": None, "total": 1.5}
+    assert report.cpu_ms_per_callback({"broker": 1.0}, 0) == {"broker": None, "total": None}
+
+
+def test_every_system_gets_the_same_schedule_at_a_step() -> None:
+    seed = step_seed(1, 500)
+    assert seed == step_seed(1, 500) and seed != step_seed(1, 1000)
+    assert seed != step_seed(2, 500) and seed != step_seed(1, 500, "warmup")
+    a = build_schedule(3000, 500, 5, prefix="a", rng=random.Random(seed))
+    b = build_schedule(3000, 500, 5, prefix="b", rng=random.Random(seed))
+    shape = [(c.at_us, c.kind, c.player, c.amount, c.origin) for c in a.calls]
+    assert shape == [(c.at_us, c.kind, c.player, c.amount, c.origin) for c in b.calls]
