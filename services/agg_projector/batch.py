@@ -84,6 +84,8 @@ _TYPES = {
     "agg_stage_transactions": ["text", "text", "text", "text", "text", "text", "int8", "text",
                                "text", "text", "text", "timestamptz", "timestamptz", "text",
                                "bool", "bool"],
+    "transactions": ["text", "text", "text", "text", "text", "text", "int8", "text", "text",
+                     "text", "text", "timestamptz", "timestamptz", "text"],
     "agg_stage_rounds": ["text", "text", "text", "text", "text", "text", "int8", "int8", "int8",
                          "text", "timestamptz", "timestamptz", "timestamptz"],
     "agg_stage_balances": ["text", "text", "text", "int8", "text", "timestamptz"],
@@ -136,6 +138,22 @@ class Revenue:
 
     def __bool__(self) -> bool:
         return bool(self.sums)
+
+
+@dataclass
+class Written:
+    """What one writer alone has written into a fresh schema (a replay's worker, the only
+    writer of its partitions' keys): the keys of its ``transactions`` rows, with their
+    currency, and of its ``rounds`` rows. A batch's rows of keys not here are new: they are
+    copied straight into their table, only the others are merged. :meth:`BatchWriter.write`
+    returns what a batch adds, for the caller to :meth:`add` once the batch has committed."""
+
+    transactions: dict[TxnKey, str] = field(default_factory=dict)
+    rounds: set[TxnKey] = field(default_factory=set)
+
+    def add(self, other: Written) -> None:
+        self.transactions.update(other.transactions)
+        self.rounds |= other.rounds
 
 
 class BatchRows:
@@ -350,9 +368,11 @@ class BatchWriter:
             for row in rows:
                 copy.write_row(row)
 
-    def write(self, cur: psycopg.Cursor[Any], rows: BatchRows, *, revenue: bool = True) -> None:
+    def write(self, cur: psycopg.Cursor[Any], rows: BatchRows, *, revenue: bool = True,
+              written: Written | None = None) -> Written | None:  # fmt: skip
         """Every table but ``revenue_daily`` (also that one unless ``revenue`` is false: the
-        caller then writes ``rows.revenue`` later, with :meth:`write_revenue`)."""
+        caller then writes ``rows.revenue`` later, with :meth:`write_revenue`). ``written``:
+        see :class:`Written`; what the batch adds to it is returned."""
         self._stage(cur)
         s = self.q
         if rows.journal:
@@ -362,9 +382,14 @@ class BatchWriter:
             self._copy(cur, s(f"copy {{s}}.transaction_changes ({_CHANGES_COLUMNS})"
                               " from stdin (format binary)"),
                        "transaction_changes", rows.changes)  # fmt: skip
-        if rows.transactions:
+        transactions: Iterable[list[Any]] = rows.transactions.values()
+        rounds: Iterable[list[Any]] = rows.rounds.values()
+        added = None
+        if written is not None:
+            transactions, rounds, added = self._write_new(cur, rows, written)
+        if transactions:
             self._copy(cur, s("copy agg_stage_transactions from stdin (format binary)"),
-                       "agg_stage_transactions", rows.transactions.values())  # fmt: skip
+                       "agg_stage_transactions", transactions)  # fmt: skip
             merge = (
                 "insert into {s}.transactions as t (operator_id, provider_id, transaction_id,"
                 " player_id, kind, status, amount, currency, round_id, game_id,"
@@ -382,12 +407,12 @@ class BatchWriter:
                 " last_event_id = excluded.last_event_id"
             )
             cur.execute(s(merge.format(s="{s}", where="not amount_set", amount="")))
-            if any(row[14] for row in rows.transactions.values()):
+            if any(row[14] for row in transactions):
                 cur.execute(s(merge.format(s="{s}", where="amount_set",
                                            amount=" amount = excluded.amount,")))  # fmt: skip
-        if rows.rounds:
+        if rounds:
             self._copy(cur, s("copy agg_stage_rounds from stdin (format binary)"),
-                       "agg_stage_rounds", rows.rounds.values())  # fmt: skip
+                       "agg_stage_rounds", rounds)  # fmt: skip
             cur.execute(s(
                 "insert into {s}.rounds as t (operator_id, provider_id, round_id, player_id,"
                 " game_id, currency, bet_total, win_total, refund_total, status, opened_at,"
@@ -425,6 +450,47 @@ class BatchWriter:
             ))  # fmt: skip
         if revenue:
             self.write_revenue(cur, rows.revenue)
+        return added
+
+    def _write_new(
+        self, cur: psycopg.Cursor[Any], rows: BatchRows, written: Written
+    ) -> tuple[list[list[Any]], list[list[Any]], Written]:
+        """Copy the rows of keys ``written`` does not hold straight into ``transactions`` and
+        ``rounds`` (what the merge would insert); the other rows, to merge, and the keys
+        added."""
+        added = Written()
+        new_txns: list[list[Any]] = []
+        old_txns: list[list[Any]] = []
+        for key, row in rows.transactions.items():
+            if key in written.transactions:
+                old_txns.append(row)
+                continue
+            if row[15]:  # the currency of the named bet: the table's, if this writer wrote it
+                bet = (row[0], row[1], row[3], row[10])
+                row = [*row[:7], written.transactions.get(bet, row[7]), *row[8:]]
+            added.transactions[key] = row[7]
+            new_txns.append(row)
+        new_rounds: list[list[Any]] = []
+        old_rounds: list[list[Any]] = []
+        for key, row in rows.rounds.items():
+            if key in written.rounds:
+                old_rounds.append(row)
+            else:
+                added.rounds.add(key)
+                new_rounds.append(row)
+        if new_txns:
+            self._copy(cur, self.q(
+                "copy {s}.transactions (operator_id, provider_id, transaction_id, player_id,"
+                " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
+                " first_event_at, updated_at, last_event_id) from stdin (format binary)"),
+                "transactions", (row[:14] for row in new_txns))  # fmt: skip
+        if new_rounds:
+            self._copy(cur, self.q("copy {s}.rounds (operator_id, provider_id, round_id,"
+                                   " player_id, game_id, currency, bet_total, win_total,"
+                                   " refund_total, status, opened_at, updated_at, closed_at)"
+                                   " from stdin (format binary)"),
+                       "agg_stage_rounds", new_rounds)  # fmt: skip
+        return old_txns, old_rounds, added
 
     def write_revenue(self, cur: psycopg.Cursor[Any], revenue: Revenue) -> None:
         if not revenue:

@@ -28,7 +28,7 @@ from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
 from agg_projector.apply import Applier, JournalEvent
-from agg_projector.batch import BatchRows, BatchWriter, Revenue
+from agg_projector.batch import BatchRows, BatchWriter, Revenue, Written
 from agg_projector.migrate import migrate
 
 log = get_logger("projector")
@@ -186,14 +186,16 @@ class Projector:
         log.debug("batch_projected", events=len(fresh), partitions=sorted(last))
 
     def _write_sync(self, events: list[JournalEvent], last: dict[int, int],
-                    revenue: Revenue | None = None,
-                    seen: set[str] | None = None) -> list[JournalEvent]:  # fmt: skip
+                    revenue: Revenue | None = None, seen: set[str] | None = None,
+                    written: Written | None = None) -> list[JournalEvent]:  # fmt: skip
         """One transaction: lock the positions, apply what is new, store the new positions.
 
         For a replay's worker (:mod:`agg_projector.replay`), which alone writes its partitions
         into a fresh schema: ``revenue`` gathers the batch's revenue there instead of writing
         it (merged once at the end); ``seen`` holds the ids of the events it has projected
-        (updated here), so that events are deduped against it rather than the journal table.
+        (updated here), so that events are deduped against it rather than the journal table;
+        ``written``, the keys it has written (updated here, see
+        :class:`agg_projector.batch.Written`).
         """
         assert self.conn is not None
         with self.conn.transaction(), self.conn.cursor() as cur:
@@ -230,7 +232,9 @@ class Projector:
                 fresh_ids.add(event_id)
                 fresh.append(e)
             # the batch set-based: a dozen statements, whatever its size (agg_projector.batch)
-            self.batch.write(cur, BatchRows(revenue).add_all(fresh), revenue=revenue is None)
+            batch_revenue = None if revenue is None else Revenue()
+            added = self.batch.write(cur, BatchRows(batch_revenue).add_all(fresh),
+                                     revenue=revenue is None, written=written)  # fmt: skip
             cur.executemany(
                 self.applier.q(
                     "insert into {s}.consumer_offsets (consumer_group, topic, partition,"
@@ -240,6 +244,11 @@ class Projector:
                 ),
                 [(self.group_id, self.topic, p, o + 1) for p, o in sorted(last.items())],
             )
+        # committed: the batch now counts
         if seen is not None:
             seen |= fresh_ids
+        if revenue is not None and batch_revenue is not None:
+            revenue.merge(batch_revenue)
+        if written is not None and added is not None:
+            written.add(added)
         return fresh

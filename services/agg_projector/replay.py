@@ -20,18 +20,22 @@ How it goes fast (``bench/replay.py`` measures it):
   their own, in any order. The exception is ``revenue_daily`` (per operator, provider, game,
   currency, day: many players): sums, which each worker gathers in memory and the replay
   merges once at the end, so no two workers ever write one row.
-- **Dedupe in memory.** A worker dedupes by the ids of the events it projected (an event is
-  republished on its player's partition, so on the worker's own), not by a query per batch.
-  Should two partitions ever hold one event id (a partition count changed under a live
-  journal), the second writer's batch meets the journal's primary key, and is run again
-  deduped against the table.
+- **What a worker wrote, in memory.** A worker dedupes by the ids of the events it projected
+  (an event is republished on its player's partition, so on the worker's own), not by a
+  query per batch; and it knows the keys of the ``transactions`` and ``rounds`` rows it
+  wrote, so a batch's rows of other keys are new and copied straight into their tables, only
+  the rest merged (``agg_projector.batch.Written``). Should two partitions ever hold one
+  event id or one player's key (a partition count changed under a live journal), the second
+  writer's batch meets a primary key, and is run again deduped against the table and merged.
 - **Big batches, set-based:** one transaction per ``batch_count_max`` events, written as the
   projector writes a batch (``agg_projector.batch``: binary ``COPY``, one merge per table);
   the next batch is read and decoded while the last is written.
 - **Indexes after the rows.** The fresh schema's secondary indexes (not the primary keys,
   which the merges need) are dropped before the load and built again from their own
-  definitions at the end, as ``pg_restore`` does; the rebuilt schema commits without
-  waiting for its WAL flush (``synchronous_commit = off``: a crashed replay is run again).
+  definitions at the end, as ``pg_restore`` does.
+- **No WAL.** The fresh schema's tables are ``UNLOGGED``: the rebuilt schema is an audit's
+  disposable copy (dropped after the compare unless kept), so it is not crash-safe nor
+  replicated, and a crashed replay is simply run again.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from agg_config.settings import Settings
 from agg_kafka.admin import topic_partitions
 from agg_kafka.clients import make_consumer
 from agg_projector.apply import JournalEvent
-from agg_projector.batch import Revenue
+from agg_projector.batch import Revenue, Written
 from agg_projector.migrate import migrate
 from agg_projector.projector import Projector, journal_event
 
@@ -145,13 +149,15 @@ async def _replay_share_async(settings: Settings, target: str,
                              max_partition_fetch_bytes=PARTITION_FETCH_BYTES_MAX)  # fmt: skip
     await consumer.start()
     seen: set[str] = set()
+    written = Written()
     writing: asyncio.Future[list[JournalEvent]] | None = None
 
     def write(events: list[JournalEvent], last: dict[int, int]) -> list[JournalEvent]:
         try:
-            return projector._write_sync(events, last, out.revenue, seen)
+            return projector._write_sync(events, last, out.revenue, seen, written)
         except psycopg.errors.UniqueViolation:
-            # an event id on two partitions: this batch again, deduped against the table
+            # an event id (or a player's key) on two partitions: this batch again, deduped
+            # against the table and merged
             return projector._write_sync(events, last, out.revenue)
 
     try:
@@ -220,6 +226,19 @@ def _defer_indexes(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     return [definition for _, definition in rows]
 
 
+def _unlog(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Make the tables of the fresh ``schema`` unlogged: a disposable rebuild spends nothing
+    on WAL (nor on the checkpoints a gigabyte of it would force)."""
+    tables = conn.execute(
+        "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relkind = 'r' and c.relpersistence = 'p'",
+        (schema,),
+    ).fetchall()
+    for (name,) in tables:
+        table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        conn.execute(sql.SQL("alter table {} set unlogged").format(table))
+
+
 def _build_indexes(database_url: str, definitions: list[str], parallel: int) -> None:
     def build(definition: str) -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -254,7 +273,10 @@ async def replay(
             )
         )
         await asyncio.to_thread(migrate, conn, target)
-        deferred = await asyncio.to_thread(_defer_indexes, conn, target) if fresh_schema else []
+        deferred: list[str] = []
+        if fresh_schema:
+            deferred = await asyncio.to_thread(_defer_indexes, conn, target)
+            await asyncio.to_thread(_unlog, conn, target)
     consumer = make_consumer(settings, group_id=None, client_id="replay")
     await consumer.start()
     try:
@@ -310,6 +332,8 @@ async def replay(
     for result in results:
         revenue.merge(result.revenue)
 
+    loaded = time.monotonic()
+
     def finish() -> None:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             with conn.transaction(), conn.cursor() as cur:
@@ -322,8 +346,11 @@ async def replay(
             for line in result.undecodable:
                 progress.write(f"undecodable: {line}\n")
         if deferred:
-            progress.write(f"replay: building {len(deferred)} indexes\n")
+            progress.write(f"replay: rows in {loaded - started:.1f}s;"
+                           f" building {len(deferred)} indexes\n")  # fmt: skip
     await asyncio.to_thread(finish)
+    if progress is not None and deferred:
+        progress.write(f"replay: indexes built in {time.monotonic() - loaded:.1f}s\n")
     return ReplayResult(
         target,
         events=sum(r.events for r in results),

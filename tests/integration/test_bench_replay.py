@@ -15,8 +15,7 @@ from agg_projector.replay import COMPARED_TABLES, compare, replay
 from bench.replay import drop_schema, main, parse_args, run
 
 
-def test_replay_of_the_bench_journal_equals_the_live_projection(settings: Settings,
-                                                                 tmp_path: Path) -> None:  # fmt: skip
+def test_replay_of_the_bench_journal_equals_the_live_projection(settings: Settings) -> None:
     seed = uuid.uuid4().int % 1_000_000  # a journal (and topic) of this run's own
     args = parse_args(["--events", "20000", "--seed", str(seed), "--partitions", "6",
                        "--workers", "3", "--check", "--keep"])  # fmt: skip

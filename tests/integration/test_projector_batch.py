@@ -2,7 +2,8 @@
 gives, table by table, what the per-event SQL of ``agg_projector.apply.Applier`` gives when
 run event by event in journal order: on journals decided by the saga's domain code with many
 faults, cut into batches of every size, partitions in any order, the revenue written per
-batch or once at the end (as a replay's worker does). Real PostgreSQL, no Kafka."""
+batch or once at the end, deduped and merged by what the writer itself wrote (as a replay's
+worker does). Real PostgreSQL, no Kafka."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from agg_avro import AvroCodec
 from agg_config.settings import Settings
 from agg_kafka.clients import player_key
 from agg_projector.apply import Applier, JournalEvent
-from agg_projector.batch import Revenue
+from agg_projector.batch import Revenue, Written
 from agg_projector.migrate import migrate
 from agg_projector.projector import EVENT_PREFIX, Projector
 from agg_projector.replay import COMPARED_TABLES, compare
@@ -104,9 +105,13 @@ def test_batches_give_the_per_event_tables(settings: Settings, schemas: list[str
         for schema, order in ((per_batch, sorted(parts)), (deferred, sorted(parts)[::-1])):
             projector = Projector(settings, schema=schema, group_id="it-batch")
             projector.conn = conn
-            revenue = Revenue() if schema == deferred else None
+            # as a replay's worker: revenue at the end, dedupe and keys from its memory
+            replaying = schema == deferred
+            revenue = Revenue() if replaying else None
+            seen: set[str] | None = set() if replaying else None
+            written = Written() if replaying else None
             for events, last in batches(parts, order, rng, size_max):
-                projector._write_sync(events, last, revenue)
+                projector._write_sync(events, last, revenue, seen, written)
             if revenue is not None:
                 with conn.transaction(), conn.cursor() as cur:
                     projector.batch.write_revenue(cur, revenue)
