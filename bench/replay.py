@@ -13,7 +13,10 @@ rebuilds the projections from a journal of N events.
    projects the journal, into a schema of its own, and the two are compared table by table;
    any difference fails the run (exit 1).
 5. Results: ``bench/results/replay-<UTC>.json`` with a top-level ``replay`` object
-   ``{"events", "seconds", "events_per_s", "partitions", "workers"}``.
+   ``{"events", "seconds", "events_per_s", "partitions", "workers"}``; besides, the CPU
+   seconds the replay's processes, PostgreSQL and the broker spent (per event too: on a
+   shared machine the rate depends on what else runs, the CPU per event much less) and the
+   load average before and after.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +46,7 @@ from agg_kafka.clients import make_consumer, make_producer, player_key
 from agg_kafka.topics import TopicNames, catalogue
 from agg_testkit.servers import provide
 from bench.journal import JournalWriter
-from bench.procs import machine_facts
+from bench.procs import CpuMeter, machine_facts
 from bench.run import git_facts
 
 
@@ -90,6 +95,29 @@ async def write_journal(settings: Settings, events: int, seed: int) -> int:
     finally:
         await producer.stop()
     return written
+
+
+def server_pids(settings: Settings) -> dict[str, int | None]:
+    """PostgreSQL's postmaster (the parent of a backend) and the broker (the process
+    listening on the bootstrap port), when they run on this machine."""
+    pids: dict[str, int | None] = {"postgres": None, "broker": None}
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            row = conn.execute("select pg_backend_pid()").fetchone()
+        if row is not None:
+            stat = Path(f"/proc/{row[0]}/stat").read_text()
+            pids["postgres"] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    except (OSError, psycopg.Error, ValueError):
+        pass
+    port = settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[-1]
+    try:
+        done = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
+                              text=True, timeout=10)  # fmt: skip
+        found = re.search(r"pid=(\d+)", done.stdout)
+        pids["broker"] = int(found.group(1)) if found else None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return pids
 
 
 def drop_schema(database_url: str, schema: str) -> None:
@@ -143,7 +171,13 @@ def run(args: argparse.Namespace, base: Settings) -> dict[str, Any]:
     target = f"bench_replay_{uuid.uuid4().hex[:8]}"
     log(f"replaying into {target} ...")
     kwargs: dict[str, Any] = {"workers": args.workers} if args.workers else {}
+    pids = server_pids(settings)
+    meter = CpuMeter({"replay": os.getpid, "postgres": lambda: pids["postgres"],
+                      "broker": lambda: pids["broker"]})  # fmt: skip
+    load_before = os.getloadavg()
+    cpu_before = meter.sample()
     result = asyncio.run(replay(settings, target, **kwargs))
+    cpu = CpuMeter.delta(cpu_before, meter.sample())
     seconds = result.seconds
     rate = result.records / max(seconds, 0.001)
     log(f"replayed {result.records:,} events in {seconds:.1f}s: {rate:,.0f} events/s")
@@ -155,11 +189,24 @@ def run(args: argparse.Namespace, base: Settings) -> dict[str, Any]:
             "partitions": result.partitions,
             "workers": result.workers,
         },
-        "journal": {
-            "records": args.events, "projected": result.events, "seed": args.seed,
-            "topic": topic, "topic_prefix": prefix, "undecodable": result.undecodable,
+        "cpu_seconds": cpu,
+        "cpu_us_per_event": {
+            name: None if s is None else round(1e6 * s / max(1, result.records), 1)
+            for name, s in cpu.items()
         },
-    }  # fmt: skip
+        "load_average": {
+            "before": round(load_before[0], 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
+        "journal": {
+            "records": args.events,
+            "projected": result.events,
+            "seed": args.seed,
+            "topic": topic,
+            "topic_prefix": prefix,
+            "undecodable": result.undecodable,
+        },
+    }
     if args.check:
         live = f"bench_live_{uuid.uuid4().hex[:8]}"
         log(f"projecting the journal live into {live} ...")
@@ -219,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     r = result["replay"]
     print(f"replay: {r['events']:,} events in {r['seconds']:.1f}s = {r['events_per_s']:,.0f} "
           f"events/s ({r['partitions']} partitions, {r['workers']} workers) -> {path}")  # fmt: skip
+    per_event = result["cpu_us_per_event"]
+    print("cpu per event (us): " + ", ".join(f"{k} {v}" for k, v in per_event.items())
+          + f"; load average {result['load_average']}")  # fmt: skip
     if "check" in result:
         print("check: " + ("identical" if result["check"]["identical"] else "DIFFERENT"))
         if not result["check"]["identical"]:
