@@ -7,6 +7,8 @@ none of it. The position rows of the batch's partitions are locked first (``FOR 
 two projectors briefly owning one partition during a rebalance cannot both apply a record: the
 second waits, then sees the advanced position and skips what was done. An event the saga
 republished after a crash (same event id, new offset) is recognised by its id and skipped.
+The batch itself is written set-based, a dozen statements whatever its size
+(:mod:`agg_projector.batch`, ``docs/projections.md``).
 """
 
 from __future__ import annotations
