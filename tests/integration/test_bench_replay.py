@@ -6,11 +6,16 @@ worker gives them too. Correctness only: the speed is the benchmark's to measure
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from pathlib import Path
 
+import psycopg
+
+from agg_auditor.cli import main_audit
 from agg_config.settings import Settings
+from agg_projector.projector import GROUP_ID
 from agg_projector.replay import COMPARED_TABLES, compare, replay
 from bench.replay import drop_schema, main, parse_args, run
 
@@ -34,6 +39,24 @@ def test_replay_of_the_bench_journal_equals_the_live_projection(settings: Settin
         assert (one.records, one.workers) == (20_000, 1)
         differences = compare(settings.database_url, rebuilt, single)
         assert differences == {t: [] for t in COMPARED_TABLES}, differences
+        # the command: 0 against a projection of the same journal, 1 once a row differs
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(
+                f"insert into {rebuilt}.consumer_offsets (consumer_group, topic, partition,"
+                " next_offset) select %s, topic, partition, next_offset"
+                f" from {rebuilt}.consumer_offsets",
+                (GROUP_ID,),
+            )
+        argv = ["replay", "--live-schema", rebuilt, "--wait", "10", "-q"]
+        out = io.StringIO()
+        assert main_audit(argv, settings=prefixed, stdout=out, stderr=io.StringIO()) == 0
+        assert out.getvalue().rstrip().endswith("identical"), out.getvalue()
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(f"update {rebuilt}.balances set balance = balance + 1"
+                         f" where ctid = (select min(ctid) from {rebuilt}.balances)")  # fmt: skip
+        out = io.StringIO()
+        assert main_audit(argv, settings=prefixed, stdout=out, stderr=io.StringIO()) == 1
+        assert "balances: DIFFERS" in out.getvalue(), out.getvalue()
     finally:
         drop_schema(settings.database_url, single)
         drop_schema(settings.database_url, rebuilt)
