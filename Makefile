@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps system-deps up down status run test test-unit test-integration sim bench loadgen lint format clean
+.PHONY: deps system-deps up down status run test test-unit test-integration sim bench bench-replay loadgen lint format clean
 
 $(STAMP): pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ BENCH_ARGS ?=
 
 bench: deps $(LOADGEN)  ## pipeline vs the relay and physical floors vs direct under open-loop load: bench/results/<UTC>.*
 	@$(BIN)/python -m bench $(BENCH_ARGS)
+
+REPLAY_ARGS ?= --events 1000000
+
+bench-replay: deps      ## audit replay of a 1M-event journal: bench/results/replay-<UTC>.json
+	@$(BIN)/python -m bench.replay $(REPLAY_ARGS)
 
 lint: deps
 	@$(BIN)/ruff check libs services tests bench

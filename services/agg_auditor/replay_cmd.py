@@ -6,7 +6,9 @@ end offsets, waits (up to ``--wait``) for the live projector to reach them, repl
 offsets, and compares. Exit 0 when identical, 1 with a report of the differing rows, 3 when
 the live projector does not catch up (nothing compared). ``--since`` replays from a time into
 the fresh schema without comparing (a partial rebuild cannot equal the whole). ``--keep``
-leaves the rebuilt schema in place for inspection (it is dropped otherwise).
+leaves the rebuilt schema in place for inspection (it is dropped otherwise; its tables are
+unlogged, as befits a disposable copy: a crash of the server empties them). ``--workers``
+processes replay the partitions in parallel (``agg_projector.replay``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", type=float, default=120.0,
                         help="seconds to wait for the live projector to catch up")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the rebuilt schema")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes replaying partitions in parallel"
+                             " (default: one per core, at least 2)")  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -58,11 +63,18 @@ def run(args: argparse.Namespace, context: AuditContext) -> int:
                 return 3
             time.sleep(0.5)
     result = asyncio.run(
-        replay(settings, target, since=since, progress=None if args.quiet else err)
+        replay(
+            settings,
+            target,
+            since=since,
+            progress=None if args.quiet else err,
+            workers=args.workers,
+        )
     )
     out = context.stdout
     out.write(f"replayed {result.events} events into {target} in {result.seconds:.1f}s "
-              f"({result.events / max(result.seconds, 0.001):,.0f}/s)\n")  # fmt: skip
+              f"({result.records / max(result.seconds, 0.001):,.0f} records/s,"
+              f" {result.workers} workers)\n")  # fmt: skip
     if since is not None:
         out.write("partial rebuild (--since): not compared\n")
         return 0

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -22,8 +21,9 @@ DEMO_EVENTS = frozenset({"BetAccepted", "BetRejected", "BetRolledBack", "WinCred
 """The events that carry a session ``mode`` (demo play's are kept apart)."""
 
 
-@dataclass(frozen=True)
-class JournalEvent:
+class JournalEvent(NamedTuple):
+    """(A tuple: built once per record read, where a dataclass's ``__init__`` shows.)"""
+
     name: str
     """Short record name, e.g. ``BetAccepted``."""
     datum: dict[str, Any]

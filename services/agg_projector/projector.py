@@ -7,6 +7,8 @@ none of it. The position rows of the batch's partitions are locked first (``FOR 
 two projectors briefly owning one partition during a rebalance cannot both apply a record: the
 second waits, then sees the advanced position and skips what was done. An event the saga
 republished after a crash (same event id, new offset) is recognised by its id and skipped.
+The batch itself is written set-based, a dozen statements whatever its size
+(:mod:`agg_projector.batch`, ``docs/projections.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
 from agg_projector.apply import Applier, JournalEvent
+from agg_projector.batch import BatchRows, BatchWriter, Revenue, Written
 from agg_projector.migrate import migrate
 
 log = get_logger("projector")
@@ -66,6 +69,7 @@ class Projector:
         self.batch_count_max = batch_count_max
         self.codec = AvroCodec()
         self.applier = Applier(schema)
+        self.batch = BatchWriter(schema)
         self.ready = asyncio.Event()
         self.conn: psycopg.Connection[Any] | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -183,8 +187,18 @@ class Projector:
         BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("batch_projected", events=len(fresh), partitions=sorted(last))
 
-    def _write_sync(self, events: list[JournalEvent], last: dict[int, int]) -> list[JournalEvent]:
-        """One transaction: lock the positions, apply what is new, store the new positions."""
+    def _write_sync(self, events: list[JournalEvent], last: dict[int, int],
+                    revenue: Revenue | None = None, seen: set[str] | None = None,
+                    written: Written | None = None) -> list[JournalEvent]:  # fmt: skip
+        """One transaction: lock the positions, apply what is new, store the new positions.
+
+        For a replay's worker (:mod:`agg_projector.replay`), which alone writes its partitions
+        into a fresh schema: ``revenue`` gathers the batch's revenue there instead of writing
+        it (merged once at the end); ``seen`` holds the ids of the events it has projected
+        (updated here), so that events are deduped against it rather than the journal table;
+        ``written``, the keys it has written (updated here, see
+        :class:`agg_projector.batch.Written`).
+        """
         assert self.conn is not None
         with self.conn.transaction(), self.conn.cursor() as cur:
             # a second owner of one of these partitions waits here, then skips what is done
@@ -199,32 +213,44 @@ class Projector:
                 ).fetchall()
             }
             events = [e for e in events if e.offset >= positions.get(e.partition, 0)]
-            ids = [e.datum["event_id"] for e in events]
-            seen = {
-                row[0]
-                for row in cur.execute(
-                    self.applier.q("select event_id from {s}.journal where event_id = any(%s)"),
-                    (ids,),
-                )
-            }
+            if seen is None:
+                ids = [e.datum["event_id"] for e in events]
+                known = {
+                    row[0]
+                    for row in cur.execute(
+                        self.applier.q("select event_id from {s}.journal where event_id = any(%s)"),
+                        (ids,),
+                    )
+                }
+            else:
+                known = set()
             fresh = []
+            fresh_ids: set[str] = set()
             for e in events:
-                if e.datum["event_id"] in seen:
+                event_id = e.datum["event_id"]
+                if event_id in known or event_id in fresh_ids or (seen and event_id in seen):
                     DUPLICATES.inc()
                     continue
-                seen.add(e.datum["event_id"])
+                fresh_ids.add(event_id)
                 fresh.append(e)
-            # one pipeline: the batch's statements go out without a round trip each
-            with self.conn.pipeline():
-                for e in fresh:
-                    self.applier.apply(cur, e)
-                cur.executemany(
-                    self.applier.q(
-                        "insert into {s}.consumer_offsets (consumer_group, topic, partition,"
-                        " next_offset) values (%s, %s, %s, %s)"
-                        " on conflict (consumer_group, topic, partition) do update set"
-                        " next_offset = excluded.next_offset, updated_at = now()"
-                    ),
-                    [(self.group_id, self.topic, p, o + 1) for p, o in last.items()],
-                )
+            # the batch set-based: a dozen statements, whatever its size (agg_projector.batch)
+            batch_revenue = None if revenue is None else Revenue()
+            added = self.batch.write(cur, BatchRows(batch_revenue).add_all(fresh),
+                                     revenue=revenue is None, written=written)  # fmt: skip
+            cur.executemany(
+                self.applier.q(
+                    "insert into {s}.consumer_offsets (consumer_group, topic, partition,"
+                    " next_offset) values (%s, %s, %s, %s)"
+                    " on conflict (consumer_group, topic, partition) do update set"
+                    " next_offset = excluded.next_offset, updated_at = now()"
+                ),
+                [(self.group_id, self.topic, p, o + 1) for p, o in sorted(last.items())],
+            )
+        # committed: the batch now counts
+        if seen is not None:
+            seen |= fresh_ids
+        if revenue is not None and batch_revenue is not None:
+            revenue.merge(batch_revenue)
+        if written is not None and added is not None:
+            written.add(added)
         return fresh
