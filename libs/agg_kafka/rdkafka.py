@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -151,8 +152,10 @@ class RdProducer:
                 try:
                     produce(r.topic, r.value, **kwargs)
                     break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    self._producer.flush(0.01)
+                except BufferError:
+                    # the local queue is full: the delivery thread drains it (only that
+                    # thread serves delivery reports, so this one waits instead of polling)
+                    time.sleep(0.001)
         return future
 
     async def send(self, records: Sequence[OutRecord]) -> None:

@@ -162,11 +162,18 @@ def test_projector_killed_mid_batch_misses_and_doubles_nothing(
     log = (tmp_path / "projector.log").open("ab")
     args = [sys.executable, "-m", "agg_projector", "--schema", schema, "--metrics-port", "0"]
     kills = 0
+    done = 0
     while True:
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=log)
-        time.sleep(2.5 + kills)  # let it get into its batches, more each round
-        done = counts(isolated.database_url, schema)["journal"][0]
-        if done >= len(events) or kills >= 3:
+        if kills >= 3:
+            break
+        # killed as soon as it has written more than before, not after a fixed time: a fast
+        # projector would otherwise finish the whole journal before the first kill
+        before, started = done, time.monotonic()
+        while done <= before and time.monotonic() < started + 60:
+            time.sleep(0.02)
+            done = counts(isolated.database_url, schema)["journal"][0]
+        if done >= len(events):
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
