@@ -32,7 +32,8 @@ reason) and an alert metric is set, while every other player goes on. Any other 
 (the broker, the producer) stops the worker before the batch's offsets are committed.
 
 The worker's I/O is the :class:`agg_ports.Transport` port and the :class:`agg_ports.Clock`:
-the production adapter is :class:`agg_kafka.transport.KafkaTransport`, and the deterministic
+the production adapters are :class:`agg_kafka.transport.RdKafkaTransport` (librdkafka, the
+default) and :class:`agg_kafka.transport.KafkaTransport` (aiokafka), and the deterministic
 simulator (``aggregator sim``) runs this same class on an in-memory broker.
 """
 
@@ -316,9 +317,10 @@ class SagaWorker:
             log.event("partitions_revoked", partitions=sorted(gone))
 
     async def on_assigned(self, partitions: set[tuple[str, int]]) -> None:
-        # The state is read in the loop, not here: aiokafka sends no heartbeats while this
-        # callback runs, and a restore longer than the session timeout would get the worker
-        # expelled, and restoring again, forever. New partitions stay paused until then.
+        # The state is read in the loop, not here: the rebalance is not over while this
+        # callback runs (aiokafka sends no heartbeats meanwhile, and librdkafka's consumer
+        # thread waits for it), and a restore longer than the session timeout would get the
+        # worker expelled, and restoring again, forever. New partitions stay paused until then.
         async with self.lock:
             wanted = {p for _, p in partitions} - set(self.states)
             self._restore_pending |= wanted
