@@ -60,6 +60,22 @@ def _leaf(schema: Any) -> tuple[str, Any]:
     raise _Unsupported(repr(schema)[:80])
 
 
+def _field_type(ftype: Any) -> tuple[int | None, str, Any]:
+    """(position of "null" in a nullable union or None, kind, extra) of a field's type."""
+    if not isinstance(ftype, list):
+        return (None, *_leaf(ftype))
+    branches = [b for b in ftype if b != "null"]
+    if len(ftype) != 2 or len(branches) != 1:
+        raise _Unsupported(repr(ftype))
+    return (ftype.index("null"), *_leaf(branches[0]))
+
+
+def _compile(lines: list[str], consts: dict[str, Any], name: str) -> Any:
+    namespace: dict[str, Any] = dict(consts)
+    exec("\n".join(lines), namespace)  # source built from the schema only
+    return namespace[name]
+
+
 def _leaf_code(kind: str, v: str, lines: list[str], indent: str) -> None:
     """Lines that check ``v`` and append its encoding to ``out`` (or return None)."""
     if kind == "string":
@@ -121,26 +137,17 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder | None:
             else:
                 lines.append(f"    {v} = get({f['name']!r}, MISSING)")
                 lines.append(f"    if {v} is MISSING: return None")
-            ftype = f["type"]
-            if isinstance(ftype, list):
-                branches = [b for b in ftype if b != "null"]
-                if len(ftype) != 2 or len(branches) != 1:
-                    raise _Unsupported(repr(ftype))
-                null_at = ftype.index("null")
-                kind, extra = _leaf(branches[0])
+            null_at, kind, extra = _field_type(f["type"])
+            if null_at is not None:
                 lines.append(f"    if {v} is None: out.append({2 * null_at})")
                 lines.append("    else:")
                 lines.append(f"        out.append({2 * (1 - null_at)})")
-                _leaf_code_or_enum(kind, extra, v, i, lines, "        ", consts)
-            else:
-                kind, extra = _leaf(ftype)
-                _leaf_code_or_enum(kind, extra, v, i, lines, "    ", consts)
+            indent = "    " if null_at is None else "        "
+            _leaf_code_or_enum(kind, extra, v, i, lines, indent, consts)
     except (_Unsupported, KeyError, TypeError):
         return None
     lines.append("    return bytes(out)")
-    namespace: dict[str, Any] = dict(consts)
-    exec("\n".join(lines), namespace)  # source built above from the schema only
-    encoder: Encoder = namespace["encode"]
+    encoder: Encoder = _compile(lines, consts, "encode")
     return encoder
 
 
@@ -236,27 +243,19 @@ def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
         for i, f in enumerate(schema["fields"]):
             v = f"v{i}"
             names.append(f["name"])
-            ftype = f["type"]
-            if isinstance(ftype, list):
-                branches = [b for b in ftype if b != "null"]
-                if len(ftype) != 2 or len(branches) != 1:
-                    raise _Unsupported(repr(ftype))
-                null_at = ftype.index("null")
-                kind, extra = _leaf(branches[0])
-                lines += [
-                    "    x = data[pos]; pos += 1",  # index 0 or 1: one zig-zag byte, 0 or 2
-                    f"    if x == {2 * null_at}: {v} = None",
-                    f"    elif x == {2 * (1 - null_at)}:",
-                ]
-                if kind == "enum":
-                    consts[f"S{i}"] = tuple(extra)
-                _leaf_decode(kind, v, lines, "      ", i)
-                lines.append("    else: raise Bad('union index byte ' + str(x))")
-            else:
-                kind, extra = _leaf(ftype)
-                if kind == "enum":
-                    consts[f"S{i}"] = tuple(extra)
+            null_at, kind, extra = _field_type(f["type"])
+            if kind == "enum":
+                consts[f"S{i}"] = tuple(extra)
+            if null_at is None:
                 _leaf_decode(kind, v, lines, "    ", i)
+                continue
+            lines += [
+                "    x = data[pos]; pos += 1",  # index 0 or 1: one zig-zag byte, 0 or 2
+                f"    if x == {2 * null_at}: {v} = None",
+                f"    elif x == {2 * (1 - null_at)}:",
+            ]
+            _leaf_decode(kind, v, lines, "      ", i)
+            lines.append("    else: raise Bad('union index byte ' + str(x))")
     except (_Unsupported, KeyError, TypeError):
         return None
     lines += [
@@ -265,7 +264,5 @@ def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
         "  if pos != size: raise Bad(str(size - pos) + ' trailing bytes')",
         "  return {" + ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names)) + "}",
     ]
-    namespace: dict[str, Any] = dict(consts)
-    exec("\n".join(lines), namespace)  # source built above from the schema only
-    decoder: Decoder = namespace["decode"]
+    decoder: Decoder = _compile(lines, consts, "decode")
     return decoder
