@@ -277,7 +277,12 @@ class Front:
 
 def build_app(settings: Settings) -> Starlette:
     """The front's ASGI app; its Kafka clients start and stop with the app's lifespan."""
-    front = Front(settings)
+    return front_app(Front(settings))
+
+
+def front_app(front: Any) -> Starlette:
+    """The ASGI app of a front (this one's or the physical floor's: ``start``, ``stop``,
+    ``callback``, ``healthz``); its clients start and stop with the app's lifespan."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -61,19 +61,18 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from agg_config.settings import Settings, load_settings
 from agg_kafka.clients import player_key
 from agg_obs.logs import configure_logging, get_logger
-from bench.floor import ensure, player_of
+from bench.floor import ensure, front_app, player_of
 
 REQUESTS = "bench.physical.requests"
 COMMANDS = "bench.physical.commands"
@@ -414,21 +413,7 @@ class Front:
 
 def build_app(settings: Settings, linger_ms: float = LINGER_MS) -> Starlette:
     """The front's ASGI app; its Kafka clients start and stop with the app's lifespan."""
-    front = Front(settings, linger_ms)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await front.start()
-        try:
-            yield
-        finally:
-            await front.stop()
-
-    routes = [
-        Route("/v1/providers/{provider}/wallet/{action}", front.callback, methods=["POST"]),
-        Route("/healthz", front.healthz, methods=["GET"]),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return front_app(Front(settings, linger_ms))
 
 
 def main(argv: list[str] | None = None) -> int:
