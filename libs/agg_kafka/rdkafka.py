@@ -13,8 +13,10 @@ to the event loop without waiting on a timer:
   one wake-up, at most ``depth`` batches ahead of the loop (back-pressure). Rebalance
   callbacks run on that thread, inside ``poll``: they run the listener's coroutine on the loop
   and wait for it, so what the listener does (commit, pause) is done before partitions move.
-- Commits, and reading a partition to its end, are blocking calls: run on the loop's
-  executor, off the loop and off the critical path.
+- The consumer is driven from its own thread only: pause, resume, seek, commit and the lag
+  measurement asked for by the loop are applied there before its next poll; the loop does
+  not wait for a commit. Reading a partition to its end blocks: it runs on the loop's
+  executor.
 
 Producers: ``acks=all`` with idempotence and the Java client's murmur2 partitioner, so a key
 lands on the partition every other producer of the project (aiokafka's default partitioner is
@@ -188,16 +190,6 @@ def _commit(consumer: Consumer, tps: list[TopicPartition]) -> None:
         log.warning("commit_failed", error=str(exc))
 
 
-def _set_result(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
 def _record(msg: Message) -> InRecord:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
@@ -233,9 +225,6 @@ class RdConsumer:
         """Per partition, the generation of its last seek: records of it in a batch stamped
         with an older generation were fetched before the seek, and are dropped."""
         self._lag: dict[tuple[str, int], int] = {}
-        self._calls: set[asyncio.Future[Any]] = set()
-        """Results the loop awaits from the consumer thread (failed if the thread stops)."""
-        self._dead = False
         self._paused: set[tuple[str, int]] = set()
         """Paused partitions (loop side): whatever was fetched of them before is dropped."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,18 +245,6 @@ class RdConsumer:
         self._thread.start()
 
     def _serve(self) -> None:
-        try:
-            self._serve_until_stopped()
-        finally:
-            self._dead = True
-            loop = self._loop
-            assert loop is not None
-            for future in list(self._calls):
-                loop.call_soon_threadsafe(
-                    _set_exception, future, RuntimeError("the consumer thread has stopped")
-                )
-
-    def _serve_until_stopped(self) -> None:
         loop = self._loop
         assert loop is not None
         consumer = self._consumer
@@ -383,27 +360,6 @@ class RdConsumer:
         """Fetch ``partition`` from ``offset`` on; nothing fetched before is returned after."""
         tp = TopicPartition(topic, partition, offset)
         self._seek_gens[(topic, partition)] = self._ask(lambda c: c.seek(tp))
-
-    def _call(self, fn: Callable[[Consumer], Any]) -> asyncio.Future[Any]:
-        """Run ``fn`` on the consumer thread (before its next poll); its result, on the loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if self._dead:
-            future.set_exception(RuntimeError("the consumer thread has stopped"))
-            return future
-        self._calls.add(future)
-        future.add_done_callback(self._calls.discard)
-
-        def op(consumer: Consumer) -> None:
-            try:
-                result = fn(consumer)
-            except Exception as exc:  # noqa: BLE001 - the caller's to handle
-                loop.call_soon_threadsafe(_set_exception, future, exc)
-            else:
-                loop.call_soon_threadsafe(_set_result, future, result)
-
-        self._ask(op)
-        return future
 
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
         """Commit off the loop: the consumer thread commits before its next poll (and, on a
