@@ -1,6 +1,12 @@
-"""The production adapter of :class:`agg_ports.Transport` on aiokafka: one consumer-group
-member (range assignor, so co-partitioned topics move together), one idempotent producer with
-``acks=all``, and a throw-away reader for reading a partition to its end."""
+"""The production adapters of :class:`agg_ports.Transport`, on aiokafka and on librdkafka:
+one consumer-group member (range assignor, so co-partitioned topics move together), one
+idempotent producer with ``acks=all``, and a throw-away reader for reading a partition to
+its end.
+
+Beyond the port, both adapters offer ``send``: it enqueues the records at once, in call
+order, and returns an awaitable that is done when every one is acknowledged, so that a
+consumer can go on with its next batch while the previous one's records are on their way
+(the wallet does)."""
 
 from __future__ import annotations
 
@@ -32,12 +38,25 @@ def _tps(tps: Any) -> set[tuple[str, int]]:
 
 
 class KafkaTransport:
-    def __init__(self, settings: Settings, *, group_id: str, client_id: str):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str,
+        client_id: str,
+        batch_max: int | None = None,
+        instance_id: str | None = None,
+    ):
         self.settings = settings
         self.group_id = group_id
         self.client_id = client_id
+        self.batch_max = batch_max or settings.saga_batch_count_max
+        self.instance_id = instance_id
         self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"{client_id}-producer")
         self.consumer: AIOKafkaConsumer | None = None
+        self._enqueue = asyncio.Lock()
+        """Held while one ``send`` enqueues: tasks take an asyncio lock in the order they
+        asked for it, so records reach the producer in call order."""
 
     async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -52,6 +71,8 @@ class KafkaTransport:
             group_id=self.group_id,
             client_id=self.client_id,
             partition_assignment_strategy=(RangePartitionAssignor,),
+            max_poll_records=self.batch_max,
+            **({"group_instance_id": self.instance_id} if self.instance_id else {}),
         )
         await self.producer.start()
         await self.consumer.start()
@@ -89,15 +110,24 @@ class KafkaTransport:
         self._consumer().seek(TopicPartition(topic, partition), offset)
 
     async def produce(self, records: Sequence[OutRecord]) -> None:
-        send = self.producer.send
-        futures = [
-            await send(
-                r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers) or None
-            )
-            for r in records
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+        await self.send(records)
+
+    def send(self, records: Sequence[OutRecord]) -> asyncio.Future[None]:
+        """``produce`` without waiting: enqueued in call order, done when acknowledged."""
+
+        async def enqueue_then_wait() -> None:
+            send = self.producer.send
+            async with self._enqueue:
+                futures = []
+                for r in records:
+                    headers = list(r.headers) or None
+                    sent = await send(r.topic, r.value, key=r.key, partition=r.partition,
+                                      headers=headers)  # fmt: skip
+                    futures.append(sent)
+            if futures:
+                await asyncio.gather(*futures)
+
+        return asyncio.ensure_future(enqueue_then_wait())
 
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
         consumer = self._consumer()
@@ -151,12 +181,22 @@ class RdKafkaTransport:
     """The same port on librdkafka (:mod:`agg_kafka.rdkafka`): fetched batches and delivery
     reports reach the loop as they happen, commits run off the loop."""
 
-    def __init__(self, settings: Settings, *, group_id: str, client_id: str):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str,
+        client_id: str,
+        batch_max: int | None = None,
+        instance_id: str | None = None,
+    ):
         from agg_kafka.rdkafka import RdProducer, producer_config
 
         self.settings = settings
         self.group_id = group_id
         self.client_id = client_id
+        self.batch_max = batch_max or settings.saga_batch_count_max
+        self.instance_id = instance_id
         self.producer = RdProducer(producer_config(settings, client_id=f"{client_id}-producer"))
         self.consumer: Any = None
 
@@ -164,10 +204,11 @@ class RdKafkaTransport:
         from agg_kafka.rdkafka import RdConsumer, consumer_config
 
         self.producer.start()
-        self.consumer = RdConsumer(
-            consumer_config(self.settings, group_id=self.group_id, client_id=self.client_id),
-            topics, listener, batch_max=self.settings.saga_batch_count_max,
-        )  # fmt: skip
+        overrides = {"group.instance.id": self.instance_id} if self.instance_id else {}
+        config = consumer_config(
+            self.settings, group_id=self.group_id, client_id=self.client_id, **overrides
+        )
+        self.consumer = RdConsumer(config, topics, listener, batch_max=self.batch_max)
         self.consumer.start()
 
     async def stop(self) -> None:
@@ -196,6 +237,10 @@ class RdKafkaTransport:
     async def produce(self, records: Sequence[OutRecord]) -> None:
         await self.producer.send(records)
 
+    def send(self, records: Sequence[OutRecord]) -> asyncio.Future[None]:
+        """``produce`` without waiting: enqueued now, done when acknowledged."""
+        return self.producer.send_nowait(records)
+
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
         assigned = self.assignment()
         ok: bool = await self.consumer.commit(
@@ -218,8 +263,18 @@ class RdKafkaTransport:
         return lag
 
 
-def make_transport(settings: Settings, *, group_id: str, client_id: str) -> Any:
-    """The port on the client ``settings.kafka_client`` names."""
-    if settings.kafka_client == "librdkafka":
-        return RdKafkaTransport(settings, group_id=group_id, client_id=client_id)
-    return KafkaTransport(settings, group_id=group_id, client_id=client_id)
+def make_transport(
+    settings: Settings,
+    *,
+    group_id: str,
+    client_id: str,
+    batch_max: int | None = None,
+    instance_id: str | None = None,
+) -> Any:
+    """The port on the client ``settings.kafka_client`` names; ``batch_max`` records per poll
+    at most (default the saga's), ``instance_id`` for static group membership."""
+    kind = RdKafkaTransport if settings.kafka_client == "librdkafka" else KafkaTransport
+    return kind(
+        settings, group_id=group_id, client_id=client_id, batch_max=batch_max,
+        instance_id=instance_id,
+    )  # fmt: skip

@@ -9,6 +9,11 @@ simulated adapter gives no more):
 - ``produce`` returns once every record is acknowledged (written to every in-sync replica).
   Records to one partition are written in the order given; if ``produce`` raises, or the
   process dies while it runs, any prefix of each partition's records may have been written.
+- ``send`` hands the records to the producer in call order, after those of every earlier
+  ``send`` or ``produce`` (so each partition's records are written in call order), and returns an
+  awaitable that is done once every one is acknowledged; it fails if any is not. If the
+  process dies before it is done, any prefix of each partition's records not acknowledged
+  may have been written (and nothing of a partition after a record that was not).
 - ``commit`` stores the offsets of the next records to consume; it may fail, after which the
   records are delivered again to whoever owns the partition then.
 - ``read_to_end`` reads every record of the given partitions from the beginning up to the end
@@ -45,6 +50,17 @@ class OutRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+def dead_letter_record(topic: str, record: InRecord, reason: str, consumer: str) -> OutRecord:
+    """``record`` as read, for the dead-letter topic ``topic``: headers ``reason``,
+    ``source`` (topic/partition/offset) and ``consumer`` (the group that set it aside)."""
+    headers = (
+        ("reason", reason.encode()),
+        ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ("consumer", consumer.encode()),
+    )
+    return OutRecord(topic, record.key, record.value or b"", None, headers)
+
+
 class RebalanceListener(Protocol):
     async def on_revoked(self, partitions: set[tuple[str, int]]) -> None: ...
 
@@ -67,6 +83,8 @@ class Transport(Protocol):
     def seek(self, topic: str, partition: int, offset: int) -> None: ...
 
     async def produce(self, records: Sequence[OutRecord]) -> None: ...
+
+    def send(self, records: Sequence[OutRecord]) -> Awaitable[None]: ...
 
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
         """True when committed; False when the group moved on (the records are redelivered

@@ -72,12 +72,11 @@ def run(args: argparse.Namespace) -> int:
     port = settings.wallet_metrics_port if args.metrics_port is None else args.metrics_port
 
     async def serve() -> None:
-        # aiokafka clients belong to the running loop: build the service inside it
+        # the Kafka clients belong to the running loop: build the service inside it
         switches = Switches(Mode(args.mode), args.delay_ms)
-        overrides = {"group_instance_id": args.instance_id} if args.instance_id else {}
         service = WalletService(
             settings, tenants, args.operators, switches=switches,
-            client_id=args.client_id, consumer_overrides=overrides,
+            client_id=args.client_id, instance_id=args.instance_id,
         )  # fmt: skip
         control = None
         if port:

@@ -1,6 +1,7 @@
 """The wallet service: one consumer loop per operator, from Kafka to Postgres and back.
 
-Per batch of commands (``getmany``, at most ``wallet_batch_count_max``):
+Per batch of commands (one ``poll`` of the transport, at most ``wallet_batch_count_max``;
+the transport is the port the saga uses, on the client ``kafka_client`` names):
 
 1. decode every message; one that cannot be decoded goes to the dead-letter topic (raw
    bytes, header ``reason``) and is skipped; a decoded command with bad fields is kept and
@@ -10,9 +11,16 @@ Per batch of commands (``getmany``, at most ``wallet_batch_count_max``):
    stored reply is sent again; a command whose id the ledger holds for another player (or
    that names another operator) is answered ERROR, never with the stored reply, and goes to
    the dead-letter topic with the reason;
-3. produce every reply (same key as the command, so the default partitioner puts it on the
-   partition the saga reads for that player) and wait for every acknowledgement;
-4. commit the batch's offsets.
+3. send every reply (same key as the command, so the default partitioner puts it on the
+   partition the saga reads for that player);
+4. once every reply and dead letter of the batch is acknowledged, and every earlier batch
+   is finished, commit the batch's offsets.
+
+Steps 3-4 of a batch run while the next batches are fetched and applied (at most
+``PIPELINE_DEPTH`` batches behind): the loop never waits for an acknowledgement or a commit
+before it fetches again. Replies keep their order (one producer, sends in batch order), and
+offsets are committed in batch order, so a committed offset still means "every command
+before it is in the ledger and answered". A revocation waits for the batches in flight.
 
 A crash before 2 commits leaves nothing; a crash after it re-reads the batch, finds every
 command in the ledger and re-sends the same replies. So delivery is at-least-once and the
@@ -31,24 +39,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError
 from prometheus_client import Counter, Gauge, Histogram
 
 from agg_avro import AvroCodec, AvroDecodeError
 from agg_config.settings import Settings
 from agg_config.tenants import Tenants
-from agg_kafka.clients import consumer_lag, dead_letter, make_consumer, make_producer
 from agg_kafka.topics import TopicNames
+from agg_kafka.transport import make_transport
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
+from agg_ports.transport import InRecord, OutRecord, Transport, dead_letter_record
 from agg_wallet.rules import Command, Entry, Status, failing_entry, problem_of
 from agg_wallet.store import Item, WalletStore
 
@@ -60,6 +67,11 @@ POLL_TIMEOUT_MS = 200
 """Longest wait for messages; also bounds how late a stop or a mode change is noticed."""
 DELAY_MS_MAX = 60_000
 """Largest ``slow`` delay: the saga's wallet timeout is far below it."""
+PIPELINE_DEPTH = 4
+"""Batches applied whose replies may still be on their way while the next one is fetched
+and applied."""
+LAG_INTERVAL_S = 1.0
+"""How often the lag gauges are measured."""
 
 COMMANDS = Counter(
     "agg_wallet_commands_total",
@@ -147,10 +159,14 @@ class Switches:
 class _Batch:
     items: list[Item] = field(default_factory=list)
     keys: list[bytes] = field(default_factory=list)
-    records: list[ConsumerRecord[Any, Any]] = field(default_factory=list)
+    records: list[InRecord] = field(default_factory=list)
     """The message of each item, for the dead-letter topic."""
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     dead_count: int = 0
+    sent: list[Awaitable[None]] = field(default_factory=list)
+    """What was sent for the batch (dead letters, replies): acknowledged before its offsets
+    are committed."""
+    started: float = 0.0
 
 
 def _now() -> datetime:
@@ -161,7 +177,8 @@ def _now() -> datetime:
 
 
 class OperatorLoop:
-    """Consumes one operator's command topic with its own group and database connection."""
+    """Consumes one operator's command topic with its own group, transport and database
+    connection."""
 
     def __init__(
         self,
@@ -178,100 +195,152 @@ class OperatorLoop:
         self.replies_topic = names.wallet_replies(operator_id)
         self.group_id = f"agg-wallet-{operator_id}"
         self.assigned = asyncio.Event()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        loop = self
-
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: Any) -> None:
-                log.event("partitions_revoked", operator_id=loop.operator_id,
-                          partitions=sorted(tp.partition for tp in revoked))  # fmt: skip
-
-            async def on_partitions_assigned(self, assigned: Any) -> None:
-                log.event("partitions_assigned", operator_id=loop.operator_id,
-                          partitions=sorted(tp.partition for tp in assigned))  # fmt: skip
-                if assigned:
-                    loop.assigned.set()
-
-        store = await WalletStore.connect(self.settings.database_url)
-        consumer = make_consumer(
+        self.transport: Transport = make_transport(
             self.settings,
             group_id=self.group_id,
-            client_id=f"{self.service.client_id}-{self.operator_id}",
-            max_poll_records=self.settings.wallet_batch_count_max,
-            **self.service.consumer_overrides,
+            client_id=f"{service.client_id}-{operator_id}",
+            batch_max=self.settings.wallet_batch_count_max,
+            instance_id=f"{service.instance_id}-{operator_id}" if service.instance_id else None,
         )
-        try:
-            await consumer.start()
-            consumer.subscribe([self.commands_topic], listener=Listener())
-            log.event("wallet_consuming", operator_id=self.operator_id,
-                      topic=self.commands_topic, group=self.group_id)  # fmt: skip
-            while not stop.is_set():
-                await self._step(consumer, store)
-        finally:
-            await consumer.stop()
-            await store.close()
-            log.event("wallet_stopped", operator_id=self.operator_id)
+        self.lock = asyncio.Lock()
+        """Held while a batch is decoded and applied: a rebalance waits for it."""
+        self.finishing: deque[asyncio.Task[None]] = deque()
+        """Batches applied whose replies and offsets are on their way, oldest first."""
+        self._paused: set[tuple[str, int]] = set()
+        self._next_lag = 0.0
 
-    async def _step(self, consumer: AIOKafkaConsumer, store: WalletStore) -> None:
+    # --- the rebalance listener (the transport calls it) --------------------------------------
+
+    async def on_revoked(self, partitions: set[tuple[str, int]]) -> None:
+        async with self.lock:
+            await self._drain()  # the replies are sent and the offsets committed first
+        self._paused -= partitions
+        log.event("partitions_revoked", operator_id=self.operator_id,
+                  partitions=sorted(p for _, p in partitions))  # fmt: skip
+
+    async def on_assigned(self, partitions: set[tuple[str, int]]) -> None:
+        log.event("partitions_assigned", operator_id=self.operator_id,
+                  partitions=sorted(p for _, p in partitions))  # fmt: skip
+        if partitions:
+            self.assigned.set()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        store = await WalletStore.connect(self.settings.database_url)
+        try:
+            await self.transport.start([self.commands_topic], self)
+            log.event("wallet_consuming", operator_id=self.operator_id,
+                      topic=self.commands_topic, group=self.group_id,
+                      client=self.settings.kafka_client)  # fmt: skip
+            while not stop.is_set():
+                await self._step(store)
+            await self._drain()
+        finally:
+            try:
+                for task in self.finishing:
+                    task.cancel()
+                await self.transport.stop()
+            finally:
+                await store.close()
+                log.event("wallet_stopped", operator_id=self.operator_id)
+
+    async def _step(self, store: WalletStore) -> None:
+        transport = self.transport
         switches = self.service.switches
         if switches.mode is Mode.SILENT:
-            consumer.pause(*consumer.assignment())
-        elif consumer.paused():
-            consumer.resume(*consumer.paused())
-        records = await consumer.getmany(
-            timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.wallet_batch_count_max
-        )
+            wanted = transport.assignment() - self._paused
+            if wanted:
+                transport.pause(wanted)
+                self._paused |= wanted
+        elif self._paused:
+            transport.resume(self._paused)
+            self._paused = set()
+        self._raise_failed()
+        records = await transport.poll(POLL_TIMEOUT_MS, self.settings.wallet_batch_count_max)
         if not records:
             return
-        if switches.mode is Mode.SILENT:
-            # fetched just before the switch: put them back, they are handled after it
-            for tp, batch in records.items():
-                try:
-                    consumer.seek(tp, batch[0].offset)
-                except IllegalStateError:
-                    pass  # revoked meanwhile: its next owner starts from the committed offset
-            return
-        started = time.perf_counter()
-        batch = await self._decode(records)
-        entries = await self._apply(batch, store)
-        if switches.mode is Mode.SLOW and switches.delay_ms:
-            await asyncio.sleep(switches.delay_ms / 1000)
-        await self._reply(batch, entries)
-        try:
-            await consumer.commit(batch.offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
+        async with self.lock:
+            if switches.mode is Mode.SILENT:
+                # fetched just before the switch: put them back, they are handled after it
+                firsts: dict[tuple[str, int], int] = {}
+                for r in records:
+                    firsts.setdefault((r.topic, r.partition), r.offset)
+                assigned = transport.assignment()
+                for (topic, partition), offset in firsts.items():
+                    if (topic, partition) in assigned:  # else its next owner starts from
+                        transport.seek(topic, partition, offset)  # the committed offset
+                return
+            batch = self._decode(records)
+            entries = await self._apply(batch, store)
+            if switches.mode is Mode.SLOW and switches.delay_ms:
+                await asyncio.sleep(switches.delay_ms / 1000)
+            batch.sent.append(transport.send(self._replies(batch, entries)))
+            previous = self.finishing[-1] if self.finishing else None
+            self.finishing.append(asyncio.create_task(self._finish(batch, previous)))
+        while len(self.finishing) > PIPELINE_DEPTH:
+            await self.finishing.popleft()
+        self._forget_finished()
+        now = time.monotonic()
+        if now >= self._next_lag:
+            self._next_lag = now + LAG_INTERVAL_S
+            for (topic, partition), lag in (await transport.lag()).items():
+                LAG.labels(topic, str(partition)).set(lag)
+
+    async def _finish(self, batch: _Batch, previous: asyncio.Task[None] | None) -> None:
+        """Once the batch's records are acknowledged, and every earlier batch is finished, its
+        offsets are committed."""
+        if batch.sent:
+            await asyncio.gather(*batch.sent)
+        if previous is not None:
+            await previous
+        if not await self.transport.commit(batch.offsets):
             # the partitions moved during the batch: their new owner reads these commands
             # again, finds them in the ledger and re-sends the same replies
-            log.warning("commit_failed", operator_id=self.operator_id, error=str(exc))
-        BATCH_SECONDS.labels(self.operator_id).observe(time.perf_counter() - started)
-        await self._measure_lag(consumer)
+            log.warning("commit_failed", operator_id=self.operator_id,
+                        partitions=sorted(p for _, p in batch.offsets))  # fmt: skip
+        BATCH_SECONDS.labels(self.operator_id).observe(time.perf_counter() - batch.started)
 
-    async def _decode(
-        self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
-    ) -> _Batch:
-        batch = _Batch()
+    def _forget_finished(self) -> None:
+        while self.finishing and self.finishing[0].done():
+            self.finishing.popleft().result()  # a failure stops the service: raised here
+
+    def _raise_failed(self) -> None:
+        for task in self.finishing:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                task.result()
+        self._forget_finished()
+
+    async def _drain(self) -> None:
+        while self.finishing:
+            await self.finishing.popleft()
+
+    def _decode(self, records: list[InRecord]) -> _Batch:
+        batch = _Batch(started=time.perf_counter())
         codec = self.service.codec
-        for tp, messages in records.items():
-            for record in messages:
-                batch.offsets[tp] = record.offset + 1
-                try:
-                    if record.key is None or record.value is None:
-                        raise AvroDecodeError("no_key_or_value", "message without key or value")
-                    decoded = codec.decode(record.value, reader=COMMAND_RECORD)
-                    if decoded.writer.name != COMMAND_RECORD:
-                        raise AvroDecodeError(
-                            "wrong_record", f"{decoded.writer.name} on {tp.topic}"
-                        )
-                    command = Command.from_avro(decoded.datum)
-                except AvroDecodeError as exc:
-                    await self._dead_letter(record, tp, exc.reason, str(exc))
-                    batch.dead_count += 1
-                    continue
-                problem = problem_of(command, self.operator_id, record.key)
-                batch.items.append(Item(command, problem, tp.partition, record.offset))
-                batch.keys.append(record.key)
-                batch.records.append(record)
+        for record in records:
+            tp = (record.topic, record.partition)
+            batch.offsets[tp] = record.offset + 1
+            try:
+                if record.key is None or record.value is None:
+                    raise AvroDecodeError("no_key_or_value", "message without key or value")
+                decoded = codec.decode(record.value, reader=COMMAND_RECORD)
+                if decoded.writer.name != COMMAND_RECORD:
+                    raise AvroDecodeError(
+                        "wrong_record", f"{decoded.writer.name} on {record.topic}"
+                    )
+                command = Command.from_avro(decoded.datum)
+            except AvroDecodeError as exc:
+                log.error("dead_letter", operator_id=self.operator_id, topic=record.topic,
+                          partition=record.partition, offset=record.offset,
+                          reason=str(exc))  # fmt: skip
+                self._set_aside(batch, record, exc.reason, str(exc))
+                batch.dead_count += 1
+                continue
+            problem = problem_of(command, self.operator_id, record.key)
+            batch.items.append(Item(command, problem, record.partition, record.offset))
+            batch.keys.append(record.key)
+            batch.records.append(record)
         return batch
 
     async def _apply(self, batch: _Batch, store: WalletStore) -> list[Entry]:
@@ -315,7 +384,7 @@ class OperatorLoop:
                               player_id=item.command.player_id,
                               reason=decision.entry.reason,
                               partition=item.partition, offset=item.offset)  # fmt: skip
-                    await self._set_aside(record, "command_id_conflict", decision.entry.reason)
+                    self._set_aside(batch, record, "command_id_conflict", decision.entry.reason)
         statuses: Tally[str] = Tally()
         for item, entry in zip(batch.items, entries, strict=True):
             COMMANDS.labels(op, item.command.kind, entry.status.value).inc()
@@ -345,16 +414,17 @@ class OperatorLoop:
             dead_letters=batch.dead_count + foreign_count,
             apply_ms=round(seconds * 1000, 1),
             statuses=dict(statuses),
-            partitions={str(tp.partition): end for tp, end in batch.offsets.items()},
+            partitions={str(p): end for (_, p), end in batch.offsets.items()},
         )
         return entries
 
-    async def _reply(self, batch: _Batch, entries: list[Entry]) -> None:
-        codec = self.service.codec
-        send = self.service.producer.send
-        futures = []
+    def _replies(self, batch: _Batch, entries: list[Entry]) -> list[OutRecord]:
+        """One reply per command, with the command's key, so the default partitioner puts it
+        on the partition the saga reads for that player."""
+        encode = self.service.codec.encode
+        replies = []
         for item, key, entry in zip(batch.items, batch.keys, entries, strict=True):
-            value = codec.encode(REPLY_RECORD, {
+            value = encode(REPLY_RECORD, {
                 "command_id": entry.command_id,
                 "operator_id": item.command.operator_id,
                 "player_id": entry.player_id,
@@ -364,39 +434,23 @@ class OperatorLoop:
                 "replied_at": entry.replied_at,
                 "correlation_id": entry.correlation_id,
             })  # fmt: skip
-            futures.append(await send(self.replies_topic, value, key=key))
-        if futures:
-            await asyncio.gather(*futures)
+            replies.append(OutRecord(self.replies_topic, key, value))
+        return replies
 
-    async def _dead_letter(
-        self, record: ConsumerRecord[Any, Any], tp: TopicPartition, reason: str, detail: str
-    ) -> None:
-        log.error("dead_letter", operator_id=self.operator_id, topic=tp.topic,
-                  partition=tp.partition, offset=record.offset, reason=detail)  # fmt: skip
-        await self._set_aside(record, reason, detail)
-
-    async def _set_aside(
-        self, record: ConsumerRecord[Any, Any], reason: str, detail: str | None
-    ) -> None:
-        """The message, as read, to the dead-letter topic (header ``reason`` = ``detail``)."""
+    def _set_aside(self, batch: _Batch, record: InRecord, reason: str, detail: str | None) -> None:
+        """The message, as read, to the dead-letter topic (header ``reason`` = ``detail``),
+        acknowledged before the batch's offsets are committed."""
         DEAD_LETTERS.labels(self.operator_id, reason).inc()
-        await dead_letter(
-            self.service.producer,
-            self.service.names.dead_letters,
-            record,
-            reason=detail or reason,
-            consumer_group=self.group_id,
+        dead = dead_letter_record(
+            self.service.names.dead_letters, record, detail or reason, self.group_id
         )
-
-    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp, lag in (await consumer_lag(consumer)).items():
-            LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        batch.sent.append(self.transport.send([dead]))
 
 
 class WalletService:
     """The reference operator wallet for some operators of the tenants file.
 
-    Build it inside the running event loop (aiokafka clients belong to it), then
+    Build it inside the running event loop (the Kafka clients belong to it), then
     ``await service.run(stop)``; setting ``stop`` finishes the current batch of every
     operator, commits it and returns."""
 
@@ -408,7 +462,7 @@ class WalletService:
         *,
         switches: Switches | None = None,
         client_id: str = "wallet",
-        consumer_overrides: dict[str, Any] | None = None,
+        instance_id: str | None = None,
     ):
         kafka_operators = [o for o in tenants.operators if o.wallet.mode == "kafka"]
         if operator_ids is None:
@@ -427,9 +481,8 @@ class WalletService:
         self.names = TopicNames(settings.topic_prefix)
         self.switches = switches or Switches()
         self.client_id = client_id
-        self.consumer_overrides = consumer_overrides or {}
+        self.instance_id = instance_id
         self.codec = AvroCodec()
-        self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"{client_id}-replies")
         self.loops = [OperatorLoop(self, o.id, o.wallet.starting_balance) for o in chosen]
 
     @property
@@ -446,11 +499,7 @@ class WalletService:
             await store.ensure_schema()
         finally:
             await store.close()
-        await self.producer.start()
         log.event("wallet_started", operators=self.operator_ids, **self.switches.as_dict())
-        try:
-            async with asyncio.TaskGroup() as group:
-                for lp in self.loops:
-                    group.create_task(lp.run(stop))
-        finally:
-            await self.producer.stop()
+        async with asyncio.TaskGroup() as group:
+            for lp in self.loops:
+                group.create_task(lp.run(stop))

@@ -120,12 +120,24 @@ def start_wallet(
     return wallet
 
 
+@pytest.fixture(scope="module", params=["librdkafka", "aiokafka"])
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Every test runs the wallet on both clients of the transport."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def wallet(
-    settings: Settings, catalogue_topics: list[str], tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    catalogue_topics: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka_client: str,
 ) -> Iterator[WalletProcess]:
     log_path = tmp_path_factory.mktemp("wallet") / "wallet-alpha.log"
-    process = start_wallet(settings, "op-alpha", log_path, "--client-id", "wallet-test-alpha")
+    process = start_wallet(
+        settings, "op-alpha", log_path, "--client-id", f"wallet-test-alpha-{kafka_client}",
+        env={"AGG_KAFKA_CLIENT": kafka_client},
+    )  # fmt: skip
     try:
         yield process
     finally:
@@ -656,7 +668,7 @@ def test_two_wallets_racing_on_one_batch_apply_it_once(settings: Settings) -> No
 
 
 def test_sigkill_mid_stream_then_restart_applies_every_command_exactly_once(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, kafka_client: str
 ) -> None:
     rng = random.Random(7)
     players = [player(f"kill{i}") for i in range(24)]
@@ -681,8 +693,9 @@ def test_sigkill_mid_stream_then_restart_applies_every_command_exactly_once(
     for c in stream:
         sends[c["command_id"]] += 1
     log_path = tmp_path / "wallet-beta.log"
-    env = {"AGG_WALLET_BATCH_COUNT_MAX": "40"}
-    extra = ("--instance-id", "wallet-kill-test", "--client-id", "wallet-kill-test")
+    env = {"AGG_WALLET_BATCH_COUNT_MAX": "40", "AGG_KAFKA_CLIENT": kafka_client}
+    name = f"wallet-kill-test-{kafka_client}"
+    extra = ("--instance-id", name, "--client-id", name)
 
     async def scenario() -> None:
         async with client(settings, "op-beta") as c:
