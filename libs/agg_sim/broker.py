@@ -2,13 +2,18 @@
 
 The adapter gives what the port promises and nothing more: per-partition order, delivery
 from the committed offset after an assignment (so a crash redelivers what was not committed),
-and on a crash during ``produce``, any prefix of each partition's records written. A crash is
-an exception (:class:`SimCrash`) raised inside the worker at a chosen port call, after which
-the worker object is thrown away, as a killed process's memory is.
+and on a crash during ``produce``, any prefix of each partition's records written. What is
+``send``-ed is acknowledged late: a random number of the oldest sends at every later port
+call, and at least one whenever the event loop runs while sends are unacknowledged (so
+whoever waits for one gets on). A crash is an exception (:class:`SimCrash`) raised inside
+the worker at a chosen port call, after which the worker object is thrown away, as a killed
+process's memory is; of what was sent and not acknowledged, any prefix of each partition's
+records is written then, and the waiting sends fail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -107,13 +112,64 @@ class SimTransport:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     paused: set[tuple[str, int]] = field(default_factory=set)
     dead: bool = False
+    in_flight: list[tuple[list[OutRecord], asyncio.Future[None], str]] = field(default_factory=list)
+    """Sends not acknowledged yet, oldest first: (records, their future, their label)."""
+    _acks_scheduled: bool = False
 
     def _point(self, name: str) -> None:
         if self.dead:
             raise SimCrash(f"{name} after death")
         if self.crash_hook(name, self):
-            self.dead = True
-            raise SimCrash(name)
+            self._die(name)
+        if self.in_flight:
+            self._acknowledge(self.rng.randint(0, len(self.in_flight)))
+
+    def _die(self, name: str) -> None:
+        """The process dies: of what was sent and not acknowledged, any prefix of each
+        partition's records is written; the waiting sends fail."""
+        self.dead = True
+        by_partition: dict[tuple[str, int], list[OutRecord]] = {}
+        for records, _, _ in self.in_flight:
+            for r in records:
+                p = r.partition if r.partition is not None else self.broker.partition_for(r.key)
+                by_partition.setdefault((r.topic, p), []).append(r)
+        for tp in sorted(by_partition):
+            part = by_partition[tp]
+            for r in part[: self.rng.randint(0, len(part))]:
+                self.broker.append(r)
+        for _, future, _ in self.in_flight:
+            if not future.done():
+                future.set_exception(SimCrash(name))
+                future.exception()  # seen: the worker learns of the death at its next call
+        self.in_flight.clear()
+        raise SimCrash(name)
+
+    def _acknowledge(self, count: int) -> None:
+        """The ``count`` oldest sends are written and acknowledged; ``torn:<label>`` is
+        asked of each (a crash while it is on its way)."""
+        for _ in range(count):
+            records, future, kind = self.in_flight[0]
+            if self.crash_hook(f"torn:{kind}", self):
+                self._die(f"torn:{kind}")
+            del self.in_flight[0]
+            for r in records:
+                self.broker.append(r)
+            future.set_result(None)
+
+    def _schedule_acks(self) -> None:
+        if self.in_flight and not self._acks_scheduled and not self.dead:
+            self._acks_scheduled = True
+            asyncio.get_running_loop().call_soon(self._acks_later)
+
+    def _acks_later(self) -> None:
+        self._acks_scheduled = False
+        if self.dead or not self.in_flight:
+            return
+        try:
+            self._acknowledge(self.rng.randint(1, len(self.in_flight)))
+        except SimCrash:
+            return  # the worker learns of it at its next call
+        self._schedule_acks()
 
     # group membership: the world calls these between two steps of the worker
 
@@ -173,11 +229,25 @@ class SimTransport:
         if (topic, partition) in self.assigned:
             self.positions[(topic, partition)] = offset
 
+    def send(self, records: Sequence[OutRecord]) -> asyncio.Future[None]:
+        """Enqueued now (crash point ``send:<label>`` first), acknowledged later."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not records:
+            future.set_result(None)
+            return future
+        kind = self.label(records)
+        self._point(f"send:{kind}")
+        self.in_flight.append((list(records), future, kind))
+        self._schedule_acks()
+        return future
+
     async def produce(self, records: Sequence[OutRecord]) -> None:
         if not records:
             return
         kind = self.label(records)
         self._point(f"produce:{kind}")
+        if self.in_flight:  # what was sent before goes first
+            self._acknowledge(len(self.in_flight))
         if self.crash_hook(f"torn:{kind}", self):
             # the process dies while the records are on their way: a prefix of each
             # partition's records is written

@@ -7,14 +7,24 @@ once, with the same id. The mechanism, per batch of messages:
 
 1. decide every message of the batch in memory at the worker's clock (one player's messages
    in order), skipping any message that the player's state records as decided already;
-2. write every touched player's state to the compacted ``agg.saga.state`` topic and wait: the
+2. send every touched player's state to the compacted ``agg.saga.state`` topic: the
    player's header record first, which holds the decisions (the changed transactions), the
-   outputs they imply (the outbox), the input offsets decided and the write's sequence
-   number, then the transaction records;
-3. publish the outputs (acks=all, idempotent) and wait;
-4. commit the input offsets on the next tick (``tick_interval_ms``), when partitions are
-   revoked and when stopping; committed offsets only save work on a restart, correctness
-   rests on the offsets in the state.
+   outputs they imply (the outbox, with the outputs of its earlier writes not yet known
+   published), the input offsets decided and the write's sequence number, then the
+   transaction records;
+3. once the state is acknowledged, and the previous batch's outputs are sent, send the
+   outputs (acks=all, idempotent);
+4. once they are acknowledged, and the previous batch is finished, the batch is finished:
+   its partitions' writes up to it are known published (the next batch's state carries a
+   marker saying so) and its input offsets are committed on the next tick
+   (``tick_interval_ms``), when partitions are revoked and when stopping; committed offsets
+   only save work on a restart, correctness rests on the offsets in the state.
+
+Steps 3 and 4 are pipelined: the loop fetches and decides the next batches (from the state
+in memory) while earlier ones wait for their acknowledgements, at most
+``PIPELINE_DEPTH`` batches behind. Per batch the order stays: state acknowledged before its
+outputs are sent, outputs acknowledged before its offsets are committed, and outputs sent in
+batch order.
 
 A crash before a player's header is written leaves nothing of the batch's decisions for that
 player outside the worker: they are made again from the old state, as if for the first time.
@@ -41,7 +51,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -68,7 +79,7 @@ from agg_kafka.topics import TopicNames
 from agg_kafka.transport import SystemClock, make_transport
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
-from agg_ports.transport import Clock, InRecord, OutRecord, Transport
+from agg_ports.transport import Clock, InRecord, OutRecord, Transport, dead_letter_record
 from agg_saga.mapping import (
     command_to_avro,
     event_to_avro,
@@ -126,6 +137,9 @@ LAG = Gauge(
 )
 
 GROUP_ID = "agg-saga"
+PIPELINE_DEPTH = 4
+"""Batches decided whose state or outputs may still be on their way while the next one is
+fetched and decided."""
 LAG_INTERVAL_S = 1.0
 """How often the gauges that walk every player and partition are set."""
 
@@ -174,6 +188,27 @@ class _Batch:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
+@dataclass
+class _InFlight:
+    """A batch whose state is sent: what finishing it takes."""
+
+    state_sent: Awaitable[None]
+    outputs: list[OutRecord]
+    seqs: dict[int, int]
+    """Per partition, the batch's write sequence number."""
+    keys: list[tuple[int, bytes]]
+    offsets: dict[tuple[str, int], int]
+    started: float
+    enqueued: asyncio.Future[None]
+    """Done when its outputs are handed to the producer (the next batch's are sent after)."""
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A failed batch stops the worker (the loop raises it); marks it seen for asyncio."""
+    if not task.cancelled():
+        task.exception()
+
+
 class SagaWorker:
     def __init__(
         self,
@@ -210,6 +245,16 @@ class SagaWorker:
         """Sequence number of the last state write in each partition."""
         self.published: dict[int, int] = {}
         """The sequence number that the partition's marker record says is published."""
+        self.acked: dict[int, int] = {}
+        """Per partition, the sequence number up to which every write's outputs are
+        acknowledged (the next marker's value)."""
+        self.unacked: dict[int, dict[bytes, tuple[int, list[tuple[str, int | None, bytes]]]]]
+        self.unacked = {}
+        """Per partition and player, the outbox of its writes whose outputs are not known
+        acknowledged, and the sequence number of the last of them: carried in the player's
+        next header, so that a restore re-publishes them."""
+        self.in_flight: deque[tuple[_InFlight, asyncio.Task[None]]] = deque()
+        """Batches decided and not finished, oldest first."""
         self.due: dict[int, dict[bytes, int]] = {}
         self.deadlines: dict[int, dict[bytes, dict[str, int]]] = {}
         """Per partition and player, the transactions with a deadline and when it is: what
@@ -267,6 +312,7 @@ class SagaWorker:
                           reason=reason)  # fmt: skip
             self.states[p], self.meta[p] = states, metas
             self.seq[p], self.published[p] = seq, builder.marker_seq
+            self.unacked[p] = {}
             self.due[p], self.deadlines[p] = {}, {}
             for key, state in states.items():
                 self._note_due(p, key, state, state.txns)
@@ -279,7 +325,7 @@ class SagaWorker:
         ]
         await self.transport.produce(markers)
         for p in partitions:
-            self.published[p] = self.seq[p]
+            self.published[p] = self.acked[p] = self.seq[p]
         REPUBLISHED.inc(len(republish))
         self._set_player_gauges()
         log.event(
@@ -296,8 +342,8 @@ class SagaWorker:
     def _drop(self, partitions: set[int]) -> None:
         for p in partitions:
             self.rounds_cache.forget(self.states.pop(p, {}))
-            for table in (self.meta, self.broken, self.seq, self.published, self.due,
-                          self.deadlines):  # fmt: skip
+            for table in (self.meta, self.broken, self.seq, self.published, self.acked,
+                          self.unacked, self.due, self.deadlines):  # fmt: skip
                 table.pop(p, None)
         self._set_player_gauges()
 
@@ -308,9 +354,10 @@ class SagaWorker:
     # --- rebalances (the transport calls these between two polls) --------------------------
 
     async def on_revoked(self, partitions: set[tuple[str, int]]) -> None:
-        # what is done is committed before its partitions move on
-        await self._commit_offsets()
         async with self.lock:
+            # what is decided is finished, and committed, before its partitions move on
+            await self.drain()
+            await self._commit_offsets()
             gone = {p for _, p in partitions}
             self._drop(gone)
             self._restore_pending -= gone
@@ -340,6 +387,7 @@ class SagaWorker:
 
     async def stop(self) -> None:
         try:
+            await self.drain()
             await self._commit_offsets()
         finally:
             await self.transport.stop()
@@ -356,6 +404,7 @@ class SagaWorker:
     async def step(self) -> None:
         """One turn of the loop: restore what was assigned, decide one batch (and the timers
         when due), persist and publish it, and commit on the tick."""
+        self._raise_failed()
         if self._restore_pending:
             await self._restore_assigned()
         records = await self.transport.poll(
@@ -367,7 +416,10 @@ class SagaWorker:
             return
         if tick:
             self._next_tick = now + self.settings.tick_interval_ms / 1000
-        self._offsets.update(await self._handle(records, tick))
+        await self._handle(records, tick)
+        while len(self.in_flight) > PIPELINE_DEPTH:
+            await self.in_flight.popleft()[1]
+        self._forget_finished()
         if tick:
             await self._commit_offsets()
             if now >= self._next_lag:
@@ -399,7 +451,7 @@ class SagaWorker:
 
     # --- a batch -----------------------------------------------------------------------------
 
-    async def _handle(self, records: Sequence[InRecord], tick: bool) -> dict[tuple[str, int], int]:
+    async def _handle(self, records: Sequence[InRecord], tick: bool) -> None:
         started = time.perf_counter()
         async with self.lock:
             now = self.clock.now_ms()
@@ -421,10 +473,7 @@ class SagaWorker:
                 self.transport.seek(topic, partition, offset)
             if tick:
                 self._handle_ticks(work, now)
-            await self._persist_and_publish(work)
-        if work.offsets or work.players:
-            BATCH_SECONDS.observe(time.perf_counter() - started)
-        return work.offsets
+            self._persist_and_publish(work, started)
 
     def _parse(self, record: InRecord) -> Message:
         if record.key is None or record.value is None:
@@ -628,26 +677,28 @@ class SagaWorker:
                     amount=output.fields.get("amount"),
                 )
 
-    async def _persist_and_publish(self, work: _Batch) -> None:
-        """Steps 2 and 3: every touched player's state (header first), then the outputs."""
-        if not work.players:
+    def _persist_and_publish(self, work: _Batch, started: float) -> None:
+        """Step 2 (every touched player's state, header first) now; steps 3 and 4 when the
+        acknowledgements come (:meth:`_finish`)."""
+        if not work.players and not work.offsets:
             return
         state_topic = self.names.saga_state
         records: list[OutRecord] = []
         outputs: list[OutRecord] = []
         markers: dict[int, int] = {}
+        seqs: dict[int, int] = {}
         by_partition: dict[int, list[tuple[bytes, _Touched]]] = {}
         for (partition, key), touched in work.players.items():
             by_partition.setdefault(partition, []).append((key, touched))
         for partition, players in by_partition.items():
-            if self.published[partition] < self.seq[partition]:
-                # every earlier write's outputs were acknowledged before this batch began
-                markers[partition] = self.seq[partition]
-                marker = encode_marker(self.seq[partition])
+            if self.published[partition] < self.acked[partition]:
+                # every write up to acked[partition] had its outputs acknowledged
+                markers[partition] = self.acked[partition]
+                marker = encode_marker(self.acked[partition])
                 records.append(OutRecord(state_topic, MARKER_KEY, marker, partition))
-            seq = self.seq[partition] = self.seq[partition] + 1
+            seq = self.seq[partition] = seqs[partition] = self.seq[partition] + 1
             states, metas = self.states[partition], self.meta[partition]
-            broken = self.broken[partition]
+            broken, unacked = self.broken[partition], self.unacked[partition]
             for key, touched in players:
                 if key in broken:
                     continue
@@ -656,7 +707,13 @@ class SagaWorker:
                 if state is None:
                     operator_id, player_id = split_key(key)
                     state = PlayerState(operator_id, player_id)
-                write = WriteMeta(seq, dict(meta.applied), touched.outbox, meta.parked)
+                outbox = touched.outbox
+                carried = unacked.get(key)
+                if carried is not None:
+                    outbox = carried[1] + outbox
+                if outbox:
+                    unacked[key] = (seq, outbox)
+                write = WriteMeta(seq, dict(meta.applied), outbox, meta.parked)
                 records.extend(
                     OutRecord(state_topic, record_key, value, partition)
                     for record_key, value in state_records(
@@ -664,9 +721,59 @@ class SagaWorker:
                     )
                 )
                 outputs.extend(OutRecord(t, key, v, p) for t, p, v in touched.outbox)
-        await self.transport.produce(records)
+        batch = _InFlight(
+            self.transport.send(records), outputs, seqs, list(work.players), work.offsets,
+            started, asyncio.get_running_loop().create_future(),
+        )  # fmt: skip
         self.published.update(markers)
-        await self.transport.produce(outputs)
+        previous = self.in_flight[-1] if self.in_flight else None
+        task = asyncio.ensure_future(self._finish(batch, previous))
+        task.add_done_callback(_retrieved)
+        self.in_flight.append((batch, task))
+
+    async def _finish(
+        self, batch: _InFlight, previous: tuple[_InFlight, asyncio.Task[None]] | None
+    ) -> None:
+        """Steps 3 and 4 of a batch: its outputs once its state is acknowledged (and after the
+        previous batch's outputs), then, once they are acknowledged and the previous batch is
+        finished, its writes known published and its offsets ready to commit."""
+        await batch.state_sent
+        if previous is not None and not previous[0].enqueued.done():
+            await asyncio.wait((previous[0].enqueued, previous[1]),
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if not previous[0].enqueued.done():
+                previous[1].result()  # it failed: so does this one
+        sent = self.transport.send(batch.outputs)
+        batch.enqueued.set_result(None)
+        await sent
+        if previous is not None:
+            await previous[1]
+        for partition, seq in batch.seqs.items():
+            if partition in self.acked:
+                self.acked[partition] = max(self.acked[partition], seq)
+        for partition, key in batch.keys:
+            unacked = self.unacked.get(partition)
+            if unacked is not None:
+                carried = unacked.get(key)
+                if carried is not None and carried[0] <= batch.seqs.get(partition, 0):
+                    del unacked[key]
+        self._offsets.update(batch.offsets)
+        BATCH_SECONDS.observe(time.perf_counter() - batch.started)
+
+    def _forget_finished(self) -> None:
+        while self.in_flight and self.in_flight[0][1].done():
+            self.in_flight.popleft()[1].result()  # a failure stops the worker: raised here
+
+    def _raise_failed(self) -> None:
+        for _, task in self.in_flight:
+            if task.done():
+                task.result()
+        self._forget_finished()
+
+    async def drain(self) -> None:
+        """Wait until every batch decided is finished (raises the first failure)."""
+        while self.in_flight:
+            await self.in_flight.popleft()[1]
 
     async def _dead_letter(self, record: InRecord, reason: str) -> None:
         """Set a message aside with where it came from and why; awaited before the batch
@@ -679,13 +786,8 @@ class SagaWorker:
             offset=record.offset,
             reason=reason,
         )
-        headers = (
-            ("reason", reason.encode()),
-            ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-            ("consumer", GROUP_ID.encode()),
-        )
         await self.transport.produce(
-            [OutRecord(self.names.dead_letters, record.key, record.value or b"", None, headers)]
+            [dead_letter_record(self.names.dead_letters, record, reason, GROUP_ID)]
         )
 
     async def _measure_lag(self) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 CRASH_POINTS = (
     "poll",
+    "send:state",
+    "send:outputs",
     "produce:state",
     "torn:state",
     "produce:outputs",

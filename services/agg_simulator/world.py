@@ -34,6 +34,9 @@ from agg_wallet.rules import Command as WalletCommand
 
 STEP_MS_MAX = 40
 IDLE_STEP_MS_MAX = 1_000
+YIELDS = (0, 0, 1, 3)
+"""How many times the world lets the event loop run after the workers' turn: the batches
+the workers have in flight are acknowledged and finished then, or stay in flight."""
 """With nothing in flight, time moves to the next moment something can happen, at most this."""
 SETTLE_MS_MAX = 180_000
 """How long the healed world may take to answer every callback finally."""
@@ -474,11 +477,19 @@ class World:
                 await self._turn()
         except _Abort:
             return
+        finally:
+            # the run is over: what a worker still has in flight goes with its process (the
+            # loop is shared by the next schedules)
+            for worker in self.workers:
+                for _, task in worker.in_flight if worker is not None else ():
+                    task.cancel()
 
     async def _turn(self) -> None:
         await self._apply_faults()
         self._providers()
         await self._step_workers()
+        for _ in range(self.rng.choice(YIELDS)):
+            await asyncio.sleep(0)  # the workers' batches in flight get on (or not)
         self._wallet()
         self._ingress()
         if self._backlog() or self.rng.random() < 0.15:

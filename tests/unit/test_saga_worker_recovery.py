@@ -93,6 +93,7 @@ def test_a_torn_state_of_an_older_worker_parks_that_player_only() -> None:
         broker.append(OutRecord("agg.requests", B, _request("pl-b", "t1", 10, clock.wall_ms)))
         for _ in range(3):
             await worker.step()
+        await worker.drain()
 
     asyncio.new_event_loop().run_until_complete(scenario())
     assert worker.meta[0][A].parked and "missing transaction" in worker.meta[0][A].parked
@@ -142,6 +143,7 @@ def test_a_debit_deadline_runs_from_its_decision_not_from_its_request() -> None:
         await worker.step()
         clock.advance(SETTINGS.tick_interval_ms)
         await worker.step()
+        await worker.drain()
 
     asyncio.new_event_loop().run_until_complete(scenario())
     assert [c["kind"] for c in _commands(broker)] == ["DEBIT"], "no CANCEL: not timed out"
@@ -175,6 +177,7 @@ def test_a_decision_that_raises_parks_its_player_across_restarts(
         for player, key, txn in (("pl-a", A, "t1"), ("pl-b", B, "t1"), ("pl-a", A, "t2")):
             broker.append(OutRecord("agg.requests", key, _request(player, txn, 10, clock.wall_ms)))
         await worker.step()
+        await worker.drain()
 
     asyncio.new_event_loop().run_until_complete(scenario())
     assert [c["player_id"] for c in _commands(broker)] == ["pl-b"]
@@ -187,6 +190,7 @@ def test_a_decision_that_raises_parks_its_player_across_restarts(
         await _start(transport2, worker2)
         broker.append(OutRecord("agg.requests", A, _request("pl-a", "t3", 10, clock.wall_ms)))
         await worker2.step()
+        await worker2.drain()
 
     asyncio.new_event_loop().run_until_complete(again())
     assert worker2.meta[0][A].parked == "KeyError: 'a bug'"

@@ -4,6 +4,10 @@ protocol depends on, and the proof that the simulator catches the protocol it re
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
+from agg_ports.transport import OutRecord
 from agg_saga.worker import SagaWorker, _Batch
 from agg_simulator.invariants import check, journal
 from agg_simulator.schedule import Call, Fault, Schedule, generate
@@ -24,6 +28,9 @@ def _bet_with_a_late_reply(crash: Fault) -> Schedule:
         Fault(0, "wallet_slow", duration_ms=2_500, amount_ms=1_800),
         crash,
         Fault(crash.at_ms, "crash", worker=1 - crash.worker, point=crash.point, skip=crash.skip),
+        # no jump: keeps the faults armed until the late reply's batch is committed (offsets
+        # are committed on the tick after a batch is finished)
+        Fault(3_000, "clock_jump", amount_ms=0),
     )
     return Schedule(seed=-1, partitions=1, operators=("op-a",), calls=calls, faults=faults,
                     starting_balance=1_000, exec_seed=7)  # fmt: skip
@@ -45,7 +52,7 @@ def test_a_crash_at_every_point_of_a_timeout_batch_decides_it_once() -> None:
     """The timeout of a debit (compensation, RETRY_LATER) and the wallet's late OK: a crash
     before, inside or after the state write, or inside the outputs, must leave exactly one of
     the two decisions, whichever was recorded, and the money that goes with it."""
-    for point in ("produce:state", "torn:state", "produce:outputs", "torn:outputs", "commit"):
+    for point in ("send:state", "torn:state", "send:outputs", "torn:outputs", "commit"):
         hits = 0
         for skip in range(4):
             world = run_schedule(_bet_with_a_late_reply(Fault(1_450, "crash", 0, point, skip)))
@@ -60,21 +67,32 @@ class _PublishThenPersist(SagaWorker):
     """The protocol this worker had before: outputs published before the state is written,
     redelivered messages decided again, nothing re-published on a restore."""
 
-    async def _persist_and_publish(self, work: _Batch) -> None:
-        produce = self.transport.produce
-        calls: list[list[object]] = []
+    def _persist_and_publish(self, work: _Batch, started: float) -> None:
+        send = self.transport.send
+        held: list[list[OutRecord]] = []
 
-        async def record(records: list[object]) -> None:
-            calls.append(records)
+        def hold(records: Sequence[OutRecord]) -> asyncio.Future[None]:
+            held.append(list(records))
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
 
-        self.transport.produce = record  # type: ignore[assignment, method-assign]
+        self.transport.send = hold  # type: ignore[method-assign]
         try:
-            await super()._persist_and_publish(work)
+            super()._persist_and_publish(work, started)
         finally:
-            self.transport.produce = produce  # type: ignore[method-assign]
-        if len(calls) == 2:
-            await produce(calls[1])  # type: ignore[arg-type]
-            await produce(calls[0])  # type: ignore[arg-type]
+            self.transport.send = send  # type: ignore[method-assign]
+        if not held:
+            return
+        batch, finish = self.in_flight.pop()
+        finish.cancel()
+
+        async def publish_then_persist() -> None:
+            await self.transport.produce(batch.outputs)
+            await self.transport.produce(held[0])
+            self._offsets.update(batch.offsets)
+
+        self.in_flight.append((batch, asyncio.ensure_future(publish_then_persist())))
 
     def _meta(self, partition: int, key: bytes):  # type: ignore[no-untyped-def]
         meta = super()._meta(partition, key)
