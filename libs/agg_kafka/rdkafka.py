@@ -207,6 +207,7 @@ class RdConsumer:
         *,
         batch_max: int = 500,
         depth: int = 2,
+        on_batch: Callable[[list[InRecord]], None] | None = None,
     ):
         self._consumer = Consumer(dict(config))
         self._topics = list(topics)
@@ -214,6 +215,14 @@ class RdConsumer:
         self._batch_max = batch_max
         self._slots = threading.Semaphore(depth)
         self._queue: asyncio.Queue[tuple[int, list[InRecord]] | BaseException] = asyncio.Queue()
+        self._on_batch = on_batch
+        self._hand_off: Callable[[tuple[int, list[InRecord]] | BaseException], None] = (
+            self._queue.put_nowait if on_batch is None else self._handed
+        )
+        """How the consumer thread's batches and failures reach the loop: queued for
+        :meth:`getmany`, or (``on_batch`` given) handed to ``on_batch`` by :meth:`_handed`."""
+        self.failure: BaseException | None = None
+        """With ``on_batch``: what stopped the consumer thread, if anything did."""
         self._ops_lock = threading.Lock()
         self._ops: list[Callable[[Consumer], None]] = []
         """pause, resume and seek asked for by the loop: librdkafka's consumer is driven from
@@ -248,19 +257,20 @@ class RdConsumer:
         loop = self._loop
         assert loop is not None
         consumer = self._consumer
+        hand_off = self._hand_off
         while not self._stop.is_set():
             try:
                 # before waiting for room: a loop awaiting a commit takes no batch meanwhile
                 stamp = self._apply_ops()
             except Exception as exc:  # noqa: BLE001 - handed to the loop, which raises it
-                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+                loop.call_soon_threadsafe(hand_off, exc)
                 return
             if not self._slots.acquire(timeout=CONSUMER_POLL_S):
                 continue
             try:
                 first = consumer.poll(CONSUMER_POLL_S)
             except Exception as exc:  # noqa: BLE001 - handed to the loop, which raises it
-                loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+                loop.call_soon_threadsafe(hand_off, exc)
                 return
             if first is None:
                 self._slots.release()
@@ -274,12 +284,12 @@ class RdConsumer:
                 if err is None:
                     batch.append(_record(msg))
                 elif err.fatal():
-                    loop.call_soon_threadsafe(self._queue.put_nowait, KafkaException(err))
+                    loop.call_soon_threadsafe(hand_off, KafkaException(err))
                     return
                 else:
                     log.warning("consumer_error", error=err.str(), code=err.code())
             if batch:
-                loop.call_soon_threadsafe(self._queue.put_nowait, (stamp, batch))
+                loop.call_soon_threadsafe(hand_off, (stamp, batch))
             else:
                 self._slots.release()
 
@@ -343,6 +353,26 @@ class RdConsumer:
                 and (r.topic, r.partition) not in paused
             ]  # fmt: skip
         return batch
+
+    def _handed(self, got: tuple[int, list[InRecord]] | BaseException) -> None:
+        """One batch (or the consumer thread's failure) to ``on_batch``, on the loop: called
+        by ``call_soon_threadsafe``, so a batch reaches it in one wake-up, with no queue and
+        no task in between; the same records as :meth:`getmany` would return."""
+        if isinstance(got, BaseException):
+            self.failure = got
+            log.error("consumer_failed", error=str(got))
+            return
+        self._slots.release()
+        stamp, batch = got
+        if self._seek_gens or self._paused:
+            gens, paused = self._seek_gens, self._paused
+            batch = [
+                r for r in batch
+                if gens.get((r.topic, r.partition), 0) <= stamp
+                and (r.topic, r.partition) not in paused
+            ]  # fmt: skip
+        if batch and self._on_batch is not None:
+            self._on_batch(batch)
 
     def pause(self, partitions: set[tuple[str, int]]) -> None:
         if partitions:
@@ -447,3 +477,106 @@ __all__ = [
     "producer_config",
     "read_to_end",
 ]
+
+
+END_OFFSET_WAIT_S = 30.0
+"""Longest the end offsets of an assignment's partitions are asked for (a topic just created
+has no leader for a moment); a partition whose end is not known by then is not read."""
+_UNREAD = 1 << 63
+"""The floor of a partition not read from a known end: every record of it is dropped."""
+
+
+class RdTailConsumer(RdConsumer):
+    """A consumer-group member that reads every partition it is assigned from the end that
+    partition had at the assignment, hands each fetched batch to ``on_batch`` on the loop in
+    one wake-up, and never commits (the ingress's outcome consumer).
+
+    On an assignment, the consumer thread reads each partition's end offset (its high
+    watermark, from the partition's leader) and assigns the partition at that offset, then
+    runs the listener's ``on_assigned``: when it runs, the partitions are positioned at their
+    ends. On the loop's side each partition has a floor, that end offset, set before
+    ``on_assigned`` runs and removed before ``on_revoked`` runs: a record below its
+    partition's floor, or of a partition without one, is dropped, so nothing fetched before
+    an assignment (of an earlier one, or from another position) is handed over after it. The
+    listener's calls and the batches reach the loop in the order the thread sends them.
+
+    ``pause``, ``seek`` and ``commit`` are not for it."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topics: Sequence[str],
+        listener: RebalanceListener | None,
+        *,
+        on_batch: Callable[[list[InRecord]], None],
+        batch_max: int = 500,
+        depth: int = 2,
+        end_wait_s: float = END_OFFSET_WAIT_S,
+    ):
+        super().__init__(
+            config, topics, listener, batch_max=batch_max, depth=depth, on_batch=self._fresh
+        )
+        self._deliver = on_batch
+        self._end_wait_s = end_wait_s
+        self._floors: dict[tuple[str, int], int] = {}
+        """Loop side: per partition read, the offset it is read from."""
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive() and self.failure is None
+
+    def _fresh(self, batch: list[InRecord]) -> None:
+        floors = self._floors
+        fresh = [r for r in batch if r.offset >= floors.get((r.topic, r.partition), _UNREAD)]
+        if fresh:
+            self._deliver(fresh)
+
+    def _end_of(
+        self, consumer: Consumer, topic: str, partition: int, deadline: float
+    ) -> int | None:
+        """The partition's end offset, asked of its leader (on the consumer thread)."""
+        error = "timed out"
+        while not self._stop.is_set():
+            try:
+                marks = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=5.0, cached=False
+                )
+                if marks is not None:
+                    return int(marks[1])
+            except KafkaException as exc:
+                error = str(exc)
+            if time.monotonic() >= deadline:
+                break
+            self._stop.wait(0.2)
+        log.error("end_offset_unknown", topic=topic, partition=partition, error=error)
+        return None
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ends: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + self._end_wait_s
+        for tp in partitions:
+            end = self._end_of(consumer, tp.topic, tp.partition, deadline)
+            if end is not None:
+                ends[(tp.topic, tp.partition)] = end
+        read = [TopicPartition(t, p, offset) for (t, p), offset in sorted(ends.items())]
+        consumer.assign(read)
+        self.assigned = set(ends)
+        loop = self._loop
+        assert loop is not None
+        loop.call_soon_threadsafe(self._floors.update, ends)  # before the listener hears
+        self._run_listener("on_assigned", read)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            gone = [(tp.topic, tp.partition) for tp in partitions]
+            loop.call_soon_threadsafe(self._unread, gone)  # before the listener hears
+        super()._on_revoke(consumer, partitions)
+
+    def _unread(self, partitions: list[tuple[str, int]]) -> None:
+        for tp in partitions:
+            self._floors.pop(tp, None)
+
+
+__all__ += ["RdTailConsumer"]

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import psycopg
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram, make_asgi_app
 from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
@@ -55,7 +54,7 @@ from agg_ingress.protocol import (
     validate_session_request,
 )
 from agg_ingress.read_api import PLAYER_ID, ProjectionReader, ReadError
-from agg_ingress.routing import Outcome, OutcomeRouter, correlation_id
+from agg_ingress.routing import Outcome, OutcomeRouter, ReplyPartitionRevoked, correlation_id
 from agg_ingress.sessions import (
     SessionClaims,
     check_session,
@@ -64,6 +63,7 @@ from agg_ingress.sessions import (
     verify_token,
 )
 from agg_kafka.clients import player_key
+from agg_kafka.reply import PublishError
 from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
@@ -282,7 +282,7 @@ class Ingress:
                          fields={"reason": "no reply partition"})  # fmt: skip
         corr = correlation_id(provider_id, claims.operator_id, cb)
         wait_key = (provider_id, claims.operator_id, cb.player_id, cb.request_id, corr)
-        fut = router.wait_for(wait_key)
+        fut = router.wait_for(wait_key, partition)
         if fut is None:
             return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
                          corr, {"reason": "too many pending"})  # fmt: skip
@@ -314,11 +314,13 @@ class Ingress:
             async with asyncio.timeout(self.settings.ingress_outcome_wait_ms / 1000):
                 await router.publish(self.names.requests, key, value)
                 outcome = await fut
-        except TimeoutError:
+        except TimeoutError as exc:
             TIMEOUTS.inc()
+            reason = ("reply partition revoked" if isinstance(exc, ReplyPartitionRevoked)
+                      else "no outcome in time")  # fmt: skip
             return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
-                         corr, {"reason": "no outcome in time"})  # fmt: skip
-        except KafkaError as exc:
+                         corr, {"reason": reason})  # fmt: skip
+        except PublishError as exc:
             log.warning("publish_failed", correlation_id=corr, error=str(exc))
             return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
                          corr, {"reason": "publish failed"})  # fmt: skip
@@ -433,7 +435,7 @@ class Ingress:
                 await router.publish(
                     self.names.events, player_key(claims.operator_id, claims.player_id), value
                 )
-        except (TimeoutError, KafkaError) as exc:
+        except (TimeoutError, PublishError) as exc:
             log.warning("session_event_failed", session_id=claims.session_id, error=str(exc))
             return False
         return True

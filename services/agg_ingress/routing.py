@@ -6,14 +6,22 @@ partitions over the live instances. An instance names in each request it publish
 ``reply_to = instance_id`` and ``reply_partition =`` the lowest partition it owns, and the saga
 produces the outcome to exactly that partition. So the outcome reaches the one consumer that
 waits for it, with no broadcast, no shared store and no per-request topic. Outcomes are read
-from the end of each assigned partition (the instance seeks to the end when it is assigned a
-partition, and only then offers it as a reply partition); offsets are never committed, since
+from the end of each assigned partition (the instance positions its consumer at the end a
+partition has when it is assigned, and only once that has taken effect offers it as a reply
+partition; nothing fetched before is handed over); offsets are never committed, since
 nothing is replayed after a restart: a new process has a new ``instance_id``.
+
+The Kafka clients are those ``AGG_KAFKA_CLIENT`` names, librdkafka (the default) or aiokafka,
+behind :mod:`agg_kafka.reply`: the request is acknowledged with ``acks=all`` and idempotence;
+on librdkafka an outcome reaches its waiting callback with one wake-up of the event loop (the
+consumer thread hands each fetched batch over in one ``call_soon_threadsafe``, which resolves
+the waiters' futures), on aiokafka through the task awaiting ``getmany``.
 
 While an instance owns no partition (start-up, more instances than partitions), it refuses
 callbacks with 503 RETRY_LATER and ``/healthz`` is not ready. When a partition is revoked,
-the callbacks waiting on it time out (503 RETRY_LATER, safe to retry: the saga dedupes by
-provider transaction id and answers a retry with the original outcome).
+the callbacks waiting on it time out at once (503 RETRY_LATER, safe to retry: the saga dedupes
+by provider transaction id and answers a retry with the original outcome); their outcomes go
+to the partition's next owner.
 
 Matching. A waiting callback registers a future under ``(provider_id, operator_id,
 player_id, request_id, correlation_id)``; an outcome resolves every future under its key, and
@@ -29,13 +37,9 @@ are never answered with each other's outcome. The number of futures is bounded b
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import Gauge
 
 from agg_avro import AvroCodec, AvroDecodeError
@@ -43,9 +47,10 @@ from agg_config.settings import Settings
 from agg_domain.ids import derive_id
 from agg_domain.statuses import Status
 from agg_ingress.protocol import Callback
-from agg_kafka.clients import make_consumer, make_producer
+from agg_kafka.reply import ReplyClients, make_reply_clients
 from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger
+from agg_ports.transport import InRecord
 
 log = get_logger("ingress")
 
@@ -82,61 +87,49 @@ class Outcome:
     transaction_id: str | None
 
 
-class OutcomeRouter:
-    """The ingress's Kafka side: one idempotent producer, one outcome consumer, the waiters."""
+class ReplyPartitionRevoked(TimeoutError):
+    """The partition a callback waits on was revoked: its outcome will not come here."""
 
-    def __init__(self, settings: Settings, instance_id: str):
+
+class OutcomeRouter:
+    """The ingress's Kafka side: the clients (one idempotent producer, one outcome consumer, on
+    the client ``settings.kafka_client`` names, :mod:`agg_kafka.reply`) and the waiters. The
+    clients call its ``on_assigned``, ``on_revoked`` and ``on_records`` on the loop."""
+
+    def __init__(self, settings: Settings, instance_id: str, *, group_id: str = GROUP_ID):
         self.settings = settings
         self.instance_id = instance_id
+        self.group_id = group_id
         self.names = TopicNames(settings.topic_prefix)
         self.codec = AvroCodec()
-        self.producer = make_producer(settings, client_id=f"{instance_id}-producer")
-        self.consumer: AIOKafkaConsumer | None = None
+        self.clients: ReplyClients = make_reply_clients(
+            settings, group_id=group_id, client_id=instance_id
+        )
         self.owned: set[int] = set()
         self.waiting: dict[WaitKey, list[asyncio.Future[Outcome]]] = {}
+        self.waiting_on: dict[asyncio.Future[Outcome], int] = {}
+        """The reply partition each waiting future named."""
         self.pending_count = 0
-        self.producer_started = False
-        self._task: asyncio.Task[None] | None = None
 
     # --- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        router = self
-
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-                router._set_owned(router.owned - {tp.partition for tp in revoked})
-
-            async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-                await router._take(list(assigned))
-
-        await self.producer.start()
-        self.producer_started = True
-        self.consumer = make_consumer(
-            self.settings,
-            group_id=GROUP_ID,
-            client_id=self.instance_id,
-            auto_offset_reset="latest",
-        )
-        await self.consumer.start()
-        self.consumer.subscribe([self.names.outcomes], listener=Listener())
-        self._task = asyncio.create_task(self._consume(), name="ingress-outcomes")
-        log.event("ingress_kafka_started", instance_id=self.instance_id, group=GROUP_ID)
+        await self.clients.start(self.names.outcomes, self)
+        log.event("ingress_kafka_started", instance_id=self.instance_id, group=self.group_id,
+                  kafka_client=self.settings.kafka_client)  # fmt: skip
 
     async def stop(self) -> None:
         self._set_owned(set())
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.consumer is not None:
-            await self.consumer.stop()
-        self.producer_started = False
-        await self.producer.stop()
+        await self.clients.stop()
         for futures in self.waiting.values():
             for fut in futures:
                 fut.cancel()
         self.waiting.clear()
+        self.waiting_on.clear()
+
+    @property
+    def producer_started(self) -> bool:
+        return self.clients.producing
 
     @property
     def reply_partition(self) -> int | None:
@@ -144,28 +137,18 @@ class OutcomeRouter:
 
     @property
     def ready(self) -> bool:
-        return (
-            self.producer_started
-            and self.reply_partition is not None
-            and self._task is not None
-            and not self._task.done()
-        )
+        return self.producer_started and self.reply_partition is not None and self.clients.consuming
 
     def _set_owned(self, partitions: set[int]) -> None:
         self.owned = partitions
         OWNED.set(len(partitions))
 
-    async def _take(self, assigned: list[TopicPartition]) -> None:
-        """Read newly assigned partitions from their end, then offer them as reply partitions:
-        an outcome to a request published afterwards is then never before the position."""
-        consumer = self.consumer
-        if consumer is None or not assigned:
-            self._set_owned(set())
+    def on_assigned(self, partitions: set[int]) -> None:
+        """The clients read these partitions from the end they had when assigned: an outcome to
+        a request published from now on is never before the position, so they are offered."""
+        if not partitions:
             return
-        await consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            await consumer.position(tp)
-        self._set_owned({tp.partition for tp in assigned})
+        self._set_owned(self.owned | partitions)
         log.event(
             "outcome_partitions_assigned",
             instance_id=self.instance_id,
@@ -173,14 +156,30 @@ class OutcomeRouter:
             reply_partition=self.reply_partition,
         )
 
+    def on_revoked(self, partitions: set[int]) -> None:
+        """No longer offered; the callbacks waiting on them time out now (their outcomes go to
+        the partitions' next owner, which is not waiting for them)."""
+        self._set_owned(self.owned - partitions)
+        ended = 0
+        for fut, partition in self.waiting_on.items():
+            if partition in partitions and not fut.done():
+                fut.set_exception(ReplyPartitionRevoked(partition))
+                ended += 1
+        if partitions:
+            log.event("outcome_partitions_revoked", instance_id=self.instance_id,
+                      partitions=sorted(partitions), waits_ended=ended)  # fmt: skip
+
     # --- waiting --------------------------------------------------------------------------
 
-    def wait_for(self, key: WaitKey) -> asyncio.Future[Outcome] | None:
-        """A future for the outcome under ``key``, or None when too many already wait."""
+    def wait_for(self, key: WaitKey, partition: int) -> asyncio.Future[Outcome] | None:
+        """A future for the outcome under ``key``, to come on reply partition ``partition``, or
+        None when too many already wait. It raises :class:`ReplyPartitionRevoked` (a
+        ``TimeoutError``) if that partition is revoked first."""
         if self.pending_count >= self.settings.ingress_pending_count_max:
             return None
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.waiting.setdefault(key, []).append(fut)
+        self.waiting_on[fut] = partition
         self.pending_count += 1
         PENDING.set(self.pending_count)
         return fut
@@ -191,27 +190,25 @@ class OutcomeRouter:
             futures.remove(fut)
             if not futures:
                 del self.waiting[key]
+        self.waiting_on.pop(fut, None)
+        if fut.done() and not fut.cancelled():
+            fut.exception()  # seen: a revocation may end a wait whose publish then failed
         self.pending_count -= 1
         PENDING.set(self.pending_count)
 
     async def publish(
         self, topic: str, key: bytes, value: bytes, partition: int | None = None
     ) -> None:
-        """Send and wait for the acks=all acknowledgement."""
-        await self.producer.send_and_wait(topic, value, key=key, partition=partition)
+        """Send and wait for the acks=all acknowledgement (:class:`PublishError` if refused)."""
+        await self.clients.publish(topic, key, value, partition)
 
     # --- outcomes -------------------------------------------------------------------------
 
-    async def _consume(self) -> None:
-        consumer = self.consumer
-        assert consumer is not None
-        while True:
-            batch = await consumer.getmany(timeout_ms=1_000)
-            for records in batch.values():
-                for record in records:
-                    self._deliver(record)
+    def on_records(self, records: list[InRecord]) -> None:
+        for record in records:
+            self._deliver(record)
 
-    def _deliver(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _deliver(self, record: InRecord) -> None:
         if record.value is None:
             return
         try:

@@ -42,6 +42,7 @@ from agg_ingress.client import IngressClient, encode_body, sign
 from agg_ingress.sessions import SessionClaims, issue_token, verify_token
 from agg_kafka.admin import ensure_topics
 from agg_kafka.clients import make_consumer, make_producer
+from agg_kafka.reply import AioReplyClients, RdReplyClients
 from agg_kafka.topics import TopicNames, catalogue
 
 T = TypeVar("T")
@@ -260,8 +261,13 @@ class Stack:
         return self.run(read())
 
 
+CLIENTS = ["librdkafka", "aiokafka"]
+"""The Kafka clients the ingress runs on (``kafka_client``): every test runs on both."""
+
+
 @pytest.fixture(scope="module")
-def stack(settings: Settings) -> Iterator[Stack]:
+def ingress_settings(settings: Settings) -> Settings:
+    """The module's settings, its topics created."""
     test_settings = Settings(
         kafka_bootstrap=settings.kafka_bootstrap,
         database_url=settings.database_url,
@@ -278,7 +284,12 @@ def stack(settings: Settings) -> Iterator[Stack]:
     )
     report = asyncio.run(ensure_topics(test_settings.kafka_bootstrap, specs))
     assert report.ok, report.lines()
-    s = Stack(test_settings)
+    return test_settings
+
+
+@pytest.fixture(scope="module", params=CLIENTS)
+def stack(ingress_settings: Settings, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    s = Stack(ingress_settings.model_copy(update={"kafka_client": request.param}))
     s.start()
     try:
         yield s
@@ -791,15 +802,27 @@ def test_games_signature_covers_the_query(stack: Stack) -> None:
 
 
 def test_healthz_and_metrics(stack: Stack) -> None:
+    router = stack.ingress.router
+    clients = {"librdkafka": RdReplyClients, "aiokafka": AioReplyClients}
+    assert isinstance(router.clients, clients[stack.settings.kafka_client])
     r = httpx.get(stack.base_url + "/healthz")
     assert r.status_code == 200
-    assert r.json()["reply_partition"] == stack.ingress.router.reply_partition
+    assert r.json() == {"status": "ok", "instance_id": stack.instance_id,
+                        "reply_partition": router.reply_partition,
+                        "producer_started": True}  # fmt: skip
+    assert router.reply_partition == min(router.owned)
     r = httpx.get(stack.base_url + "/metrics")
     assert r.status_code == 200
     text = r.text
     for name in ("agg_ingress_callbacks_total", "agg_ingress_callback_seconds_bucket",
                  "agg_ingress_pending_waits", "agg_ingress_outcome_timeouts_total"):  # fmt: skip
         assert name in text, name
+    gauges = {name: float(value) for name, value in
+              (line.split(" ") for line in text.splitlines()
+               if line.startswith(("agg_ingress_owned_outcome_partitions ",
+                                   "agg_ingress_pending_waits ")))}  # fmt: skip
+    assert gauges == {"agg_ingress_owned_outcome_partitions": len(router.owned),
+                      "agg_ingress_pending_waits": 0}  # fmt: skip
     assert 'provider="unknown"' in text or "agg_ingress_callbacks_total{" in text
 
 
@@ -816,8 +839,8 @@ def test_latency_of_sequential_bets(
         assert r.status_code == 200
     latencies_ms.sort()
     p50, p99 = statistics.median(latencies_ms), latencies_ms[98]
-    print(f"\n[ingress] bet round trip through Kafka + echo saga: p50 {p50:.1f} ms, "
-          f"p99 {p99:.1f} ms")  # fmt: skip
+    print(f"\n[ingress on {stack.settings.kafka_client}] bet round trip through Kafka + echo "
+          f"saga: p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
     assert p50 < 250
 
 
