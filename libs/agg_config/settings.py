@@ -85,9 +85,9 @@ class Settings(BaseSettings):
     # --- producers and consumers ----------------------------------------------------------
     kafka_client: Literal["aiokafka", "librdkafka"] = Field(
         "librdkafka",
-        description="Kafka client of the saga worker's transport and of the ingress's producer "
-        "and outcome consumer: librdkafka through confluent-kafka (half the saga's hop latency "
-        "of aiokafka, docs/transport.md) or aiokafka (pure Python).",
+        description="Kafka client of the transport (saga worker, reference wallet, projector) "
+        "and of the ingress's producer and outcome consumer: librdkafka through confluent-kafka "
+        "(half the saga's hop latency of aiokafka, docs/transport.md) or aiokafka (pure Python).",
     )
     producer_linger_ms: int = Field(
         1,

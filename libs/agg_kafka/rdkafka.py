@@ -45,7 +45,7 @@ from confluent_kafka import (
 
 from agg_config.settings import Settings
 from agg_obs.logs import get_logger
-from agg_ports.transport import InRecord, OutRecord, RebalanceListener
+from agg_ports.transport import InRecord, OutRecord, RebalanceListener, StartAt
 
 log = get_logger("kafka")
 
@@ -208,6 +208,7 @@ class RdConsumer:
         batch_max: int = 500,
         depth: int = 2,
         on_batch: Callable[[list[InRecord]], None] | None = None,
+        start_at: StartAt | None = None,
     ):
         self._consumer = Consumer(dict(config))
         self._topics = list(topics)
@@ -223,6 +224,13 @@ class RdConsumer:
         :meth:`getmany`, or (``on_batch`` given) handed to ``on_batch`` by :meth:`_handed`."""
         self.failure: BaseException | None = None
         """With ``on_batch``: what stopped the consumer thread, if anything did."""
+        self._start_at = start_at
+        """Asked on the loop, when partitions are assigned, where to read them from: they are
+        assigned at those offsets (:meth:`_positioned`). A seek from the listener cannot do it:
+        librdkafka refuses to seek a partition whose fetching has not started (``_STATE``)."""
+        self._assign_gen = 0
+        """Consumer thread: the generation of the last assignment at ``start_at``'s offsets;
+        every batch polled after it is stamped with at least this generation."""
         self._ops_lock = threading.Lock()
         self._ops: list[Callable[[Consumer], None]] = []
         """pause, resume and seek asked for by the loop: librdkafka's consumer is driven from
@@ -278,6 +286,11 @@ class RdConsumer:
             messages = [first]
             if self._batch_max > 1:
                 messages += consumer.consume(self._batch_max - 1, 0)
+            if self._assign_gen > stamp:
+                # assigned at start_at's offsets during this poll: what it returned comes
+                # after the assignment (the range assignor's protocol is eager: nothing was
+                # assigned just before), from those offsets
+                stamp = self._assign_gen
             batch: list[InRecord] = []
             for msg in messages:
                 err = msg.error()
@@ -319,9 +332,37 @@ class RdConsumer:
         self._apply_ops()  # what the listener asked for (pauses) before any fetch
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._start_at is not None:
+            partitions = self._positioned(partitions)
         consumer.assign(partitions)  # assigned now, so that the listener may pause them
         self.assigned = {(tp.topic, tp.partition) for tp in partitions}
         self._run_listener("on_assigned", partitions)
+
+    def _positioned(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """``partitions`` at the offsets ``start_at`` gives (asked on the loop, on the consumer
+        thread's behalf). Whatever was fetched of them before (by an earlier assignment) is
+        dropped on the loop's side, as for a seek: the new generation is recorded there
+        before the listener hears of the assignment, and batches polled from now on carry
+        it."""
+        loop = self._loop
+        if self._closing or loop is None or self._start_at is None:
+            return partitions
+        start_at = self._start_at
+        tps = {(tp.topic, tp.partition) for tp in partitions}
+
+        async def ask() -> Mapping[tuple[str, int], int]:
+            return await start_at(tps)
+
+        offsets = asyncio.run_coroutine_threadsafe(ask(), loop).result()
+        with self._ops_lock:
+            self._op_gen += 1
+            gen = self._op_gen
+        self._assign_gen = gen
+        loop.call_soon_threadsafe(self._seek_gens.update, dict.fromkeys(tps, gen))
+        return [
+            TopicPartition(tp.topic, tp.partition, offsets.get((tp.topic, tp.partition), tp.offset))
+            for tp in partitions
+        ]
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._run_listener("on_revoked", partitions)

@@ -6,7 +6,9 @@ its end.
 Beyond the port, both adapters offer ``send``: it enqueues the records at once, in call
 order, and returns an awaitable that is done when every one is acknowledged, so that a
 consumer can go on with its next batch while the previous one's records are on their way
-(the wallet does)."""
+(the wallet does), and ``start_at``: where newly assigned partitions are to be read from
+instead of the committed offsets, applied before the listener hears of the assignment (the
+projector's positions, stored with its rows)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from agg_config.settings import Settings
 from agg_kafka.clients import consumer_lag, make_consumer, make_producer
-from agg_ports.transport import InRecord, OutRecord, RebalanceListener
+from agg_ports.transport import OFFSET_BEGINNING, InRecord, OutRecord, RebalanceListener, StartAt
 
 
 class SystemClock:
@@ -46,6 +48,7 @@ class KafkaTransport:
         client_id: str,
         batch_max: int | None = None,
         instance_id: str | None = None,
+        start_at: StartAt | None = None,
     ):
         self.settings = settings
         self.group_id = group_id
@@ -53,17 +56,24 @@ class KafkaTransport:
         self.batch_max = batch_max or settings.saga_batch_count_max
         self.instance_id = instance_id
         self.producer: AIOKafkaProducer = make_producer(settings, client_id=f"{client_id}-producer")
+        self.start_at = start_at
+        """Where newly assigned partitions are read from, sought before the listener hears
+        of them (``OFFSET_BEGINNING``: ``seek_to_beginning``)."""
         self.consumer: AIOKafkaConsumer | None = None
         self._enqueue = asyncio.Lock()
         """Held while one ``send`` enqueues: tasks take an asyncio lock in the order they
         asked for it, so records reach the producer in call order."""
 
     async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        transport = self
+
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 await listener.on_revoked(_tps(revoked))
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                if transport.start_at is not None:
+                    await transport._position(_tps(assigned))
                 await listener.on_assigned(_tps(assigned))
 
         self.consumer = make_consumer(
@@ -88,6 +98,28 @@ class KafkaTransport:
     def _consumer(self) -> AIOKafkaConsumer:
         assert self.consumer is not None, "start() first"
         return self.consumer
+
+    async def _position(self, partitions: set[tuple[str, int]]) -> None:
+        """Newly assigned ``partitions`` at ``start_at``'s offsets. aiokafka fetches while its
+        listener runs: the partitions are paused meanwhile (before the first await), so that
+        nothing fetched from the committed offsets is returned, and resumed once sought."""
+        assert self.start_at is not None
+        consumer = self._consumer()
+        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
+        if not tps:
+            return
+        consumer.pause(*tps)
+        offsets = await self.start_at(partitions)
+        beginning = []
+        for tp in tps:
+            offset = offsets.get((tp.topic, tp.partition))
+            if offset == OFFSET_BEGINNING:
+                beginning.append(tp)
+            elif offset is not None:
+                consumer.seek(tp, offset)
+        if beginning:
+            await consumer.seek_to_beginning(*beginning)
+        consumer.resume(*tps)
 
     async def poll(self, timeout_ms: int, max_records: int) -> list[InRecord]:
         batch = await self._consumer().getmany(timeout_ms=timeout_ms, max_records=max_records)
@@ -189,6 +221,7 @@ class RdKafkaTransport:
         client_id: str,
         batch_max: int | None = None,
         instance_id: str | None = None,
+        start_at: StartAt | None = None,
     ):
         from agg_kafka.rdkafka import RdProducer, producer_config
 
@@ -198,6 +231,7 @@ class RdKafkaTransport:
         self.batch_max = batch_max or settings.saga_batch_count_max
         self.instance_id = instance_id
         self.producer = RdProducer(producer_config(settings, client_id=f"{client_id}-producer"))
+        self.start_at = start_at
         self.consumer: Any = None
 
     async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
@@ -208,7 +242,9 @@ class RdKafkaTransport:
         config = consumer_config(
             self.settings, group_id=self.group_id, client_id=self.client_id, **overrides
         )
-        self.consumer = RdConsumer(config, topics, listener, batch_max=self.batch_max)
+        self.consumer = RdConsumer(
+            config, topics, listener, batch_max=self.batch_max, start_at=self.start_at
+        )
         self.consumer.start()
 
     async def stop(self) -> None:
@@ -270,11 +306,14 @@ def make_transport(
     client_id: str,
     batch_max: int | None = None,
     instance_id: str | None = None,
+    start_at: StartAt | None = None,
 ) -> Any:
     """The port on the client ``settings.kafka_client`` names; ``batch_max`` records per poll
-    at most (default the saga's), ``instance_id`` for static group membership."""
+    at most (default the saga's), ``instance_id`` for static group membership, ``start_at``
+    where newly assigned partitions are read from (default: after the committed offsets),
+    applied before the listener's ``on_assigned``."""
     kind = RdKafkaTransport if settings.kafka_client == "librdkafka" else KafkaTransport
     return kind(
         settings, group_id=group_id, client_id=client_id, batch_max=batch_max,
-        instance_id=instance_id,
+        instance_id=instance_id, start_at=start_at,
     )  # fmt: skip

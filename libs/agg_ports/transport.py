@@ -61,6 +61,14 @@ def dead_letter_record(topic: str, record: InRecord, reason: str, consumer: str)
     return OutRecord(topic, record.key, record.value or b"", None, headers)
 
 
+OFFSET_BEGINNING = -2
+"""A partition's first record, as a start offset (librdkafka's value of the same name)."""
+
+StartAt = Callable[[set[tuple[str, int]]], Awaitable[Mapping[tuple[str, int], int]]]
+"""Where newly assigned partitions are to be read from: an offset (or ``OFFSET_BEGINNING``)
+per partition; a partition left out starts after the group's committed offset."""
+
+
 class RebalanceListener(Protocol):
     async def on_revoked(self, partitions: set[tuple[str, int]]) -> None: ...
 

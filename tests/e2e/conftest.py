@@ -35,8 +35,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, root: Path, env: dict[str, str] | None = None):
-        """``env``: settings of this pipeline's services beyond the common ones below."""
+    def __init__(self, settings: Settings, root: Path, env: dict[str, str] | None = None,
+                 projector_client: str | None = None):  # fmt: skip
+        """``env``: settings of this pipeline's services beyond the common ones below;
+        ``projector_client``: the projector's Kafka client (``AGG_KAFKA_CLIENT``) when not the
+        others'."""
         self.settings = settings
         self.root = root
         self.ingress_port = free_port()
@@ -59,6 +62,9 @@ class Pipeline:
             "AGG_DEMO_STARTING_BALANCE_MINOR": str(DEMO_STARTING_BALANCE),
             **(env or {}),
         }
+        self.projector_env = dict(self.env)
+        if projector_client is not None:
+            self.projector_env["AGG_KAFKA_CLIENT"] = projector_client
         services = root / "services"
         self.sagas = [self._saga("saga-1")]
         self.wallet = ServiceProcess(
@@ -94,7 +100,7 @@ class Pipeline:
 
     def start(self) -> None:
         for service in (*self.sagas, self.wallet, self.projector, self.ingress):
-            service.start(self.env, 90)
+            service.start(self.projector_env if service is self.projector else self.env, 90)
 
     def stop(self) -> None:
         self.http.close()
@@ -191,13 +197,23 @@ class Pipeline:
             assert response.status == 200
 
 
+@pytest.fixture(scope="module", params=["librdkafka", "aiokafka"])
+def projector_client(request: pytest.FixtureRequest) -> str:
+    """Every module's pipeline runs twice: with the projector on each Kafka client of the
+    transport (the other services on the default client)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def pipeline(
-    settings: Settings, catalogue_topics: list[str], tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    catalogue_topics: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    projector_client: str,
 ) -> Iterator[Pipeline]:
     """The services run for one test module only: other modules start their own saga
     workers and wallets in the same consumer groups, and must not meet these."""
-    p = Pipeline(settings, tmp_path_factory.mktemp("pipeline"))
+    p = Pipeline(settings, tmp_path_factory.mktemp("pipeline"), projector_client=projector_client)
     try:
         p.start()
         yield p

@@ -22,12 +22,16 @@ SESSION_TTL_S = 5
 
 @pytest.fixture(scope="module")
 def pipeline(
-    settings: Settings, catalogue_topics: list[str], tmp_path_factory: pytest.TempPathFactory
+    settings: Settings,
+    catalogue_topics: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    projector_client: str,
 ) -> Iterator[Pipeline]:
     p = Pipeline(
         settings,
         tmp_path_factory.mktemp("pipeline-expiry"),
         env={"AGG_SESSION_TTL_S": str(SESSION_TTL_S)},
+        projector_client=projector_client,
     )
     try:
         p.start()

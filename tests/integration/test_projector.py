@@ -1,6 +1,7 @@
 """The projector on the real broker and database: every event projected exactly once across
 SIGKILLs in the middle of batches, the same event delivered twice has one effect, and the
-rows add up to the journal."""
+rows add up to the journal. Every test that runs the projector runs it on both Kafka clients
+of the transport."""
 
 from __future__ import annotations
 
@@ -25,20 +26,22 @@ from agg_domain.ids import derive_id
 from agg_kafka.admin import ensure_topics
 from agg_kafka.clients import make_producer, player_key
 from agg_kafka.topics import catalogue
+from agg_ports.transport import InRecord
 from agg_projector.projector import Projector
 
 CODEC = AvroCodec()
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def isolated(settings: Settings) -> Settings:
-    """A topic prefix of its own, so no other test's journal events are projected here."""
+@pytest.fixture(params=["librdkafka", "aiokafka"])
+def isolated(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """A topic prefix of its own, so no other test's journal events are projected here; the
+    projector on each Kafka client of the transport."""
     prefix = f"proj{uuid.uuid4().hex[:8]}"
     specs = catalogue(["op-alpha"], partitions=settings.partition_count, replication_factor=1,
                       min_insync_replicas=1, prefix=prefix)  # fmt: skip
     assert asyncio.run(ensure_topics(settings.kafka_bootstrap, specs)).ok
-    return settings.model_copy(update={"topic_prefix": prefix})
+    return settings.model_copy(update={"topic_prefix": prefix, "kafka_client": request.param})
 
 
 def journal(n: int, players: int = 40) -> list[tuple[str, dict[str, Any]]]:
@@ -158,6 +161,7 @@ def test_projector_killed_mid_batch_misses_and_doubles_nothing(
         "AGG_KAFKA_BOOTSTRAP": isolated.kafka_bootstrap,
         "AGG_DATABASE_URL": isolated.database_url,
         "AGG_TOPIC_PREFIX": isolated.topic_prefix,
+        "AGG_KAFKA_CLIENT": isolated.kafka_client,
     }
     log = (tmp_path / "projector.log").open("ab")
     args = [sys.executable, "-m", "agg_projector", "--schema", schema, "--metrics-port", "0"]
@@ -189,6 +193,139 @@ def test_projector_killed_mid_batch_misses_and_doubles_nothing(
     assert result["journal"] == (len(events), len(events))
     assert result["totals"] == expected_totals(events)
     assert result["changes"] == (len(events),)  # one state change per event
+
+
+class CheckedProjector(Projector):
+    """A projector that notes what reaches its writer that it should not: after each
+    assignment, a partition's records must start at the position stored for it (0 when none:
+    the test's topics are new) and follow one another (the test's journal has no gaps)."""
+
+    def __init__(self, settings: Settings, **kwargs: Any):
+        super().__init__(settings, **kwargs)
+        self.next_offsets: dict[int, int] = {}
+        self.assignments = 0
+        self.written = 0
+        self.unexpected: list[tuple[int, int, int | None]] = []
+        """(partition, offset, the offset expected) of each record out of place."""
+
+    async def on_assigned(self, partitions: set[tuple[str, int]]) -> None:
+        await super().on_assigned(partitions)
+        self.next_offsets = {p: self._restored.get(p, 0) for _, p in partitions}
+        self.assignments += 1
+
+    async def _write(self, records: list[InRecord]) -> None:
+        for r in records:
+            expected = self.next_offsets.get(r.partition)
+            if r.offset != expected:
+                self.unexpected.append((r.partition, r.offset, expected))
+            self.next_offsets[r.partition] = r.offset + 1
+        await super()._write(records)
+        self.written += len(records)
+
+
+@pytest.fixture
+def journal_topics(settings: Settings) -> Settings:
+    """Topics of their own, for a test that picks the clients of its projectors itself."""
+    prefix = f"proj{uuid.uuid4().hex[:8]}"
+    specs = catalogue(["op-alpha"], partitions=settings.partition_count, replication_factor=1,
+                      min_insync_replicas=1, prefix=prefix)  # fmt: skip
+    assert asyncio.run(ensure_topics(settings.kafka_bootstrap, specs)).ok
+    return settings.model_copy(update={"topic_prefix": prefix})
+
+
+def test_rebalances_between_clients_hand_over_at_the_stored_positions(
+    journal_topics: Settings,
+) -> None:
+    """Projectors on librdkafka and on aiokafka in one group take partitions from each other
+    while the journal grows: each starts every partition it is given at the position stored
+    for it, reads it without a gap or a repeat, and every event is projected once."""
+    settings = journal_topics
+    schema = f"it_{uuid.uuid4().hex[:8]}"
+    group = f"it-proj-{uuid.uuid4().hex[:8]}"
+    events = journal(60_000, players=120)
+    published = 0
+    clients = {"rd": settings.model_copy(update={"kafka_client": "librdkafka"}),
+               "aio": settings.model_copy(update={"kafka_client": "aiokafka"})}  # fmt: skip
+
+    def projected() -> int:
+        return int(counts(settings.database_url, schema)["journal"][0])
+
+    async def until(condition: Any, what: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.1)
+
+    async def scenario() -> list[CheckedProjector]:
+        enough = asyncio.Event()
+
+        async def feed() -> None:
+            """The journal grows, about 1,000 events a second, until there are enough."""
+            nonlocal published
+            producer = make_producer(settings, client_id="proj-test-feed")
+            await producer.start()
+            try:
+                while not enough.is_set() and published < len(events):
+                    chunk = events[published : published + 100]
+                    futures = [
+                        await producer.send(
+                            f"{settings.topic_prefix}.events",
+                            CODEC.encode(f"casino.agg.events.{name}", datum),
+                            key=player_key(datum["operator_id"], datum["player_id"]),
+                        )
+                        for name, datum in chunk
+                    ]
+                    await asyncio.gather(*futures)
+                    published += len(chunk)
+                    await asyncio.sleep(0.1)
+            finally:
+                await producer.stop()
+
+        feeding = asyncio.create_task(feed())
+        runs: list[tuple[CheckedProjector, asyncio.Event, asyncio.Task[None]]] = []
+
+        def start(name: str) -> CheckedProjector:
+            projector = CheckedProjector(clients[name], schema=schema, group_id=group,
+                                         batch_count_max=300,
+                                         client_id=f"proj-it-{name}-{len(runs)}")  # fmt: skip
+            stop = asyncio.Event()
+            runs.append((projector, stop, asyncio.create_task(projector.run(stop))))
+            return projector
+
+        def going_on(*projectors: CheckedProjector) -> Any:
+            written = [p.written for p in projectors]
+            return lambda: all(p.written > n for p, n in zip(projectors, written, strict=True))
+
+        first = start("rd")
+        await until(lambda: first.written > 0, "the first projects")
+        second = start("aio")
+        await until(lambda: first.assignments >= 2 and second.assignments >= 1,
+                    "the partitions are shared")  # fmt: skip
+        await until(going_on(first, second), "both project their shares")
+        runs[0][1].set()
+        await runs[0][2]
+        await until(lambda: second.assignments >= 2, "the second takes every partition")
+        await until(going_on(second), "the second projects them")
+        third = start("rd")
+        await until(lambda: third.assignments >= 1 and second.assignments >= 3,
+                    "the third is given a share")  # fmt: skip
+        await until(going_on(second, third), "both project their shares")
+        enough.set()
+        await feeding
+        await until(lambda: projected() >= published, "every event is projected")
+        for _, stop, _ in runs:
+            stop.set()
+        for _, _, task in runs:
+            await task
+        return [projector for projector, _, _ in runs]
+
+    projectors = asyncio.run(scenario())
+    for projector in projectors:
+        assert projector.unexpected == [], projector.client_id
+    result = counts(settings.database_url, schema)
+    assert result["journal"] == (published, published)
+    assert result["totals"] == expected_totals(events[:published])
+    assert result["changes"] == (published,)
 
 
 def test_demo_play_is_journaled_but_kept_out_of_money(isolated: Settings) -> None:
