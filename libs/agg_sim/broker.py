@@ -128,21 +128,24 @@ class SimTransport:
         """The process dies: of what was sent and not acknowledged, any prefix of each
         partition's records is written; the waiting sends fail."""
         self.dead = True
-        by_partition: dict[tuple[str, int], list[OutRecord]] = {}
-        for records, _, _ in self.in_flight:
-            for r in records:
-                p = r.partition if r.partition is not None else self.broker.partition_for(r.key)
-                by_partition.setdefault((r.topic, p), []).append(r)
-        for tp in sorted(by_partition):
-            part = by_partition[tp]
-            for r in part[: self.rng.randint(0, len(part))]:
-                self.broker.append(r)
+        self._tear([r for records, _, _ in self.in_flight for r in records])
         for _, future, _ in self.in_flight:
             if not future.done():
                 future.set_exception(SimCrash(name))
                 future.exception()  # seen: the worker learns of the death at its next call
         self.in_flight.clear()
         raise SimCrash(name)
+
+    def _tear(self, records: Sequence[OutRecord]) -> None:
+        """A random prefix of each partition's part of ``records`` is written (in order)."""
+        by_partition: dict[tuple[str, int], list[OutRecord]] = {}
+        for r in records:
+            p = r.partition if r.partition is not None else self.broker.partition_for(r.key)
+            by_partition.setdefault((r.topic, p), []).append(r)
+        for tp in sorted(by_partition):
+            part = by_partition[tp]
+            for r in part[: self.rng.randint(0, len(part))]:
+                self.broker.append(r)
 
     def _acknowledge(self, count: int) -> None:
         """The ``count`` oldest sends are written and acknowledged; ``torn:<label>`` is
@@ -252,14 +255,7 @@ class SimTransport:
             # the process dies while the records are on their way: a prefix of each
             # partition's records is written
             self.dead = True
-            by_partition: dict[tuple[str, int], list[OutRecord]] = {}
-            for r in records:
-                p = r.partition if r.partition is not None else self.broker.partition_for(r.key)
-                by_partition.setdefault((r.topic, p), []).append(r)
-            for tp in sorted(by_partition):
-                part = by_partition[tp]
-                for r in part[: self.rng.randint(0, len(part))]:
-                    self.broker.append(r)
+            self._tear(records)
             raise SimCrash(f"torn:{kind}")
         for r in records:
             self.broker.append(r)
