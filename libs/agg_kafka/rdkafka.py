@@ -385,15 +385,20 @@ class RdConsumer:
         if isinstance(got, BaseException):
             raise got
         self._slots.release()
-        stamp, batch = got
-        if self._seek_gens or self._paused:
-            gens, paused = self._seek_gens, self._paused
-            batch = [
-                r for r in batch
-                if gens.get((r.topic, r.partition), 0) <= stamp
-                and (r.topic, r.partition) not in paused
-            ]  # fmt: skip
+        batch = self._current(*got)
         return batch
+
+    def _current(self, stamp: int, batch: list[InRecord]) -> list[InRecord]:
+        """``batch`` without the records fetched before a later seek of their partition, or
+        of a partition paused since."""
+        if not (self._seek_gens or self._paused):
+            return batch
+        gens, paused = self._seek_gens, self._paused
+        return [
+            r for r in batch
+            if gens.get((r.topic, r.partition), 0) <= stamp
+            and (r.topic, r.partition) not in paused
+        ]  # fmt: skip
 
     def _handed(self, got: tuple[int, list[InRecord]] | BaseException) -> None:
         """One batch (or the consumer thread's failure) to ``on_batch``, on the loop: called
@@ -404,14 +409,7 @@ class RdConsumer:
             log.error("consumer_failed", error=str(got))
             return
         self._slots.release()
-        stamp, batch = got
-        if self._seek_gens or self._paused:
-            gens, paused = self._seek_gens, self._paused
-            batch = [
-                r for r in batch
-                if gens.get((r.topic, r.partition), 0) <= stamp
-                and (r.topic, r.partition) not in paused
-            ]  # fmt: skip
+        batch = self._current(*got)
         if batch and self._on_batch is not None:
             self._on_batch(batch)
 
