@@ -16,25 +16,42 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from agg_config.redact import redact_field
+
+_direct: TextIO | None = None
+"""The stream :func:`configure_logging` set up: lines without a traceback are written to it
+directly, without a ``LogRecord`` and the handler chain (a quarter of the cost per line)."""
+
+
+def _line(
+    created: float, level: str, service: str, event: str, fields: dict[str, Any] | None,
+    exception: str | None = None,
+) -> str:  # fmt: skip
+    payload: dict[str, Any] = {
+        "ts": round(created, 3),
+        "level": level,
+        "service": service,
+        "event": event,
+    }
+    if fields:
+        payload.update({name: redact_field(name, value) for name, value in fields.items()})
+    if exception:
+        payload["exception"] = exception
+    return json.dumps(payload, default=str, separators=(",", ":"))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "service": getattr(record, "service", record.name),
-            "event": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if fields:
-            payload.update({name: redact_field(name, value) for name, value in fields.items()})
-        if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str, separators=(",", ":"))
+        return _line(
+            record.created,
+            record.levelname.lower(),
+            getattr(record, "service", record.name),
+            record.getMessage(),
+            getattr(record, "fields", None),
+            self.formatException(record.exc_info) if record.exc_info else None,
+        )
 
 
 class EventLogger:
@@ -45,7 +62,13 @@ class EventLogger:
         self._logger = logging.getLogger(f"agg.{service}")
 
     def _log(self, level: int, event: str, exc_info: bool, fields: dict[str, Any]) -> None:
-        if self._logger.isEnabledFor(level):
+        if not self._logger.isEnabledFor(level):
+            return
+        stream = _direct
+        if stream is not None and not exc_info:
+            line = _line(time.time(), _LEVEL_NAMES[level], self.service, event, fields)
+            stream.write(line + "\n")
+        else:
             self._logger.log(
                 level,
                 event,
@@ -66,11 +89,17 @@ class EventLogger:
         self._log(logging.ERROR, event, exc_info, fields)
 
 
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
+                logging.ERROR: "error"}  # fmt: skip
+
+
 def configure_logging(level: str = "INFO") -> None:
     """JSON lines on stderr for the ``agg.*`` loggers (idempotent)."""
+    global _direct
     root = logging.getLogger("agg")
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
+    _direct = sys.stderr
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)

@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+import uvloop
+
 from agg_config.settings import load_settings
 from agg_obs.logs import configure_logging
 from agg_obs.metrics import serve_metrics
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await projector.run(stop)
 
-    asyncio.run(run())
+    uvloop.run(run())
     return 0
 
 

@@ -256,6 +256,9 @@ class SagaWorker:
         self.in_flight: deque[tuple[_InFlight, asyncio.Task[None]]] = deque()
         """Batches decided and not finished, oldest first."""
         self.due: dict[int, dict[bytes, int]] = {}
+        self.pending_count: dict[int, int] = {}
+        """Per partition, the wallet commands awaiting a reply (kept by each decision, so the
+        gauge does not walk every player)."""
         self.deadlines: dict[int, dict[bytes, dict[str, int]]] = {}
         """Per partition and player, the transactions with a deadline and when it is: what
         :func:`agg_domain.saga.next_due_ms` would walk the player's history for."""
@@ -314,6 +317,7 @@ class SagaWorker:
             self.seq[p], self.published[p] = seq, builder.marker_seq
             self.unacked[p] = {}
             self.due[p], self.deadlines[p] = {}, {}
+            self.pending_count[p] = sum(len(s.pending) for s in states.values())
             for key, state in states.items():
                 self._note_due(p, key, state, state.txns)
         await self.transport.produce(repair)
@@ -343,7 +347,8 @@ class SagaWorker:
         for p in partitions:
             self.rounds_cache.forget(self.states.pop(p, {}))
             for table in (self.meta, self.broken, self.seq, self.published, self.acked,
-                          self.unacked, self.due, self.deadlines):  # fmt: skip
+                          self.unacked, self.due, self.deadlines,
+                          self.pending_count):  # fmt: skip
                 table.pop(p, None)
         self._set_player_gauges()
 
@@ -589,6 +594,7 @@ class SagaWorker:
             touched = work.players[(partition, key)] = _Touched(states.get(key))
         touched.changed.update(dict.fromkeys(decision.txns_changed))
         touched.outbox.extend(outbox)
+        self.pending_count[partition] += len(decision.state.pending) - len(state.pending)
         states[key] = decision.state
         self._note_due(partition, key, decision.state, decision.txns_changed)
         self._count(decision.state, decision.outputs)
@@ -792,7 +798,7 @@ class SagaWorker:
 
     async def _measure_lag(self) -> None:
         """Gauges that walk every player or partition: on the timer, not per batch."""
-        PENDING.set(sum(len(s.pending) for states in self.states.values() for s in states.values()))
+        PENDING.set(sum(self.pending_count.values()))
         for (topic, partition), lag in (await self.transport.lag()).items():
             LAG.labels(topic, str(partition)).set(lag)
 

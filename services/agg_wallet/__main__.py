@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 
+import uvloop
+
 from agg_wallet.service import DELAY_MS_MAX, Mode
 
 
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 await control.stop()
 
     try:
-        asyncio.run(serve())
+        uvloop.run(serve())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
-"""The saga worker's bookkeeping of a decision, without a broker: the changelog records and
-the next Tick it keeps per player equal what walking the player's whole state gives."""
+"""The saga worker's bookkeeping of a decision, without a broker: the changelog records, the
+next Tick it keeps per player and its count of pending commands equal what walking the
+player's whole state gives."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _worker() -> SagaWorker:
     worker._encode = lambda *args: []  # type: ignore[method-assign]
     for table in (worker.states, worker.meta, worker.due, worker.deadlines):
         table[PARTITION] = {}  # type: ignore[index]
+    worker.pending_count[PARTITION] = 0
     worker.broken[PARTITION] = set()
     return worker
 
@@ -50,6 +52,7 @@ class _WorkerSim(Sim):
         held = self.worker.states[PARTITION][KEY]
         assert held == self.state
         assert self.worker.due[PARTITION].get(KEY) == next_due_ms(held, CONFIG)
+        assert self.worker.pending_count[PARTITION] == len(held.pending)
         for touched in work.players.values():
             records = state_records(touched.old, held, KEY, None, touched.changed)
             self.log.update(dict(records))

@@ -17,6 +17,7 @@ from agg_cli.main import main as aggregator
 from agg_config.redact import MASK, redact_field, redact_url
 from agg_config.settings import Settings
 from agg_config.tenants import TenantsError, load_tenants, parse_tenants
+from agg_obs import logs
 from agg_obs.logs import JsonFormatter, get_logger
 
 PASSWORD = "pw-Zq81xNc0"
@@ -123,25 +124,32 @@ def test_config_check_warns_about_the_default_session_secret(
     assert "dev-session-secret-change-me-0000" not in out.out + out.err
 
 
-def _log_line(**fields: object) -> dict[str, object]:
+def _log_line(direct: bool, **fields: object) -> dict[str, object]:
+    """One line through the handler chain, or written directly as the services write it
+    once :func:`configure_logging` has run."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("agg.secrets-test")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    saved, logs._direct = logs._direct, stream if direct else None
     try:
         get_logger("secrets-test").event("started", **fields)
     finally:
+        logs._direct = saved
         logger.removeHandler(handler)
     text = stream.getvalue()
+    assert text.count("\n") == 1
     assert_no_secret(text)
     line: dict[str, object] = json.loads(text)
     return line
 
 
-def test_log_lines_mask_secret_fields_and_passwords() -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["handler", "direct"])
+def test_log_lines_mask_secret_fields_and_passwords(direct: bool) -> None:
     line = _log_line(
+        direct,
         session_secret=SESSION_SECRET,
         provider_secret=tenant_secrets()[0],
         password=PASSWORD,
@@ -154,6 +162,8 @@ def test_log_lines_mask_secret_fields_and_passwords() -> None:
     assert line["database_url"] == redact_url(DB_URL)
     assert line["wallet_url"] == "http://127.0.0.1:9000"
     assert line["transaction_id"] == "t-1"
+    assert line["service"] == "secrets-test" and line["event"] == "started"
+    assert line["level"] == "info" and isinstance(line["ts"], float)
 
 
 def test_redact_field_leaves_ordinary_fields_alone() -> None:
