@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps system-deps up down status run test test-unit test-integration sim bench bench-replay loadgen lint format clean
+.PHONY: deps system-deps up down status run test test-unit test-integration fuzz sim bench bench-replay loadgen lint format clean
 
 $(STAMP): pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ test-unit: deps
 
 test-integration: deps
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+fuzz: deps              ## every parser fuzz in full: 100,000 inputs each (shrunk in make test)
+	@AGG_FUZZ=1 $(BIN)/pytest -m fuzz tests/unit $(PYTEST_ARGS)
 
 SEEDS ?= 20000
 SIM_ARGS ?=

@@ -56,13 +56,9 @@ from agg_domain.saga import (
     debit_command_id,
 )
 from agg_domain.statuses import Action, CommandKind, Status
-from agg_ingress.app import Ingress, Reply
-from agg_ingress.protocol import (
-    Callback,
-    answer,
-    http_status,
-    parse_object,
-)
+from agg_ingress.adapters.base import Result
+from agg_ingress.app import Ingress
+from agg_ingress.protocol import Callback, parse_object
 from agg_ingress.routing import correlation_id
 from agg_ingress.sessions import SessionClaims
 from agg_obs.logs import configure_logging, get_logger
@@ -320,18 +316,19 @@ class Aggregator(Ingress):
     async def callback(self, request: Request) -> Response:
         # the ingress's provider_callback without its per-callback log line and metrics
         params = request.path_params
-        reply = await self._callback(request, params["provider_id"], params["action"])
-        return _json(reply.http, reply.body)
+        done = await self._callback(request, params["provider_id"], params["path"])
+        wire = done.wire
+        return Response(wire.body, wire.http, media_type=wire.content_type)
 
-    async def _forward(self, provider_id: str, cb: Callback, claims: SessionClaims) -> Reply:
+    async def _forward(
+        self, provider_id: str, cb: Callback, claims: SessionClaims
+    ) -> tuple[Result, str | None, dict[str, Any]]:
         currency = cb.currency or claims.currency
         command = wallet_command(provider_id, cb, claims.operator_id, currency, datetime.now(UTC))
         reply = await self._call_wallet(command)
         status = Status.RETRY_LATER if reply is None else provider_status(reply)
         balance = None if reply is None or status is Status.RETRY_LATER else reply["balance"]
-        body = answer(status, request_id=cb.request_id, transaction_id=cb.transaction_id,
-                      currency=currency, balance=balance)  # fmt: skip
-        return Reply(http_status(status), body, status)
+        return Result(status, currency, balance), None, {}
 
     async def _call_wallet(self, command: dict[str, Any]) -> dict[str, Any] | None:
         """The wallet's reply, or None when it gave none in time (answered RETRY_LATER)."""
@@ -369,7 +366,7 @@ def build_aggregator(settings: Settings, tenants: Tenants, wallet_url: str) -> S
             aggregator.http = None
 
     routes = [
-        Route("/v1/providers/{provider_id}/wallet/{action}", aggregator.callback, methods=["POST"]),
+        Route("/v1/providers/{provider_id}/{path:path}", aggregator.callback, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -121,7 +121,7 @@ class Bench:
         self.work: Path = args.work_dir
         self.loadgen = build_loadgen(self.work / "bin" / "loadgen")
         self.run_id = f"{int(time.time()) % 10**8:x}"
-        self.secrets = {p.id: p.secret.reveal() for p in tenants.providers}
+        self.secrets = {p.id: p.shared_secret() for p in tenants.providers if p.secret}
         self.players: dict[str, list[Player]] = {}
 
     # --- the load generator --------------------------------------------------------------------
@@ -164,10 +164,13 @@ class Bench:
         for name in names:
             for i in range(self.args.players):
                 op = operators[i % len(operators)]
+                # the load generator signs canonical-v1 callbacks only
                 games = [
                     g
                     for g in self.tenants.games
-                    if g.provider in op.providers and not g.restricted_countries
+                    if g.provider in op.providers
+                    and g.provider in self.secrets
+                    and not g.restricted_countries
                 ]
                 game = games[(i // len(operators)) % len(games)]
                 wanted.append(

@@ -121,12 +121,42 @@ class Operator(_Strict):
         return values
 
 
+PROTOCOLS = ("canonical-v1", "hub88-v1")
+"""Provider wire protocols the ingress speaks (``agg_ingress.adapters``)."""
+SHARED_SECRET_PROTOCOLS = frozenset({"canonical-v1"})
+PUBLIC_KEY_PROTOCOLS = frozenset({"hub88-v1"})
+
+
 class Provider(_Strict):
     id: Identifier
     name: str = Field(min_length=1, max_length=200)
-    secret: Secret
-    protocol: Literal["canonical-v1"] = "canonical-v1"
+    secret: Secret | None = Field(
+        None, description="The shared secret of an HMAC-signed protocol (canonical-v1)."
+    )
+    protocol: Literal["canonical-v1", "hub88-v1"] = "canonical-v1"
+    public_key: str | None = Field(
+        None, description="PEM public key that verifies the provider's requests (hub88-v1)."
+    )
+    signing_key: Secret | None = Field(
+        None, description="PEM private key that signs our answers, where the protocol signs them."
+    )
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Provider:
+        if self.protocol in SHARED_SECRET_PROTOCOLS and self.secret is None:
+            raise ValueError(f"protocol {self.protocol!r} needs 'secret'")
+        if self.protocol in PUBLIC_KEY_PROTOCOLS and not self.public_key:
+            raise ValueError(f"protocol {self.protocol!r} needs 'public_key'")
+        if self.public_key is not None and "-----BEGIN PUBLIC KEY-----" not in self.public_key:
+            raise ValueError("public_key: a PEM public key (-----BEGIN PUBLIC KEY-----)")
+        return self
+
+    def shared_secret(self) -> bytes:
+        """The secret of a shared-secret protocol (LookupError when it has none)."""
+        if self.secret is None:
+            raise LookupError(f"provider {self.id} has no shared secret")
+        return self.secret.reveal()
 
 
 class Game(_Strict):

@@ -135,9 +135,13 @@ def cmd_config(args: argparse.Namespace) -> int:
         # secrets masked: the session secret, the database password, tenants' secrets
         for name, field in type(settings).model_fields.items():
             print(f"  AGG_{name.upper():<32} = {settings.shown(name):<24} # {field.description}")
-        for kind, items in (("operator", tenants.operators), ("provider", tenants.providers)):
-            for item in items:
-                print(f"  {kind} {item.id:<24} secret: {item.secret.describe()}")
+        for op in tenants.operators:
+            print(f"  operator {op.id:<24} secret: {op.secret.describe()}")
+        for pv in tenants.providers:
+            secret = pv.secret.describe() if pv.secret else "none"
+            signing = f", signing key: {pv.signing_key.describe()}" if pv.signing_key else ""
+            key = ", public key" if pv.public_key else ""
+            print(f"  provider {pv.id:<24} {pv.protocol}, secret: {secret}{key}{signing}")
     return 0
 
 

@@ -18,7 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -35,18 +35,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agg_avro import AvroCodec
 from agg_config.settings import Settings, require_session_secret
 from agg_config.tenants import Operator, Tenants
+from agg_config.tenants import Provider as ProviderConfig
 from agg_domain.ids import derive_id
 from agg_domain.statuses import Status
+from agg_ingress.adapters import adapters
+from agg_ingress.adapters.base import (
+    Accepted,
+    Credentials,
+    ProviderAdapter,
+    Refused,
+    Result,
+    WireRequest,
+    WireResponse,
+)
+from agg_ingress.adapters.hub88 import load_private_key, load_public_key
 from agg_ingress.protocol import (
-    ACTIONS,
     OPERATOR_HTTP_STATUS,
     Callback,
     Invalid,
     Refusal,
-    answer,
-    http_status,
     offered_games,
-    parse_callback,
     parse_object,
     refusal_answer,
     session_refusal,
@@ -54,7 +62,7 @@ from agg_ingress.protocol import (
     validate_session_request,
 )
 from agg_ingress.read_api import PLAYER_ID, ProjectionReader, ReadError
-from agg_ingress.routing import Outcome, OutcomeRouter, ReplyPartitionRevoked, correlation_id
+from agg_ingress.routing import OutcomeRouter, ReplyPartitionRevoked, correlation_id
 from agg_ingress.sessions import (
     SessionClaims,
     check_session,
@@ -96,6 +104,41 @@ class Reply:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Provider:
+    """An enabled provider: its protocol's adapter and its credentials, resolved at start."""
+
+    adapter: ProviderAdapter
+    credentials: Credentials
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A provider callback answered: the rendered answer and what its log line says."""
+
+    wire: WireResponse
+    status: str
+    protocol: str
+    action: str = "unknown"
+    correlation_id: str | None = None
+    request_id: str | None = None
+    transaction_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def credentials(provider: ProviderConfig) -> Credentials:
+    """A provider's credentials, read once (a missing secret variable stops the start)."""
+    return Credentials(
+        secret=provider.secret.reveal() if provider.secret else None,
+        public_key=load_public_key(provider.public_key) if provider.public_key else None,
+        signing_key=(
+            load_private_key(provider.signing_key.reveal().decode())
+            if provider.signing_key
+            else None
+        ),
+    )
+
+
 def _json(reply: Reply) -> Response:
     content = json.dumps(reply.body, separators=(",", ":")).encode()
     return Response(content, reply.http, media_type="application/json")
@@ -133,8 +176,8 @@ class _Asgi:
         await self.app(scope, receive, send)
 
 
-CALLBACK_PATH = re.compile(r"/v1/providers/([^/]+)/wallet/([^/]+)")
-"""The provider callback route, matched as Starlette's ``{provider_id}``/``{action}`` would."""
+CALLBACK_PATH = re.compile(r"/v1/providers/([^/]+)/(.+)")
+"""The provider callback route, matched as Starlette's ``{provider_id}``/``{path:path}`` would."""
 
 
 class IngressApp(Starlette):
@@ -147,7 +190,7 @@ class IngressApp(Starlette):
             match = CALLBACK_PATH.fullmatch(scope["path"])
             if match is not None:
                 scope["app"] = self
-                scope["path_params"] = {"provider_id": match[1], "action": match[2]}
+                scope["path_params"] = {"provider_id": match[1], "path": match[2]}
                 ingress: Ingress = self.state.ingress
                 response = await ingress.provider_callback(Request(scope, receive))
                 await response(scope, receive, send)
@@ -165,7 +208,13 @@ class Ingress:
         # refused before anything starts: the public default or a short key
         self.session_secret = require_session_secret(settings)
         # resolved once: a missing secret variable stops the start, not a request
-        self.provider_secrets = {p.id: p.secret.reveal() for p in tenants.providers if p.enabled}
+        by_protocol = adapters(settings.signature_window_s)
+        self.canonical = _Provider(by_protocol["canonical-v1"], Credentials())
+        self.providers = {
+            p.id: _Provider(by_protocol[p.protocol], credentials(p))
+            for p in tenants.providers
+            if p.enabled
+        }
         self.operator_secrets = {o.id: o.secret.reveal() for o in tenants.operators}
         self.router: OutcomeRouter | None = None
         self.reader: ProjectionReader | None = None
@@ -200,42 +249,51 @@ class Ingress:
     async def provider_callback(self, request: Request) -> Response:
         started = time.perf_counter()
         provider_id: str = request.path_params["provider_id"]
-        action_name: str = request.path_params["action"]
-        reply = await self._callback(request, provider_id, action_name)
+        done = await self._callback(request, provider_id, request.path_params["path"])
         seconds = time.perf_counter() - started
-        provider_label = provider_id if provider_id in self.provider_secrets else "unknown"
-        action_label = action_name if action_name in ACTIONS else "unknown"
-        CALLBACKS.labels(provider_label, action_label, reply.status).inc()
-        CALLBACK_SECONDS.labels(provider_label, action_label).observe(seconds)
+        provider_label = provider_id if provider_id in self.providers else "unknown"
+        CALLBACKS.labels(provider_label, done.action, done.status).inc()
+        CALLBACK_SECONDS.labels(provider_label, done.action).observe(seconds)
         log.event(
             "callback",
-            correlation_id=reply.correlation_id,
+            correlation_id=done.correlation_id,
             provider=provider_id[:64],
-            action=action_name[:16],
-            status=reply.status,
-            http_status=reply.http,
+            protocol=done.protocol,
+            action=done.action,
+            status=done.status,
+            http_status=done.wire.http,
             latency_ms=round(seconds * 1000, 2),
-            request_id=reply.body.get("request_id"),
-            transaction_id=reply.body.get("transaction_id"),
-            **reply.fields,
+            request_id=done.request_id,
+            transaction_id=done.transaction_id,
+            **done.fields,
         )
-        return _json(reply)
+        wire = done.wire
+        return Response(wire.body, wire.http, headers=dict(wire.headers),
+                         media_type=wire.content_type)  # fmt: skip
 
-    async def _callback(self, request: Request, provider_id: str, action_name: str) -> Reply:
-        secret = self.provider_secrets.get(provider_id)
-        authenticated = await self._authenticate(request, secret, Refusal.UNKNOWN_PROVIDER)
-        if isinstance(authenticated, Reply):
-            return authenticated
-        body = authenticated
-        action = ACTIONS.get(action_name)
-        if action is None:
-            return Reply(400, refusal_answer(Status.INVALID_REQUEST, body),
-                         Status.INVALID_REQUEST, fields={"reason": "unknown action"})  # fmt: skip
-        callback = parse_callback(action, body)
-        if isinstance(callback, Invalid):
-            return Reply(400, refusal_answer(Status.INVALID_REQUEST, body),
-                         Status.INVALID_REQUEST, fields={"reason": callback.reason})  # fmt: skip
-        cb = callback
+    async def _callback(self, request: Request, provider_id: str, path: str) -> _Done:
+        """The one core path of every protocol: the provider's adapter reads the request,
+        the session is checked, the callback forwarded and its outcome awaited, and the same
+        adapter renders the answer."""
+        provider = self.providers.get(provider_id)
+        if provider is None:
+            return self._refused(self.canonical, Refused(Refusal.UNKNOWN_PROVIDER, ""), http=404)
+        body = await read_body(request, self.settings.request_body_bytes_max)
+        if body is None:
+            return self._refused(provider, Refused(Status.INVALID_REQUEST, "body too large"),
+                                 http=413, status="BODY_TOO_LARGE")  # fmt: skip
+        wire = WireRequest(
+            method=request.method,
+            path=path,
+            query=request.url.query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            raw_path=signed_path(request.scope),
+        )
+        parsed = provider.adapter.parse(wire, provider.credentials, time.time())
+        if isinstance(parsed, Refused):
+            return self._refused(provider, parsed)
+        cb = parsed.callback
         check = verify_token(self.session_secret, cb.session_token, time.time_ns() // 1_000_000)
         status = check_session(
             check,
@@ -254,38 +312,45 @@ class Ingress:
         if status is not Status.OK or claims is None:
             currency = cb.currency or (claims.currency if claims else None)
             reason = check.problem.value if check.problem else None
-            return Reply(200, self._answer(cb, status, currency), status,
-                         fields={"reason": reason} if reason else {})  # fmt: skip
-        reply = await self._forward(provider_id, cb, claims)
+            return self._done(provider, parsed, Result(status, currency),
+                              fields={"reason": reason} if reason else {})  # fmt: skip
+        result, corr, fields = await self._forward(provider_id, cb, claims)
         if check.expired:  # a settlement after the session's end: say so in the log line
-            reply = replace(reply, fields={**reply.fields, "session_expired_for_ms":
-                                           check.expired_for_ms})  # fmt: skip
-        return reply
+            fields = {**fields, "session_expired_for_ms": check.expired_for_ms}
+        return self._done(provider, parsed, result, corr, fields)
 
-    def _answer(
-        self, cb: Callback, status: Status, currency: str | None, outcome: Outcome | None = None
-    ) -> dict[str, Any]:
-        return answer(
-            status,
-            request_id=cb.request_id,
-            transaction_id=(outcome.transaction_id if outcome else None) or cb.transaction_id,
-            currency=currency,
-            balance=outcome.balance if outcome else None,
+    def _refused(self, provider: _Provider, refused: Refused, *, http: int | None = None,
+                 status: str | None = None) -> _Done:  # fmt: skip
+        extra = {"http": http} if http else {}
+        wire = provider.adapter.render(
+            refused.context, Result(refused.status, None, extra=extra), provider.credentials
         )
+        return _Done(wire, status or refused.status, provider.adapter.protocol,
+                     fields={"reason": refused.reason} if refused.reason else {})  # fmt: skip
 
-    async def _forward(self, provider_id: str, cb: Callback, claims: SessionClaims) -> Reply:
+    def _done(self, provider: _Provider, accepted: Accepted, result: Result,
+              correlation_id: str | None = None,
+              fields: dict[str, Any] | None = None) -> _Done:  # fmt: skip
+        cb = accepted.callback
+        wire = provider.adapter.render(accepted.context, result, provider.credentials)
+        return _Done(wire, result.status, provider.adapter.protocol, cb.action.value.lower(),
+                     correlation_id, cb.request_id, result.transaction_id or cb.transaction_id,
+                     fields or {})  # fmt: skip
+
+    async def _forward(
+        self, provider_id: str, cb: Callback, claims: SessionClaims
+    ) -> tuple[Result, str | None, dict[str, Any]]:
         currency = cb.currency or claims.currency
         router = self.router
         partition = router.reply_partition if router is not None else None
+        retry = Result(Status.RETRY_LATER, currency)
         if router is None or partition is None:
-            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
-                         fields={"reason": "no reply partition"})  # fmt: skip
+            return retry, None, {"reason": "no reply partition"}
         corr = correlation_id(provider_id, claims.operator_id, cb)
         wait_key = (provider_id, claims.operator_id, cb.player_id, cb.request_id, corr)
         fut = router.wait_for(wait_key, partition)
         if fut is None:
-            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
-                         corr, {"reason": "too many pending"})  # fmt: skip
+            return retry, corr, {"reason": "too many pending"}
         value = self.codec.encode(
             "casino.agg.ProviderRequest",
             {
@@ -318,20 +383,15 @@ class Ingress:
             TIMEOUTS.inc()
             reason = ("reply partition revoked" if isinstance(exc, ReplyPartitionRevoked)
                       else "no outcome in time")  # fmt: skip
-            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
-                         corr, {"reason": reason})  # fmt: skip
+            return retry, corr, {"reason": reason}
         except PublishError as exc:
             log.warning("publish_failed", correlation_id=corr, error=str(exc))
-            return Reply(503, self._answer(cb, Status.RETRY_LATER, currency), Status.RETRY_LATER,
-                         corr, {"reason": "publish failed"})  # fmt: skip
+            return retry, corr, {"reason": "publish failed"}
         finally:
             router.forget(wait_key, fut)
-        return Reply(
-            http_status(outcome.status),
-            self._answer(cb, outcome.status, outcome.currency, outcome),
-            outcome.status,
-            corr,
-        )
+        result = Result(outcome.status, outcome.currency, outcome.balance,
+                         outcome.transaction_id)  # fmt: skip
+        return result, corr, {}
 
     # --- operator API ---------------------------------------------------------------------
 
@@ -538,7 +598,7 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
 
     routes = [
         Route(
-            "/v1/providers/{provider_id}/wallet/{action}",
+            "/v1/providers/{provider_id}/{path:path}",
             ingress.provider_callback,
             methods=["POST"],
         ),

@@ -110,7 +110,7 @@ class Simulator:
             assert provider is not None
             self.sessions.append({
                 "operator": op.id, "player": player, "currency": currency, "game": game.id,
-                "provider": provider.id, "secret": provider.secret.reveal(),
+                "provider": provider.id, "secret": provider.shared_secret(),
                 "token": body["session_token"],
             })  # fmt: skip
 

@@ -87,7 +87,7 @@ class Pipeline:
         other = tenants.operator("op-beta")
         assert other is not None
         self.other_operator_secret = other.secret.reveal()
-        self.provider_secret = provider.secret.reveal()
+        self.provider_secret = provider.shared_secret()
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.ingress_port}", timeout=15)
 
     def _saga(self, name: str) -> ServiceProcess:

@@ -51,7 +51,7 @@ class Direct:
         )  # fmt: skip
         provider = load_tenants(settings.tenants_file).provider(PROVIDER)
         assert provider is not None
-        self.provider_secret = provider.secret.reveal()
+        self.provider_secret = provider.shared_secret()
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
     def start(self) -> None:

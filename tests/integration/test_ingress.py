@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,13 +32,18 @@ import uvicorn
 import uvloop
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agg_avro import AvroCodec
 from agg_config.settings import Settings
 from agg_config.tenants import Tenants, parse_tenants
 from agg_domain.ids import derive_id
+from agg_domain.statuses import Action
+from agg_ingress.adapters import hub88
 from agg_ingress.app import build_app
 from agg_ingress.client import IngressClient, encode_body, sign
+from agg_ingress.protocol import Callback
 from agg_ingress.sessions import SessionClaims, issue_token, verify_token
 from agg_kafka.admin import ensure_topics
 from agg_kafka.clients import make_consumer, make_producer
@@ -150,13 +155,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+HUB, HUB_GAME = "prov-hub", "hub-roulette"
+HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+"""The hub88-v1 provider's key pair (it signs requests) and ours for it (we sign answers)."""
+OUR_HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem_public(key: rsa.RSAPrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def _pem_private(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
 def test_tenants(settings: Settings) -> Tenants:
     data = yaml.safe_load(settings.tenants_file.read_text())
     data["providers"].append(
         {"id": DORMANT, "name": "Dormant", "secret": {"value": DORMANT_SECRET}, "enabled": False}
     )
+    data["providers"].append(
+        {"id": HUB, "name": "Hub", "protocol": "hub88-v1", "public_key": _pem_public(HUB_KEY),
+         "signing_key": {"value": _pem_private(OUR_HUB_KEY)}}
+    )  # fmt: skip
     data["games"].append({"id": "dormant-slots", "provider": DORMANT, "name": "Dormant Slots"})
-    data["operators"][0]["providers"].append(DORMANT)
+    data["games"].append({"id": HUB_GAME, "provider": HUB, "name": "Hub Roulette"})
+    data["operators"][0]["providers"] += [DORMANT, HUB]
     return parse_tenants(data)
 
 
@@ -766,9 +798,11 @@ def test_operator_cannot_use_another_operators_path(stack: Stack) -> None:
     ("secret", "operator_id", "country", "expected"),
     [
         (OP_SECRET, OP, "DE", [("nova-starfall", NOVA), ("nova-gemrush", NOVA),
-                               ("nova-megaways", NOVA), ("orbit-blackjack", ORBIT)]),
+                               ("nova-megaways", NOVA), ("orbit-blackjack", ORBIT),
+                               (HUB_GAME, HUB)]),
         (OP_SECRET, OP, "GB", [("nova-starfall", NOVA), ("nova-megaways", NOVA),
-                               ("orbit-roulette", ORBIT), ("orbit-blackjack", ORBIT)]),
+                               ("orbit-roulette", ORBIT), ("orbit-blackjack", ORBIT),
+                               (HUB_GAME, HUB)]),
         (OP_SECRET, OP, "US", []),
         (OP_B_SECRET, OP_B, "GB", [("nova-starfall", NOVA), ("nova-megaways", NOVA)]),
         (OP_B_SECRET, OP_B, "US", [("nova-starfall", NOVA), ("nova-gemrush", NOVA),
@@ -848,3 +882,85 @@ def test_json_answers_have_the_contract_content_type(stack: Stack) -> None:
     r = raw_send(stack, "prov-nobody", "bet", b"{}")
     assert r.headers["content-type"].startswith("application/json")
     assert json.loads(r.content)["status"] == "UNKNOWN_PROVIDER"
+
+
+# --- a provider of another protocol (hub88-v1) ---------------------------------------------
+
+
+def _hub_post(stack: Stack, callback: Callback, *, key: rsa.RSAPrivateKey = HUB_KEY,
+              body: bytes | None = None) -> httpx.Response:  # fmt: skip
+    path, raw, headers = hub88.encode_request(callback, key)
+    if body is not None:
+        headers["X-Hub88-Signature"] = hub88.sign(key, body)
+        raw = body
+    url = f"{stack.base_url}/v1/providers/{HUB}/{path}"
+    return httpx.post(url, content=raw, headers=headers, timeout=10)
+
+
+def _hub_answer(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    assert hub88.verify(OUR_HUB_KEY.public_key(), response.content,
+                        response.headers.get("x-hub88-signature"))  # fmt: skip
+    return hub88.decode_answer(response.content)
+
+
+def test_hub88_bet_win_and_rollback_go_through_the_one_core_path(
+    stack: Stack, operator: IngressClient
+) -> None:
+    player = unique("hp")
+    token = open_session(operator, player, game=HUB_GAME)
+    assert stack.echo is not None
+    before = stack.end_offsets(TOPICS.requests)
+    bet_cb = Callback(Action.BET, unique("rq"), token, player, transaction_id=unique("tx"),
+                      round_id=unique("rd"), game_id=HUB_GAME, amount=250,
+                      currency="EUR")  # fmt: skip
+    answer = _hub_answer(_hub_post(stack, bet_cb))
+    assert answer["status"] == "RS_OK" and answer["user"] == player
+    assert answer["request_uuid"] == bet_cb.request_id and answer["currency"] == "EUR"
+    assert answer["balance"] == ECHO_BALANCE * 1_000 and answer["balance_minor"] == ECHO_BALANCE
+    published = stack.echo.requests[-1][2]
+    assert published["provider_id"] == HUB and published["action"] == "BET"
+    assert published["amount"] == 250 and published["transaction_id"] == bet_cb.transaction_id
+    assert published["operator_id"] == OP and published["player_id"] == player
+
+    stack.echo.policies[bet_cb.transaction_id or ""] = Policy(status="INSUFFICIENT_FUNDS")
+    again = replace(bet_cb, request_id=unique("rq"))
+    assert _hub_answer(_hub_post(stack, again))["status"] == "RS_ERROR_NOT_ENOUGH_MONEY"
+
+    rollback = Callback(Action.ROLLBACK, unique("rq"), token, player,
+                        transaction_id=unique("rb"), reference_transaction_id=bet_cb.transaction_id,
+                        round_id=bet_cb.round_id, game_id=HUB_GAME)  # fmt: skip
+    assert _hub_answer(_hub_post(stack, rollback))["status"] == "RS_OK"
+    assert stack.echo.requests[-1][2]["reference_transaction_id"] == bet_cb.transaction_id
+    assert total(stack.end_offsets(TOPICS.requests)) == total(before) + 3
+
+
+def test_hub88_refusals_are_its_own_and_publish_nothing(
+    stack: Stack, operator: IngressClient
+) -> None:
+    player = unique("hp")
+    token = open_session(operator, player, game=HUB_GAME)
+    before = stack.end_offsets(TOPICS.requests)
+    cb = Callback(Action.BET, unique("rq"), token, player, transaction_id=unique("tx"),
+                  round_id=unique("rd"), game_id=HUB_GAME, amount=250, currency="EUR")  # fmt: skip
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cases = {
+        "RS_ERROR_INVALID_SIGNATURE": _hub_post(stack, cb, key=stranger),
+        "RS_ERROR_INVALID_TOKEN": _hub_post(stack, replace(cb, session_token="x.y")),
+        "RS_ERROR_WRONG_CURRENCY": _hub_post(stack, replace(cb, currency="USD")),
+        "RS_ERROR_INVALID_GAME": _hub_post(stack, replace(cb, game_id="nova-starfall")),
+        "RS_ERROR_WRONG_SYNTAX": _hub_post(stack, cb, body=b'{"user": 1'),
+    }
+    for status, response in cases.items():
+        answer = _hub_answer(response)
+        assert answer["status"] == status, (status, answer)
+    wrong_types = json.dumps({"user": player, "token": token, "request_uuid": unique("rq"),
+                              "game_code": HUB_GAME, "transaction_uuid": unique("tx"),
+                              "round": "r", "currency": "EUR", "amount": 1}).encode()  # fmt: skip
+    assert _hub_answer(_hub_post(stack, cb, body=wrong_types))["status"] == "RS_ERROR_WRONG_TYPES"
+    assert stack.end_offsets(TOPICS.requests) == before
+    # a canonical provider's path on a hub88 provider is an unknown method, in hub88's format
+    signed = {"X-Hub88-Signature": hub88.sign(HUB_KEY, b"{}")}
+    response = httpx.post(f"{stack.base_url}/v1/providers/{HUB}/wallet/bet", content=b"{}",
+                          headers=signed)  # fmt: skip
+    assert _hub_answer(response)["status"] == "RS_ERROR_WRONG_SYNTAX"

@@ -253,8 +253,23 @@ BAD_INPUTS: list[Any] = [
     ),
     pytest.param(
         set_at(("providers", 0, "protocol"), "canonical-v2"),
-        ["providers[0].protocol: Input should be 'canonical-v1'"],
+        ["providers[0].protocol: Input should be 'canonical-v1' or 'hub88-v1'"],
         id="unknown provider protocol",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "protocol"), "hub88-v1"),
+        ["providers[0]: protocol 'hub88-v1' needs 'public_key'"],
+        id="rsa protocol without a public key",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "secret"), None),
+        ["providers[0]: protocol 'canonical-v1' needs 'secret'"],
+        id="hmac protocol without a secret",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "public_key"), "ssh-rsa AAAA"),
+        ["providers[0]: public_key: a PEM public key (-----BEGIN PUBLIC KEY-----)"],
+        id="public key not in PEM",
     ),
     pytest.param(
         set_at(("operators", 0, "colour"), "red"),
