@@ -44,7 +44,7 @@ test-integration: deps
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 fuzz: deps              ## every parser fuzz in full: 100,000 inputs each (shrunk in make test)
-	@AGG_FUZZ=1 $(BIN)/pytest -m fuzz tests/unit $(PYTEST_ARGS)
+	@AGG_FUZZ=1 $(BIN)/pytest -m fuzz --timeout=0 tests/unit $(PYTEST_ARGS)
 
 SEEDS ?= 20000
 SIM_ARGS ?=
