@@ -97,11 +97,11 @@ OPERATOR_CALLS = Counter(
 
 @dataclass(frozen=True)
 class Reply:
+    """A refusal of an operator API request before its body is read as a call."""
+
     http: int
     body: dict[str, Any]
     status: str
-    correlation_id: str | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,11 +137,6 @@ def credentials(provider: ProviderConfig) -> Credentials:
             else None
         ),
     )
-
-
-def _json(reply: Reply) -> Response:
-    content = json.dumps(reply.body, separators=(",", ":")).encode()
-    return Response(content, reply.http, media_type="application/json")
 
 
 def signed_path(scope: Scope) -> str:
@@ -286,7 +281,7 @@ class Ingress:
             method=request.method,
             path=path,
             query=request.url.query,
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=request.headers,  # case-insensitive: names read in lower case
             body=body,
             raw_path=signed_path(request.scope),
         )
