@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from hypothesis import given, settings
+from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from agg_domain.saga import (
@@ -55,12 +55,22 @@ WALLET_MODES = ("ok", "ok", "ok", "lost_reply", "lost_command", "error", "refuse
 # --- reference wallet --------------------------------------------------------------------------
 
 
+class BalanceOverflow(Exception):
+    """A credit or refund would take a 64-bit balance past its maximum."""
+
+
 @dataclass
 class Wallet:
     """An operator wallet: dedupes by command id; a CANCEL refunds its debit once, and a
-    CANCEL of a debit it has not seen makes that debit refused if it arrives later."""
+    CANCEL of a debit it has not seen makes that debit refused if it arrives later.
+
+    With ``signed_64`` the balance is a signed 64-bit long, as every real wallet's (and the
+    replies' Avro ``long``) is: a credit or refund past its maximum raises
+    :class:`BalanceOverflow`, for tests whose subject encodes replies (their balance) to
+    reject such a script rather than feed the saga a balance no wallet can report."""
 
     balance: int
+    signed_64: bool = False
     replies: dict[str, ReplyStatus] = field(default_factory=dict)
     debited: dict[str, Command] = field(default_factory=dict)
     refunded: set[str] = field(default_factory=set)
@@ -87,6 +97,7 @@ class Wallet:
                 self.debited[command.command_id] = command
                 self.net_debit[key] += command.amount
         elif command.kind == CommandKind.CREDIT:
+            self._check_room(command.amount)
             self.balance += command.amount
             self.credits[key].append(command.amount)
         elif command.kind == CommandKind.CANCEL:
@@ -96,11 +107,16 @@ class Wallet:
             if debit is None:
                 self.cancelled_unseen.add(debit_id)
             elif debit_id not in self.refunded:
+                self._check_room(debit.amount)
                 self.refunded.add(debit_id)
                 self.balance += debit.amount
                 self.net_debit[key] -= debit.amount
         self.replies[command.command_id] = status
         return status
+
+    def _check_room(self, amount: int) -> None:
+        if self.signed_64 and self.balance > MAX_AMOUNT - amount:
+            raise BalanceOverflow(self.balance, amount)
 
 
 # --- the simulation ----------------------------------------------------------------------------
@@ -358,6 +374,16 @@ def play(sim: SimT, script: list[tuple]) -> SimT:  # type: ignore[type-arg]
             sim.tick(step[1])
     sim.drain()
     return sim
+
+
+def play_signed_64(sim: SimT, script: list[tuple]) -> SimT:  # type: ignore[type-arg]
+    """:func:`play` with ``sim``'s wallet keeping a 64-bit balance; a script whose wins would
+    overflow it is rejected (no wallet can report such a balance to the saga)."""
+    sim.wallet.signed_64 = True
+    try:
+        return play(sim, script)
+    except BalanceOverflow:
+        reject()
 
 
 @settings(max_examples=400, deadline=None)

@@ -16,7 +16,7 @@ from agg_saga.state_codec import (
     state_records,
 )
 from tests.unit.test_saga_properties import CONFIG as CONFIG_PROPERTIES
-from tests.unit.test_saga_properties import Sim, Wallet, play, steps
+from tests.unit.test_saga_properties import Sim, Wallet, play_signed_64, steps
 
 CONFIG = SagaConfig(settled_retention_ms=10_000, round_retention_ms=10_000, prune_interval_ms=1)
 KEY = b"op-alpha:p-1"
@@ -219,4 +219,4 @@ def test_records_are_the_reference_encoding_and_replay_to_the_state(
     script: list[tuple],  # type: ignore[type-arg]
     start_balance: int,
 ) -> None:
-    play(_CheckedSim(Wallet(start_balance)), script)
+    play_signed_64(_CheckedSim(Wallet(start_balance)), script)

@@ -13,7 +13,15 @@ from agg_config.settings import Settings
 from agg_domain.saga import Message, next_due_ms
 from agg_saga.state_codec import StateBuilder, state_records
 from agg_saga.worker import SagaWorker, _Batch
-from tests.unit.test_saga_properties import CONFIG, OPERATOR, PLAYER, Sim, Wallet, play, steps
+from tests.unit.test_saga_properties import (
+    CONFIG,
+    OPERATOR,
+    PLAYER,
+    Sim,
+    Wallet,
+    play_signed_64,
+    steps,
+)
 
 KEY = f"{OPERATOR}:{PLAYER}".encode()
 PARTITION = 3
@@ -67,7 +75,7 @@ class _WorkerSim(Sim):
 def test_worker_keeps_next_due_and_records_as_a_full_walk_would(
     script: list[tuple[Any, ...]], start_balance: int
 ) -> None:
-    sim = play(_WorkerSim(Wallet(start_balance)), script)
+    sim = play_signed_64(_WorkerSim(Wallet(start_balance)), script)
     restored = _worker()
     restored.states[PARTITION] = {KEY: sim.state}
     restored._note_due(PARTITION, KEY, sim.state, sim.state.txns)
