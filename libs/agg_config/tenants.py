@@ -140,6 +140,14 @@ class Provider(_Strict):
     signing_key: Secret | None = Field(
         None, description="PEM private key that signs our answers, where the protocol signs them."
     )
+    game_url: str | None = Field(
+        None,
+        max_length=2_048,
+        pattern=r"^https?://[^\s]+$",
+        description="The provider's game launcher URL; a launch redirects there with the "
+        "session in the protocol's query parameters. Without it (simulated providers) the "
+        "ingress answers the launch itself.",
+    )
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -163,6 +171,13 @@ class Game(_Strict):
     id: Identifier
     provider: Identifier
     name: str = Field(min_length=1, max_length=200)
+    code: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The provider's own name for the game in its launch URL (default: id).",
+    )
     restricted_countries: list[CountryCode] = Field(
         default_factory=list, description="Countries where the game may not be offered."
     )

@@ -49,7 +49,17 @@ from agg_ingress.adapters.base import (
     WireResponse,
 )
 from agg_ingress.adapters.hub88 import load_private_key, load_public_key
+from agg_ingress.launch import (
+    LAUNCH_PATH,
+    default_launch_query,
+    game_url,
+    launch_json,
+    launch_page,
+    launch_params,
+    launch_refusal,
+)
 from agg_ingress.protocol import (
+    LANGUAGE_PATTERN,
     OPERATOR_HTTP_STATUS,
     Callback,
     Invalid,
@@ -90,6 +100,7 @@ CALLBACK_SECONDS = Histogram(
 TIMEOUTS = Counter(
     "agg_ingress_outcome_timeouts_total", "Callbacks answered RETRY_LATER for want of an outcome"
 )
+LAUNCHES = Counter("agg_ingress_launches_total", "Game launches answered", ["provider", "status"])
 OPERATOR_CALLS = Counter(
     "agg_ingress_operator_requests_total", "Operator API requests answered", ["endpoint", "status"]
 )
@@ -171,6 +182,7 @@ class _Asgi:
         await self.app(scope, receive, send)
 
 
+URL = re.compile(r"https?://[^\s]{1,2040}")
 CALLBACK_PATH = re.compile(r"/v1/providers/([^/]+)/(.+)")
 """The provider callback route, matched as Starlette's ``{provider_id}``/``{path:path}`` would."""
 
@@ -451,6 +463,8 @@ class Ingress:
             query["language"] = req.language
         if req.return_url:
             query["return_url"] = req.return_url
+        if req.cashier_url:
+            query["cashier_url"] = req.cashier_url
         base = str(request.base_url).rstrip("/")
         expires = datetime.fromtimestamp(claims.expires_at_ms / 1000, tz=UTC)
         return self._operator_reply(
@@ -511,6 +525,58 @@ class Ingress:
         return self._operator_reply(
             "games", 200, "OK", operator_id=operator.id, country=country, games=games
         )
+
+    # --- game launch ------------------------------------------------------------------------
+
+    async def launch(self, request: Request) -> Response:
+        """``launch_url``: a redirect to the provider's game, or the launch itself for a
+        provider without a game URL (:mod:`agg_ingress.launch`)."""
+        provider_id: str = request.path_params["provider_id"]
+        game_id: str = request.path_params["game_id"]
+        q = request.query_params
+        token = q.get("session_token", "")
+        check = verify_token(self.session_secret, token, time.time_ns() // 1_000_000)
+        provider = self.tenants.provider(provider_id)
+        game = self.tenants.game(game_id)
+        refusal = launch_refusal(check, provider, game, provider_id, game_id)
+        claims = check.claims
+        wants_json = "application/json" in request.headers.get("accept", "")
+        if refusal is not None or claims is None or provider is None or game is None:
+            assert refusal is not None
+            LAUNCHES.labels(provider_id if provider else "unknown", refusal.status).inc()
+            log.event("launch", provider=provider_id[:64], game=game_id[:64],
+                      status=str(refusal.status), http_status=refusal.http)  # fmt: skip
+            body = {"status": str(refusal.status), "detail": refusal.detail}
+            if wants_json:
+                return Response(json.dumps(body).encode(), refusal.http,
+                                media_type="application/json")  # fmt: skip
+            page = f"<!doctype html><title>{refusal.status}</title><p>{refusal.detail}</p>"
+            return Response(page.encode(), refusal.http, media_type="text/html")
+        bad = [n for n in ("return_url", "cashier_url")
+               if (v := q.get(n)) is not None and not URL.fullmatch(v)]  # fmt: skip
+        language = q.get("language")
+        if language is not None and not LANGUAGE_PATTERN.fullmatch(language):
+            bad.append("language")
+        if bad:
+            body = {"status": Status.INVALID_REQUEST, "detail": f"{', '.join(bad)}: invalid"}
+            return Response(json.dumps(body).encode(), 400, media_type="application/json")
+        params = launch_params(token, claims, game, language, q.get("return_url"),
+                               q.get("cashier_url"))  # fmt: skip
+        adapter = self.providers[provider_id].adapter if provider_id in self.providers else None
+        protocol = adapter.protocol if adapter else provider.protocol
+        launch_query = getattr(adapter, "launch_query", default_launch_query)
+        query = launch_query(params)
+        LAUNCHES.labels(provider_id, "OK").inc()
+        log.event("launch", correlation_id=derive_id("corr", "session", claims.session_id),
+                  provider=provider_id, game=game_id, mode=claims.mode, status="OK",
+                  redirect=provider.game_url is not None)  # fmt: skip
+        if provider.game_url is not None:
+            location = game_url(provider.game_url, query)
+            return Response(b"", 302, headers={"location": location, "cache-control": "no-store"})
+        if wants_json:
+            return Response(launch_json(params, game, provider, protocol, query), 200,
+                            media_type="application/json")  # fmt: skip
+        return Response(launch_page(params, game, provider), 200, media_type="text/html")
 
     # --- read API (projections) ------------------------------------------------------------
 
@@ -599,6 +665,7 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         ),
         Route("/v1/operators/{operator_id}/sessions", ingress.open_session, methods=["POST"]),
         Route("/v1/operators/{operator_id}/games", ingress.games, methods=["GET"]),
+        Route(LAUNCH_PATH, ingress.launch, methods=["GET"]),
         Route(
             "/v1/operators/{operator_id}/players/{player_id}/balance",
             ingress.player_balance,

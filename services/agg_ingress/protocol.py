@@ -327,6 +327,20 @@ class SessionRequest:
     mode: str
     language: str | None = None
     return_url: str | None = None
+    """Where the game sends the player back (the lobby)."""
+    cashier_url: str | None = None
+    """Where the game sends the player to deposit."""
+
+
+def _url(f: _Fields, name: str) -> str | None:
+    value = f._get(name, False)
+    if value is not None and (
+        not isinstance(value, str)
+        or len(value) > URL_CHARS_MAX
+        or not re.fullmatch(r"https?://[^\s]+", value)
+    ):
+        raise _Malformed(f"{name}: an http(s) URL")
+    return value
 
 
 def validate_session_request(body: dict[str, Any]) -> SessionRequest | Invalid:
@@ -346,17 +360,14 @@ def validate_session_request(body: dict[str, Any]) -> SessionRequest | Invalid:
             not isinstance(language, str) or not LANGUAGE_PATTERN.fullmatch(language)
         ):
             raise _Malformed("language: a language tag such as en or pt-BR")
-        return_url = f._get("return_url", False)
-        if return_url is not None and (
-            not isinstance(return_url, str)
-            or len(return_url) > URL_CHARS_MAX
-            or not re.fullmatch(r"https?://[^\s]+", return_url)
-        ):
-            raise _Malformed("return_url: an http(s) URL")
+        return_url = _url(f, "return_url")
+        cashier_url = _url(f, "cashier_url")
     except _Malformed as exc:
         return Invalid(str(exc))
     assert player_id is not None and currency is not None and game_id is not None
-    return SessionRequest(player_id, currency, country, game_id, mode, language, return_url)
+    return SessionRequest(
+        player_id, currency, country, game_id, mode, language, return_url, cashier_url
+    )
 
 
 def game_offered(tenants: Tenants, operator: Operator, game: Game, country: str) -> bool:

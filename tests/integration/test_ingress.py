@@ -156,6 +156,7 @@ def free_port() -> int:
 
 
 HUB, HUB_GAME = "prov-hub", "hub-roulette"
+HUB_GAME_URL, HUB_GAME_CODE = "https://games.hub.example/launch?brand=agg", "hub_roulette_01"
 HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 """The hub88-v1 provider's key pair (it signs requests) and ours for it (we sign answers)."""
 OUR_HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -184,10 +185,12 @@ def test_tenants(settings: Settings) -> Tenants:
     )
     data["providers"].append(
         {"id": HUB, "name": "Hub", "protocol": "hub88-v1", "public_key": _pem_public(HUB_KEY),
-         "signing_key": {"value": _pem_private(OUR_HUB_KEY)}}
+         "signing_key": {"value": _pem_private(OUR_HUB_KEY)}, "game_url": HUB_GAME_URL}
     )  # fmt: skip
     data["games"].append({"id": "dormant-slots", "provider": DORMANT, "name": "Dormant Slots"})
-    data["games"].append({"id": HUB_GAME, "provider": HUB, "name": "Hub Roulette"})
+    data["games"].append(
+        {"id": HUB_GAME, "provider": HUB, "name": "Hub Roulette", "code": HUB_GAME_CODE}
+    )
     data["operators"][0]["providers"] += [DORMANT, HUB]
     return parse_tenants(data)
 
@@ -749,6 +752,85 @@ def test_session_opened(stack: Stack, operator: IngressClient) -> None:
     assert event["event_id"] == derive_id("ev", "SessionOpened", claims.session_id)
     assert (event["game_id"], event["provider_id"], event["mode"], event["country"]) == (
         "orbit-roulette", ORBIT, "demo", "FR")  # fmt: skip
+
+
+# --- game launch -----------------------------------------------------------------------------
+
+
+def _launch(operator: IngressClient, **session: Any) -> tuple[str, str]:
+    """Open a session and return its launch URL and token."""
+    r = operator.open_session(OP, session)
+    assert r.status_code == 201, r.text
+    return r.json()["launch_url"], r.json()["session_token"]
+
+
+def test_launch_redirects_to_the_providers_game_in_its_protocols_names(
+    stack: Stack, operator: IngressClient
+) -> None:
+    player = unique("pl")
+    url, token = _launch(operator, player_id=player, currency="EUR", country="FR",
+                         game_id=HUB_GAME, mode="demo", language="fr",
+                         return_url="https://casino.example/lobby",
+                         cashier_url="https://casino.example/cashier")  # fmt: skip
+    r = httpx.get(url, follow_redirects=False)
+    assert r.status_code == 302, r.text
+    assert r.headers["cache-control"] == "no-store"
+    location = httpx.URL(r.headers["location"])
+    assert str(location).startswith("https://games.hub.example/launch?brand=agg&")
+    assert dict(location.params) == {
+        "brand": "agg", "token": token, "user": player, "game_code": HUB_GAME_CODE,
+        "currency": "EUR", "lang": "fr", "country": "FR", "platform": "GPL_DESKTOP",
+        "lobby_url": "https://casino.example/lobby",
+        "deposit_url": "https://casino.example/cashier", "demo": "true",
+    }  # fmt: skip
+
+
+def test_launch_of_a_simulated_provider_is_answered_by_the_ingress(
+    stack: Stack, operator: IngressClient
+) -> None:
+    player = unique("pl")
+    url, token = _launch(operator, player_id=player, currency="USD", country="FR",
+                         game_id="orbit-roulette", mode="real")  # fmt: skip
+    r = httpx.get(url, headers={"accept": "application/json"}, follow_redirects=False)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert token not in r.text
+    assert {k: body[k] for k in ("status", "provider_id", "protocol", "game_id", "operator_id",
+                                 "player_id", "currency", "language", "mode")} == {
+        "status": "OK", "provider_id": ORBIT, "protocol": "canonical-v1",
+        "game_id": "orbit-roulette", "operator_id": OP, "player_id": player,
+        "currency": "USD", "language": "en", "mode": "real",
+    }  # fmt: skip
+    assert body["provider_query"][0] == "token"
+    page = httpx.get(url, follow_redirects=False)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Orbit Roulette" in page.text and player in page.text and token not in page.text
+
+
+def test_launch_refusals(stack: Stack, operator: IngressClient) -> None:
+    url, token = _launch(operator, player_id=unique("pl"), currency="EUR", country="FR",
+                         game_id=HUB_GAME, mode="real")  # fmt: skip
+    base = f"{stack.base_url}/v1/launch"
+    json_accept = {"accept": "application/json"}
+    secret = stack.settings.session_secret.get_secret_value().encode()
+    claims = verify_token(secret, token, time.time_ns() // 1_000_000).claims
+    assert claims is not None
+    expired = issue_token(secret, replace(claims, expires_at_ms=claims.issued_at_ms + 1))
+    cases = [
+        (f"{base}/{HUB}/{HUB_GAME}?session_token={token[:-2]}xx", 404, "SESSION_NOT_FOUND"),
+        (f"{base}/{HUB}/{HUB_GAME}", 404, "SESSION_NOT_FOUND"),
+        (f"{base}/{HUB}/{HUB_GAME}?session_token={expired}", 410, "SESSION_EXPIRED"),
+        (f"{base}/{ORBIT}/orbit-roulette?session_token={token}", 403, "GAME_NOT_ALLOWED"),
+        (f"{base}/{HUB}/no-such-game?session_token={token}", 404, "UNKNOWN_GAME"),
+        (f"{base}/{ORBIT}/{HUB_GAME}?session_token={token}", 404, "UNKNOWN_GAME"),
+        (f"{url}&return_url=javascript:alert(1)", 400, "INVALID_REQUEST"),
+        (f"{url}&language=not a tag", 400, "INVALID_REQUEST"),
+    ]
+    for case_url, http, status in cases:
+        r = httpx.get(case_url, headers=json_accept, follow_redirects=False)
+        assert (r.status_code, r.json()["status"]) == (http, status), case_url
+    page = httpx.get(f"{base}/{HUB}/{HUB_GAME}", follow_redirects=False)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
 
 
 SESSION = {"player_id": "pl-1", "currency": "EUR", "country": "DE", "game_id": "nova-starfall",

@@ -338,6 +338,16 @@ BAD_INPUTS: list[Any] = [
         ["games[4].id: 'nova-starfall' repeats games[0]"],
         id="duplicate game id alone",
     ),
+    pytest.param(
+        set_at(("providers", 0, "game_url"), "javascript:alert(1)"),
+        ["providers[0].game_url: String should match pattern '^https?://[^\\s]+$'"],
+        id="game URL that is not http(s)",
+    ),
+    pytest.param(
+        set_at(("games", 0, "code"), "a b"),
+        ["games[0].code: String should match pattern '^[A-Za-z0-9_.:-]+$'"],
+        id="game code with a space",
+    ),
 ]
 
 

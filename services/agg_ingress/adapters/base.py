@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from agg_domain.currency import is_currency, minor_unit_exponent
 from agg_domain.statuses import Status
+from agg_ingress.launch import LaunchParams
 from agg_ingress.protocol import Callback, Refusal
 
 
@@ -97,6 +98,11 @@ class ProviderAdapter(Protocol):
         self, request: WireRequest, credentials: Credentials, now_s: float
     ) -> Accepted | Refused:
         """Authenticate and read ``request``."""
+        ...
+
+    def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
+        """The query parameters of the provider's game URL for a launch, in the protocol's
+        names (:mod:`agg_ingress.launch`)."""
         ...
 
     def render(self, context: Any, result: Result, credentials: Credentials) -> WireResponse:

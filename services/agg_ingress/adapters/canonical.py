@@ -17,6 +17,7 @@ from agg_ingress.adapters.base import (
     WireRequest,
     WireResponse,
 )
+from agg_ingress.launch import LaunchParams, default_launch_query
 from agg_ingress.protocol import (
     ACTIONS,
     Callback,
@@ -62,6 +63,9 @@ class CanonicalAdapter:
         if isinstance(callback, Invalid):
             return Refused(Status.INVALID_REQUEST, callback.reason, body)
         return Accepted(callback, callback)
+
+    def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
+        return default_launch_query(params)
 
     def render(self, context: Any, result: Result, credentials: Credentials) -> WireResponse:
         request_id: str | None

@@ -54,6 +54,7 @@ from agg_ingress.adapters.base import (
     minor_to_scaled,
     scaled_to_minor,
 )
+from agg_ingress.launch import LaunchParams
 from agg_ingress.protocol import ID_PATTERN, Callback, Refusal, parse_object
 
 PROTOCOL = "hub88-v1"
@@ -240,6 +241,26 @@ class Hub88Adapter:
         return Callback(action, request_id, token, player_id, transaction_id=transaction_id,
                         reference_transaction_id=reference, round_id=round_id, game_id=game_id,
                         amount=minor, currency=currency, round_closed=round_closed)  # fmt: skip
+
+    def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
+        """The game URL's query, in the names of Hub88's game launch (``lobby_url``,
+        ``deposit_url``; ``demo`` for a demo session)."""
+        query = [
+            ("token", params.token),
+            ("user", params.player_id),
+            ("game_code", params.game_code),
+            ("currency", params.currency),
+            ("lang", params.language),
+            ("country", params.country),
+            ("platform", "GPL_DESKTOP"),
+        ]
+        if params.lobby_url:
+            query.append(("lobby_url", params.lobby_url))
+        if params.cashier_url:
+            query.append(("deposit_url", params.cashier_url))
+        if params.mode == "demo":
+            query.append(("demo", "true"))
+        return query
 
     def render(self, context: Any, result: Result, credentials: Credentials) -> WireResponse:
         ctx = context if isinstance(context, Context) else Context()
