@@ -11,13 +11,16 @@ import argparse
 import asyncio
 import sys
 import time
+from fractions import Fraction
 
 import psycopg
 
 from agg_config.settings import load_settings
 from agg_config.tenants import load_tenants
 from agg_simulator.model import Expectation
-from agg_simulator.run import Simulator, live_printer
+from agg_simulator.paytable import RTP_DEFAULT, parse_rtp_percent
+from agg_simulator.run import Simulator
+from agg_simulator.summary import LivePrinter
 
 
 def money_check(
@@ -70,6 +73,20 @@ def projection_check(player_prefix: str, database_url: str, settle_s: float = 30
         time.sleep(1)
 
 
+def _rtp(text: str) -> Fraction:
+    try:
+        return parse_rtp_percent(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _game_rtp(text: str) -> tuple[str, Fraction]:
+    game, sep, percent = text.partition("=")
+    if not sep or not game.strip():
+        raise argparse.ArgumentTypeError(f"GAME=PERCENT, such as nova-starfall=94.5, not {text!r}")
+    return game.strip(), _rtp(percent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aggregator simulate", description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
@@ -78,16 +95,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", default=None, help="ingress URL (default from settings)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--rtp", type=_rtp, default=RTP_DEFAULT, metavar="PERCENT",
+        help="every game's return to player, in percent (default 96)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--game-rtp", type=_game_rtp, action="append", default=[], metavar="GAME=PERCENT",
+        help="one game's own RTP (repeatable), e.g. --game-rtp nova-starfall=94.5",
+    )  # fmt: skip
+    parser.add_argument(
         "--skip-projections", action="store_true", help="no projector runs: skip its check"
     )
     args = parser.parse_args(argv)
     settings = load_settings()
     tenants = load_tenants(settings.tenants_file)
     base_url = args.base_url or f"http://{settings.ingress_host}:{settings.ingress_port}"
-    sim = Simulator(settings, tenants, base_url, players=args.players,
-                    concurrency=args.concurrency, seed=args.seed)  # fmt: skip
+    try:
+        sim = Simulator(settings, tenants, base_url, players=args.players,
+                        concurrency=args.concurrency, seed=args.seed, rtp=args.rtp,
+                        game_rtp=dict(args.game_rtp))  # fmt: skip
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"opening {args.players} sessions at {base_url} ...", flush=True)
-    asyncio.run(sim.run(args.duration, live_printer()))
+    asyncio.run(sim.run(args.duration, LivePrinter(sys.stdout)))
     prefix = f"sim-{sim.run_id}-"
     problems = money_check(sim.expect, prefix, settings.database_url)
     players = len(sim.expect.players)

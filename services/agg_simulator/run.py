@@ -1,73 +1,77 @@
 """``aggregator simulate``: simulated providers and players against a running ingress.
 
 Opens a session per player through the operator API, then plays rounds like a real game:
-a bet, usually a win (sometimes zero), the round closed; now and then a rollback of the bet,
-a duplicate callback, a retry after 503, and a rollback that overtakes its bet. A live
-one-screen summary shows rates, latency percentiles, statuses and money; at the end every
-player's balance at the operator's wallet is checked against the answers received.
+a bet, a win drawn from the game's paytable (most rounds lose; the expected payout is the
+game's configured RTP exactly: ``agg_simulator.paytable``), the round closed; now and then a
+rollback of the bet, a duplicate callback, a retry after 503, and a rollback that overtakes
+its bet. A live one-screen summary (``agg_simulator.summary``) shows rates, latency
+percentiles, outcomes, money and each game's observed RTP; at the end every player's balance
+at the operator's wallet is checked against the answers received.
+
+Callbacks are built and sent in one place, ``agg_simulator.clients`` (one client per
+provider protocol); this module only decides what a round does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
-from array import array
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from fractions import Fraction
 
 import httpx
 
 from agg_config.settings import Settings
 from agg_config.tenants import Tenants
-from agg_ingress.client import encode_body, signed_headers
+from agg_simulator.clients import (
+    PROVIDER_CLIENTS,
+    Answer,
+    Call,
+    ProviderClient,
+    Session,
+    open_session,
+)
 from agg_simulator.model import Expectation
+from agg_simulator.paytable import RTP_DEFAULT, Paytable, paytable_for
+from agg_simulator.summary import GameTally, Stats
 
 PlayerKey = tuple[str, str, str]  # operator, player, currency
+STAKES = (10, 20, 50, 100, 200, 500)
+"""Stakes in minor units, drawn uniformly per round: multiples of every paytable's
+``stake_step``, so that every win is a whole number of minor units."""
 
-
-@dataclass
-class Stats:
-    started: float = field(default_factory=time.monotonic)
-    statuses: Counter[str] = field(default_factory=Counter)
-    actions: Counter[str] = field(default_factory=Counter)
-    latencies_ms: array[float] = field(default_factory=lambda: array("f"))
-    window: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    money_in: int = 0
-    money_out: int = 0
-    latency_samples_max: int = 2_000_000
-
-    def record(self, action: str, status: str, latency_ms: float) -> None:
-        self.actions[action] += 1
-        self.statuses[status] += 1
-        if len(self.latencies_ms) < self.latency_samples_max:
-            self.latencies_ms.append(latency_ms)
-        self.window.append(latency_ms)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, int(q * len(sorted_values)))
-    return sorted_values[index]
+OnTick = Callable[[Stats, float, bool], None]
+"""Called once per interval with the stats, the monotonic time and whether the run is over."""
 
 
 class Simulator:
     def __init__(self, settings: Settings, tenants: Tenants, base_url: str, *,
-                 players: int, concurrency: int, seed: int = 7):  # fmt: skip
+                 players: int, concurrency: int, seed: int = 7,
+                 rtp: Fraction = RTP_DEFAULT,
+                 game_rtp: Mapping[str, Fraction] | None = None):  # fmt: skip
+        """``rtp``: every game's return to player, unless ``game_rtp`` gives the game's own
+        (ValueError for a game the tenants file does not have, or an RTP out of range)."""
         self.settings = settings
         self.tenants = tenants
         self.base_url = base_url
         self.player_count = players
         self.concurrency = concurrency
         self.random = random.Random(seed)
-        self.stats = Stats()
+        unknown = sorted(set(game_rtp or {}) - {g.id for g in tenants.games})
+        if unknown:
+            raise ValueError(f"no such game in the tenants file: {', '.join(unknown)}")
+        self.paytables: dict[str, Paytable] = {
+            g.id: paytable_for((game_rtp or {}).get(g.id, rtp)) for g in tenants.games
+        }
+        self.clients: dict[str, ProviderClient] = {
+            p.id: PROVIDER_CLIENTS[p.protocol](p)
+            for p in tenants.providers
+            if p.enabled and p.protocol in PROVIDER_CLIENTS
+        }
+        self.stats = Stats(time.monotonic())
         self.expect = Expectation()
-        self.sessions: list[dict[str, Any]] = []
+        self.sessions: list[Session] = []
         self.http: httpx.AsyncClient | None = None
         self.run_id = f"{int(time.time()):x}"
         self._txn = 0
@@ -76,121 +80,105 @@ class Simulator:
         self._txn += 1
         return f"{prefix}-{self.run_id}-{self._txn}"
 
-    async def _post(
-        self, secret: bytes, path: str, fields: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
-        assert self.http is not None
-        body = encode_body(fields)
-        response = await self.http.post(
-            path, content=body, headers=signed_headers(secret, "POST", path, body)
-        )
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, {"status": f"HTTP_{response.status_code}"}
-
     async def open_sessions(self) -> None:
+        assert self.http is not None
         kafka_ops = [o for o in self.tenants.operators if o.wallet.mode == "kafka"]
         for i in range(self.player_count):
             op = kafka_ops[i % len(kafka_ops)]
             games = [g for g in self.tenants.games if g.provider in op.providers
-                     and not g.restricted_countries]  # fmt: skip
+                     and g.provider in self.clients and not g.restricted_countries]  # fmt: skip
             game = games[i % len(games)]
-            currency = op.currencies[0]
             player = f"sim-{self.run_id}-{i}"
-            status, body = await self._post(
-                op.secret.reveal(),
-                f"/v1/operators/{op.id}/sessions",
-                {"player_id": player, "currency": currency, "country": "MT",
-                 "game_id": game.id, "mode": "real"},
-            )  # fmt: skip
-            if status != 201:
-                raise RuntimeError(f"opening a session failed: {status} {body}")
-            provider = self.tenants.provider(game.provider)
-            assert provider is not None
-            self.sessions.append({
-                "operator": op.id, "player": player, "currency": currency, "game": game.id,
-                "provider": provider.id, "secret": provider.shared_secret(),
-                "token": body["session_token"],
-            })  # fmt: skip
+            session = await open_session(
+                self.http, op, player, op.currencies[0], game.id, game.provider
+            )
+            self.sessions.append(session)
 
-    async def callback(self, session: dict[str, Any], action: str, fields: dict[str, Any],
-                       retries_max: int = 20) -> dict[str, Any]:  # fmt: skip
-        """One callback, retried with the same transaction id while the answer is 503."""
-        body = {"request_id": self._next_id("rq"), "session_token": session["token"],
-                "player_id": session["player"], "currency": session["currency"],
-                **fields}  # fmt: skip
-        path = f"/v1/providers/{session['provider']}/wallet/{action}"
+    async def callback(self, session: Session, call: Call, retries_max: int = 20) -> Answer:
+        """One callback, retried with the same request and transaction ids while the answer
+        is 503; every attempt is counted in the stats."""
+        assert self.http is not None
+        client = self.clients[session.provider]
+        request_id = self._next_id("rq")
         for attempt in range(retries_max):
             started = time.perf_counter()
             try:
-                status, answer = await self._post(session["secret"], path, body)
+                answer = await client.send(self.http, session, call, request_id)
             except httpx.HTTPError as exc:
                 self.stats.errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.2)
                 continue
-            latency = (time.perf_counter() - started) * 1000
-            self.stats.record(action, str(answer.get("status")), latency)
-            if status != 503:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.stats.record(session.operator, session.provider, call.action, answer.status,
+                              latency_ms)  # fmt: skip
+            if answer.http_status != 503:
                 return answer
             await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-        return {"status": "GAVE_UP"}
+        self.stats.errors["gave up after 503s"] += 1
+        return Answer(503, "GAVE_UP")
 
-    async def play_round(self, session: dict[str, Any]) -> None:
+    async def play_round(self, session: Session) -> None:
         rnd = self._next_id("rnd")
-        player: PlayerKey = (session["operator"], session["player"], session["currency"])
-        provider = session["provider"]
-        amount = self.random.choice([10, 20, 50, 100, 200, 500])
+        player: PlayerKey = (session.operator, session.player, session.currency)
+        provider = session.provider
+        amount = self.random.choice(STAKES)
         roll = self.random.random()
         if roll < 0.01:  # a rollback that overtakes its bet: the bet must then be refused
             bet_txn = self._next_id("tx")
-            rb = await self.callback(session, "rollback", {
-                "transaction_id": self._next_id("rb"), "reference_transaction_id": bet_txn,
-                "round_id": rnd, "game_id": session["game"]})  # fmt: skip
-            answer = await self.callback(session, "bet", {
-                "transaction_id": bet_txn, "round_id": rnd, "game_id": session["game"],
-                "amount": amount, "round_closed": True})  # fmt: skip
-            self.expect.bet_answered(player, provider, bet_txn, amount, answer["status"])
-            self.expect.rollback_answered(provider, bet_txn, rb["status"])
+            rb = await self.callback(session, self._rollback(bet_txn, rnd))
+            answer = await self.callback(session, Call("bet", bet_txn, rnd, amount, True))
+            self.expect.bet_answered(player, provider, bet_txn, amount, answer.status)
+            self.expect.rollback_answered(provider, bet_txn, rb.status)
+            if answer.status == "OK":
+                self.stats.bets_in[session.currency] += amount
+            if answer.status == "OK" and rb.status == "OK":
+                self.stats.bets_in[session.currency] -= amount
             return
         bet_txn = self._next_id("tx")
-        bet_fields = {"transaction_id": bet_txn, "round_id": rnd, "game_id": session["game"],
-                      "amount": amount, "round_closed": False}  # fmt: skip
-        answer = await self.callback(session, "bet", bet_fields)
-        self.expect.bet_answered(player, provider, bet_txn, amount, answer["status"])
-        if answer["status"] == "OK":
-            self.stats.money_in += amount
+        bet = Call("bet", bet_txn, rnd, amount, False)
+        answer = await self.callback(session, bet)
+        self.expect.bet_answered(player, provider, bet_txn, amount, answer.status)
+        if answer.status == "OK":
+            self.stats.bets_in[session.currency] += amount
         if self.random.random() < 0.02:  # the provider repeats the callback
-            again = await self.callback(session, "bet", bet_fields)
-            if again["status"] != answer["status"]:
+            again = await self.callback(session, bet)
+            if again.status != answer.status:
                 self.stats.errors["duplicate answered differently"] += 1
-        if answer["status"] != "OK":
+        if answer.status != "OK":
             return
         if roll < 0.05:  # the game is cancelled: roll the bet back
-            rb = await self.callback(session, "rollback", {
-                "transaction_id": self._next_id("rb"), "reference_transaction_id": bet_txn,
-                "round_id": rnd, "game_id": session["game"]})  # fmt: skip
-            self.expect.rollback_answered(provider, bet_txn, rb["status"])
-            if rb["status"] == "OK":
-                self.stats.money_in -= amount
+            rb = await self.callback(session, self._rollback(bet_txn, rnd))
+            self.expect.rollback_answered(provider, bet_txn, rb.status)
+            if rb.status == "OK":
+                self.stats.bets_in[session.currency] -= amount
             return
-        win = self.random.choice([0, 0, 0, amount // 2, amount, amount * 2, amount * 5])
+        win = self.paytables[session.game].play(amount, self.random)
+        self._tally(session.game).settle(amount, win)
         win_txn = self._next_id("tx")
-        answer = await self.callback(session, "win", {
-            "transaction_id": win_txn, "round_id": rnd, "game_id": session["game"],
-            "amount": win, "round_closed": True})  # fmt: skip
-        self.expect.win_answered(player, provider, win_txn, win, answer["status"])
-        if answer["status"] == "OK":
-            self.stats.money_out += win
+        answer = await self.callback(session, Call("win", win_txn, rnd, win, True))
+        self.expect.win_answered(player, provider, win_txn, win, answer.status)
+        if answer.status == "OK":
+            self.stats.wins_out[session.currency] += win
 
-    async def run(self, duration_s: float, on_tick: Callable[[Simulator, bool], None]) -> None:
+    def _rollback(self, bet_txn: str, round_id: str) -> Call:
+        return Call("rollback", self._next_id("rb"), round_id, reference_transaction_id=bet_txn)
+
+    def _tally(self, game: str) -> GameTally:
+        tally = self.stats.games.get(game)
+        if tally is None:
+            tally = self.stats.games[game] = GameTally(self.paytables[game])
+        return tally
+
+    async def run(self, duration_s: float, on_tick: OnTick, interval_s: float = 1.0) -> None:
         limits = httpx.Limits(
             max_connections=self.concurrency, max_keepalive_connections=self.concurrency
         )
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10, limits=limits) as http:
             self.http = http
             await self.open_sessions()
-            self.stats = Stats()
+            self.stats = Stats(time.monotonic())
+            for game in sorted({s.game for s in self.sessions}):
+                self._tally(game)
             deadline = time.monotonic() + duration_s
 
             async def player_loop(index: int) -> None:
@@ -200,48 +188,12 @@ class Simulator:
 
             async def ticker() -> None:
                 while time.monotonic() < deadline:
-                    await asyncio.sleep(1)
-                    on_tick(self, False)
+                    await asyncio.sleep(interval_s)
+                    now = time.monotonic()
+                    on_tick(self.stats, now, False)
+                    self.stats.next_interval(now)
 
             tick = asyncio.create_task(ticker())
             await asyncio.gather(*(player_loop(i) for i in range(self.concurrency)))
             tick.cancel()
-            on_tick(self, True)
-
-
-def render(sim: Simulator, final: bool) -> str:
-    s = sim.stats
-    elapsed = max(0.001, time.monotonic() - s.started)
-    total = sum(s.actions.values())
-    window = sorted(s.window)
-    s.window = []
-    overall = sorted(s.latencies_ms) if final else window
-    label = "whole run" if final else "last second"
-    lines = [
-        f"casino aggregator simulation  {elapsed:6.1f}s  {total} callbacks  "
-        f"{total / elapsed:7.1f}/s  ({len(window)} in the last second)",
-        f"latency ms ({label}): p50 {percentile(overall, 0.5):6.1f}  p90 "
-        f"{percentile(overall, 0.9):6.1f}  p99 {percentile(overall, 0.99):6.1f}  "
-        f"max {overall[-1] if overall else 0:6.1f}",
-        "actions:  " + "  ".join(f"{k} {v}" for k, v in sorted(s.actions.items())),
-        "statuses: " + "  ".join(f"{k} {v}" for k, v in s.statuses.most_common()),
-        f"money (minor units): bets in {s.money_in}  wins out {s.money_out}  "
-        f"GGR {s.money_in - s.money_out}",
-    ]
-    if s.errors:
-        lines.append("errors:   " + "  ".join(f"{k} {v}" for k, v in s.errors.items()))
-    return "\n".join(lines)
-
-
-def live_printer(stream: Any = sys.stdout) -> Callable[[Simulator, bool], None]:
-    tty = hasattr(stream, "isatty") and stream.isatty()
-
-    def on_tick(sim: Simulator, final: bool) -> None:
-        text = render(sim, final)
-        if tty and not final:
-            stream.write("\x1b[2J\x1b[H" + text + "\n")
-        else:
-            stream.write(text + "\n\n")
-        stream.flush()
-
-    return on_tick
+            on_tick(self.stats, time.monotonic(), True)

@@ -1,0 +1,306 @@
+"""The traffic simulator's pure parts (``aggregator simulate``, ``make run``): the paytable
+whose expected payout is the configured RTP exactly, the one-screen summary drawn from the
+stats, and the choice between redrawing a terminal and writing plain lines."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agg_config.settings import load_settings
+from agg_config.tenants import load_tenants
+from agg_simulator.__main__ import main as simulate_main
+from agg_simulator.paytable import (
+    RTP_DEFAULT,
+    WIN_SHAPE,
+    Outcome,
+    Paytable,
+    parse_rtp_percent,
+    paytable_for,
+)
+from agg_simulator.run import STAKES, Simulator
+from agg_simulator.summary import (
+    CLEAR_LINE_END,
+    CLEAR_SCREEN,
+    HOME,
+    ROWS_MAX,
+    GameTally,
+    LivePrinter,
+    Stats,
+    frame,
+    interval_line,
+    is_terminal,
+    summary_lines,
+)
+
+# --- the paytable -------------------------------------------------------------------------
+
+
+def expected_win(table: Paytable, stake: int) -> Fraction:
+    """E[win] on ``stake`` from first principles: each outcome's whole-unit payout times its
+    probability, weights over the total weight."""
+    total = sum(o.weight for o in table.outcomes)
+    return sum((Fraction(o.weight, total) * table.payout(stake, o) for o in table.outcomes),
+               Fraction(0))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("percent", "rtp"),
+    [
+        ("96", Fraction(24, 25)),
+        ("94.5", Fraction(189, 200)),
+        ("97.25", Fraction(389, 400)),
+        ("88.88", Fraction(2222, 2500)),
+        ("99.999999", Fraction(99_999_999, 100_000_000)),
+        ("100", Fraction(1)),
+        ("0", Fraction(0)),
+    ],
+)
+def test_the_expected_payout_is_the_configured_rtp_exactly(percent: str, rtp: Fraction) -> None:
+    assert parse_rtp_percent(percent) == rtp
+    table = paytable_for(rtp)
+    assert table.expectation == rtp
+    for stake in STAKES:
+        assert stake % table.stake_step == 0
+        assert expected_win(table, stake) == rtp * stake, stake
+
+
+def test_the_default_is_96_percent_with_most_rounds_losing() -> None:
+    table = paytable_for(RTP_DEFAULT)
+    assert RTP_DEFAULT == Fraction(96, 100)
+    assert [(o.weight, o.multiplier) for o in table.outcomes] == [
+        (13_703, 0), (2_100, Fraction(1, 2)), (1_500, 1), (1_500, 2), (750, 5), (300, 10),
+        (120, 25), (24, 100), (3, 500),
+    ]  # fmt: skip
+    assert table.total_weight == 20_000
+    assert table.hit_rate == Fraction(6_297, 20_000)  # about one round in three wins
+    assert table.probability(table.outcomes[-1]) == Fraction(3, 20_000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=100_000_000))
+def test_any_rtp_up_to_100_percent_is_exact_and_most_rounds_lose(millionths: int) -> None:
+    rtp = Fraction(millionths, 100_000_000)
+    table = paytable_for(rtp)
+    assert table.expectation == rtp
+    assert all(o.weight >= 0 for o in table.outcomes)
+    assert table.hit_rate < Fraction(1, 2)
+    # the winning outcomes keep their relative frequencies
+    wins = [o for o in table.outcomes if o.multiplier]
+    scale = Fraction(wins[0].weight, WIN_SHAPE[0][0])
+    assert [(o.weight, o.multiplier) for o in wins] == [(w * scale, m) for w, m in WIN_SHAPE]
+    assert expected_win(table, 500) == rtp * 500
+
+
+@pytest.mark.parametrize(
+    "text", ["100.5", "101", "-1", "96%", "abc", "1/3", "1e2", "", "96.1234567", "0x60"]
+)
+def test_an_rtp_that_is_not_a_percentage_up_to_100_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_rtp_percent(text)
+
+
+@pytest.mark.parametrize("rtp", [Fraction(-1, 100), Fraction(101, 100)])
+def test_a_paytable_out_of_range_is_refused(rtp: Fraction) -> None:
+    with pytest.raises(ValueError):
+        paytable_for(rtp)
+
+
+@pytest.mark.parametrize("stake", [0, -10, 1, 15])
+def test_a_win_that_is_not_whole_minor_units_is_refused_not_rounded(stake: int) -> None:
+    table = paytable_for(RTP_DEFAULT)
+    half = next(o for o in table.outcomes if o.multiplier == Fraction(1, 2))
+    with pytest.raises(ValueError):
+        table.payout(stake, half)
+    assert table.payout(16, half) == 8
+    assert table.payout(15, Outcome(1, Fraction(2))) == 30
+
+
+@pytest.mark.parametrize(("percent", "seed"), [("96", 1), ("90", 2)])
+def test_many_seeded_rounds_pay_back_the_rtp_within_the_variance_bound(
+    percent: str, seed: int
+) -> None:
+    """400,000 rounds at the simulator's stakes. The sum of wins has variance
+    ``Var(win / stake) * sum(stake**2)``, so the observed RTP lies within 5 standard
+    deviations, ``5 * sqrt(Var * sum(stake**2)) / sum(stake)``, of the configured one (a
+    seeded run: it passes or fails the same everywhere; by Chebyshev a run off by 5 sigma has
+    probability under 4 %, by the normal approximation under one in a million); and so does
+    each outcome's frequency, within 5 sigma of its binomial count."""
+    rtp = parse_rtp_percent(percent)
+    table = paytable_for(rtp)
+    rng = random.Random(seed)
+    rounds = 400_000
+    stake_sum = stake_squares = win_sum = 0
+    seen: Counter[Fraction] = Counter()
+    for _ in range(rounds):
+        stake = rng.choice(STAKES)
+        outcome = table.draw(rng)
+        seen[outcome.multiplier] += 1
+        win_sum += table.payout(stake, outcome)
+        stake_sum += stake
+        stake_squares += stake * stake
+    observed = Fraction(win_sum, stake_sum)
+    sigma = math.sqrt(float(table.variance) * stake_squares) / stake_sum
+    assert 0 < sigma < 0.03
+    assert abs(float(observed - rtp)) <= 5 * sigma, (float(observed), float(rtp), sigma)
+    for outcome in table.outcomes:
+        p = float(table.probability(outcome))
+        count_sigma = math.sqrt(rounds * p * (1 - p))
+        assert abs(seen[outcome.multiplier] - rounds * p) <= 5 * count_sigma, outcome
+    assert seen[Fraction(0)] > rounds / 2, "most rounds lose"
+
+
+def test_each_game_gets_the_default_or_its_own_rtp_and_unknown_games_are_refused() -> None:
+    app_settings = load_settings()
+    tenants = load_tenants(app_settings.tenants_file)
+    sim = Simulator(app_settings, tenants, "http://127.0.0.1:9", players=1, concurrency=1,
+                    rtp=Fraction(95, 100), game_rtp={"nova-starfall": Fraction(9, 10)})  # fmt: skip
+    assert {g: t.rtp for g, t in sim.paytables.items()} == {
+        g.id: Fraction(9, 10) if g.id == "nova-starfall" else Fraction(95, 100)
+        for g in tenants.games
+    }
+    assert set(sim.clients) == {p.id for p in tenants.providers if p.protocol == "canonical-v1"}
+    with pytest.raises(ValueError, match="no-such-game"):
+        Simulator(app_settings, tenants, "http://127.0.0.1:9", players=1, concurrency=1,
+                  game_rtp={"no-such-game": RTP_DEFAULT})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--rtp", "101"], ["--rtp", "ninety"], ["--game-rtp", "nova-starfall"],
+     ["--game-rtp", "=96"], ["--game-rtp", "no-such-game=96"]],
+)  # fmt: skip
+def test_the_command_refuses_a_bad_rtp_before_it_sends_anything(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        simulate_main(["--base-url", "http://127.0.0.1:9", *argv])
+    assert exit_.value.code == 2
+    assert "opening" not in capsys.readouterr().out
+
+
+# --- the summary --------------------------------------------------------------------------
+
+
+def stats_of_a_run() -> Stats:
+    """Ten seconds of a run at t=100..110: the last interval began at 109.5."""
+    stats = Stats(started_s=100.0)
+    for i in range(100):  # 100 callbacks, latencies 1..100 ms
+        operator = "op-alpha" if i % 4 else "op-beta"
+        provider = "prov-nova" if i % 2 else "prov-orbit"
+        status = "OK" if i < 90 else ("INSUFFICIENT_FUNDS" if i < 97 else "RETRY_LATER")
+        stats.record(operator, provider, "bet" if i % 2 else "win", status, float(i + 1))
+    stats.next_interval(109.5)
+    for i in range(10):  # 10 in the last half second, 200..209 ms
+        stats.record("op-alpha", "prov-nova", "bet", "OK", 200.0 + i)
+    starfall = stats.games["nova-starfall"] = GameTally(paytable_for(Fraction(96, 100)))
+    starfall.settle(1_000, 950)
+    starfall.settle(1_000, 950)
+    stats.games["orbit-blackjack"] = GameTally(paytable_for(Fraction(90, 100)))
+    stats.bets_in.update({"EUR": 2_000, "JPY": 500})
+    stats.wins_out.update({"EUR": 1_900})
+    return stats
+
+
+def row(lines: list[str], name: str) -> list[str]:
+    [found] = [line for line in lines if line.startswith(name + " ")]
+    return found[len(name) :].split()
+
+
+def test_the_live_summary_rows_rates_latencies_outcomes_and_rtp() -> None:
+    lines = summary_lines(stats_of_a_run(), now_s=110.0, final=False)
+    assert lines[0].startswith("casino aggregator simulation  10.0 s  110 callbacks  11/s")
+    assert "last 0.5 s" in lines[0]
+    # callbacks, per s, p50, p90, p99, max, OK, refused, retried
+    assert row(lines, "all") == ["110", "20", "205.0", "209.0", "209.0", "209.0", "100", "7",
+                                 "3"]  # fmt: skip
+    assert row(lines, "operator op-alpha")[:2] == ["85", "20"]
+    assert row(lines, "operator op-beta") == ["25", "0", "0.0", "0.0", "0.0", "0.0", "23", "2",
+                                              "0"]  # fmt: skip
+    assert row(lines, "provider prov-nova")[:2] == ["60", "20"]
+    assert row(lines, "provider prov-orbit")[0] == "50"
+    assert "outcomes: OK 100  INSUFFICIENT_FUNDS 7  RETRY_LATER 3" in lines
+    assert "actions:  bet 60  win 50" in lines
+    # two standard deviations of two rounds of 1,000: 2 * sqrt(Var * 2 * 1000**2) / 2000
+    two_sigma = 2 * math.sqrt(float(paytable_for(RTP_DEFAULT).variance) * 2e6) / 2000
+    assert row(lines, "nova-starfall") == ["2", "2,000", "1,900", "95.00%", "96.00%",
+                                           f"+/-{two_sigma * 100:.2f}"]  # fmt: skip
+    assert row(lines, "orbit-blackjack") == ["0", "0", "0", "-", "90.00%", "-"]
+    assert lines[-1] == (
+        "money (minor units): EUR bets 2,000 wins 1,900 GGR 100  JPY bets 500 wins 0 GGR 500"
+    )
+    assert len(lines) <= 24 and max(map(len, lines)) <= 120
+
+
+def test_the_final_report_covers_the_whole_run() -> None:
+    lines = summary_lines(stats_of_a_run(), now_s=110.0, final=True)
+    assert "whole run" in lines[0]
+    # 110 latencies: 1..100 and 200..209; rate over the 10 s
+    assert row(lines, "all")[:6] == ["110", "11", "56.0", "100.0", "208.0", "209.0"]
+    assert row(lines, "nova-starfall")[3:5] == ["95.00%", "96.00%"]
+
+
+def test_the_summary_stays_one_screen_with_many_tenants() -> None:
+    stats = Stats(started_s=0.0)
+    for i in range(30):
+        stats.record(f"op-{i:02}", f"prov-{i:02}", "bet", "OK", 1.0)
+        stats.games[f"game-{i:02}"] = GameTally(paytable_for(RTP_DEFAULT))
+    lines = summary_lines(stats, now_s=1.0, final=False)
+    assert f"  ... and {30 - ROWS_MAX} more operators" in lines
+    assert f"  ... and {30 - ROWS_MAX} more providers" in lines
+    assert f"  ... and {30 - ROWS_MAX} more games" in lines
+    assert len(lines) <= 3 * ROWS_MAX + 12 <= 30
+
+
+def test_an_interval_is_one_plain_line() -> None:
+    line = interval_line(stats_of_a_run(), now_s=110.0)
+    assert "\n" not in line and "\x1b" not in line
+    assert line.startswith("t=10.0s callbacks=110 rate=20/s p50=205.0ms")
+    assert "ok=100 refused=7 retried=3 errors=0" in line
+    assert line.endswith("nova-starfall=95.00%/96.00% orbit-blackjack=-/90.00%")
+
+
+def test_a_frame_redraws_the_screen_in_place() -> None:
+    lines = ["a" * 50, "b", "c", "d"]
+    first = frame(lines, columns=20, rows=4, first=True)
+    assert first == (CLEAR_SCREEN + HOME + "a" * 20 + CLEAR_LINE_END + "\n" + "b"
+                     + CLEAR_LINE_END + "\n" + "c" + CLEAR_LINE_END + "\n\x1b[J")  # fmt: skip
+    again = frame(lines, columns=80, rows=40, first=False)
+    assert again.startswith(HOME) and CLEAR_SCREEN not in again
+    assert again.count("\n") == 4
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "terminal"), [(Terminal(), True), (io.StringIO(), False), (object(), False)]
+)
+def test_a_terminal_is_told_from_a_file_or_pipe(stream: object, terminal: bool) -> None:
+    assert is_terminal(stream) is terminal
+
+
+def test_a_terminal_gets_one_screen_redrawn_and_a_pipe_one_line_per_interval() -> None:
+    tty, pipe = Terminal(), io.StringIO()
+    for printer in (LivePrinter(tty), LivePrinter(pipe)):
+        for now in (110.0, 111.0, 112.0):
+            printer(stats_of_a_run(), now, False)
+        printer(stats_of_a_run(), 113.0, True)
+    screens = tty.getvalue()
+    assert screens.startswith(CLEAR_SCREEN + HOME)
+    assert screens.count(CLEAR_SCREEN) == 1 and screens.count(HOME) == 4
+    plain = pipe.getvalue().splitlines()
+    assert "\x1b" not in pipe.getvalue()
+    assert [line.split()[0] for line in plain[:3]] == ["t=10.0s", "t=11.0s", "t=12.0s"]
+    final = summary_lines(stats_of_a_run(), 113.0, final=True)
+    assert plain[3:] == final
+    assert screens.endswith("\n".join(final) + "\n")
