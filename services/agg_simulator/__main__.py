@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                         game_rtp=dict(args.game_rtp))  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))
-    print(f"opening {args.players} sessions at {base_url} ...", flush=True)
+    print(f"opening {args.players} sessions (players sim-{sim.run_id}-*) at {base_url} ...",
+          flush=True)  # fmt: skip
     asyncio.run(sim.run(args.duration, LivePrinter(sys.stdout)))
     prefix = f"sim-{sim.run_id}-"
     problems = money_check(sim.expect, prefix, settings.database_url)

@@ -181,10 +181,9 @@ class Simulator:
                 self._tally(game)
             deadline = time.monotonic() + duration_s
 
-            async def player_loop(index: int) -> None:
+            async def player_loop() -> None:
                 while time.monotonic() < deadline:
-                    session = self.sessions[(index + self._txn) % len(self.sessions)]
-                    await self.play_round(session)
+                    await self.play_round(self.random.choice(self.sessions))
 
             async def ticker() -> None:
                 while time.monotonic() < deadline:
@@ -194,6 +193,6 @@ class Simulator:
                     self.stats.next_interval(now)
 
             tick = asyncio.create_task(ticker())
-            await asyncio.gather(*(player_loop(i) for i in range(self.concurrency)))
+            await asyncio.gather(*(player_loop() for _ in range(self.concurrency)))
             tick.cancel()
             on_tick(self.stats, time.monotonic(), True)

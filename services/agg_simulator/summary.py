@@ -147,7 +147,7 @@ def game_line(game: str, tally: GameTally) -> str:
     band = "-" if not tally.stake else f"+/-{2 * tally.rtp_sigma * 100:.2f}"
     return (
         f"{game[:NAME_WIDTH]:<{NAME_WIDTH}} {tally.rounds:>10,} {tally.stake:>12,}"
-        f" {tally.win:>12,} {shown:>9} {format_percent(tally.paytable.rtp):>11} {band:>9}"
+        f" {tally.win:>12,} {shown:>9} {format_percent(tally.paytable.rtp):>11} {band:>10}"
     )
 
 
@@ -175,7 +175,7 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
         f"outcomes: {_counts(stats.total.statuses)}",
         f"actions:  {_counts(stats.actions)}",
         f"{'game':<{NAME_WIDTH}} {'rounds':>10} {'stakes':>12} {'wins':>12} {'RTP':>9}"
-        f" {'configured':>11} {'2 sigma':>9}",
+        f" {'configured':>11} {'2 sigma':>10}",
     ]
     games = sorted(stats.games, key=lambda g: -stats.games[g].rounds)
     rows = [game_line(g, stats.games[g]) for g in games[:ROWS_MAX]]

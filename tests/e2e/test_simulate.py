@@ -1,0 +1,117 @@
+"""``make run``'s traffic: ``aggregator simulate``, the command ``make run`` runs, against the
+whole pipeline (saga worker, reference wallet, projector, ingress as processes) on the test
+servers. Its own money and projection checks must pass; its output, not a terminal here, is
+one plain line per interval and then the final report, whose games pay their configured RTP
+and whose wins are the wins the ledger credited."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agg_config.tenants import load_tenants
+from tests.e2e.conftest import Pipeline
+
+
+@pytest.fixture(scope="module")
+def projector_client() -> str:
+    """One pipeline for this module (the projector's two clients are covered elsewhere)."""
+    return "librdkafka"
+
+
+AGGREGATOR = Path(sys.executable).parent / "aggregator"
+
+
+def report_row(lines: list[str], name: str) -> list[str]:
+    [found] = [line for line in lines if line.startswith(name + " ")]
+    return found[len(name) :].split()
+
+
+def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
+    pipeline: Pipeline,
+) -> None:
+    result = subprocess.run(
+        [str(AGGREGATOR), "simulate", "--duration", "8", "--players", "12", "--concurrency", "4",
+         "--seed", "11", "--game-rtp", "nova-starfall=90"],
+        env={**os.environ, **pipeline.env}, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    out = result.stdout
+    print(out)
+    assert result.returncode == 0, out + result.stderr
+    assert "\x1b" not in out, "no terminal: no escape sequences"
+    lines = out.splitlines()
+    run_id = re.search(r"players sim-([0-9a-f]+)-\*", lines[0])
+    assert run_id is not None, lines[0]
+    intervals = [line for line in lines if line.startswith("t=")]
+    assert intervals, out
+    assert all("nova-starfall=" in line and "/90.00%" in line for line in intervals)
+    assert "money check: OK for all 12 players" in out
+    assert "projection check: OK" in out
+
+    tenants = load_tenants(pipeline.settings.tenants_file)
+    played = {g.id for g in tenants.games if not g.restricted_countries}
+    rows = {game: report_row(lines, game) for game in played}
+    for game, (rounds, stakes, wins, observed, configured, _) in rows.items():
+        assert configured == ("90.00%" if game == "nova-starfall" else "96.00%"), game
+        assert int(rounds.replace(",", "")) > 0, (game, out)
+        assert observed == f"{int(wins.replace(',', '')) / int(stakes.replace(',', '')):.2%}"
+
+    # the wins in the report are the wins the ledger holds for this run's players
+    with psycopg.connect(pipeline.settings.database_url) as conn:
+        credited = dict(
+            conn.execute(
+                "select game_id, sum(amount) from projection.transactions where kind = 'WIN'"
+                " and player_id like %s group by game_id",
+                (f"sim-{run_id.group(1)}-%",),
+            ).fetchall()
+        )
+    assert {g: int(r[2].replace(",", "")) for g, r in rows.items()} == {
+        g: int(credited.get(g, 0)) for g in played
+    }
+
+
+def test_on_a_terminal_the_summary_is_redrawn_in_place(pipeline: Pipeline) -> None:
+    """The same command with its output on a pseudo-terminal: screens redrawn from the cursor
+    home (the screen cleared once), no plain interval lines, then the final report."""
+    master, slave = pty.openpty()
+    received = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other end closed
+                return
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(
+            [str(AGGREGATOR), "simulate", "--duration", "4", "--players", "4", "--concurrency",
+             "2", "--skip-projections"],
+            env={**os.environ, **pipeline.env, "COLUMNS": "160", "LINES": "48"},
+            stdout=slave, stderr=subprocess.PIPE, timeout=600, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(slave)
+    reader.join(30)
+    os.close(master)
+    out = received.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert out.count("\x1b[2J") == 1 and out.count("\x1b[H") >= 2, out
+    assert "\nt=" not in out, "no plain interval lines on a terminal"
+    final = out[out.rindex("\x1b[J") :]
+    assert "whole run" in final and "money check: OK for all 4 players" in final
+    assert re.search(r"nova-starfall +[\d,]+ +[\d,]+ +[\d,]+ +[\d.]+% +96\.00%", final), final
