@@ -87,7 +87,7 @@ class Simulator:
             op = kafka_ops[i % len(kafka_ops)]
             games = [g for g in self.tenants.games if g.provider in op.providers
                      and g.provider in self.clients and not g.restricted_countries]  # fmt: skip
-            game = games[i % len(games)]
+            game = games[(i // len(kafka_ops)) % len(games)]  # each operator's in turn
             player = f"sim-{self.run_id}-{i}"
             session = await open_session(
                 self.http, op, player, op.currencies[0], game.id, game.provider

@@ -18,8 +18,9 @@ from agg_simulator.paytable import Paytable, format_percent
 
 LATENCY_SAMPLES_MAX = 2_000_000
 """Latencies kept per row for the final percentiles (float32: 8 MB a row at most)."""
-ROWS_MAX = 6
-"""Operators, providers and games shown each: the summary stays one screen."""
+ROWS_MAX = 4
+"""Operators, providers and games shown each (then one "... and N more" line): the summary
+is 23 lines at most, one 80x24 screen."""
 NAME_WIDTH = 24
 
 
