@@ -15,6 +15,7 @@ provider protocol); this module only decides what a round does.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -181,9 +182,11 @@ class Simulator:
                 self._tally(game)
             deadline = time.monotonic() + duration_s
 
+            turns = itertools.cycle(self.sessions)  # every player in turn, evenly
+
             async def player_loop() -> None:
                 while time.monotonic() < deadline:
-                    await self.play_round(self.random.choice(self.sessions))
+                    await self.play_round(next(turns))
 
             async def ticker() -> None:
                 while time.monotonic() < deadline:
