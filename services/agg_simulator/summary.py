@@ -21,7 +21,8 @@ LATENCY_SAMPLES_MAX = 2_000_000
 ROWS_MAX = 4
 """Operators, providers and games shown each (then one "... and N more" line): the summary
 is 23 lines at most, one 80x24 screen."""
-NAME_WIDTH = 24
+NAME_WIDTH = 19
+"""Row names (``provider prov-orbit``) are cut to this: with it a row is 79 columns."""
 
 
 @dataclass
@@ -126,11 +127,10 @@ def _row(name: str, scope: Scope, seconds: float, final: bool) -> str:
     values = sorted(scope.latencies_ms) if final else sorted(scope.window_ms)
     rate = (scope.callbacks if final else len(scope.window_ms)) / seconds
     p50, p90, p99 = (percentile(values, q) for q in (0.5, 0.9, 0.99))
-    top = values[-1] if values else 0.0
     return (
-        f"{name[:NAME_WIDTH]:<{NAME_WIDTH}} {scope.callbacks:>10,} {rate:>8,.0f} {p50:>7.1f}"
-        f" {p90:>7.1f} {p99:>7.1f} {top:>7.1f} {scope.statuses['OK']:>10,}"
-        f" {scope.refused:>8,} {scope.statuses['RETRY_LATER']:>8,}"
+        f"{name[:NAME_WIDTH]:<{NAME_WIDTH}}{scope.callbacks:>9,} {rate:>6,.0f} {p50:>6.1f}"
+        f" {p90:>6.1f} {p99:>6.1f} {scope.statuses['OK']:>8,} {scope.refused:>7,}"
+        f" {scope.statuses['RETRY_LATER']:>5,}"
     )
 
 
@@ -145,10 +145,10 @@ def _counts(counter: Counter[str]) -> str:
 def game_line(game: str, tally: GameTally) -> str:
     observed = tally.observed_rtp
     shown = "-" if observed is None else format_percent(observed)
-    band = "-" if not tally.stake else f"+/-{2 * tally.rtp_sigma * 100:.2f}"
+    band = "-" if not tally.stake else f"+/-{2 * tally.rtp_sigma * 100:.1f}"
     return (
-        f"{game[:NAME_WIDTH]:<{NAME_WIDTH}} {tally.rounds:>10,} {tally.stake:>12,}"
-        f" {tally.win:>12,} {shown:>9} {format_percent(tally.paytable.rtp):>11} {band:>10}"
+        f"{game[:NAME_WIDTH]:<{NAME_WIDTH}}{tally.rounds:>9,} {tally.stake:>10,}"
+        f" {tally.win:>10,} {shown:>7} {format_percent(tally.paytable.rtp):>10} {band:>9}"
     )
 
 
@@ -162,10 +162,10 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
     seconds = elapsed if final else interval
     window = "whole run" if final else f"last {interval:.1f} s"
     lines = [
-        f"casino aggregator simulation  {elapsed:,.1f} s  {stats.total.callbacks:,} callbacks"
-        f"  {stats.total.callbacks / elapsed:,.0f}/s overall  (rate and latency: {window})",
-        f"{'':<{NAME_WIDTH}} {'callbacks':>10} {'per s':>8} {'p50 ms':>7} {'p90 ms':>7}"
-        f" {'p99 ms':>7} {'max ms':>7} {'OK':>10} {'refused':>8} {'retried':>8}",
+        f"simulation {elapsed:,.1f} s  {stats.total.callbacks:,} callbacks"
+        f"  {stats.total.callbacks / elapsed:,.0f}/s  (per s and ms: {window})",
+        f"{'':<{NAME_WIDTH}}{'callbacks':>9} {'per s':>6} {'p50 ms':>6} {'p90 ms':>6}"
+        f" {'p99 ms':>6} {'OK':>8} {'refused':>7} {'retry':>5}",
         _row("all", stats.total, seconds, final),
     ]
     for label, scopes in (("operator", stats.operators), ("provider", stats.providers)):
@@ -175,14 +175,14 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
     lines += [
         f"outcomes: {_counts(stats.total.statuses)}",
         f"actions:  {_counts(stats.actions)}",
-        f"{'game':<{NAME_WIDTH}} {'rounds':>10} {'stakes':>12} {'wins':>12} {'RTP':>9}"
-        f" {'configured':>11} {'2 sigma':>10}",
+        f"{'game':<{NAME_WIDTH}}{'rounds':>9} {'stakes':>10} {'wins':>10} {'RTP':>7}"
+        f" {'configured':>10} {'2 sigma':>9}",
     ]
     games = sorted(stats.games, key=lambda g: -stats.games[g].rounds)
     rows = [game_line(g, stats.games[g]) for g in games[:ROWS_MAX]]
     lines += _capped(rows, len(games) - ROWS_MAX, "games")
     money = "  ".join(
-        f"{cur} bets {stats.bets_in[cur]:,} wins {stats.wins_out[cur]:,}"
+        f"{cur} in {stats.bets_in[cur]:,} out {stats.wins_out[cur]:,}"
         f" GGR {stats.bets_in[cur] - stats.wins_out[cur]:,}"
         for cur in sorted(set(stats.bets_in) | set(stats.wins_out))
     )
