@@ -1,23 +1,25 @@
-"""How the traffic simulator talks to the ingress: the operator API that opens sessions, and
-one client per provider wire protocol that builds, signs and sends a callback and reads the
-answer back as a canonical status and balance.
+"""Where the traffic simulator talks to the ingress: the operator API that opens sessions,
+and :func:`send`, the one place a provider callback is built, sent and its answer read.
 
-Every callback of a run goes through :meth:`ProviderClient.send` (the simulator's game logic
-speaks only :class:`Call`, the canonical fields); a protocol is added by writing its client
-and listing it in :data:`PROVIDER_CLIENTS`. Providers whose protocol has no client here are
-left out of a run, with their games.
+The game logic (``agg_simulator.run``) says what a round does in canonical terms
+(:class:`Call`); :func:`send` makes it the session's canonical callback, has the provider's
+protocol client (``agg_simulator.providers``: one per wire protocol, on the adapters' own
+provider-side helpers) encode and sign it, posts it, and reads the answer back as a
+canonical status and balance. A protocol is added there, in ``providers.client_for``;
+providers the simulator cannot speak for are left out of a run, with their games.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import httpx
 
-from agg_config.tenants import Operator, Provider
+from agg_config.tenants import Operator
+from agg_domain.statuses import Action
 from agg_ingress.client import encode_body, signed_headers
+from agg_ingress.protocol import Callback
+from agg_simulator.providers import ProviderClient
 
 
 @dataclass(frozen=True)
@@ -34,87 +36,47 @@ class Session:
 
 @dataclass(frozen=True)
 class Call:
-    """One provider callback in canonical terms (``action``: bet, win, rollback, balance)."""
+    """One provider callback of a round, in canonical terms."""
 
-    action: str
+    action: Action
     transaction_id: str | None = None
     round_id: str | None = None
     amount: int | None = None
-    round_closed: bool | None = None
+    round_closed: bool = False
     reference_transaction_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Answer:
-    """The ingress's answer: the HTTP status, the canonical status (``HTTP_<code>`` when the
-    body has none) and the balance when it gave one."""
+    """The ingress's answer: the HTTP status (503: the same request is sent again), the
+    canonical status and the balance when it gave one."""
 
     http_status: int
     status: str
     balance: int | None = None
 
 
-class ProviderClient(Protocol):
-    protocol: str
-
-    async def send(
-        self, http: httpx.AsyncClient, session: Session, call: Call, request_id: str
-    ) -> Answer:
-        """Send ``call`` for ``session``; raises only what the HTTP client raises."""
-        ...
-
-
-def _answer(response: httpx.Response) -> Answer:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
-        return Answer(response.status_code, f"HTTP_{response.status_code}")
-    balance = body.get("balance")
-    return Answer(
-        response.status_code, body["status"], balance if isinstance(balance, int) else None
-    )
+def callback_of(session: Session, call: Call, request_id: str) -> Callback:
+    return Callback(
+        call.action, request_id, session.token, session.player,
+        transaction_id=call.transaction_id,
+        reference_transaction_id=call.reference_transaction_id, round_id=call.round_id,
+        game_id=session.game, amount=call.amount, currency=session.currency,
+        round_closed=call.round_closed,
+    )  # fmt: skip
 
 
-class CanonicalV1Client:
-    """canonical-v1: JSON bodies signed with the provider's shared secret (HMAC-SHA256 of
-    timestamp, method, path and body; ``agg_ingress.client``), one path per action."""
-
-    protocol = "canonical-v1"
-
-    def __init__(self, provider: Provider):
-        self.provider_id = provider.id
-        self._secret = provider.shared_secret()
-
-    async def send(
-        self, http: httpx.AsyncClient, session: Session, call: Call, request_id: str
-    ) -> Answer:
-        fields: dict[str, Any] = {
-            "request_id": request_id,
-            "session_token": session.token,
-            "player_id": session.player,
-            "currency": session.currency,
-            "game_id": session.game,
-        }
-        for name in ("transaction_id", "round_id", "amount", "round_closed",
-                     "reference_transaction_id"):  # fmt: skip
-            value = getattr(call, name)
-            if value is not None:
-                fields[name] = value
-        path = f"/v1/providers/{self.provider_id}/wallet/{call.action}"
-        body = encode_body(fields)
-        response = await http.post(
-            path, content=body, headers=signed_headers(self._secret, "POST", path, body)
-        )
-        return _answer(response)
-
-
-PROVIDER_CLIENTS: dict[str, Callable[[Provider], ProviderClient]] = {
-    CanonicalV1Client.protocol: CanonicalV1Client,
-}
-"""The simulator's client of each provider protocol, by the protocol's name in the tenants
-file."""
+async def send(
+    http: httpx.AsyncClient, client: ProviderClient, session: Session, call: Call,
+    request_id: str,
+) -> Answer:  # fmt: skip
+    """``call`` for ``session`` in the provider's protocol; raises only what the HTTP
+    client raises."""
+    path, body, headers = client.encode(callback_of(session, call, request_id))
+    response = await http.post(f"/v1/providers/{session.provider}/{path}", content=body,
+                               headers=headers)  # fmt: skip
+    answer = client.decode(response.status_code, response.content)
+    return Answer(response.status_code, answer.status, answer.balance)
 
 
 async def open_session(

@@ -8,8 +8,9 @@ its bet. A live one-screen summary (``agg_simulator.summary``) shows rates, late
 percentiles, outcomes, money and each game's observed RTP; at the end every player's balance
 at the operator's wallet is checked against the answers received.
 
-Callbacks are built and sent in one place, ``agg_simulator.clients`` (one client per
-provider protocol); this module only decides what a round does.
+Callbacks are built and sent in one place, ``agg_simulator.clients.send`` (with the
+provider's protocol client from ``agg_simulator.providers``); this module only decides what
+a round does.
 """
 
 from __future__ import annotations
@@ -25,16 +26,11 @@ import httpx
 
 from agg_config.settings import Settings
 from agg_config.tenants import Tenants
-from agg_simulator.clients import (
-    PROVIDER_CLIENTS,
-    Answer,
-    Call,
-    ProviderClient,
-    Session,
-    open_session,
-)
+from agg_domain.statuses import Action
+from agg_simulator.clients import Answer, Call, Session, open_session, send
 from agg_simulator.model import Expectation
 from agg_simulator.paytable import RTP_DEFAULT, Paytable, paytable_for
+from agg_simulator.providers import ProviderClient, client_for
 from agg_simulator.summary import GameTally, Stats
 
 PlayerKey = tuple[str, str, str]  # operator, player, currency
@@ -65,11 +61,12 @@ class Simulator:
         self.paytables: dict[str, Paytable] = {
             g.id: paytable_for((game_rtp or {}).get(g.id, rtp)) for g in tenants.games
         }
-        self.clients: dict[str, ProviderClient] = {
-            p.id: PROVIDER_CLIENTS[p.protocol](p)
-            for p in tenants.providers
-            if p.enabled and p.protocol in PROVIDER_CLIENTS
-        }
+        self.clients: dict[str, ProviderClient] = {}
+        """The client of each provider the simulator can speak for (``providers``)."""
+        for provider in tenants.providers:
+            client = client_for(provider) if provider.enabled else None
+            if client is not None:
+                self.clients[provider.id] = client
         self.stats = Stats(time.monotonic())
         self.expect = Expectation()
         self.sessions: list[Session] = []
@@ -100,17 +97,18 @@ class Simulator:
         is 503; every attempt is counted in the stats."""
         assert self.http is not None
         client = self.clients[session.provider]
+        action = call.action.value.lower()
         request_id = self._next_id("rq")
         for attempt in range(retries_max):
             started = time.perf_counter()
             try:
-                answer = await client.send(self.http, session, call, request_id)
+                answer = await send(self.http, client, session, call, request_id)
             except httpx.HTTPError as exc:
                 self.stats.errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.2)
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
-            self.stats.record(session.operator, session.provider, call.action, answer.status,
+            self.stats.record(session.operator, session.provider, action, answer.status,
                               latency_ms)  # fmt: skip
             if answer.http_status != 503:
                 return answer
@@ -127,7 +125,7 @@ class Simulator:
         if roll < 0.01:  # a rollback that overtakes its bet: the bet must then be refused
             bet_txn = self._next_id("tx")
             rb = await self.callback(session, self._rollback(bet_txn, rnd))
-            answer = await self.callback(session, Call("bet", bet_txn, rnd, amount, True))
+            answer = await self.callback(session, Call(Action.BET, bet_txn, rnd, amount, True))
             self.expect.bet_answered(player, provider, bet_txn, amount, answer.status)
             self.expect.rollback_answered(provider, bet_txn, rb.status)
             if answer.status == "OK":
@@ -136,7 +134,7 @@ class Simulator:
                 self.stats.bets_in[session.currency] -= amount
             return
         bet_txn = self._next_id("tx")
-        bet = Call("bet", bet_txn, rnd, amount, False)
+        bet = Call(Action.BET, bet_txn, rnd, amount, False)
         answer = await self.callback(session, bet)
         self.expect.bet_answered(player, provider, bet_txn, amount, answer.status)
         if answer.status == "OK":
@@ -156,13 +154,15 @@ class Simulator:
         win = self.paytables[session.game].play(amount, self.random)
         self._tally(session.game).settle(amount, win)
         win_txn = self._next_id("tx")
-        answer = await self.callback(session, Call("win", win_txn, rnd, win, True))
+        answer = await self.callback(session, Call(Action.WIN, win_txn, rnd, win, True))
         self.expect.win_answered(player, provider, win_txn, win, answer.status)
         if answer.status == "OK":
             self.stats.wins_out[session.currency] += win
 
     def _rollback(self, bet_txn: str, round_id: str) -> Call:
-        return Call("rollback", self._next_id("rb"), round_id, reference_transaction_id=bet_txn)
+        return Call(
+            Action.ROLLBACK, self._next_id("rb"), round_id, reference_transaction_id=bet_txn
+        )
 
     def _tally(self, game: str) -> GameTally:
         tally = self.stats.games.get(game)
