@@ -25,7 +25,7 @@ from fractions import Fraction
 import httpx
 
 from agg_config.settings import Settings
-from agg_config.tenants import Tenants
+from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.statuses import Action
 from agg_simulator.clients import Answer, Call, Session, open_session, send
 from agg_simulator.model import Expectation
@@ -78,14 +78,26 @@ class Simulator:
         self._txn += 1
         return f"{prefix}-{self.run_id}-{self._txn}"
 
-    async def open_sessions(self) -> None:
-        assert self.http is not None
-        kafka_ops = [o for o in self.tenants.operators if o.wallet.mode == "kafka"]
-        for i in range(self.player_count):
-            op = kafka_ops[i % len(kafka_ops)]
+    def playable(self) -> list[tuple[Operator, list[Game]]]:
+        """The operators a run plays at (those on the Kafka reference wallet, whose balances
+        the money check reads) with the games each offers that the simulator can play: of a
+        provider it has a client for, and restricted in no country."""
+        found = []
+        for op in self.tenants.operators:
             games = [g for g in self.tenants.games if g.provider in op.providers
                      and g.provider in self.clients and not g.restricted_countries]  # fmt: skip
-            game = games[(i // len(kafka_ops)) % len(games)]  # each operator's in turn
+            if op.wallet.mode == "kafka" and games:
+                found.append((op, games))
+        return found
+
+    async def open_sessions(self) -> None:
+        assert self.http is not None
+        playable = self.playable()
+        if not playable:
+            raise RuntimeError("no operator on the Kafka wallet offers a game this can play")
+        for i in range(self.player_count):
+            op, games = playable[i % len(playable)]
+            game = games[(i // len(playable)) % len(games)]  # each operator's games in turn
             player = f"sim-{self.run_id}-{i}"
             session = await open_session(
                 self.http, op, player, op.currencies[0], game.id, game.provider

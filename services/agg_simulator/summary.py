@@ -147,8 +147,8 @@ def game_line(game: str, tally: GameTally) -> str:
     shown = "-" if observed is None else format_percent(observed)
     band = "-" if not tally.stake else f"+/-{2 * tally.rtp_sigma * 100:.1f}"
     return (
-        f"{game[:NAME_WIDTH]:<{NAME_WIDTH}}{tally.rounds:>9,} {tally.stake:>10,}"
-        f" {tally.win:>10,} {shown:>7} {format_percent(tally.paytable.rtp):>10} {band:>9}"
+        f"{game[:NAME_WIDTH]:<{NAME_WIDTH}}{tally.rounds:>8,} {tally.stake:>10,}"
+        f" {tally.win:>10,} {shown:>8} {format_percent(tally.paytable.rtp):>10} {band:>9}"
     )
 
 
@@ -175,7 +175,7 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
     lines += [
         f"outcomes: {_counts(stats.total.statuses)}",
         f"actions:  {_counts(stats.actions)}",
-        f"{'game':<{NAME_WIDTH}}{'rounds':>9} {'stakes':>10} {'wins':>10} {'RTP':>7}"
+        f"{'game':<{NAME_WIDTH}}{'rounds':>8} {'stakes':>10} {'wins':>10} {'RTP':>8}"
         f" {'configured':>10} {'2 sigma':>9}",
     ]
     games = sorted(stats.games, key=lambda g: -stats.games[g].rounds)

@@ -8,14 +8,17 @@ import io
 import math
 import random
 from collections import Counter
+from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agg_config.settings import load_settings
-from agg_config.tenants import load_tenants
+from agg_config.tenants import load_tenants, parse_tenants
 from agg_simulator.__main__ import main as simulate_main
 from agg_simulator.paytable import (
     RTP_DEFAULT,
@@ -170,6 +173,36 @@ def test_each_game_gets_the_default_or_its_own_rtp_and_unknown_games_are_refused
     with pytest.raises(ValueError, match="no-such-game"):
         Simulator(app_settings, tenants, "http://127.0.0.1:9", players=1, concurrency=1,
                   game_rtp={"no-such-game": RTP_DEFAULT})  # fmt: skip
+
+
+def dev_tenants_data() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(load_settings().tenants_file.read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: None,
+         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack"],
+          "op-beta": ["nova-starfall", "nova-megaways"]}),
+        # a disabled provider's games are not played
+        (lambda d: d["providers"][1].update(enabled=False),
+         {"op-alpha": ["nova-starfall", "nova-megaways"],
+          "op-beta": ["nova-starfall", "nova-megaways"]}),
+        # an operator on another wallet is not played at (the money check reads the Kafka one)
+        (lambda d: d["operators"][1].update(wallet={"mode": "http", "url": "http://127.0.0.1:9/w"}),
+         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack"]}),
+    ],
+)  # fmt: skip
+def test_the_operators_and_games_a_run_plays(
+    change: Callable[[dict[str, Any]], None], expected: dict[str, list[str]]
+) -> None:
+    data = dev_tenants_data()
+    change(data)
+    sim = Simulator(load_settings(), parse_tenants(data), "http://127.0.0.1:9", players=1,
+                    concurrency=1)  # fmt: skip
+    assert {op.id: [g.id for g in games] for op, games in sim.playable()} == expected
 
 
 @pytest.mark.parametrize(
