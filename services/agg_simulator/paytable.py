@@ -33,7 +33,7 @@ WIN_SHAPE: tuple[tuple[int, Fraction], ...] = (
 )
 """(relative weight, payout in stakes) of each winning outcome. At 96 % about one round in
 three wins (the hit rate of a typical video slot), a third of the wins pay back less than
-the stake, and one round in 20,000 pays 500 times it."""
+the stake, one round in about 830 pays 100 times it and one in about 6,700 500 times."""
 
 RTP_DEFAULT = Fraction(96, 100)
 RTP_MAX = Fraction(1)
