@@ -155,7 +155,9 @@ class KafkaServer:
     def _format_storage(self, jars: Path) -> None:
         if (self.data_dir / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: no id read as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         proc = subprocess.run(
             self._java(jars, "kafka.tools.StorageTool", "format", "--standalone",
                        "-t", cluster_id, "-c", str(self.config_file)),
