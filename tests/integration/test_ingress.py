@@ -155,7 +155,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-HUB, HUB_GAME = "prov-hub", "hub-roulette"
+HUB, HUB_GAME = "prov-hub-t", "hub-roulette"
 HUB_GAME_URL, HUB_GAME_CODE = "https://games.hub.example/launch?brand=agg", "hub_roulette_01"
 HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 """The hub88-v1 provider's key pair (it signs requests) and ours for it (we sign answers)."""
@@ -881,10 +881,10 @@ def test_operator_cannot_use_another_operators_path(stack: Stack) -> None:
     [
         (OP_SECRET, OP, "DE", [("nova-starfall", NOVA), ("nova-gemrush", NOVA),
                                ("nova-megaways", NOVA), ("orbit-blackjack", ORBIT),
-                               (HUB_GAME, HUB)]),
+                               ("hub-baccarat", "prov-hub"), (HUB_GAME, HUB)]),
         (OP_SECRET, OP, "GB", [("nova-starfall", NOVA), ("nova-megaways", NOVA),
                                ("orbit-roulette", ORBIT), ("orbit-blackjack", ORBIT),
-                               (HUB_GAME, HUB)]),
+                               ("hub-baccarat", "prov-hub"), (HUB_GAME, HUB)]),
         (OP_SECRET, OP, "US", []),
         (OP_B_SECRET, OP_B, "GB", [("nova-starfall", NOVA), ("nova-megaways", NOVA)]),
         (OP_B_SECRET, OP_B, "US", [("nova-starfall", NOVA), ("nova-gemrush", NOVA),

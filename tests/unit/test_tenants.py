@@ -92,9 +92,12 @@ def test_dev_ids_are_unique_and_currencies_known(dev: Tenants) -> None:
 
 
 def test_dev_secrets_reveal(dev: Tenants) -> None:
-    secrets = [o.secret for o in dev.operators] + [p.secret for p in dev.providers]
+    secrets = [o.secret for o in dev.operators] + [p.secret for p in dev.providers if p.secret]
     for secret in secrets:
         assert len(secret.reveal()) >= 16
+    # a provider on a public-key protocol has a key instead of a shared secret
+    keyed = [p for p in dev.providers if p.secret is None]
+    assert keyed and all(p.public_key for p in keyed)
 
 
 def test_lookups_by_id(dev: Tenants) -> None:

@@ -169,7 +169,8 @@ def test_each_game_gets_the_default_or_its_own_rtp_and_unknown_games_are_refused
         g.id: Fraction(9, 10) if g.id == "nova-starfall" else Fraction(95, 100)
         for g in tenants.games
     }
-    assert set(sim.clients) == {p.id for p in tenants.providers if p.protocol == "canonical-v1"}
+    # every provider of the dev file has a simulated client (hub88-v1 with its dev key)
+    assert set(sim.clients) == {p.id for p in tenants.providers}
     with pytest.raises(ValueError, match="no-such-game"):
         Simulator(app_settings, tenants, "http://127.0.0.1:9", players=1, concurrency=1,
                   game_rtp={"no-such-game": RTP_DEFAULT})  # fmt: skip
@@ -184,15 +185,15 @@ def dev_tenants_data() -> dict[str, Any]:
     ("change", "expected"),
     [
         (lambda d: None,
-         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack"],
+         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat"],
           "op-beta": ["nova-starfall", "nova-megaways"]}),
         # a disabled provider's games are not played
         (lambda d: d["providers"][1].update(enabled=False),
-         {"op-alpha": ["nova-starfall", "nova-megaways"],
+         {"op-alpha": ["nova-starfall", "nova-megaways", "hub-baccarat"],
           "op-beta": ["nova-starfall", "nova-megaways"]}),
         # an operator on another wallet is not played at (the money check reads the Kafka one)
         (lambda d: d["operators"][1].update(wallet={"mode": "http", "url": "http://127.0.0.1:9/w"}),
-         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack"]}),
+         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat"]}),
     ],
 )  # fmt: skip
 def test_the_operators_and_games_a_run_plays(
