@@ -61,6 +61,8 @@ class Example:
             "KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
             "DATABASE_URL": self.settings.database_url,
             "STARTING_BALANCE": str(STARTING_BALANCE),
+            # a restarted faust worker waits for its killed predecessor to leave the group
+            "SESSION_TIMEOUT_S": "6",
         }
         self.proc = subprocess.Popen(
             [sys.executable, str(EXAMPLES / f"{self.name}_wallet.py"), *extra],
@@ -417,6 +419,47 @@ def test_sigkill_mid_stream_then_restart_answers_every_command_once_in_effect(
         )
     assert balances == expected
     assert folded == expected
+
+
+def test_a_database_failure_stops_the_wallet_before_the_command_is_acknowledged(
+    example: Example, settings: Settings
+) -> None:
+    """The wallet's PostgreSQL connection is cut while commands flow. The command whose
+    transaction fails is neither answered nor acknowledged (faust would acknowledge it if the
+    agent simply raised) and nothing after it is processed: the wallet exits non-zero.
+    Restarted, it answers every command, and the balances are the model's."""
+    op = example.operator
+    players = [f"dbdown{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    first = [command(op, p, "DEBIT", 100 + i) for i, p in enumerate(players * 5)]
+    second = [command(op, p, "CREDIT", 50 + i) for i, p in enumerate(players * 5)]
+    distinct = {c["command_id"] for c in first + second}
+
+    async def scenario() -> None:
+        async with client(settings, op) as c:
+            example.start()
+            await c.ask(*first)
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                cut = conn.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where application_name = %s",
+                    (f"operator-wallet-{op}",),
+                ).fetchall()
+            assert cut == [(True,)]
+            await c.send(*second)
+            assert example.proc is not None
+            status = await asyncio.to_thread(example.proc.wait, 60)
+            assert status != 0
+            assert '"event":"wallet_failed"' in example.log()
+            assert not distinct <= set(c.replies)  # what failed was not answered
+            example.start()
+            await c.until(lambda: distinct <= set(c.replies))
+            assert example.stop() == 0, example.log()[-3000:]
+            for cid, replies in c.replies.items():
+                assert all(r == replies[0] for r in replies), cid
+
+    run(scenario())
+    assert sorted(_recorded(settings, op, distinct)) == sorted(distinct)
+    assert {p: db_balance(settings, op, p) for p in players} == _model(first + second)
 
 
 def _recorded(settings: Settings, operator: str, ids: set[str]) -> set[str]:

@@ -79,6 +79,10 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--commit-interval-s", type=float,
                    default=float(env("COMMIT_INTERVAL_S", "1.0")),
                    help="faust's offset commit interval: work redone after a crash")  # fmt: skip
+    p.add_argument("--session-timeout-s", type=float,
+                   default=float(env("SESSION_TIMEOUT_S", "30")),
+                   help="consumer session timeout: how long the partitions of a crashed worker "
+                        "wait for it before the group moves them")  # fmt: skip
     p.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", "0")),
                    help="Prometheus metrics on 127.0.0.1:PORT (0: none)")  # fmt: skip
     p.add_argument("--reply-delay-ms", type=int, default=int(env("REPLY_DELAY_MS", "0")),
@@ -88,6 +92,8 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--reply-delay-ms must be 0..60000")
     if not 0.1 <= args.commit_interval_s <= 60:
         p.error("--commit-interval-s must be 0.1..60")
+    if not 6 <= args.session_timeout_s <= 300:  # the broker's default group.min/max.session
+        p.error("--session-timeout-s must be 6..300")
     return args
 
 
@@ -109,6 +115,8 @@ def build(args: argparse.Namespace) -> faust.App:
         consumer_auto_offset_reset="earliest",  # a new group answers every command on the topic
         producer_acks=-1,
         broker_commit_interval=args.commit_interval_s,
+        broker_session_timeout=args.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, args.session_timeout_s / 3),
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -126,7 +134,9 @@ def build(args: argparse.Namespace) -> faust.App:
         """The agent's one connection, opened on its first command (a failure to open it is
         a failure of that command, handled like any other)."""
         if "conn" not in db:
-            conn = await psycopg.AsyncConnection.connect(args.database_url, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(
+                args.database_url, autocommit=True, application_name=app.conf.id
+            )
             await ledger.ensure_schema(conn)
             db["conn"] = conn
         return db["conn"]
@@ -201,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1")
     app = build(args)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    # redirect_stdouts=False: the JSON lines stay lines, not faust log records
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()  # returns on SIGTERM/SIGINT, after faust's last commit
     return 0
 

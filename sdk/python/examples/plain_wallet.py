@@ -100,7 +100,9 @@ class PlainWallet:
                              starting_balance=args.starting_balance)  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
-        conn = await psycopg.AsyncConnection.connect(self.args.database_url, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(
+            self.args.database_url, autocommit=True, application_name=self.group_id
+        )
         consumer = AIOKafkaConsumer(
             self.commands_topic,
             bootstrap_servers=self.args.bootstrap,
