@@ -101,7 +101,7 @@ def example(
             ex.kill()
 
 
-# --- a client: sends commands as the saga does, collects replies ------------------------------------
+# --- a client: sends commands as the saga does, collects replies ----------------------------------
 
 
 def command(
@@ -330,7 +330,8 @@ def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Sett
     assert effects(settings, op, carol) == ["tombstone", "refused"]
     assert sorted(effects(settings, op, alice)) == sorted(
         ["balance", "debited", "insufficient", "credited", "refunded", "noop"]
-        + ["invalid"] * 7 + ["balance"]  # fmt: skip
+        + ["invalid"] * 7
+        + ["balance"]
     )
     log = example.log()
     assert log.count('"event":"undecodable"') == 2
@@ -402,13 +403,13 @@ def test_sigkill_mid_stream_then_restart_answers_every_command_once_in_effect(
             (op,),
         ).fetchall()
         assert sorted(r[0] for r in rows) == sorted(distinct)  # each once: the primary key
-        balances = dict(
+        balances: dict[str, int] = dict(
             conn.execute(
                 f"select player_id, balance from {SCHEMA}.accounts where operator_id = %s",
                 (op,),
             ).fetchall()
         )
-        folded = dict(
+        folded: dict[str, int] = dict(
             conn.execute(
                 f"select a.player_id, a.opening_balance + coalesce(sum(c.delta), 0) "
                 f"from {SCHEMA}.accounts a left join {SCHEMA}.commands c on c.operator_id = "
@@ -504,7 +505,7 @@ def _model(stream: list[dict[str, Any]]) -> dict[str, int]:
     return balances
 
 
-# --- the ledger on its own --------------------------------------------------------------------------
+# --- the ledger on its own ------------------------------------------------------------------------
 
 
 def sdk_command(operator: str, player_id: str, kind: str, amount: int) -> WalletCommand:

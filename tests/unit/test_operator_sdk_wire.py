@@ -42,7 +42,7 @@ INSTANT = st.datetimes(
 ).map(millis)
 
 
-# --- the schemas are the aggregator's ---------------------------------------------------------------
+# --- the schemas are the aggregator's -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", [COMMAND_RECORD, REPLY_RECORD])
@@ -83,7 +83,7 @@ def test_every_stored_sample_decodes(name: str) -> None:
         assert _datum(decoded) == expected
 
 
-# --- round trips with the aggregator's codec --------------------------------------------------------
+# --- round trips with the aggregator's codec ------------------------------------------------------
 
 
 def _datum(value: WalletCommand | WalletReply) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def test_a_reply_keeps_milliseconds_so_a_stored_reply_is_resent_byte_for_byte() 
     assert decode_reply(encode_reply(reply)) == stored
 
 
-# --- refusals ---------------------------------------------------------------------------------------
+# --- refusals -------------------------------------------------------------------------------------
 
 VALID_REPLY = WalletReply("c-1", "op", "p", ReplyStatus.OK, 100, "EUR",
                           datetime(2030, 1, 1, tzinfo=UTC), "corr")  # fmt: skip
@@ -175,8 +175,15 @@ A_COMMAND = CODEC.encode(COMMAND_RECORD, {
         (A_COMMAND + b"\x00", "corrupt"),
         (A_COMMAND[:10] + b"\xff" * 12, "corrupt"),
     ],
-    ids=["empty", "no-marker", "unknown-fingerprint", "a-reply", "truncated", "trailing",
-         "garbage-body"],  # fmt: skip
+    ids=[
+        "empty",
+        "no-marker",
+        "unknown-fingerprint",
+        "a-reply",
+        "truncated",
+        "trailing",
+        "garbage-body",
+    ],
 )
 def test_bytes_that_are_not_a_command_are_refused_with_the_reason(data: bytes, reason: str) -> None:
     with pytest.raises(DecodeError) as refused:

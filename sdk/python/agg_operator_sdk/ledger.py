@@ -355,7 +355,11 @@ class Ledger:
             if opened or outcome.delta:
                 assert balance is not None
                 await self.accounts.store(
-                    conn, self.operator_id, c.player_id, c.currency, balance + outcome.delta,
+                    conn,
+                    self.operator_id,
+                    c.player_id,
+                    c.currency,
+                    balance + outcome.delta,
                     opening_balance=balance if opened else None,
                 )
         await conn.execute(

@@ -9,22 +9,22 @@ it. Both functions are deterministic given their arguments.
 
 The default table (the reference wallet's, ``services/agg_wallet/README.md``):
 
-=======  ===============  ==========================================================  ====================
-kind     effect           when                                                        status
-=======  ===============  ==========================================================  ====================
-any      ``unknown``      the player has no account and none is opened on first use   UNKNOWN_PLAYER
-any      ``invalid``      malformed (:func:`problem_of`), nothing moves               ERROR
-DEBIT    ``refused``      a CANCEL of this command id came first                      ERROR
-DEBIT    ``insufficient`` balance < amount, nothing moves                             INSUFFICIENT_FUNDS
-DEBIT    ``debited``      balance -= amount                                           OK
-CREDIT   ``credited``     balance += amount (``invalid`` if it would overflow)        OK
-CANCEL   ``tombstone``    this player has no command under the reference: remembered,  OK
-                          so that the debit is refused when it arrives later
-CANCEL   ``invalid``      the reference is not a DEBIT, or in another currency        ERROR
-CANCEL   ``noop``         the debit was refused, or already refunded                  OK
-CANCEL   ``refunded``     balance += the debit's amount (once)                        OK
-BALANCE  ``balance``      the balance                                                 OK
-=======  ===============  ==========================================================  ====================
+=======  ================  ====================================================  ==================
+kind     effect            when                                                  status
+=======  ================  ====================================================  ==================
+any      ``unknown``       no account, and none is opened on first use           UNKNOWN_PLAYER
+any      ``invalid``       malformed (:func:`problem_of`), nothing moves         ERROR
+DEBIT    ``refused``       a CANCEL of this command id came first                ERROR
+DEBIT    ``insufficient``  balance < amount, nothing moves                       INSUFFICIENT_FUNDS
+DEBIT    ``debited``       balance -= amount                                     OK
+CREDIT   ``credited``      balance += amount (``invalid`` if it would overflow)  OK
+CANCEL   ``tombstone``     this player has no command under the reference:       OK
+                           remembered, so the debit is refused if it comes later
+CANCEL   ``invalid``       the reference is not a DEBIT, or in another currency  ERROR
+CANCEL   ``noop``          the debit was refused, or already refunded            OK
+CANCEL   ``refunded``      balance += the debit's amount (once)                  OK
+BALANCE  ``balance``       the balance                                           OK
+=======  ================  ====================================================  ==================
 
 Two rules make a CANCEL safe to send at any time, which the saga relies on (it compensates a
 debit that timed out without knowing whether it was applied): a CANCEL refunds at most once,

@@ -127,7 +127,7 @@ def millis(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(microsecond=at.microsecond // 1000 * 1000)
 
 
-# --- the schemas ---------------------------------------------------------------------------------
+# --- the schemas ----------------------------------------------------------------------------------
 
 _EMPTY = 0xC15D213AA4D7A795
 
@@ -182,7 +182,7 @@ class Schemas:
 
     @staticmethod
     def _load(raw: dict[str, Any]) -> _Schema:
-        parsed = parse_schema(raw)
+        parsed: Any = parse_schema(raw)
         return _Schema(str(parsed["name"]), parsed, fingerprint(raw))
 
 
@@ -196,7 +196,7 @@ def schemas() -> Schemas:
     return _SCHEMAS
 
 
-# --- decode ----------------------------------------------------------------------------------------
+# --- decode ---------------------------------------------------------------------------------------
 
 
 def _decode(data: bytes, record: str) -> dict[str, Any]:
@@ -214,9 +214,7 @@ def _decode(data: bytes, record: str) -> dict[str, Any]:
     buf = io.BytesIO(data)
     buf.seek(HEADER_LENGTH)
     try:
-        datum = schemaless_reader(
-            buf, writer.parsed, None if reader is writer else reader.parsed
-        )
+        datum = schemaless_reader(buf, writer.parsed, None if reader is writer else reader.parsed)
     except Exception as exc:  # fastavro raises several types for bad bytes
         raise DecodeError("corrupt", f"{record}: {type(exc).__name__}: {exc}") from exc
     if buf.tell() != len(data):
@@ -263,7 +261,7 @@ def decode_reply(data: bytes) -> WalletReply:
     )
 
 
-# --- encode ----------------------------------------------------------------------------------------
+# --- encode ---------------------------------------------------------------------------------------
 
 
 def _check_long(name: str, value: object) -> None:

@@ -41,10 +41,11 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 import psycopg
+from faust.types import StreamT
 from prometheus_client import Counter, start_http_server
 
 from agg_operator_sdk import DecodeError, ReplyStatus, decode_command, encode_reply
@@ -72,10 +73,10 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", default=env("DATABASE_URL"), required=not env("DATABASE_URL"))
     p.add_argument("--topic-prefix", default=env("TOPIC_PREFIX", "agg"))
     p.add_argument("--group-id", default=env("GROUP_ID"),
-                   help="faust app id and consumer group, default operator-wallet-<operator>")  # fmt: skip
+                   help="faust app id and group, default operator-wallet-<operator>")  # fmt: skip
     p.add_argument("--schema", default=env("LEDGER_SCHEMA", "operator_wallet"))
     p.add_argument("--starting-balance", type=int, default=_int(env("STARTING_BALANCE")),
-                   help="open unknown players with this balance (default: UNKNOWN_PLAYER)")  # fmt: skip
+                   help="open unknown players at this balance (else UNKNOWN_PLAYER)")  # fmt: skip
     p.add_argument("--commit-interval-s", type=float,
                    default=float(env("COMMIT_INTERVAL_S", "1.0")),
                    help="faust's offset commit interval: work redone after a crash")  # fmt: skip
@@ -86,7 +87,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", "0")),
                    help="Prometheus metrics on 127.0.0.1:PORT (0: none)")  # fmt: skip
     p.add_argument("--reply-delay-ms", type=int, default=int(env("REPLY_DELAY_MS", "0")),
-                   help="test switch: wait between the database commit and the reply")  # fmt: skip
+                   help="test switch: wait between database commit and reply")  # fmt: skip
     args = p.parse_args(argv)
     if not 0 <= args.reply_delay_ms <= 60_000:
         p.error("--reply-delay-ms must be 0..60000")
@@ -149,7 +150,8 @@ def build(args: argparse.Namespace) -> faust.App:
         except DecodeError as exc:
             UNDECODABLE.labels(operator_id).inc()
             log.error("undecodable", operator_id=operator_id, topic=message.topic,
-                      partition=message.partition, offset=message.offset, reason=str(exc))  # fmt: skip
+                      partition=message.partition, offset=message.offset,
+                      reason=str(exc))  # fmt: skip
             return None
         conn = await connection()
         for attempt in range(1, ATTEMPT_COUNT_MAX + 1):
@@ -163,10 +165,10 @@ def build(args: argparse.Namespace) -> faust.App:
         raise AssertionError("unreachable")
 
     @app.agent(commands, concurrency=1)
-    async def wallet(stream: faust.Stream[bytes]) -> None:
+    async def wallet(stream: StreamT[bytes]) -> None:
         log.event("wallet_consuming", operator_id=operator_id, group=app.conf.id,
                   topic=f"{args.topic_prefix}.wallet.commands.{operator_id}")  # fmt: skip
-        manual = stream.noack()
+        manual = cast(faust.Stream[bytes], stream).noack()  # StreamT declares no noack()
         async for event in manual.events():
             message = event.message
             try:
@@ -198,7 +200,8 @@ def observe(operator_id: str, h: Handled) -> None:
     if h.resolution in (Resolution.FOREIGN, Resolution.CONFLICT):
         log.error("command_id_refused", operator_id=operator_id,
                   correlation_id=c.correlation_id, command_id=c.command_id,
-                  player_id=c.player_id, resolution=h.resolution.value, reason=h.reason)  # fmt: skip
+                  player_id=c.player_id, resolution=h.resolution.value,
+                  reason=h.reason)  # fmt: skip
     elif reply.status is not ReplyStatus.OK and h.resolution is Resolution.APPLIED:
         log.warning("command_refused", operator_id=operator_id,
                     correlation_id=c.correlation_id, command_id=c.command_id,

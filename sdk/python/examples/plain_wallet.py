@@ -70,13 +70,13 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="default operator-wallet-<operator>")  # fmt: skip
     p.add_argument("--schema", default=env("LEDGER_SCHEMA", "operator_wallet"))
     p.add_argument("--starting-balance", type=int, default=_int(env("STARTING_BALANCE")),
-                   help="open unknown players with this balance (default: UNKNOWN_PLAYER)")  # fmt: skip
+                   help="open unknown players at this balance (else UNKNOWN_PLAYER)")  # fmt: skip
     p.add_argument("--batch-max", type=int, default=int(env("BATCH_MAX", "200")),
-                   help="records per batch (one transaction): bounds memory and latency")  # fmt: skip
+                   help="records per batch (one transaction): bounds memory, latency")  # fmt: skip
     p.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", "0")),
                    help="Prometheus metrics on 127.0.0.1:PORT (0: none)")  # fmt: skip
     p.add_argument("--reply-delay-ms", type=int, default=int(env("REPLY_DELAY_MS", "0")),
-                   help="test switch: wait between the database commit and the replies")  # fmt: skip
+                   help="test switch: wait between database commit and replies")  # fmt: skip
     args = p.parse_args(argv)
     if not 1 <= args.batch_max <= 10_000:
         p.error("--batch-max must be 1..10000")
@@ -152,7 +152,8 @@ class PlainWallet:
             except DecodeError as exc:
                 UNDECODABLE.labels(self.operator_id).inc()
                 log.error("undecodable", operator_id=self.operator_id, topic=tp.topic,
-                          partition=tp.partition, offset=record.offset, reason=str(exc))  # fmt: skip
+                          partition=tp.partition, offset=record.offset,
+                          reason=str(exc))  # fmt: skip
         handled = await self._apply(conn, items) if items else []
         log.event("batch_applied", operator_id=self.operator_id, partition=tp.partition,
                   commands=len(handled), end_offset=records[-1].offset + 1,
@@ -160,8 +161,12 @@ class PlainWallet:
         if self.args.reply_delay_ms:
             await asyncio.sleep(self.args.reply_delay_ms / 1000)
         acks = [
-            await producer.send(self.replies_topic, encode_reply(h.reply), key=source.key,
-                                partition=source.partition)  # fmt: skip
+            await producer.send(
+                self.replies_topic,
+                encode_reply(h.reply),
+                key=source.key,
+                partition=source.partition,
+            )
             for h, source in zip(handled, sources, strict=True)
         ]
         await asyncio.gather(*acks)
