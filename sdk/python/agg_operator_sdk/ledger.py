@@ -448,6 +448,9 @@ class Ledger:
     def _check(c: WalletCommand, facts: Facts, outcome: Outcome) -> None:
         """Money invariants, checked again where the outcome is consumed: the rules may be
         the operator's own."""
+        if outcome.balance is not None and not 0 <= outcome.balance <= AMOUNT_MAX:
+            raise LedgerError(f"{c.command_id}: the reply's balance {outcome.balance} leaves "
+                              "0..2^63-1")  # fmt: skip
         if outcome.delta == 0:
             return
         if facts.balance is None:
