@@ -323,6 +323,9 @@ def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Sett
         run(scenario())
     finally:
         assert example.stop() == 0, example.log()[-3000:]
+    # and the offsets were committed: up to the end of every partition
+    committed, ends = asyncio.run(_committed_and_end(settings, op))
+    assert committed == ends
     assert db_balance(settings, op, alice) == STARTING_BALANCE + 250
     assert db_balance(settings, op, carol) == STARTING_BALANCE
     assert db_balance(settings, op, bob) is None  # refused before an account was opened
@@ -336,6 +339,19 @@ def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Sett
     log = example.log()
     assert log.count('"event":"undecodable"') == 2
     assert log.count('"event":"command_id_refused"') == 2
+
+
+async def _committed_and_end(settings: Settings, operator: str) -> tuple[list[int], list[int]]:
+    """The example's committed offsets and the end offsets of its commands topic."""
+    consumer = make_consumer(settings, group_id=f"operator-wallet-{operator}",
+                             client_id="sdk-test-offsets")  # fmt: skip
+    await consumer.start()
+    try:
+        tps = [TopicPartition(f"agg.wallet.commands.{operator}", p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+        return [await consumer.committed(tp) or 0 for tp in tps], [ends[tp] for tp in tps]
+    finally:
+        await consumer.stop()
 
 
 # --- a crash mid-stream ---------------------------------------------------------------------------
