@@ -242,7 +242,9 @@ def status_balance(reply: dict[str, Any]) -> tuple[str, int | None]:
 
 def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Settings) -> None:
     op = example.operator
-    alice, bob, carol = (f"{n}-{uuid.uuid4().hex[:6]}" for n in ("alice", "bob", "carol"))
+    alice, bob, carol, dave = (
+        f"{n}-{uuid.uuid4().hex[:6]}" for n in ("alice", "bob", "carol", "dave")
+    )
     debit = command(op, alice, "DEBIT", 1_250)
     late = command(op, carol, "DEBIT", 3_000)
     example.start()
@@ -310,6 +312,12 @@ def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Sett
             assert (await c.reply(wrong_key["command_id"]))["status"] == "ERROR"
             (balance,) = await c.ask(command(op, alice, "BALANCE"))
             assert status_balance(balance) == ("OK", STARTING_BALANCE + 250)
+            # a malformed CANCEL cancels nothing: the debit it names is applied when it comes
+            later = command(op, dave, "DEBIT", 700)
+            malformed = command(op, dave, "CANCEL", reference=later["command_id"], currency="eur")
+            answers = await c.ask(malformed, later)
+            assert [status_balance(a) for a in answers] == [
+                ("ERROR", None), ("OK", STARTING_BALANCE - 700)]  # fmt: skip
 
             # every reply with its command's key, on the partition its command came from:
             # the one the saga reads
@@ -331,6 +339,7 @@ def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Sett
     assert db_balance(settings, op, bob) is None  # refused before an account was opened
     assert effects(settings, op, bob) == []
     assert effects(settings, op, carol) == ["tombstone", "refused"]
+    assert effects(settings, op, dave) == ["invalid", "debited"]
     assert sorted(effects(settings, op, alice)) == sorted(
         ["balance", "debited", "insufficient", "credited", "refunded", "noop"]
         + ["invalid"] * 7

@@ -414,8 +414,10 @@ class Ledger:
         t = f"{self.schema}.commands"
         if c.kind is CommandKind.DEBIT:
             cur = await conn.execute(
+                # a malformed CANCEL (answered ERROR) cancelled nothing
                 f"SELECT EXISTS (SELECT 1 FROM {t} WHERE reference_command_id = %s "
-                "AND kind = 'CANCEL' AND operator_id = %s AND player_id = %s)",
+                "AND kind = 'CANCEL' AND effect <> 'invalid' AND operator_id = %s "
+                "AND player_id = %s)",
                 (c.command_id, self.operator_id, c.player_id),
             )
             row = await cur.fetchone()

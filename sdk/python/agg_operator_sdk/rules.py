@@ -86,7 +86,8 @@ class Facts:
     """The player's balance in the command's currency; None if the player has no account in
     it (and the ledger opens none on first use)."""
     cancelled_before: bool = False
-    """DEBIT: a CANCEL naming this command id is recorded for this player."""
+    """DEBIT: a CANCEL naming this command id is recorded for this player (and was not
+    malformed)."""
     referenced: Recorded | None = None
     """CANCEL: the command recorded for this player under ``reference_command_id``."""
     refunded: bool = False
