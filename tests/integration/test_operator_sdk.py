@@ -13,8 +13,10 @@ import contextlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -69,6 +71,18 @@ class Example:
             env=env, stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"),
         )  # fmt: skip
 
+    def metric(self, port: int, name: str, **labels: str) -> float:
+        """The value of one sample on the example's metrics endpoint (0 if not there yet)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        wanted = {f'{k}="{v}"' for k, v in labels.items()}
+        for line in text.splitlines():
+            if line.startswith(name + "{"):
+                found = set(line[len(name) + 1 : line.index("}")].split(","))
+                if found == wanted:
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     def log(self) -> str:
         return self.log_path.read_text()
 
@@ -99,6 +113,12 @@ def example(
     finally:
         if ex.proc is not None and ex.proc.poll() is None:
             ex.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # --- a client: sends commands as the saga does, collects replies ----------------------------------
@@ -247,7 +267,8 @@ def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Sett
     )
     debit = command(op, alice, "DEBIT", 1_250)
     late = command(op, carol, "DEBIT", 3_000)
-    example.start()
+    port = _free_port()
+    example.start("--metrics-port", str(port))
 
     async def scenario() -> None:
         async with client(settings, op) as c:
@@ -318,6 +339,15 @@ def test_the_rule_table_duplicates_and_refusals(example: Example, settings: Sett
             answers = await c.ask(malformed, later)
             assert [status_balance(a) for a in answers] == [
                 ("ERROR", None), ("OK", STARTING_BALANCE - 700)]  # fmt: skip
+
+            # the metrics count what the replies say
+            def count(resolution: str) -> float:
+                return example.metric(port, "operator_wallet_commands_total", operator=op,
+                                      kind="DEBIT", status="OK" if resolution == "repeat"
+                                      else "ERROR", resolution=resolution)  # fmt: skip
+
+            await c.until(lambda: (count("repeat"), count("foreign"), count("conflict"))
+                          == (14, 1, 1))  # fmt: skip
 
             # every reply with its command's key, on the partition its command came from:
             # the one the saga reads
