@@ -32,7 +32,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agg_avro import AvroCodec
 from agg_config.settings import Settings
 from agg_kafka.clients import make_consumer, make_producer, player_key
-from agg_operator_sdk import CommandKind, WalletCommand, decode_command
+from agg_operator_sdk import (
+    CommandKind,
+    Effect,
+    Facts,
+    Outcome,
+    ReplyStatus,
+    WalletCommand,
+    decide,
+    decode_command,
+)
 from agg_operator_sdk.ledger import Ledger, LedgerError, Resolution
 from tests.integration.helpers import create_topic
 
@@ -504,7 +513,7 @@ def test_a_database_failure_stops_the_wallet_before_the_command_is_acknowledged(
             await c.send(*second)
             assert example.proc is not None
             status = await asyncio.to_thread(example.proc.wait, 60)
-            assert status != 0
+            assert status == {"faust": 70, "plain": 1}[example.name]  # stopped, not skipped
             assert '"event":"wallet_failed"' in example.log()
             assert not distinct <= set(c.replies)  # what failed was not answered
             example.start()
@@ -627,3 +636,49 @@ def test_unknown_players_without_a_starting_balance_are_unknown(settings: Settin
     run(scenario())
     assert db_balance(settings, op, p) is None
     assert effects(settings, op, p) == ["unknown"]
+
+
+def test_replaced_rules_are_used_and_checked_before_anything_is_written(
+    settings: Settings,
+) -> None:
+    """An operator's own rule table (a per-debit limit here) decides; one that would take a
+    balance below zero is refused by the ledger, and its transaction leaves nothing."""
+    op = f"op-sdk-rules-{uuid.uuid4().hex[:8]}"
+    p = f"limited-{uuid.uuid4().hex[:6]}"
+    small, large = sdk_command(op, p, "DEBIT", 500), sdk_command(op, p, "DEBIT", 501)
+
+    def limited(c: WalletCommand, facts: Facts) -> Outcome:
+        if c.kind is CommandKind.DEBIT and c.amount > 500:
+            return Outcome(Effect.REFUSED, ReplyStatus.LIMIT_REACHED, 0, facts.balance, "limit")
+        return decide(c, facts)
+
+    def broken(c: WalletCommand, facts: Facts) -> Outcome:
+        assert facts.balance is not None
+        return Outcome(Effect.DEBITED, ReplyStatus.OK, -(facts.balance + 1), -1)
+
+    async def scenario() -> None:
+        conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+        try:
+            ledger = Ledger(op, starting_balance=STARTING_BALANCE, rules=limited)
+            await ledger.ensure_schema(conn)
+            async with conn.transaction():
+                handled = await ledger.handle_batch(conn, [(small, small.key), (large, large.key)])
+            assert [(h.reply.status, h.reply.balance) for h in handled] == [
+                (ReplyStatus.OK, STARTING_BALANCE - 500),
+                (ReplyStatus.LIMIT_REACHED, STARTING_BALANCE - 500),
+            ]
+            other = f"broken-{uuid.uuid4().hex[:6]}"
+            debit = sdk_command(op, other, "DEBIT", 1)
+            with pytest.raises(LedgerError, match=r"leaves 0\.\.2\^63-1"):
+                async with conn.transaction():
+                    await Ledger(op, starting_balance=10, rules=broken).handle(
+                        conn, debit, key=debit.key
+                    )
+            assert db_balance(settings, op, other) is None
+            assert effects(settings, op, other) == []
+        finally:
+            await conn.close()
+
+    run(scenario())
+    assert db_balance(settings, op, p) == STARTING_BALANCE - 500
+    assert effects(settings, op, p) == ["debited", "refused"]
