@@ -67,7 +67,13 @@ RETRIES = Counter("operator_wallet_retries_total", "Transactions re-run", ["oper
 
 def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Each flag's default comes from the environment: "
+        "OPERATOR_ID, KAFKA_BOOTSTRAP, DATABASE_URL, TOPIC_PREFIX, GROUP_ID, "
+        "LEDGER_SCHEMA, STARTING_BALANCE, COMMIT_INTERVAL_S, "
+        "SESSION_TIMEOUT_S, METRICS_PORT, REPLY_DELAY_MS.",
+    )
     p.add_argument("--operator", default=env("OPERATOR_ID"), required=not env("OPERATOR_ID"))
     p.add_argument("--bootstrap", default=env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     p.add_argument("--database-url", default=env("DATABASE_URL"), required=not env("DATABASE_URL"))
