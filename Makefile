@@ -7,11 +7,11 @@ PYTEST_ARGS ?=
 
 .PHONY: deps system-deps up down status run test test-unit test-integration fuzz sim bench bench-replay loadgen lint format clean
 
-$(STAMP): pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
+$(STAMP): pyproject.toml sdk/python/pyproject.toml $(wildcard libs/*/__init__.py services/*/__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "[deps] installing Python packages into $(VENV) ..."
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(BIN)/python -m pip install -q -e '.[dev]' -e './sdk/python[postgres]'
 	@touch $(STAMP)
 
 system-deps:
@@ -72,13 +72,13 @@ bench-replay: deps      ## audit replay of a 1M-event journal: bench/results/rep
 	@$(BIN)/python -m bench.replay $(REPLAY_ARGS)
 
 lint: deps
-	@$(BIN)/ruff check libs services tests bench
-	@$(BIN)/ruff format --check libs services tests bench
-	@$(BIN)/mypy libs services bench
+	@$(BIN)/ruff check libs services tests bench sdk
+	@$(BIN)/ruff format --check libs services tests bench sdk
+	@$(BIN)/mypy libs services bench sdk/python/agg_operator_sdk sdk/python/examples
 
 format: deps
-	@$(BIN)/ruff format libs services tests bench
-	@$(BIN)/ruff check --fix libs services tests bench
+	@$(BIN)/ruff format libs services tests bench sdk
+	@$(BIN)/ruff check --fix libs services tests bench sdk
 
 clean: down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
