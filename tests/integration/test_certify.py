@@ -234,7 +234,7 @@ def test_sandbox_scenarios_answer_debits_by_player_prefix(
                 sandbox_command(player, "CREDIT", 50, command_id=f"{player}-win"),
                 sandbox_command(
                     player, "CANCEL", 300, command_id=f"{player}-cancel", reference=debit.command_id
-                ),  # fmt: skip
+                ),
             ):
                 observed = await kafka.call(c, TIMEOUT_MS)
                 assert observed.reply is not None, c
@@ -278,7 +278,7 @@ def test_sandbox_timeout_leaves_the_first_attempt_unanswered_and_answers_the_ret
             cancel = await kafka.call(
                 sandbox_command(
                     player, "CANCEL", 300, command_id=f"{player}-cancel", reference=first_id
-                ),  # fmt: skip
+                ),
                 TIMEOUT_MS,
             )
             assert cancel.reply is not None
