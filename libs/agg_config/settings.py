@@ -225,6 +225,19 @@ class Settings(BaseSettings):
         le=100_000,
         description="Commands the reference wallet applies in one database transaction.",
     )
+    wallet_broken: str = Field(
+        "",
+        pattern=r"^[a-z_]*(,[a-z_]+)*$",
+        description="TEST ONLY: deliberate defects of the reference wallet, comma-separated "
+        "(no_dedupe, negative_balance, double_rollback, wrong_currency, slow), so that the "
+        "certification kit's tests can show it catches each; refused unless "
+        "wallet_broken_enabled. Empty: the real rules.",
+    )
+    wallet_broken_enabled: bool = Field(
+        False,
+        description="TEST ONLY: lets the reference wallet start with wallet_broken defects; "
+        "two settings, so that one stray variable never breaks a wallet.",
+    )
 
     # --- metrics ports (0 disables) ------------------------------------------------------------
     ingress_metrics_port: int = Field(

@@ -92,11 +92,19 @@ class WalletConfig(_Strict):
         le=2**63 - 1,
         description="Balance in minor units the reference wallet gives a player it has not seen.",
     )
+    sandbox: bool = Field(
+        False,
+        description="Provider sandbox (reference Kafka wallet only): players whose id starts "
+        "with a scenario prefix (sandbox-insufficient-, sandbox-timeout-, ...) get scripted "
+        "answers (docs/sandbox.md). Never for an operator with real players.",
+    )
 
     @model_validator(mode="after")
     def _url_for_http(self) -> WalletConfig:
         if self.mode == "http" and not self.url:
             raise ValueError("mode 'http' needs 'url'")
+        if self.sandbox and self.mode != "kafka":
+            raise ValueError("'sandbox' is a scenario set of the reference Kafka wallet")
         return self
 
 

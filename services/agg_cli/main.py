@@ -12,6 +12,8 @@ aggregator simulate [--duration S] drive simulated providers through the ingress
 aggregator projector              run the projector (journal -> PostgreSQL projections)
 aggregator reconcile              the reconciliation report (exit 1 on discrepancies)
 aggregator audit export|replay    the journal as JSON lines; rebuild and compare projections
+aggregator certify operator --operator ID
+                                  certify an operator's wallet (report, exit 1 on a failure)
 """
 
 from __future__ import annotations
@@ -193,6 +195,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return main_audit(args.rest)
 
 
+def cmd_certify(args: argparse.Namespace) -> int:
+    from agg_certify.cli import main as certify_main
+
+    return certify_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aggregator",
@@ -251,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="auditor tools over the journal (export)", add_help=False)
     audit.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(func=cmd_audit)
+
+    certify = sub.add_parser(
+        "certify", help="certify an operator's wallet: battery, report", add_help=False
+    )
+    certify.add_argument("rest", nargs=argparse.REMAINDER)
+    certify.set_defaults(func=cmd_certify)
     return parser
 
 
@@ -262,6 +276,7 @@ PASSTHROUGH = {
     "sim": cmd_sim,
     "schemas": cmd_schemas,
     "audit": cmd_audit,
+    "certify": cmd_certify,
 }
 """Subcommands that parse their own arguments (options included)."""
 

@@ -4,7 +4,9 @@ Serves every operator of the tenants file whose wallet mode is ``kafka`` (or the
 with ``--operator``). Connection settings come from the ``AGG_*`` environment and
 ``var/stack.env`` like every service; the fault-test switches from ``--mode`` /
 ``--delay-ms`` or ``AGG_WALLET_MODE`` / ``AGG_WALLET_DELAY_MS``, and at runtime from the
-control endpoint (see :mod:`agg_wallet.control`). SIGTERM or SIGINT finishes the current
+control endpoint (see :mod:`agg_wallet.control`). The deliberate defects of the certification
+kit's tests (``AGG_WALLET_BROKEN``) start only with ``AGG_WALLET_BROKEN_ENABLED=true``
+(docs/certification.md); a refused start exits 2. SIGTERM or SIGINT finishes the current
 batch, commits it and exits 0.
 """
 

@@ -12,7 +12,16 @@ gets the same reply. So every command that reaches the book is recorded with its
 belongs to the player it was first recorded for: the same id for another player, or naming
 another operator than the ledger's, is not a repeat but a defect upstream (ids that leave
 their owner out). It is refused with ERROR and recorded nowhere, and the asking player never
-sees the stored reply, which carries another player's balance (``Decision.foreign``).
+sees the stored reply, which carries another player's balance (``Decision.foreign``). The
+same id with other content (amount, currency, kind, reference) is refused the same way
+(``Decision.conflict``): answering it with the stored reply would tell the sender that an
+amount it never asked for moved, or hide that the one it asked for did not.
+
+What else an operator's wallet accepts is its :class:`Policy`: the currencies it offers (a
+command in another currency, for a player without an account in it, is refused), the
+provider sandbox (:data:`SANDBOX_PREFIXES`: scripted answers per test player, for providers
+testing their integration), and, for the certification kit's own tests only, deliberate
+defects (:class:`Defect`). A default ``Policy()`` is the plain reference wallet.
 
 Outcomes of a command, as ``Effect`` (stored in ``wallet.commands.effect``):
 
@@ -22,6 +31,7 @@ kind          effect                   when
 DEBIT         ``debited``              balance >= amount; balance -= amount, OK
 DEBIT         ``insufficient``         balance < amount; nothing moves, INSUFFICIENT_FUNDS
 DEBIT         ``refused``              a CANCEL of this id came first; nothing moves, ERROR
+                                       (sandbox: the player's scenario refuses it)
 CREDIT        ``credited``             balance += amount, OK
 CANCEL        ``refunded``             the debit was applied and not yet cancelled; refund, OK
 CANCEL        ``noop``                 the debit was refused, or already cancelled; OK
@@ -29,11 +39,16 @@ CANCEL        ``tombstone``            this player has no command under the debi
                                        remembered, so that it is refused if it arrives
                                        later; OK
 BALANCE       ``balance``              OK with the balance
-any           ``invalid``              malformed command (bad amount, currency, kind, ...);
-                                       nothing moves, ERROR
+any           ``invalid``              malformed command (bad amount, currency, kind, ...),
+                                       or a currency the operator does not offer and the
+                                       player has no account in; nothing moves, ERROR
 any           (not recorded)           the id is recorded for another player, or the command
-                                       names another operator: nothing moves, ERROR without
-                                       a balance (``Decision.foreign``)
+                                       names another operator (``Decision.foreign``), or the
+                                       id is recorded with other content
+                                       (``Decision.conflict``): nothing moves, ERROR without
+                                       a balance
+DEBIT         (not recorded)           sandbox ``timeout``: the first attempt is not answered
+                                       (``Decision.silent``)
 ============  =======================  =====================================================
 """
 
@@ -44,6 +59,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from agg_domain.saga import debit_command_id
 
 AMOUNT_MAX = 2**63 - 1
 """Largest amount and balance: a signed 64-bit integer (Avro ``long``, Postgres ``bigint``)."""
@@ -61,10 +78,13 @@ class Kind(StrEnum):
 
 
 class Status(StrEnum):
-    """The reply statuses this wallet uses (a subset of ``casino.agg.WalletReplyStatus``)."""
+    """The reply statuses this wallet uses (a subset of ``casino.agg.WalletReplyStatus``;
+    PLAYER_BLOCKED and LIMIT_REACHED only in the sandbox)."""
 
     OK = "OK"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    PLAYER_BLOCKED = "PLAYER_BLOCKED"
+    LIMIT_REACHED = "LIMIT_REACHED"
     ERROR = "ERROR"
 
 
@@ -78,6 +98,85 @@ class Effect(StrEnum):
     TOMBSTONE = "tombstone"
     BALANCE = "balance"
     INVALID = "invalid"
+
+
+class Defect(StrEnum):
+    """Deliberate defects, for testing the certification kit (``agg_certify``) only: each one
+    breaks one rule the kit checks, so that a test can show the kit catches it. Set with
+    ``AGG_WALLET_BROKEN`` (and ``AGG_WALLET_BROKEN_ENABLED=true``, without which the wallet
+    refuses to start); never in a deployment that holds real money."""
+
+    NO_DEDUPE = "no_dedupe"
+    """A repeated command id is applied again (the ledger keeps the first row)."""
+    NEGATIVE_BALANCE = "negative_balance"
+    """A debit above the balance is answered OK. The ledger's constraints keep balances
+    >= 0, so nothing moves; to the aggregator it is the same defect: a bet the player
+    cannot pay is accepted."""
+    DOUBLE_ROLLBACK = "double_rollback"
+    """A second CANCEL (another command id) of a refunded debit refunds it again."""
+    WRONG_CURRENCY = "wrong_currency"
+    """A currency the operator does not offer is accepted (an account is opened in it)."""
+    SLOW = "slow"
+    """Every reply is sent later than the saga's wallet deadline (:func:`reply_delay_ms`)."""
+
+
+SLOW_MARGIN_MS = 500
+"""How far past the saga's wallet deadline the ``slow`` defect answers."""
+
+
+def parse_defects(text: str) -> frozenset[Defect]:
+    """``"no_dedupe,slow"`` -> the defects; ValueError naming an unknown one."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = {d.value for d in Defect}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"unknown wallet defects {unknown}; known: {sorted(known)}")
+    return frozenset(Defect(n) for n in names)
+
+
+def reply_delay_ms(defects: frozenset[Defect], wallet_timeout_ms: int) -> int:
+    """How long replies wait before they are sent: 0 unless the ``slow`` defect is set."""
+    return wallet_timeout_ms + SLOW_MARGIN_MS if Defect.SLOW in defects else 0
+
+
+class Scenario(StrEnum):
+    """Provider sandbox scenarios, chosen by the player id's prefix (docs/sandbox.md)."""
+
+    OK = "ok"
+    INSUFFICIENT = "insufficient"
+    BLOCKED = "blocked"
+    LIMIT = "limit"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+SANDBOX_PREFIXES: dict[str, Scenario] = {f"sandbox-{s.value}-": s for s in Scenario}
+"""``sandbox-insufficient-alice`` plays the ``insufficient`` scenario; no prefix is a prefix
+of another."""
+
+_REFUSAL: dict[Scenario | None, tuple[Effect, Status]] = {
+    Scenario.INSUFFICIENT: (Effect.INSUFFICIENT, Status.INSUFFICIENT_FUNDS),
+    Scenario.BLOCKED: (Effect.REFUSED, Status.PLAYER_BLOCKED),
+    Scenario.LIMIT: (Effect.REFUSED, Status.LIMIT_REACHED),
+    Scenario.ERROR: (Effect.REFUSED, Status.ERROR),
+}
+"""What a sandbox scenario answers every DEBIT with (credits, cancels, balances are normal)."""
+
+
+def scenario_of(player_id: str) -> Scenario | None:
+    return next((s for p, s in SANDBOX_PREFIXES.items() if player_id.startswith(p)), None)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one operator's wallet accepts beyond the contract's rules (see the module doc)."""
+
+    currencies: frozenset[str] | None = None
+    """The operator's currencies; None accepts any well-formed code."""
+    sandbox: bool = False
+    """Provider sandbox scenarios by player id prefix (operator config ``wallet.sandbox``)."""
+    defects: frozenset[Defect] = frozenset()
+    """Deliberate defects, for the certification kit's tests only."""
 
 
 @dataclass(frozen=True)
@@ -141,10 +240,13 @@ class Decision:
     duplicate: bool = False
     """The command id was already in the ledger: ``entry`` is the stored one, re-sent."""
     conflict: bool = False
-    """A duplicate whose content differs from the stored command (answered the same anyway)."""
+    """The command id is recorded with other content: refused (``entry`` is the ERROR to
+    answer, recorded nowhere)."""
     foreign: bool = False
     """The command id is recorded for another player, or the command names another operator
     than the ledger's: refused (``entry`` is the ERROR to answer, recorded nowhere)."""
+    silent: bool = False
+    """Not answered at all (sandbox ``timeout``): nothing moves, nothing recorded."""
 
 
 def problem_of(command: Command, operator_id: str, key: bytes | None) -> str | None:
@@ -198,6 +300,7 @@ class Book:
     balances: dict[tuple[str, str], int]
     entries: dict[str, Entry]
     cancels: dict[str, list[tuple[str, Effect]]]
+    policy: Policy = field(default_factory=Policy)
     new_entries: list[Entry] = field(default_factory=list)
     touched: dict[tuple[str, str], int] = field(default_factory=dict)
     """New balances by (player_id, currency), for the batch's write."""
@@ -215,9 +318,25 @@ class Book:
                     self._entry(command, Effect.INVALID, 0, Status.ERROR, None, now, reason),
                     foreign=True,
                 )
-            return Decision(stored, duplicate=True, conflict=not command.same_content(stored))
+            if Defect.NO_DEDUPE in self.policy.defects and problem is None:
+                return Decision(self._decide(command, now))  # applied again, not recorded
+            if not command.same_content(stored):
+                reason = "command_id already recorded with other content"
+                return Decision(
+                    self._entry(command, Effect.INVALID, 0, Status.ERROR, None, now, reason),
+                    duplicate=True,
+                    conflict=True,
+                )
+            return Decision(stored, duplicate=True)
+        if problem is None:
+            problem = self._unoffered(command)
         if problem is not None:
             entry = self._entry(command, Effect.INVALID, 0, Status.ERROR, None, now, problem)
+        elif self._swallowed(command):
+            return Decision(
+                self._entry(command, Effect.INVALID, 0, Status.ERROR, None, now, "sandbox"),
+                silent=True,
+            )
         else:
             entry = self._decide(command, now)
         self.entries[command.command_id] = entry
@@ -227,6 +346,28 @@ class Book:
                 (entry.player_id, entry.effect)
             )
         return Decision(entry)
+
+    def _unoffered(self, c: Command) -> str | None:
+        """Why ``c``'s currency is refused: one the operator does not offer, for a player
+        without an account in it (an account kept after its currency was dropped from the
+        operator's list still settles what it owes)."""
+        offered = self.policy.currencies
+        if offered is None or c.currency in offered or Defect.WRONG_CURRENCY in self.policy.defects:
+            return None
+        if (c.player_id, c.currency) in self.balances:
+            return None
+        return f"currency {c.currency} is not offered by operator {self.operator_id}"
+
+    def _swallowed(self, c: Command) -> bool:
+        """Sandbox ``timeout``: the aggregator's first attempt of a debit is never answered,
+        so its saga times out, answers the provider RETRY_LATER and cancels that attempt; the
+        provider's retry is a second attempt (another command id) and is answered."""
+        if not self.policy.sandbox or c.kind != Kind.DEBIT:
+            return False
+        if scenario_of(c.player_id) is not Scenario.TIMEOUT or c.transaction_id is None:
+            return False
+        first = debit_command_id(c.operator_id, c.player_id, c.provider_id, c.transaction_id, 1)
+        return c.command_id == first
 
     def _decide(self, c: Command, now: datetime) -> Entry:
         account = (c.player_id, c.currency)
@@ -244,7 +385,15 @@ class Book:
                 return self._entry(
                     c, Effect.REFUSED, 0, Status.ERROR, balance, now, "debit was cancelled before"
                 )
+            refusal = _REFUSAL.get(scenario_of(c.player_id)) if self.policy.sandbox else None
+            if refusal is not None:
+                effect, status = refusal
+                return self._entry(c, effect, 0, status, balance, now, "sandbox scenario")
             if balance < c.amount:
+                if Defect.NEGATIVE_BALANCE in self.policy.defects:
+                    return self._entry(
+                        c, Effect.INSUFFICIENT, 0, Status.OK, balance, now, "defect: overdraft"
+                    )
                 return self._entry(
                     c, Effect.INSUFFICIENT, 0, Status.INSUFFICIENT_FUNDS, balance, now
                 )
@@ -266,6 +415,8 @@ class Book:
                 f"the debit is in {debit.currency}, the cancel in {c.currency}",
             )  # fmt: skip
         already = Effect.REFUNDED in self._cancels_of(debit.command_id, c.player_id)
+        if Defect.DOUBLE_ROLLBACK in self.policy.defects:
+            already = False
         if debit.effect != Effect.DEBITED or already:
             return self._entry(c, Effect.NOOP, 0, Status.OK, balance, now)
         if balance > AMOUNT_MAX - debit.amount:

@@ -27,6 +27,13 @@ command in the ledger and re-sends the same replies. So delivery is at-least-onc
 effect exactly-once. A failure other than a bad message (Postgres or Kafka down) stops the
 service before the offsets are committed; restarting it resumes from the last commit.
 
+Per operator, the rules' :class:`~agg_wallet.rules.Policy`: the operator's currencies, its
+provider sandbox (``wallet.sandbox`` in the tenants file) and the deliberate defects of
+``AGG_WALLET_BROKEN`` (for the certification kit's tests; refused unless
+``AGG_WALLET_BROKEN_ENABLED`` is true, and logged at start as ``wallet_broken``). A sandbox
+``timeout`` debit gets no reply at all; the ``slow`` defect holds every batch's replies past
+the saga's wallet deadline.
+
 Test switches (:class:`Switches`, set at start or through the control endpoint):
 ``normal``; ``slow`` (each batch's replies wait ``delay_ms``); ``silent`` (the consumer is
 paused: nothing is applied or answered until the mode changes, then the backlog is
@@ -50,13 +57,23 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from agg_avro import AvroCodec, AvroDecodeError
 from agg_config.settings import Settings
-from agg_config.tenants import Tenants
+from agg_config.tenants import Operator, Tenants
 from agg_kafka.topics import TopicNames
 from agg_kafka.transport import make_transport
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
 from agg_ports.transport import InRecord, OutRecord, Transport, dead_letter_record
-from agg_wallet.rules import Command, Entry, Status, failing_entry, problem_of
+from agg_wallet.rules import (
+    Command,
+    Defect,
+    Entry,
+    Policy,
+    Status,
+    failing_entry,
+    parse_defects,
+    problem_of,
+    reply_delay_ms,
+)
 from agg_wallet.store import Item, WalletStore
 
 log = get_logger("wallet")
@@ -163,6 +180,8 @@ class _Batch:
     """The message of each item, for the dead-letter topic."""
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     dead_count: int = 0
+    silent: set[int] = field(default_factory=set)
+    """Indexes of the items that get no reply (sandbox ``timeout``)."""
     sent: list[Awaitable[None]] = field(default_factory=list)
     """What was sent for the batch (dead letters, replies): acknowledged before its offsets
     are committed."""
@@ -185,11 +204,14 @@ class OperatorLoop:
         service: WalletService,
         operator_id: str,
         starting_balance: int,
+        policy: Policy | None = None,
     ):
         self.service = service
         self.settings = service.settings
         self.operator_id = operator_id
         self.starting_balance = starting_balance
+        self.policy = policy or Policy()
+        self.reply_delay_ms = reply_delay_ms(self.policy.defects, self.settings.wallet_timeout_ms)
         names = service.names
         self.commands_topic = names.wallet_commands(operator_id)
         self.replies_topic = names.wallet_replies(operator_id)
@@ -275,6 +297,8 @@ class OperatorLoop:
             entries = await self._apply(batch, store)
             if switches.mode is Mode.SLOW and switches.delay_ms:
                 await asyncio.sleep(switches.delay_ms / 1000)
+            if self.reply_delay_ms:  # the ``slow`` defect
+                await asyncio.sleep(self.reply_delay_ms / 1000)
             batch.sent.append(transport.send(self._replies(batch, entries)))
             previous = self.finishing[-1] if self.finishing else None
             self.finishing.append(asyncio.create_task(self._finish(batch, previous)))
@@ -354,7 +378,9 @@ class OperatorLoop:
             seconds = 0.0
         else:
             started = time.perf_counter()
-            result = await store.apply_batch(op, self.starting_balance, batch.items, now)
+            result = await store.apply_batch(
+                op, self.starting_balance, batch.items, now, self.policy
+            )
             seconds = time.perf_counter() - started
             APPLY_SECONDS.labels(op).observe(seconds)
             BATCH_SIZE.labels(op).observe(len(batch.items))
@@ -366,14 +392,23 @@ class OperatorLoop:
             foreign_count = sum(d.foreign for d in result.decisions)
             DUPLICATES.labels(op).inc(duplicate_count)
             CONFLICTS.labels(op).inc(conflict_count)
-            for item, record, decision in zip(
-                batch.items, batch.records, result.decisions, strict=True
+            for index, (item, record, decision) in enumerate(
+                zip(batch.items, batch.records, result.decisions, strict=True)
             ):
+                if decision.silent:
+                    batch.silent.add(index)
+                    log.warning("command_unanswered", operator_id=op,
+                                correlation_id=item.command.correlation_id,
+                                command_id=item.command.command_id,
+                                reason="sandbox timeout scenario",
+                                partition=item.partition, offset=item.offset)  # fmt: skip
                 if decision.conflict:
+                    # the same id with other content: refused, never the stored reply
                     log.warning("command_conflict", operator_id=op,
                                 correlation_id=item.command.correlation_id,
                                 command_id=item.command.command_id,
                                 partition=item.partition, offset=item.offset)  # fmt: skip
+                    self._set_aside(batch, record, "command_conflict", decision.entry.reason)
                 if decision.foreign:
                     # ids that leave their owner out, upstream: the asking player gets
                     # ERROR, the other player's reply stays with it, and a person looks
@@ -386,7 +421,9 @@ class OperatorLoop:
                               partition=item.partition, offset=item.offset)  # fmt: skip
                     self._set_aside(batch, record, "command_id_conflict", decision.entry.reason)
         statuses: Tally[str] = Tally()
-        for item, entry in zip(batch.items, entries, strict=True):
+        for index, (item, entry) in enumerate(zip(batch.items, entries, strict=True)):
+            if index in batch.silent:
+                continue
             COMMANDS.labels(op, item.command.kind, entry.status.value).inc()
             statuses[entry.status.value] += 1
             if entry.status is not Status.OK:
@@ -423,7 +460,11 @@ class OperatorLoop:
         on the partition the saga reads for that player."""
         encode = self.service.codec.encode
         replies = []
-        for item, key, entry in zip(batch.items, batch.keys, entries, strict=True):
+        for index, (item, key, entry) in enumerate(
+            zip(batch.items, batch.keys, entries, strict=True)
+        ):
+            if index in batch.silent:
+                continue
             value = encode(REPLY_RECORD, {
                 "command_id": entry.command_id,
                 "operator_id": item.command.operator_id,
@@ -445,6 +486,15 @@ class OperatorLoop:
             self.service.names.dead_letters, record, detail or reason, self.group_id
         )
         batch.sent.append(self.transport.send([dead]))
+
+
+def policy_of(operator: Operator, defects: frozenset[Defect]) -> Policy:
+    """The rules' policy of one operator of the tenants file."""
+    return Policy(
+        currencies=frozenset(operator.currencies),
+        sandbox=operator.wallet.sandbox,
+        defects=defects,
+    )
 
 
 class WalletService:
@@ -477,13 +527,23 @@ class WalletService:
             chosen = [o for o in kafka_operators if o.id in wanted]
         if not chosen:
             raise ValueError("no operator with wallet mode 'kafka' to serve")
+        self.defects = parse_defects(settings.wallet_broken)
+        if self.defects and not settings.wallet_broken_enabled:
+            raise ValueError(
+                "AGG_WALLET_BROKEN asks for deliberate defects "
+                f"({', '.join(sorted(self.defects))}), which are for testing the certification "
+                "kit only: set AGG_WALLET_BROKEN_ENABLED=true to run a broken wallet"
+            )
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.switches = switches or Switches()
         self.client_id = client_id
         self.instance_id = instance_id
         self.codec = AvroCodec()
-        self.loops = [OperatorLoop(self, o.id, o.wallet.starting_balance) for o in chosen]
+        self.loops = [
+            OperatorLoop(self, o.id, o.wallet.starting_balance, policy_of(o, self.defects))
+            for o in chosen
+        ]
 
     @property
     def operator_ids(self) -> list[str]:
@@ -500,6 +560,15 @@ class WalletService:
         finally:
             await store.close()
         log.event("wallet_started", operators=self.operator_ids, **self.switches.as_dict())
+        for lp in self.loops:
+            if lp.policy.sandbox:
+                log.warning("wallet_sandbox", operator_id=lp.operator_id,
+                            reason="provider sandbox scenarios by player id prefix")  # fmt: skip
+            if lp.policy.defects:
+                log.warning("wallet_broken", operator_id=lp.operator_id,
+                            defects=sorted(lp.policy.defects), reply_delay_ms=lp.reply_delay_ms,
+                            reason="deliberate defects for certification tests; not a wallet "
+                            "for real money")  # fmt: skip
         async with asyncio.TaskGroup() as group:
             for lp in self.loops:
                 group.create_task(lp.run(stop))

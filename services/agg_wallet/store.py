@@ -29,7 +29,7 @@ from datetime import datetime
 import psycopg
 from psycopg import errors as pg_errors
 
-from agg_wallet.rules import Book, Command, Decision, Effect, Entry, Status
+from agg_wallet.rules import Book, Command, Decision, Effect, Entry, Policy, Status
 
 SCHEMA_LOCK_ID = 0x77616C6C6574  # "wallet": serialises concurrent schema creation
 ATTEMPT_COUNT_MAX = 3
@@ -70,8 +70,7 @@ CREATE TABLE IF NOT EXISTS wallet.commands (
         'debited', 'insufficient', 'refused', 'credited', 'refunded', 'noop', 'tombstone',
         'balance', 'invalid')),
     delta                bigint      NOT NULL,
-    status               text        NOT NULL
-        CHECK (status IN ('OK', 'INSUFFICIENT_FUNDS', 'ERROR')),
+    status               text        NOT NULL,
     balance_after        bigint      CHECK (balance_after >= 0),
     reason               text,
     replied_at           timestamptz NOT NULL,
@@ -91,6 +90,23 @@ COMMENT ON TABLE wallet.commands IS
 CREATE INDEX IF NOT EXISTS commands_reference_idx
     ON wallet.commands (operator_id, reference_command_id)
     WHERE reference_command_id IS NOT NULL;
+
+-- The statuses a reply may have (the sandbox answers PLAYER_BLOCKED and LIMIT_REACHED too).
+-- A ledger made before the sandbox has the narrower check: it is replaced once (NOT VALID:
+-- its rows satisfy the wider one, so the table is not scanned while it is locked).
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conrelid = 'wallet.commands'::regclass AND conname = 'commands_status_check'
+          AND pg_get_constraintdef(oid) LIKE '%PLAYER_BLOCKED%'
+    ) THEN
+        ALTER TABLE wallet.commands DROP CONSTRAINT IF EXISTS commands_status_check;
+        ALTER TABLE wallet.commands ADD CONSTRAINT commands_status_check
+            CHECK (status IN ('OK', 'INSUFFICIENT_FUNDS', 'PLAYER_BLOCKED', 'LIMIT_REACHED',
+                              'ERROR')) NOT VALID;
+    END IF;
+END $$;
 """
 
 LOCK_PLAYERS_SQL = """
@@ -174,7 +190,12 @@ class WalletStore:
             await self.conn.execute(SCHEMA_SQL)
 
     async def apply_batch(
-        self, operator_id: str, starting_balance: int, items: Sequence[Item], now: datetime
+        self,
+        operator_id: str,
+        starting_balance: int,
+        items: Sequence[Item],
+        now: datetime,
+        policy: Policy | None = None,
     ) -> BatchResult:
         """Apply ``items`` (in partition order) in one transaction and return one decision
         per item. A lost race (unique violation, deadlock) rolls back and retries."""
@@ -182,6 +203,8 @@ class WalletStore:
             try:
                 async with self.conn.transaction():
                     book = await self._load(operator_id, starting_balance, items)
+                    if policy is not None:
+                        book.policy = policy
                     decisions = [book.apply(i.command, i.problem, now) for i in items]
                     await self._write(operator_id, starting_balance, book, items)
                 return BatchResult(decisions, attempt, len(book.created))

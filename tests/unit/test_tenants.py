@@ -119,6 +119,7 @@ def test_defaults_of_optional_fields() -> None:
     tenants = parse_tenants(data)
     assert tenants.operators[1].wallet.mode == "kafka"
     assert tenants.operators[1].wallet.starting_balance == 100_000
+    assert tenants.operators[1].wallet.sandbox is False  # never on by default
     assert tenants.operators[1].blocked_countries == []
     assert tenants.providers[0].protocol == "canonical-v1"
     assert tenants.providers[0].enabled is True
@@ -235,6 +236,14 @@ BAD_INPUTS: list[Any] = [
         set_at(("operators", 1, "wallet"), {"mode": "http", "url": ""}),
         ["operators[1].wallet: mode 'http' needs 'url'"],
         id="http wallet with empty url",
+    ),
+    pytest.param(
+        set_at(
+            ("operators", 1, "wallet"),
+            {"mode": "http", "url": "https://wallet.example/", "sandbox": True},
+        ),
+        ["operators[1].wallet: 'sandbox' is a scenario set of the reference Kafka wallet"],
+        id="sandbox on an http wallet",
     ),
     pytest.param(
         set_at(("operators", 0, "wallet"), {"mode": "soap"}),

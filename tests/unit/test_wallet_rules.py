@@ -3,20 +3,35 @@ belongs to the player it was first recorded for."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from agg_wallet.rules import Book, Command, Decision, Effect, Status, problem_of
+from agg_domain.saga import debit_command_id
+from agg_wallet.rules import (
+    SANDBOX_PREFIXES,
+    Book,
+    Command,
+    Decision,
+    Defect,
+    Effect,
+    Policy,
+    Scenario,
+    Status,
+    parse_defects,
+    problem_of,
+    reply_delay_ms,
+)
 
 OPERATOR = "op-1"
 START = 1_000
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def book() -> Book:
+def book(policy: Policy | None = None) -> Book:
     return Book(operator_id=OPERATOR, starting_balance=START, balances={}, entries={},
-                cancels={})  # fmt: skip
+                cancels={}, policy=policy or Policy())  # fmt: skip
 
 
 def command(player: str, kind: str, amount: int = 0, *, command_id: str = "cmd-1",
@@ -82,9 +97,25 @@ def test_a_command_naming_another_operator_never_gets_the_stored_reply() -> None
 def test_an_exact_repeat_of_the_same_player_is_still_the_same_command() -> None:
     b = book()
     first = apply(b, command("alice", "DEBIT", 100))
-    conflicting = apply(b, command("alice", "DEBIT", 101))
-    assert conflicting.duplicate and conflicting.conflict and not conflicting.foreign
-    assert conflicting.entry is first.entry
+    again = apply(b, command("alice", "DEBIT", 100))
+    assert again.duplicate and not again.conflict and again.entry is first.entry
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount", "currency"),
+    [("DEBIT", 101, "EUR"), ("DEBIT", 100, "USD"), ("CREDIT", 100, "EUR")],
+)
+def test_the_same_id_with_other_content_is_refused_never_answered_from_the_ledger(
+    kind: str, amount: int, currency: str
+) -> None:
+    b = book()
+    first = apply(b, command("alice", "DEBIT", 100))
+    other = apply(b, replace(command("alice", kind, amount), currency=currency))
+    assert other.duplicate and other.conflict and not other.foreign
+    assert (other.entry.status, other.entry.balance, other.entry.delta) == (Status.ERROR, None, 0)
+    assert other.entry.reason == "command_id already recorded with other content"
+    assert b.entries["cmd-1"] is first.entry and b.new_entries == [first.entry]
+    assert b.balances[("alice", "EUR")] == START - 100
 
 
 def test_a_cancel_of_another_players_debit_is_a_tombstone_for_its_player() -> None:
@@ -107,3 +138,156 @@ def test_a_cancel_of_own_non_debit_is_still_invalid() -> None:
     apply(b, command("alice", "CREDIT", 100, command_id="credit"))
     cancel = apply(b, command("alice", "CANCEL", 100, command_id="c", reference="credit"))
     assert (cancel.entry.effect, cancel.entry.status) == (Effect.INVALID, Status.ERROR)
+
+
+# --- the operator's currencies -------------------------------------------------------------
+
+OFFERED = Policy(currencies=frozenset({"EUR"}))
+
+
+def test_a_currency_the_operator_does_not_offer_is_refused_and_opens_no_account() -> None:
+    b = book(OFFERED)
+    refused = apply(b, replace(command("alice", "DEBIT", 10), currency="GBP"))
+    assert (refused.entry.effect, refused.entry.status) == (Effect.INVALID, Status.ERROR)
+    assert refused.entry.reason == "currency GBP is not offered by operator op-1"
+    assert ("alice", "GBP") not in b.balances
+    ok = apply(b, command("alice", "DEBIT", 10, command_id="cmd-2"))
+    assert (ok.entry.status, ok.entry.balance) == (Status.OK, START - 10)
+
+
+def test_an_account_in_a_currency_no_longer_offered_still_settles() -> None:
+    b = book(OFFERED)
+    b.balances[("alice", "GBP")] = 50
+    credit = apply(b, replace(command("alice", "CREDIT", 10), currency="GBP"))
+    assert (credit.entry.status, credit.entry.balance) == (Status.OK, 60)
+
+
+# --- deliberate defects (certification kit tests only) -------------------------------------
+
+
+def test_defects_parse_and_refuse_unknown_names() -> None:
+    assert parse_defects("") == frozenset()
+    assert parse_defects("no_dedupe, slow") == {Defect.NO_DEDUPE, Defect.SLOW}
+    with pytest.raises(ValueError, match="unknown wallet defects"):
+        parse_defects("no_dedupe,teleport")
+
+
+def test_the_settings_describe_every_defect() -> None:
+    from agg_config.settings import Settings
+
+    description = Settings.model_fields["wallet_broken"].description or ""
+    assert all(d.value in description for d in Defect)
+
+
+def test_slow_answers_past_the_deadline_and_only_when_asked() -> None:
+    assert reply_delay_ms(frozenset(), 1_500) == 0
+    assert reply_delay_ms(frozenset({Defect.SLOW}), 1_500) > 1_500
+
+
+@pytest.mark.parametrize(
+    ("defects", "expected_balance"),
+    [(frozenset(), START - 100), (frozenset({Defect.NO_DEDUPE}), START - 300)],
+)
+def test_no_dedupe_applies_a_repeat_again(
+    defects: frozenset[Defect], expected_balance: int
+) -> None:
+    b = book(Policy(defects=defects))
+    replies = [apply(b, command("alice", "DEBIT", 100)) for _ in range(3)]
+    assert b.balances[("alice", "EUR")] == expected_balance
+    assert len(b.new_entries) == 1  # the ledger keeps one row per id either way
+    assert replies[0].entry.balance == START - 100
+
+
+@pytest.mark.parametrize(
+    ("defects", "status", "balance"),
+    [
+        (frozenset(), Status.INSUFFICIENT_FUNDS, START),
+        (frozenset({Defect.NEGATIVE_BALANCE}), Status.OK, START),
+    ],
+)
+def test_negative_balance_accepts_a_debit_above_the_balance(
+    defects: frozenset[Defect], status: Status, balance: int
+) -> None:
+    b = book(Policy(defects=defects))
+    reply = apply(b, command("alice", "DEBIT", START + 1))
+    assert (reply.entry.status, reply.entry.balance, reply.entry.delta) == (status, balance, 0)
+
+
+@pytest.mark.parametrize(
+    ("defects", "expected_balance"),
+    [(frozenset(), START), (frozenset({Defect.DOUBLE_ROLLBACK}), START + 100)],
+)
+def test_double_rollback_refunds_a_second_cancel(
+    defects: frozenset[Defect], expected_balance: int
+) -> None:
+    b = book(Policy(defects=defects))
+    apply(b, command("alice", "DEBIT", 100, command_id="d"))
+    apply(b, command("alice", "CANCEL", 100, command_id="c1", reference="d"))
+    second = apply(b, command("alice", "CANCEL", 100, command_id="c2", reference="d"))
+    assert second.entry.status is Status.OK
+    assert b.balances[("alice", "EUR")] == expected_balance
+
+
+def test_wrong_currency_accepts_a_currency_not_offered() -> None:
+    b = book(Policy(currencies=frozenset({"EUR"}), defects=frozenset({Defect.WRONG_CURRENCY})))
+    reply = apply(b, replace(command("alice", "DEBIT", 10), currency="GBP"))
+    assert (reply.entry.status, reply.entry.balance) == (Status.OK, START - 10)
+
+
+# --- the provider sandbox ------------------------------------------------------------------
+
+SANDBOX = Policy(sandbox=True)
+
+
+def test_every_scenario_has_a_prefix_and_none_is_a_prefix_of_another() -> None:
+    assert set(SANDBOX_PREFIXES.values()) == set(Scenario)
+    prefixes = list(SANDBOX_PREFIXES)
+    assert not [(a, b) for a in prefixes for b in prefixes if a != b and b.startswith(a)]
+
+
+@pytest.mark.parametrize(
+    ("player", "status", "balance_after"),
+    [
+        ("sandbox-ok-1", Status.OK, START - 100),
+        ("sandbox-insufficient-1", Status.INSUFFICIENT_FUNDS, START),
+        ("sandbox-blocked-1", Status.PLAYER_BLOCKED, START),
+        ("sandbox-limit-1", Status.LIMIT_REACHED, START),
+        ("sandbox-error-1", Status.ERROR, START),
+        ("someone-else", Status.OK, START - 100),
+    ],
+)
+def test_sandbox_debits_by_prefix_and_credits_stay_normal(
+    player: str, status: Status, balance_after: int
+) -> None:
+    b = book(SANDBOX)
+    debit = apply(b, command(player, "DEBIT", 100, command_id="d"))
+    assert (debit.entry.status, debit.entry.balance) == (status, balance_after)
+    assert apply(b, command(player, "DEBIT", 100, command_id="d")).entry is debit.entry
+    credit = apply(b, command(player, "CREDIT", 5, command_id="w"))
+    assert (credit.entry.status, credit.entry.balance) == (Status.OK, balance_after + 5)
+    cancel = apply(b, command(player, "CANCEL", 100, command_id="c", reference="d"))
+    assert (cancel.entry.status, cancel.entry.balance) == (Status.OK, START + 5)
+
+
+def test_the_same_prefixes_are_plain_players_without_the_sandbox() -> None:
+    b = book()
+    debit = apply(b, command("sandbox-blocked-1", "DEBIT", 100))
+    assert (debit.entry.status, debit.entry.balance) == (Status.OK, START - 100)
+
+
+def test_sandbox_timeout_leaves_the_first_attempt_unanswered_and_answers_the_retry() -> None:
+    b = book(SANDBOX)
+    player = "sandbox-timeout-1"
+    first_id = debit_command_id(OPERATOR, player, "prov-a", "t-1", 1)
+    first = apply(b, command(player, "DEBIT", 100, command_id=first_id))
+    assert first.silent and b.new_entries == [] and ("sandbox-timeout-1", "EUR") not in b.touched
+    assert apply(b, command(player, "DEBIT", 100, command_id=first_id)).silent  # redelivered
+    cancel = apply(b, command(player, "CANCEL", 100, command_id="c1", reference=first_id))
+    assert (cancel.entry.effect, cancel.entry.status) == (Effect.TOMBSTONE, Status.OK)
+    retry_id = debit_command_id(OPERATOR, player, "prov-a", "t-1", 2)
+    retry = apply(b, command(player, "DEBIT", 100, command_id=retry_id))
+    assert (retry.silent, retry.entry.status, retry.entry.balance) == (
+        False,
+        Status.OK,
+        START - 100,
+    )
