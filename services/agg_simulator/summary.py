@@ -19,8 +19,9 @@ from agg_simulator.paytable import Paytable, format_percent
 LATENCY_SAMPLES_MAX = 2_000_000
 """Latencies kept per row for the final percentiles (float32: 8 MB a row at most)."""
 ROWS_MAX = 4
-"""Operators, providers and games shown each (then one "... and N more" line): the summary
-is 23 lines at most, one 80x24 screen."""
+"""Operators, providers and games shown each on the live screen (then one "... and N more"
+line): the live summary is 23 lines at most, one 80x24 screen. The final report, printed
+once, shows them all."""
 NAME_WIDTH = 19
 """Row names (``provider prov-orbit``) are cut to this: with it a row is 79 columns."""
 
@@ -168,10 +169,11 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
         f" {'p99 ms':>6} {'OK':>8} {'refused':>7} {'retry':>5}",
         _row("all", stats.total, seconds, final),
     ]
+    shown = None if final else ROWS_MAX  # the final report is printed once: every row
     for label, scopes in (("operator", stats.operators), ("provider", stats.providers)):
         names = sorted(scopes)
-        rows = [_row(f"{label} {n}", scopes[n], seconds, final) for n in names[:ROWS_MAX]]
-        lines += _capped(rows, len(names) - ROWS_MAX, f"{label}s")
+        rows = [_row(f"{label} {n}", scopes[n], seconds, final) for n in names[:shown]]
+        lines += _capped(rows, len(names) - len(rows), f"{label}s")
     lines += [
         f"outcomes: {_counts(stats.total.statuses)}",
         f"actions:  {_counts(stats.actions)}",
@@ -179,8 +181,8 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
         f" {'configured':>10} {'2 sigma':>9}",
     ]
     games = sorted(stats.games, key=lambda g: -stats.games[g].rounds)
-    rows = [game_line(g, stats.games[g]) for g in games[:ROWS_MAX]]
-    lines += _capped(rows, len(games) - ROWS_MAX, "games")
+    rows = [game_line(g, stats.games[g]) for g in games[:shown]]
+    lines += _capped(rows, len(games) - len(rows), "games")
     money = "  ".join(
         f"{cur} in {stats.bets_in[cur]:,} out {stats.wins_out[cur]:,}"
         f" GGR {stats.bets_in[cur] - stats.wins_out[cur]:,}"

@@ -39,7 +39,7 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
     pipeline: Pipeline,
 ) -> None:
     result = subprocess.run(
-        [str(AGGREGATOR), "simulate", "--duration", "8", "--players", "6", "--concurrency", "4",
+        [str(AGGREGATOR), "simulate", "--duration", "8", "--players", "12", "--concurrency", "4",
          "--seed", "11", "--game-rtp", "nova-starfall=90"],
         env={**os.environ, **pipeline.env}, capture_output=True, text=True, timeout=600,
         check=False,
@@ -58,7 +58,7 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
     assert "projection check: OK" in out
 
     tenants = load_tenants(pipeline.settings.tenants_file)
-    played = {g.id for g in tenants.games if not g.restricted_countries}
+    played = {g.id for g in tenants.games if not g.restricted_countries}  # 12 players: all
     rows = {game: report_row(lines, game) for game in played}
     settled = 0
     for game, (rounds, stakes, wins, observed, configured, _) in rows.items():
