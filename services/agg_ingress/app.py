@@ -343,6 +343,8 @@ class Ingress:
             # the adapter answers this as the player's id; later calls name the player by it
             player_ref = issue_player_ref(self.session_secret, ref_of(claims))
             result = replace(result, extra={**result.extra, "player_ref": player_ref})
+        if cb.session_token == cb.player_ref:  # authorised by a reference: say so in the log
+            fields = {**fields, "authorised_by": "player_ref"}
         if check.expired:  # a settlement after the session's end: say so in the log line
             fields = {**fields, "session_expired_for_ms": check.expired_for_ms}
         return self._done(provider, parsed, result, corr, fields)

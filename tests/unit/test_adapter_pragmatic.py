@@ -88,7 +88,7 @@ def test_the_hash_is_md5_of_the_sorted_parameters_with_the_secret_appended() -> 
         urlencode({**BET, "hash": "0" * 32}).encode(),
         urlencode(BET).encode(),  # no hash
         _body(BET, b"another-secret"),
-        _body(BET)[:-1] + b"0" if not _body(BET).endswith(b"0") else _body(BET)[:-1] + b"1",
+        _body(BET)[:-1] + (b"1" if _body(BET).endswith(b"0") else b"0"),  # the hash's last digit
         _body(BET) + b"&extra=1",  # a parameter outside the hash
         urlencode({**BET, "hash": "é" * 32}).encode(),
     ],

@@ -190,7 +190,11 @@ class Context:
 
 
 class _Bad(ValueError):
-    pass
+    """A parameter this protocol does not accept (error 7)."""
+
+
+class _NotFound(ValueError):
+    """A ``userId`` that is no player reference at all (error 2, as the core would say)."""
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -245,10 +249,6 @@ def _currency_of(user_id: str) -> str:
     if ref is None or not is_currency(ref.currency):
         raise _NotFound("userId: not a player reference")
     return ref.currency
-
-
-class _NotFound(ValueError):
-    pass
 
 
 class PragmaticAdapter:
