@@ -18,7 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -37,7 +37,7 @@ from agg_config.settings import Settings, require_session_secret
 from agg_config.tenants import Operator, Tenants
 from agg_config.tenants import Provider as ProviderConfig
 from agg_domain.ids import derive_id
-from agg_domain.statuses import Status
+from agg_domain.statuses import Action, Status
 from agg_ingress.adapters import adapters
 from agg_ingress.adapters.base import (
     Accepted,
@@ -66,6 +66,7 @@ from agg_ingress.protocol import (
     Refusal,
     offered_games,
     parse_object,
+    player_ref_status,
     refusal_answer,
     session_refusal,
     signature_problem,
@@ -74,10 +75,16 @@ from agg_ingress.protocol import (
 from agg_ingress.read_api import PLAYER_ID, ProjectionReader, ReadError
 from agg_ingress.routing import OutcomeRouter, ReplyPartitionRevoked, correlation_id
 from agg_ingress.sessions import (
+    PlayerRef,
     SessionClaims,
+    TokenCheck,
     check_session,
+    claims_from_ref,
+    issue_player_ref,
     issue_token,
     new_session_id,
+    ref_of,
+    verify_player_ref,
     verify_token,
 )
 from agg_kafka.clients import player_key
@@ -301,16 +308,37 @@ class Ingress:
         if isinstance(parsed, Refused):
             return self._refused(provider, parsed)
         cb = parsed.callback
-        check = verify_token(self.session_secret, cb.session_token, time.time_ns() // 1_000_000)
-        status = check_session(
-            check,
-            provider_id=provider_id,
-            player_id=cb.player_id,
-            action=cb.action,
-            game_id=cb.game_id,
-            currency=cb.currency,
-            settle_window_ms=self.settings.session_settle_window_s * 1000,
-        )
+        if not cb.session_token and cb.player_ref is not None:
+            # a token-less call names the player by the reference we answered at
+            # authenticate: authorised by the provider's signature plus an authentic
+            # reference (no session lifetime), and forwarded with the reference as its token
+            ref = verify_player_ref(self.session_secret, cb.player_ref)
+            status = player_ref_status(self.tenants, ref, provider_id=provider_id,
+                                       action=cb.action, game_id=cb.game_id,
+                                       currency=cb.currency)  # fmt: skip
+            if isinstance(ref, PlayerRef):
+                check = TokenCheck(claims_from_ref(ref, cb.player_ref, cb.game_id))
+                cb = replace(cb, session_token=cb.player_ref, player_id=ref.player_id)
+            else:
+                check = TokenCheck(None, problem=ref)
+        else:
+            check = verify_token(self.session_secret, cb.session_token, time.time_ns() // 1_000_000)
+            if check.claims is not None and not cb.player_id:
+                # the call carries only the token (pragmatic-v1 authenticate): it names the player
+                cb = replace(cb, player_id=check.claims.player_id)
+            status = check_session(
+                check,
+                provider_id=provider_id,
+                player_id=cb.player_id,
+                action=cb.action,
+                game_id=cb.game_id,
+                currency=cb.currency,
+                settle_window_ms=self.settings.session_settle_window_s * 1000,
+            )
+            if (status is Status.OK and cb.player_ref is not None and check.claims is not None
+                    and verify_player_ref(self.session_secret, cb.player_ref)
+                    != ref_of(check.claims)):  # fmt: skip
+                status = Status.SESSION_NOT_FOUND  # a reference beside a token names its player
         claims = check.claims
         if status is Status.OK and (
             claims is None or claims.operator_id not in self.operator_secrets
@@ -322,6 +350,13 @@ class Ingress:
             return self._done(provider, parsed, Result(status, currency),
                               fields={"reason": reason} if reason else {})  # fmt: skip
         result, corr, fields = await self._forward(provider_id, cb, claims)
+        if (result.status is Status.OK and cb.action in (Action.AUTHENTICATE, Action.BALANCE)
+                and getattr(provider.adapter, "issues_player_ref", False)):  # fmt: skip
+            # the adapter answers this as the player's id; later calls name the player by it
+            player_ref = issue_player_ref(self.session_secret, ref_of(claims))
+            result = replace(result, extra={**result.extra, "player_ref": player_ref})
+        if cb.session_token == cb.player_ref:  # authorised by a reference: say so in the log
+            fields = {**fields, "authorised_by": "player_ref"}
         if check.expired:  # a settlement after the session's end: say so in the log line
             fields = {**fields, "session_expired_for_ms": check.expired_for_ms}
         return self._done(provider, parsed, result, corr, fields)
@@ -371,7 +406,7 @@ class Ingress:
                 "transaction_id": cb.transaction_id,
                 "reference_transaction_id": cb.reference_transaction_id,
                 "round_id": cb.round_id,
-                "game_id": cb.game_id or claims.game_id,
+                "game_id": cb.game_id or claims.game_id or None,
                 "amount": cb.amount,
                 "currency": currency,
                 "round_closed": cb.round_closed,

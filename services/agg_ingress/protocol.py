@@ -34,6 +34,7 @@ from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.currency import is_currency
 from agg_domain.statuses import Action, Status
 from agg_ingress.client import sign
+from agg_ingress.sessions import PlayerRef, TokenProblem
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
@@ -172,6 +173,9 @@ class Callback:
     amount: int | None = None
     currency: str | None = None
     round_closed: bool = False
+    player_ref: str | None = None
+    """The player reference (``agg_ingress.sessions``) a protocol names the player by where
+    its call carries no session token (``session_token`` and ``player_id`` are then empty)."""
 
 
 @dataclass(frozen=True)
@@ -398,3 +402,40 @@ def session_refusal(
 
 def offered_games(tenants: Tenants, operator: Operator, country: str) -> list[Game]:
     return [g for g in tenants.games if game_offered(tenants, operator, g, country)]
+
+
+def player_ref_status(
+    tenants: Tenants,
+    ref: PlayerRef | TokenProblem,
+    *,
+    provider_id: str,
+    action: Action,
+    game_id: str | None,
+    currency: str | None,
+) -> Status:
+    """The rules of a callback that names its player by a player reference instead of a
+    session token, in the precedence order of the session rules; OK when all hold.
+
+    The reference must be authentic, name this provider and an operator still in the
+    tenants file that offers this provider; a game, where the callback names one (a bet
+    always does), must be one of this provider's games; the callback's currency, where it
+    gives one, the reference's. There is no expiry: these calls are authorised by the
+    provider's signature plus an authentic reference. Country restrictions were applied
+    when the session was opened (a reference carries no country)."""
+    if isinstance(ref, TokenProblem) or ref.provider_id != provider_id:
+        return Status.SESSION_NOT_FOUND
+    operator = tenants.operator(ref.operator_id)
+    if operator is None:
+        return Status.SESSION_NOT_FOUND
+    provider = tenants.provider(provider_id)
+    if provider is None or not provider.enabled or provider_id not in operator.providers:
+        return Status.GAME_NOT_ALLOWED
+    if game_id is None and action is Action.BET:
+        return Status.GAME_NOT_ALLOWED
+    if game_id is not None:
+        game = tenants.game(game_id)
+        if game is None or game.provider != provider_id:
+            return Status.GAME_NOT_ALLOWED
+    if currency is not None and currency != ref.currency:
+        return Status.CURRENCY_MISMATCH
+    return Status.OK

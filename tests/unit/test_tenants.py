@@ -265,13 +265,21 @@ BAD_INPUTS: list[Any] = [
     ),
     pytest.param(
         set_at(("providers", 0, "protocol"), "canonical-v2"),
-        ["providers[0].protocol: Input should be 'canonical-v1' or 'hub88-v1'"],
+        ["providers[0].protocol: Input should be 'canonical-v1', 'hub88-v1' or 'pragmatic-v1'"],
         id="unknown provider protocol",
     ),
     pytest.param(
         set_at(("providers", 0, "protocol"), "hub88-v1"),
         ["providers[0]: protocol 'hub88-v1' needs 'public_key'"],
         id="rsa protocol without a public key",
+    ),
+    pytest.param(
+        both(
+            set_at(("providers", 0, "protocol"), "pragmatic-v1"),
+            set_at(("providers", 0, "secret"), None),
+        ),
+        ["providers[0]: protocol 'pragmatic-v1' needs 'secret'"],
+        id="hash protocol without a secret",
     ),
     pytest.param(
         set_at(("providers", 0, "secret"), None),

@@ -6,9 +6,14 @@ from __future__ import annotations
 from agg_ingress.adapters.base import ProviderAdapter
 from agg_ingress.adapters.canonical import CanonicalAdapter
 from agg_ingress.adapters.hub88 import Hub88Adapter
+from agg_ingress.adapters.pragmatic import PragmaticAdapter
 
 
 def adapters(signature_window_s: int) -> dict[str, ProviderAdapter]:
     """Every adapter by its protocol name."""
-    found: list[ProviderAdapter] = [CanonicalAdapter(signature_window_s), Hub88Adapter()]
+    found: list[ProviderAdapter] = [
+        CanonicalAdapter(signature_window_s),
+        Hub88Adapter(),
+        PragmaticAdapter(),
+    ]
     return {a.protocol: a for a in found}
