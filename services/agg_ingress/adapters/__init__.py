@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from agg_ingress.adapters.base import ProviderAdapter
 from agg_ingress.adapters.canonical import CanonicalAdapter
+from agg_ingress.adapters.evolution import EvolutionAdapter
 from agg_ingress.adapters.hub88 import Hub88Adapter
 
 
 def adapters(signature_window_s: int) -> dict[str, ProviderAdapter]:
     """Every adapter by its protocol name."""
-    found: list[ProviderAdapter] = [CanonicalAdapter(signature_window_s), Hub88Adapter()]
+    found: list[ProviderAdapter] = [
+        CanonicalAdapter(signature_window_s),
+        Hub88Adapter(),
+        EvolutionAdapter(),
+    ]
     return {a.protocol: a for a in found}
