@@ -25,6 +25,7 @@ from agg_ingress.adapters.evolution import (
     decode_answer,
     encode_request,
 )
+from agg_ingress.launch import LaunchParams
 from agg_ingress.protocol import Callback, Refusal
 from tests.fuzz_budget import examples
 
@@ -311,6 +312,17 @@ def test_an_oversized_body_keeps_the_cores_http_code() -> None:
                           CREDENTIALS)  # fmt: skip
     assert wire.http == 413 and json.loads(wire.body) == {"status": "INVALID_PARAMETER",
                                                           "uuid": None}  # fmt: skip
+
+
+def test_a_launch_is_named_as_evolutions_player_authentication_names_it() -> None:
+    params = LaunchParams("tok", "op-a", "pl-1", "LightningTable01", "EUR", "DE", "en", "demo",
+                          "https://c.example/lobby", "https://c.example/pay")  # fmt: skip
+    assert dict(ADAPTER.launch_query(params)) == {
+        "sid": "tok", "userId": "pl-1", "tableId": "LightningTable01", "currency": "EUR",
+        "language": "en", "country": "DE", "mode": "demo", "lobby": "https://c.example/lobby",
+        "cashier": "https://c.example/pay"}  # fmt: skip
+    real = ADAPTER.launch_query(replace(params, mode="real", lobby_url=None, cashier_url=None))
+    assert ("mode", "real") in real and "lobby" not in dict(real) and "cashier" not in dict(real)
 
 
 # --- round trip and fuzz -------------------------------------------------------------------

@@ -62,6 +62,7 @@ from agg_ingress.adapters.base import (
     decimal_to_minor,
     minor_to_decimal,
 )
+from agg_ingress.launch import LaunchParams
 from agg_ingress.protocol import ID_PATTERN, Callback, Refusal
 
 PROTOCOL = "evolution-v1"
@@ -310,6 +311,25 @@ class EvolutionAdapter:
                         reference_transaction_id=ref, round_id=round_id, game_id=game_id,
                         amount=amount, currency=currency,
                         round_closed=action is Action.WIN)  # fmt: skip
+
+    def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
+        """The game URL's query in the names of Evolution's player authentication (the
+        session as ``sid``, the player as ``userId``, the table as ``tableId``: the tenants
+        file's game ``code``, else its id), flattened into one query."""
+        query = [
+            ("sid", params.token),
+            ("userId", params.player_id),
+            ("tableId", params.game_code),
+            ("currency", params.currency),
+            ("language", params.language),
+            ("country", params.country),
+            ("mode", params.mode),
+        ]
+        if params.lobby_url:
+            query.append(("lobby", params.lobby_url))
+        if params.cashier_url:
+            query.append(("cashier", params.cashier_url))
+        return query
 
     def render(self, context: Any, result: Result, credentials: Credentials) -> WireResponse:
         ctx = context if isinstance(context, Context) else Context()
