@@ -129,9 +129,9 @@ class Operator(_Strict):
         return values
 
 
-PROTOCOLS = ("canonical-v1", "hub88-v1", "pragmatic-v1")
+PROTOCOLS = ("canonical-v1", "hub88-v1", "pragmatic-v1", "evolution-v1")
 """Provider wire protocols the ingress speaks (``agg_ingress.adapters``)."""
-SHARED_SECRET_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1"})
+SHARED_SECRET_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1", "evolution-v1"})
 PUBLIC_KEY_PROTOCOLS = frozenset({"hub88-v1"})
 
 
@@ -141,7 +141,7 @@ class Provider(_Strict):
     secret: Secret | None = Field(
         None, description="The shared secret of an HMAC-signed protocol (canonical-v1)."
     )
-    protocol: Literal["canonical-v1", "hub88-v1", "pragmatic-v1"] = "canonical-v1"
+    protocol: Literal["canonical-v1", "hub88-v1", "pragmatic-v1", "evolution-v1"] = "canonical-v1"
     public_key: str | None = Field(
         None, description="PEM public key that verifies the provider's requests (hub88-v1)."
     )

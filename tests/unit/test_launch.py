@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from agg_config.tenants import Game, Provider
 from agg_ingress.adapters.canonical import CanonicalAdapter
 from agg_ingress.adapters.hub88 import Hub88Adapter
+from agg_ingress.adapters.pragmatic import PragmaticAdapter
 from agg_ingress.launch import (
     LaunchParams,
     default_launch_query,
@@ -63,6 +64,11 @@ def test_each_protocol_names_the_launch_its_own_way() -> None:
                    "lang": "en", "country": "DE", "platform": "GPL_DESKTOP",
                    "lobby_url": "https://c.example/lobby",
                    "deposit_url": "https://c.example/pay", "demo": "true"}  # fmt: skip
+    assert dict(PragmaticAdapter().launch_query(PARAMS)) == {
+        "token": "tok", "symbol": "g_one", "technology": "H5", "platform": "WEB",
+        "language": "en", "currency": "EUR", "lobbyUrl": "https://c.example/lobby",
+        "cashierUrl": "https://c.example/pay", "demo": "true",
+    }  # fmt: skip
     real = Hub88Adapter().launch_query(LaunchParams("t", "o", "p", "g", "EUR", "DE", "en", "real"))
     assert "demo" not in dict(real) and "lobby_url" not in dict(real)
 

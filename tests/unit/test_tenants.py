@@ -265,7 +265,10 @@ BAD_INPUTS: list[Any] = [
     ),
     pytest.param(
         set_at(("providers", 0, "protocol"), "canonical-v2"),
-        ["providers[0].protocol: Input should be 'canonical-v1', 'hub88-v1' or 'pragmatic-v1'"],
+        [
+            "providers[0].protocol: Input should be 'canonical-v1', 'hub88-v1', 'pragmatic-v1'"
+            " or 'evolution-v1'"
+        ],
         id="unknown provider protocol",
     ),
     pytest.param(
@@ -285,6 +288,14 @@ BAD_INPUTS: list[Any] = [
         set_at(("providers", 0, "secret"), None),
         ["providers[0]: protocol 'canonical-v1' needs 'secret'"],
         id="hmac protocol without a secret",
+    ),
+    pytest.param(
+        both(
+            set_at(("providers", 0, "protocol"), "evolution-v1"),
+            set_at(("providers", 0, "secret"), None),
+        ),
+        ["providers[0]: protocol 'evolution-v1' needs 'secret'"],
+        id="auth token protocol without a secret",
     ),
     pytest.param(
         set_at(("providers", 0, "public_key"), "ssh-rsa AAAA"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from agg_ingress.adapters.base import ProviderAdapter
 from agg_ingress.adapters.canonical import CanonicalAdapter
+from agg_ingress.adapters.evolution import EvolutionAdapter
 from agg_ingress.adapters.hub88 import Hub88Adapter
 from agg_ingress.adapters.pragmatic import PragmaticAdapter
 
@@ -15,5 +16,6 @@ def adapters(signature_window_s: int) -> dict[str, ProviderAdapter]:
         CanonicalAdapter(signature_window_s),
         Hub88Adapter(),
         PragmaticAdapter(),
+        EvolutionAdapter(),
     ]
     return {a.protocol: a for a in found}

@@ -71,6 +71,7 @@ from agg_ingress.adapters.base import (
     decimal_to_minor,
     minor_to_decimal,
 )
+from agg_ingress.launch import LaunchParams
 from agg_ingress.protocol import ID_PATTERN, Callback, Refusal
 from agg_ingress.sessions import PLAYER_REF_CHARS_MAX, peek_player_ref
 
@@ -332,6 +333,25 @@ class PragmaticAdapter:
         return (Callback(action, request_id, "", "", transaction_id=txn, round_id=round_id,
                          game_id=game_id, amount=amount, currency=currency,
                          player_ref=user_id), context)  # fmt: skip
+
+    def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
+        """The game URL's query in this family's launch names: the session token the game
+        hands to ``authenticate``, the game symbol, ``lobbyUrl`` / ``cashierUrl``."""
+        query = [
+            ("token", params.token),
+            ("symbol", params.game_code),
+            ("technology", "H5"),
+            ("platform", "WEB"),
+            ("language", params.language),
+            ("currency", params.currency),
+        ]
+        if params.lobby_url:
+            query.append(("lobbyUrl", params.lobby_url))
+        if params.cashier_url:
+            query.append(("cashierUrl", params.cashier_url))
+        if params.mode == "demo":
+            query.append(("demo", "true"))
+        return query
 
     def render(self, context: Any, result: Result, credentials: Credentials) -> WireResponse:
         ctx = context if isinstance(context, Context) else Context()
