@@ -1,11 +1,13 @@
 """``python -m agg_httpwallet`` (also ``aggregator httpwallet``): run the reference HTTP
 operator wallet for the tenants file's HTTP operators (or the ones given with
 ``--operator``), on ``AGG_HTTPWALLET_HOST``:``AGG_HTTPWALLET_PORT`` (127.0.0.1:9186).
-One uvicorn worker on uvloop; ``/metrics`` and ``/healthz`` on the same port."""
+One uvicorn worker on uvloop; ``/metrics`` and ``/healthz`` on the same port. SIGTERM
+finishes the calls in flight and exits 0."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -38,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         get_logger("httpwallet").error("httpwallet_refused", reason=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # uvicorn finishes the calls in flight on SIGTERM, then re-raises the signal to the
+    # handler it found: a no-op one, so that a requested stop exits 0
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         app,
         host=args.host or settings.httpwallet_host,
