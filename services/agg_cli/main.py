@@ -7,6 +7,8 @@ aggregator config check           validate settings and the tenants file
 aggregator ingress [--port N]      run one ingress instance (provider callbacks, operator API)
 aggregator wallet [--operator ID] [--mode normal|slow|silent|failing]
                                   run the reference operator wallet
+aggregator bridge [--operator ID]  run the HTTP wallet bridge (operators with HTTP wallets)
+aggregator httpwallet [--port N]   run the reference HTTP operator wallet
 aggregator saga                   run one saga worker
 aggregator simulate [--duration S] drive simulated providers through the ingress
 aggregator projector              run the projector (journal -> PostgreSQL projections)
@@ -189,6 +191,18 @@ def cmd_wallet(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from agg_bridge.__main__ import run
+
+    return run(args)
+
+
+def cmd_httpwallet(args: argparse.Namespace) -> int:
+    from agg_httpwallet.__main__ import run
+
+    return run(args)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from agg_auditor.cli import main_audit
 
@@ -241,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     wallet = sub.add_parser("wallet", help="run the reference operator wallet (Kafka, Postgres)")
     wallet_arguments(wallet)
     wallet.set_defaults(func=cmd_wallet)
+
+    from agg_bridge.__main__ import add_arguments as bridge_arguments
+
+    bridge = sub.add_parser("bridge", help="run the HTTP wallet bridge (Kafka, HTTP)")
+    bridge_arguments(bridge)
+    bridge.set_defaults(func=cmd_bridge)
+
+    from agg_httpwallet.__main__ import add_arguments as httpwallet_arguments
+
+    httpwallet = sub.add_parser("httpwallet", help="run the reference HTTP operator wallet")
+    httpwallet_arguments(httpwallet)
+    httpwallet.set_defaults(func=cmd_httpwallet)
 
     saga = sub.add_parser("saga", help="run one saga worker", add_help=False)
     saga.add_argument("rest", nargs=argparse.REMAINDER)
