@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -122,6 +122,9 @@ BATCH_SECONDS = Histogram(
 LAG = Gauge(
     "agg_bridge_consumer_lag", "Commands behind the end of each partition", ["topic", "partition"]
 )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _now() -> datetime:
@@ -369,7 +372,7 @@ class OperatorBridge:
             round_id=command.round_id,
             game_id=command.game_id,
             reference_command_id=command.reference_command_id,
-            issued_at_ms=int(command.issued_at.timestamp() * 1000),
+            issued_at_ms=(command.issued_at - EPOCH) // timedelta(milliseconds=1),
         )
         attempts_max = self.wallet.retry_count_max + 1
         for attempt in range(1, attempts_max + 1):
@@ -473,6 +476,18 @@ class OperatorBridge:
         return replies
 
 
+def budget_problem(operator: Operator, wallet_timeout_ms: int) -> str | None:
+    """Why ``operator``'s calls could outlast the saga's wait for the reply, or None."""
+    budget = operator.wallet.call_budget_ms()
+    if budget <= wallet_timeout_ms - BUDGET_MARGIN_MS:
+        return None
+    return (
+        f"operator {operator.id}: timeout_ms x (retry_count_max + 1) plus the backoffs is "
+        f"{budget} ms, more than the saga's wallet_timeout_ms ({wallet_timeout_ms}) minus "
+        f"{BUDGET_MARGIN_MS} ms"
+    )
+
+
 def http_operators(tenants: Tenants, operator_ids: Iterable[str] | None) -> list[Operator]:
     """The operators to bridge: every one with an HTTP wallet, or those named."""
     found = [o for o in tenants.operators if o.wallet.mode == "http"]
@@ -501,15 +516,10 @@ class BridgeService:
         chosen = http_operators(tenants, operator_ids)
         if not chosen:
             raise ValueError("no operator with wallet mode 'http' to bridge")
-        budget_max_ms = settings.wallet_timeout_ms - BUDGET_MARGIN_MS
         for operator in chosen:
-            budget = operator.wallet.call_budget_ms()
-            if budget > budget_max_ms:
-                raise ValueError(
-                    f"operator {operator.id}: timeout_ms x (retry_count_max + 1) plus the "
-                    f"backoffs is {budget} ms, more than the saga's wallet_timeout_ms "
-                    f"({settings.wallet_timeout_ms}) minus {BUDGET_MARGIN_MS} ms"
-                )
+            problem = budget_problem(operator, settings.wallet_timeout_ms)
+            if problem is not None:
+                raise ValueError(problem)
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.client_id = client_id

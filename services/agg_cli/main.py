@@ -120,6 +120,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from agg_config.redact import redact_url
     from agg_config.tenants import TenantsError, load_tenants
 
     try:
@@ -141,6 +142,12 @@ def cmd_config(args: argparse.Namespace) -> int:
             print(f"  AGG_{name.upper():<32} = {settings.shown(name):<24} # {field.description}")
         for op in tenants.operators:
             print(f"  operator {op.id:<24} secret: {op.secret.describe()}")
+            w = op.wallet
+            if w.mode == "http":
+                credential = w.secret or w.signing_key
+                where = credential.describe() if credential else "none"
+                print(f"  operator {op.id:<24} wallet: http {w.protocol} {redact_url(str(w.url))}"
+                      f", {'secret' if w.secret else 'signing key'}: {where}")  # fmt: skip
         for pv in tenants.providers:
             secret = pv.secret.describe() if pv.secret else "none"
             signing = f", signing key: {pv.signing_key.describe()}" if pv.signing_key else ""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -109,13 +109,16 @@ def mounts_of(tenants: Tenants, operator_ids: list[str] | None = None) -> list[M
     return sorted(found, key=lambda m: -len(m.base_path))
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _now() -> datetime:
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def command_of(call: WalletCall, now: datetime) -> Command:
-    issued = datetime.fromtimestamp(call.issued_at_ms / 1000, UTC) if call.issued_at_ms else now
+    issued = EPOCH + timedelta(milliseconds=call.issued_at_ms) if call.issued_at_ms else now
     return Command(
         command_id=call.command_id,
         correlation_id=call.correlation_id,

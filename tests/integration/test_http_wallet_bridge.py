@@ -107,6 +107,7 @@ class Stack:
     wallet_port: int
     metrics_port: int
     logs: Path
+    secrets: tuple[str, ...] = ()
     wallet: subprocess.Popen[bytes] | None = None
     bridge: subprocess.Popen[bytes] | None = None
 
@@ -179,7 +180,14 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     logs = tmp_path_factory.mktemp("bridge")
     wallet_port, metrics_port = _free_port(), _free_port()
     tenants_file = logs / "tenants.yaml"
-    tenants_file.write_text(yaml.safe_dump(_tenants(wallet_port)))
+    tenants = _tenants(wallet_port)
+    tenants_file.write_text(yaml.safe_dump(tenants))
+    secrets = tuple(
+        str(o["wallet"][name]["value"])
+        for o in tenants["operators"]
+        for name in ("secret", "signing_key")
+        if name in o["wallet"]
+    )
     specs = catalogue(OPERATORS, partitions=settings.partition_count,
                       replication_factor=settings.replication_factor,
                       min_insync_replicas=settings.min_insync_replicas)  # fmt: skip
@@ -192,7 +200,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "AGG_TENANTS_FILE": str(tenants_file),
         "AGG_WALLET_BATCH_COUNT_MAX": "50",
     }
-    s = Stack(settings, env, wallet_port, metrics_port, logs)
+    s = Stack(settings, env, wallet_port, metrics_port, logs, secrets)
     s.start_wallet()
     s.start_bridge()
     try:
@@ -437,3 +445,15 @@ def test_a_bridge_killed_mid_batch_loses_nothing_and_applies_nothing_twice(
         for p in players:
             if p in expected:
                 assert db_balance(settings, op, p) == expected[p], (op, p)
+
+
+def test_no_secret_reaches_the_logs(stack: Stack) -> None:
+    """After every call above: neither the wallet secret, nor a line of the signing key, nor
+    a signature header is in the bridge's or the wallet's log lines."""
+    text = stack.bridge_log.read_text() + stack.wallet_log.read_text()
+    assert '"event":"wallet_call"' in text and '"event":"call_answered"' in text
+    for secret in stack.secrets:
+        for line in secret.splitlines():
+            if "-----" not in line:
+                assert line not in text
+    assert "X-Agg-Signature" not in text and "X-Hub88-Signature" not in text
