@@ -29,6 +29,9 @@ the operator's ``timeout_ms``; the answer becomes a reply status. A retryable fa
 (checked at start). A failure, or a call the circuit breaker holds back, is replied ERROR,
 which the saga treats as transient: it compensates a debit and resends a credit or cancel.
 One log line per call, with the correlation id; the signature headers are never logged.
+
+:class:`WalletCaller` is that calling half, without Kafka (tested on httpx's in-process
+transport); :class:`OperatorBridge` the Kafka loop around it.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from agg_avro import AvroCodec, AvroDecodeError
 from agg_bridge.breaker import GAUGE_VALUE, Breaker, BreakerState
 from agg_config.settings import Settings
-from agg_config.tenants import Operator, Tenants
+from agg_config.tenants import Operator, Tenants, WalletConfig
 from agg_domain.statuses import CommandKind, ReplyStatus
 from agg_kafka.topics import TopicNames
 from agg_kafka.transport import make_transport
@@ -174,6 +177,171 @@ class _Batch:
     started: float = 0.0
 
 
+class WalletCaller:
+    """The calling half of an operator's bridge, without Kafka: the operator's protocol, its
+    keep-alive HTTP client (at most ``concurrency_max`` connections and calls in flight),
+    its retries and its circuit breaker. ``transport`` replaces the network (tests)."""
+
+    def __init__(
+        self,
+        operator_id: str,
+        wallet: WalletConfig,
+        protocol: WalletClientProtocol,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        assert wallet.url is not None
+        self.operator_id = operator_id
+        self.wallet = wallet
+        self.protocol = protocol
+        limit = wallet.concurrency_max
+        self.http = httpx.AsyncClient(
+            base_url=wallet.url.rstrip("/"),
+            timeout=httpx.Timeout(wallet.timeout_ms / 1000),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            transport=transport,
+        )
+        self.slots = asyncio.Semaphore(limit)
+        self.breaker = Breaker(wallet.breaker_failure_count, wallet.breaker_open_ms)
+        BREAKER_STATE.labels(operator_id).set(GAUGE_VALUE[self.breaker.state])
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def call_all(
+        self, commands: list[Command], problems: list[str | None], keys: list[bytes]
+    ) -> list[Outcome]:
+        """Every command's outcome: the players (keys) concurrently, each player's commands
+        one after the other in the order given."""
+        outcomes: list[Outcome | None] = [None] * len(commands)
+        queues: dict[bytes, list[int]] = {}
+        for index, key in enumerate(keys):
+            queues.setdefault(key, []).append(index)
+
+        async def player(indexes: list[int]) -> None:
+            for i in indexes:
+                outcomes[i] = await self.call(commands[i], problems[i])
+
+        async with asyncio.TaskGroup() as group:
+            for indexes in queues.values():
+                group.create_task(player(indexes))
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(outcomes)
+        return done
+
+    def _set_breaker(self, breaker: Breaker) -> None:
+        before = self.breaker.state
+        self.breaker = breaker
+        if breaker.state is not before:
+            BREAKER_STATE.labels(self.operator_id).set(GAUGE_VALUE[breaker.state])
+            if breaker.state is BreakerState.OPEN:
+                BREAKER_OPENED.labels(self.operator_id).inc()
+            log.event("breaker_changed", operator_id=self.operator_id,
+                      state=breaker.state.value, was=before.value,
+                      failures=breaker.failure_count)  # fmt: skip
+
+    async def call(self, command: Command, problem: str | None) -> Outcome:
+        """The command's outcome: the wallet's answer, or ERROR (with the reason)."""
+        if problem is not None:
+            outcome = Outcome(ReplyStatus.ERROR, None, problem)
+            self._log_call(command, outcome, None, None, 0.0)
+            return outcome
+        call = WalletCall(
+            command_id=command.command_id,
+            correlation_id=command.correlation_id,
+            operator_id=command.operator_id,
+            player_id=command.player_id,
+            kind=CommandKind(command.kind),
+            amount=command.amount,
+            currency=command.currency,
+            provider_id=command.provider_id,
+            transaction_id=command.transaction_id,
+            round_id=command.round_id,
+            game_id=command.game_id,
+            reference_command_id=command.reference_command_id,
+            issued_at_ms=(command.issued_at - EPOCH) // timedelta(milliseconds=1),
+        )
+        attempts_max = self.wallet.retry_count_max + 1
+        for attempt in range(1, attempts_max + 1):
+            try:
+                request = self.protocol.encode(call, int(time.time()))
+            except ValueError as exc:  # an amount the wire cannot carry: no call can help
+                outcome = Outcome(ReplyStatus.ERROR, None, f"cannot encode: {exc}", attempt - 1)
+                self._log_call(command, outcome, None, None, 0.0)
+                return outcome
+            breaker, admitted = self.breaker.admit(time.monotonic_ns() // 1_000_000)
+            self._set_breaker(breaker)
+            if not admitted:
+                SHORT_CIRCUITS.labels(self.operator_id).inc()
+                outcome = Outcome(ReplyStatus.ERROR, None, "breaker open", attempt - 1)
+                self._log_call(command, outcome, None, None, 0.0)
+                return outcome
+            if attempt > 1:
+                RETRIES.labels(self.operator_id).inc()
+            result, http_status, seconds = await self._send(call, request)
+            answered = isinstance(result, Answer)
+            now_ms = time.monotonic_ns() // 1_000_000
+            self._set_breaker(self.breaker.record(answered, now_ms))
+            CALLS.labels(self.operator_id, call.kind.value,
+                         "answered" if answered else "failed").inc()  # fmt: skip
+            CALL_SECONDS.labels(self.operator_id, call.kind.value).observe(seconds)
+            if isinstance(result, Answer):
+                outcome = Outcome(result.status, result.balance, None, attempt)
+                self._log_call(command, outcome, result.wire_status, http_status, seconds)
+                return outcome
+            FAILURES.labels(self.operator_id, failure_reason(result)).inc()
+            outcome = Outcome(ReplyStatus.ERROR, None, result.reason, attempt)
+            self._log_call(command, outcome, None, http_status, seconds)
+            if not result.retryable or attempt == attempts_max:
+                return outcome
+            if self.wallet.retry_backoff_ms:
+                await asyncio.sleep(self.wallet.retry_backoff_ms / 1000)
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self, call: WalletCall, request: HttpCall
+    ) -> tuple[Answer | Failure, int | None, float]:
+        async with self.slots:
+            IN_FLIGHT.labels(self.operator_id).inc()
+            started = time.perf_counter()
+            try:
+                response = await self.http.post(
+                    request.path, content=request.body, headers=dict(request.headers)
+                )
+            except httpx.TimeoutException:
+                return Failure("timeout", True), None, time.perf_counter() - started
+            except httpx.TransportError:
+                return Failure("connection", True), None, time.perf_counter() - started
+            finally:
+                IN_FLIGHT.labels(self.operator_id).dec()
+            seconds = time.perf_counter() - started
+        return self.protocol.decode(call, response.status_code, response.content), \
+            response.status_code, seconds  # fmt: skip
+
+    def _log_call(
+        self, command: Command, outcome: Outcome, wire_status: str | None,
+        http_status: int | None, seconds: float,
+    ) -> None:  # fmt: skip
+        fields = dict(
+            operator_id=self.operator_id,
+            correlation_id=command.correlation_id,
+            command_id=command.command_id,
+            player_id=command.player_id,
+            kind=command.kind,
+            amount=command.amount,
+            currency=command.currency,
+            status=outcome.status.value,
+            wire_status=wire_status,
+            http_status=http_status,
+            attempts=outcome.attempts,
+            latency_ms=round(seconds * 1000, 1),
+            breaker=self.breaker.state.value,
+        )
+        if outcome.reason is None:
+            log.event("wallet_call", **fields)
+        else:
+            log.warning("wallet_call", reason=outcome.reason, **fields)
+
+
 class OperatorBridge:
     """One HTTP operator: its consumer group ``agg-bridge-<operator>``, its transport, its
     HTTP client, its breaker."""
@@ -189,7 +357,6 @@ class OperatorBridge:
         self.commands_topic = names.wallet_commands(operator.id)
         self.replies_topic = names.wallet_replies(operator.id)
         self.group_id = f"agg-bridge-{operator.id}"
-        self.protocol = client_protocol(operator)
         self.assigned = asyncio.Event()
         self.transport: Transport = make_transport(
             self.settings,
@@ -198,10 +365,7 @@ class OperatorBridge:
             batch_max=self.settings.wallet_batch_count_max,
             instance_id=f"{service.instance_id}-{operator.id}" if service.instance_id else None,
         )
-        self.breaker = Breaker(wallet.breaker_failure_count, wallet.breaker_open_ms)
-        BREAKER_STATE.labels(operator.id).set(GAUGE_VALUE[self.breaker.state])
-        self.slots = asyncio.Semaphore(wallet.concurrency_max)
-        self.http: httpx.AsyncClient | None = None
+        self.caller = WalletCaller(operator.id, wallet, client_protocol(operator))
         self.lock = asyncio.Lock()
         self.finishing: deque[asyncio.Task[None]] = deque()
         self._next_lag = 0.0
@@ -223,13 +387,6 @@ class OperatorBridge:
     # --- the loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        limit = self.wallet.concurrency_max
-        timeout_s = self.wallet.timeout_ms / 1000
-        self.http = httpx.AsyncClient(
-            base_url=str(self.wallet.url).rstrip("/"),
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-        )
         try:
             await self.transport.start([self.commands_topic], self)
             log.event("bridge_consuming", operator_id=self.operator_id,
@@ -245,7 +402,7 @@ class OperatorBridge:
                     task.cancel()
                 await self.transport.stop()
             finally:
-                await self.http.aclose()
+                await self.caller.close()
                 log.event("bridge_stopped", operator_id=self.operator_id)
 
     async def _step(self) -> None:
@@ -323,138 +480,7 @@ class OperatorBridge:
         return batch
 
     async def _call_all(self, batch: _Batch) -> list[Outcome]:
-        """Every command's outcome: players concurrently, each player's commands in order."""
-        outcomes: list[Outcome | None] = [None] * len(batch.commands)
-        queues: dict[bytes, list[int]] = {}
-        for index, key in enumerate(batch.keys):
-            queues.setdefault(key, []).append(index)
-
-        async def player(indexes: list[int]) -> None:
-            for i in indexes:
-                outcomes[i] = await self.call(batch.commands[i], batch.problems[i])
-
-        async with asyncio.TaskGroup() as group:
-            for indexes in queues.values():
-                group.create_task(player(indexes))
-        done = [o for o in outcomes if o is not None]
-        assert len(done) == len(outcomes)
-        return done
-
-    # --- one command -----------------------------------------------------------------------------
-
-    def _set_breaker(self, breaker: Breaker) -> None:
-        before = self.breaker.state
-        self.breaker = breaker
-        if breaker.state is not before:
-            BREAKER_STATE.labels(self.operator_id).set(GAUGE_VALUE[breaker.state])
-            if breaker.state is BreakerState.OPEN:
-                BREAKER_OPENED.labels(self.operator_id).inc()
-            log.event("breaker_changed", operator_id=self.operator_id,
-                      state=breaker.state.value, was=before.value,
-                      failures=breaker.failure_count)  # fmt: skip
-
-    async def call(self, command: Command, problem: str | None) -> Outcome:
-        """The command's outcome: the wallet's answer, or ERROR (with the reason)."""
-        if problem is not None:
-            outcome = Outcome(ReplyStatus.ERROR, None, problem)
-            self._log_call(command, outcome, None, None, 0.0)
-            return outcome
-        call = WalletCall(
-            command_id=command.command_id,
-            correlation_id=command.correlation_id,
-            operator_id=command.operator_id,
-            player_id=command.player_id,
-            kind=CommandKind(command.kind),
-            amount=command.amount,
-            currency=command.currency,
-            provider_id=command.provider_id,
-            transaction_id=command.transaction_id,
-            round_id=command.round_id,
-            game_id=command.game_id,
-            reference_command_id=command.reference_command_id,
-            issued_at_ms=(command.issued_at - EPOCH) // timedelta(milliseconds=1),
-        )
-        attempts_max = self.wallet.retry_count_max + 1
-        for attempt in range(1, attempts_max + 1):
-            try:
-                request = self.protocol.encode(call, int(time.time()))
-            except ValueError as exc:  # an amount the wire cannot carry: no call can help
-                outcome = Outcome(ReplyStatus.ERROR, None, f"cannot encode: {exc}", attempt - 1)
-                self._log_call(command, outcome, None, None, 0.0)
-                return outcome
-            breaker, admitted = self.breaker.admit(time.monotonic_ns() // 1_000_000)
-            self._set_breaker(breaker)
-            if not admitted:
-                SHORT_CIRCUITS.labels(self.operator_id).inc()
-                outcome = Outcome(ReplyStatus.ERROR, None, "breaker open", attempt - 1)
-                self._log_call(command, outcome, None, None, 0.0)
-                return outcome
-            if attempt > 1:
-                RETRIES.labels(self.operator_id).inc()
-            result, http_status, seconds = await self._send(call, request)
-            answered = isinstance(result, Answer)
-            now_ms = time.monotonic_ns() // 1_000_000
-            self._set_breaker(self.breaker.record(answered, now_ms))
-            CALLS.labels(self.operator_id, call.kind.value,
-                         "answered" if answered else "failed").inc()  # fmt: skip
-            CALL_SECONDS.labels(self.operator_id, call.kind.value).observe(seconds)
-            if isinstance(result, Answer):
-                outcome = Outcome(result.status, result.balance, None, attempt)
-                self._log_call(command, outcome, result.wire_status, http_status, seconds)
-                return outcome
-            FAILURES.labels(self.operator_id, failure_reason(result)).inc()
-            outcome = Outcome(ReplyStatus.ERROR, None, result.reason, attempt)
-            self._log_call(command, outcome, None, http_status, seconds)
-            if not result.retryable or attempt == attempts_max:
-                return outcome
-            if self.wallet.retry_backoff_ms:
-                await asyncio.sleep(self.wallet.retry_backoff_ms / 1000)
-        raise AssertionError("unreachable")
-
-    async def _send(
-        self, call: WalletCall, request: HttpCall
-    ) -> tuple[Answer | Failure, int | None, float]:
-        assert self.http is not None
-        async with self.slots:
-            IN_FLIGHT.labels(self.operator_id).inc()
-            started = time.perf_counter()
-            try:
-                response = await self.http.post(
-                    request.path, content=request.body, headers=dict(request.headers)
-                )
-            except httpx.TimeoutException:
-                return Failure("timeout", True), None, time.perf_counter() - started
-            except httpx.TransportError:
-                return Failure("connection", True), None, time.perf_counter() - started
-            finally:
-                IN_FLIGHT.labels(self.operator_id).dec()
-            seconds = time.perf_counter() - started
-        return self.protocol.decode(call, response.status_code, response.content), \
-            response.status_code, seconds  # fmt: skip
-
-    def _log_call(
-        self, command: Command, outcome: Outcome, wire_status: str | None,
-        http_status: int | None, seconds: float,
-    ) -> None:  # fmt: skip
-        fields = dict(
-            operator_id=self.operator_id,
-            correlation_id=command.correlation_id,
-            command_id=command.command_id,
-            player_id=command.player_id,
-            kind=command.kind,
-            amount=command.amount,
-            currency=command.currency,
-            status=outcome.status.value,
-            wire_status=wire_status,
-            http_status=http_status,
-            attempts=outcome.attempts,
-            latency_ms=round(seconds * 1000, 1),
-            breaker=self.breaker.state.value,
-        )
-        if outcome.reason is None:
-            log.event("wallet_call", **fields)
-        else:
-            log.warning("wallet_call", reason=outcome.reason, **fields)
+        return await self.caller.call_all(batch.commands, batch.problems, batch.keys)
 
     def _replies(self, batch: _Batch, outcomes: list[Outcome]) -> list[OutRecord]:
         encode = self.service.codec.encode
@@ -535,7 +561,7 @@ class BridgeService:
         return all(b.assigned.is_set() for b in self.bridges)
 
     def breakers(self) -> dict[str, str]:
-        return {b.operator_id: b.breaker.state.value for b in self.bridges}
+        return {b.operator_id: b.caller.breaker.state.value for b in self.bridges}
 
     async def run(self, stop: asyncio.Event) -> None:
         log.event("bridge_started", operators=self.operator_ids)
