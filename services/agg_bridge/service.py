@@ -58,6 +58,7 @@ from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
 from agg_ports.transport import InRecord, OutRecord, Transport, dead_letter_record
 from agg_protocols.operator_wallet import (
+    BODY_BYTES_MAX,
     Answer,
     Failure,
     HttpCall,
@@ -300,22 +301,37 @@ class WalletCaller:
     async def _send(
         self, call: WalletCall, request: HttpCall
     ) -> tuple[Answer | Failure, int | None, float]:
+        """One HTTP call, ``timeout_ms`` in all (httpx's timeouts are per read: a wallet
+        that drips its answer is cut off too), the answer read up to ``BODY_BYTES_MAX``."""
         async with self.slots:
             IN_FLIGHT.labels(self.operator_id).inc()
             started = time.perf_counter()
             try:
-                response = await self.http.post(
-                    request.path, content=request.body, headers=dict(request.headers)
-                )
-            except httpx.TimeoutException:
+                async with asyncio.timeout(self.wallet.timeout_ms / 1000):
+                    http_status, body = await self._post(request)
+            except (TimeoutError, httpx.TimeoutException):
                 return Failure("timeout", True), None, time.perf_counter() - started
             except httpx.TransportError:
                 return Failure("connection", True), None, time.perf_counter() - started
+            except httpx.HTTPError as exc:  # e.g. a body that does not decode
+                failure = Failure(f"answer: {type(exc).__name__}", retryable=False)
+                return failure, None, time.perf_counter() - started
             finally:
                 IN_FLIGHT.labels(self.operator_id).dec()
             seconds = time.perf_counter() - started
-        return self.protocol.decode(call, response.status_code, response.content), \
-            response.status_code, seconds  # fmt: skip
+        return self.protocol.decode(call, http_status, body), http_status, seconds
+
+    async def _post(self, request: HttpCall) -> tuple[int, bytes]:
+        headers = dict(request.headers)
+        async with self.http.stream(
+            "POST", request.path, content=request.body, headers=headers
+        ) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > BODY_BYTES_MAX:  # the protocol refuses it as too large
+                    break
+            return response.status_code, bytes(body)
 
     def _log_call(
         self, command: Command, outcome: Outcome, wire_status: str | None,

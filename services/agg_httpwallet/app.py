@@ -178,9 +178,15 @@ class HttpWallet:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > BODY_BYTES_MAX):
             return JSONResponse({"status": "INVALID_REQUEST", "reason": "body too large"}, 413)
-        body = await request.body()
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > BODY_BYTES_MAX:
+                return JSONResponse({"status": "INVALID_REQUEST", "reason": "body too large"}, 413)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        parsed = mount.protocol.parse(op, request.method, sub_path, headers, body, time.time())
+        parsed = mount.protocol.parse(
+            op, request.method, sub_path, headers, bytes(body), time.time()
+        )
         if isinstance(parsed, Rejection):
             REQUESTS.labels(op, "-", parsed.code).inc()
             log.warning("call_refused", operator_id=op, path=sub_path[:64], status=parsed.code,

@@ -49,7 +49,8 @@ def command(player: str, n: int, kind: str = "DEBIT", amount: int = 10) -> Comma
 @dataclass
 class Wallet:
     """The operator's side on the real protocol; ``script`` answers a command id's calls in
-    turn (an HTTP status, ``"timeout"``, ``"refused"``, or ``"ok"``), then ``ok``."""
+    turn (an HTTP status, ``"timeout"``, ``"refused"``, ``"slow"``, ``"huge"`` or ``"ok"``),
+    then ``ok``."""
 
     delay_s: float = 0.0
     script: dict[str, list[Any]] = field(default_factory=dict)
@@ -78,6 +79,10 @@ class Wallet:
             self.in_flight -= 1
         if step == "timeout":
             raise httpx.ReadTimeout("no answer", request=request)
+        if step == "slow":  # longer than the call's whole timeout
+            await asyncio.sleep(0.5)
+        if step == "huge":
+            return httpx.Response(200, content=b" " * 100_000)
         if step == "refused":
             raise httpx.ConnectError("connection refused", request=request)
         if isinstance(step, int):
@@ -126,6 +131,8 @@ def test_players_run_concurrently_up_to_the_limit_each_in_order() -> None:
         ([502, 504, "ok"], 2, ReplyStatus.OK, 3),
         ([503, 503], 1, ReplyStatus.ERROR, 2),  # bounded
         (["timeout"], 0, ReplyStatus.ERROR, 1),
+        (["slow", "ok"], 1, ReplyStatus.OK, 2),  # the call's own timeout, 100 ms in all
+        (["huge", "ok"], 1, ReplyStatus.ERROR, 1),  # an answer too large: not trusted
         ([400, "ok"], 3, ReplyStatus.ERROR, 1),  # not retryable
         ([401, "ok"], 3, ReplyStatus.ERROR, 1),
     ],
@@ -134,7 +141,8 @@ def test_only_retryable_failures_are_sent_again_and_boundedly(
     script: list[Any], retry_count_max: int, status: ReplyStatus, attempts: int
 ) -> None:
     fake = Wallet(script={"c-p-0": list(script)})
-    (outcome,) = run_all(caller(fake, retry_count_max=retry_count_max), [command("p", 0)])
+    c = caller(fake, retry_count_max=retry_count_max, timeout_ms=100)
+    (outcome,) = run_all(c, [command("p", 0)])
     assert (outcome.status, outcome.attempts) == (status, attempts)
     assert fake.calls == ["c-p-0"] * attempts  # every resend carries the same command id
 
