@@ -134,7 +134,7 @@ class Wallet:
             return _json(404, {"error": f"unknown operator {operator_id!r}"})
         key = f"{operator_id}:{command.player_id}".encode()
         # no Kafka position: the ledger's kafka_partition/kafka_offset stay NULL
-        item = Item(command, problem_of(command, operator_id, key), None, None)  # type: ignore[arg-type]
+        item = Item(command, problem_of(command, operator_id, key), None, None)
         try:
             async with self.pool.connection() as conn:
                 result = await WalletStore(conn).apply_batch(

@@ -250,6 +250,28 @@ class Settings(BaseSettings):
     projector_metrics_port: int = Field(
         9184, ge=0, le=65535, description="Port of the projector's /metrics."
     )
+    bridge_metrics_port: int = Field(
+        9185, ge=0, le=65535, description="Port of the HTTP wallet bridge's /metrics."
+    )
+
+    # --- reference HTTP operator wallet -------------------------------------------------------
+    httpwallet_host: str = Field(
+        "127.0.0.1", description="Bind address of the reference HTTP wallet (dev and tests)."
+    )
+    httpwallet_port: int = Field(
+        9186,
+        ge=0,
+        le=65535,
+        description="HTTP port of the reference HTTP wallet (also its /metrics); the dev "
+        "tenants file's HTTP operators point at it.",
+    )
+    httpwallet_connection_count_max: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="PostgreSQL connections of the reference HTTP wallet: one call is one "
+        "transaction on one connection, so this bounds the calls applied at once.",
+    )
 
     # --- local stack ----------------------------------------------------------------------
     kafka_version: str = Field(

@@ -83,9 +83,67 @@ class Secret(_Strict):
         return found.encode()
 
 
+WALLET_URL_PATTERN = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+WALLET_PROTOCOLS = ("canonical-v1", "hub88-v1")
+"""Operator-wallet protocols the HTTP wallet bridge speaks (``agg_protocols``)."""
+
+
 class WalletConfig(_Strict):
+    """Where an operator's wallet is: the Kafka topics (``kafka``: the operator, or the
+    reference wallet, consumes them) or an HTTP seamless wallet the bridge calls (``http``:
+    ``docs/operators.md``)."""
+
     mode: Literal["kafka", "http"] = "kafka"
-    url: str | None = Field(None, description="Seamless-wallet base URL (mode http).")
+    url: str | None = Field(
+        None,
+        description="Seamless-wallet base URL (mode http); the protocol's paths go below it.",
+    )
+    protocol: Literal["canonical-v1", "hub88-v1"] = Field(
+        "canonical-v1", description="The operator-wallet protocol the bridge speaks (mode http)."
+    )
+    secret: Secret | None = Field(
+        None, description="HMAC key of the calls' signatures (canonical-v1)."
+    )
+    signing_key: Secret | None = Field(
+        None, description="PEM private key that signs the calls (hub88-v1)."
+    )
+    timeout_ms: int = Field(
+        500,
+        ge=10,
+        le=60_000,
+        description="Per-call timeout of the bridge. With the retries it must fit in the "
+        "saga's wallet_timeout_ms (1,500 ms): the bridge refuses to start otherwise.",
+    )
+    retry_count_max: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Resends of a call that failed retryably (timeout, connection, 5xx). "
+        "Safe: a resend carries the same command id, which the wallet dedupes.",
+    )
+    retry_backoff_ms: int = Field(
+        50, ge=0, le=10_000, description="Pause before each resend of a call."
+    )
+    concurrency_max: int = Field(
+        32,
+        ge=1,
+        le=1_024,
+        description="Calls in flight to this wallet at most (one player's calls are never "
+        "concurrent: they go in order).",
+    )
+    breaker_failure_count: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Consecutive failed calls that open the circuit breaker: while open, "
+        "commands are answered ERROR without calling.",
+    )
+    breaker_open_ms: int = Field(
+        2_000,
+        ge=10,
+        le=600_000,
+        description="How long the breaker stays open before one probe call (half-open).",
+    )
     starting_balance: int = Field(
         100_000,
         ge=0,
@@ -105,7 +163,22 @@ class WalletConfig(_Strict):
             raise ValueError("mode 'http' needs 'url'")
         if self.sandbox and self.mode != "kafka":
             raise ValueError("'sandbox' is a scenario set of the reference Kafka wallet")
+        if self.url and not WALLET_URL_PATTERN.fullmatch(self.url):
+            raise ValueError("url: http:// or https://, a host, a path; no query or fragment")
+        if self.mode == "http" and self.protocol == "canonical-v1" and self.secret is None:
+            raise ValueError("protocol 'canonical-v1' needs 'secret'")
+        if self.mode == "http" and self.protocol == "hub88-v1" and self.signing_key is None:
+            raise ValueError("protocol 'hub88-v1' needs 'signing_key'")
+        if self.signing_key is not None and self.signing_key.value is not None:
+            if "PRIVATE KEY-----" not in self.signing_key.value:
+                raise ValueError("signing_key: a PEM private key (-----BEGIN PRIVATE KEY-----)")
         return self
+
+    def call_budget_ms(self) -> int:
+        """Longest time one command can spend at the bridge: every attempt timing out."""
+        return self.timeout_ms * (self.retry_count_max + 1) + (
+            self.retry_backoff_ms * self.retry_count_max
+        )
 
 
 class Operator(_Strict):

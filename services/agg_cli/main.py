@@ -7,6 +7,8 @@ aggregator config check           validate settings and the tenants file
 aggregator ingress [--port N]      run one ingress instance (provider callbacks, operator API)
 aggregator wallet [--operator ID] [--mode normal|slow|silent|failing]
                                   run the reference operator wallet
+aggregator bridge [--operator ID]  run the HTTP wallet bridge (operators with HTTP wallets)
+aggregator httpwallet [--port N]   run the reference HTTP operator wallet
 aggregator saga                   run one saga worker
 aggregator simulate [--duration S] drive simulated providers through the ingress
 aggregator projector              run the projector (journal -> PostgreSQL projections)
@@ -118,6 +120,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from agg_config.redact import redact_url
     from agg_config.tenants import TenantsError, load_tenants
 
     try:
@@ -139,6 +142,12 @@ def cmd_config(args: argparse.Namespace) -> int:
             print(f"  AGG_{name.upper():<32} = {settings.shown(name):<24} # {field.description}")
         for op in tenants.operators:
             print(f"  operator {op.id:<24} secret: {op.secret.describe()}")
+            w = op.wallet
+            if w.mode == "http":
+                credential = w.secret or w.signing_key
+                where = credential.describe() if credential else "none"
+                print(f"  operator {op.id:<24} wallet: http {w.protocol} {redact_url(str(w.url))}"
+                      f", {'secret' if w.secret else 'signing key'}: {where}")  # fmt: skip
         for pv in tenants.providers:
             secret = pv.secret.describe() if pv.secret else "none"
             signing = f", signing key: {pv.signing_key.describe()}" if pv.signing_key else ""
@@ -185,6 +194,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_wallet(args: argparse.Namespace) -> int:
     from agg_wallet.__main__ import run
+
+    return run(args)
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from agg_bridge.__main__ import run
+
+    return run(args)
+
+
+def cmd_httpwallet(args: argparse.Namespace) -> int:
+    from agg_httpwallet.__main__ import run
 
     return run(args)
 
@@ -241,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     wallet = sub.add_parser("wallet", help="run the reference operator wallet (Kafka, Postgres)")
     wallet_arguments(wallet)
     wallet.set_defaults(func=cmd_wallet)
+
+    from agg_bridge.__main__ import add_arguments as bridge_arguments
+
+    bridge = sub.add_parser("bridge", help="run the HTTP wallet bridge (Kafka, HTTP)")
+    bridge_arguments(bridge)
+    bridge.set_defaults(func=cmd_bridge)
+
+    from agg_httpwallet.__main__ import add_arguments as httpwallet_arguments
+
+    httpwallet = sub.add_parser("httpwallet", help="run the reference HTTP operator wallet")
+    httpwallet_arguments(httpwallet)
+    httpwallet.set_defaults(func=cmd_httpwallet)
 
     saga = sub.add_parser("saga", help="run one saga worker", add_help=False)
     saga.add_argument("rest", nargs=argparse.REMAINDER)

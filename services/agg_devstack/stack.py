@@ -31,6 +31,14 @@ from agg_kafka.admin import ensure_topics
 from agg_kafka.topics import catalogue_from_settings
 
 
+def _has_http_operators(settings: Settings) -> bool:
+    """Whether the tenants file has operators with HTTP wallets: then the stack runs the
+    reference HTTP wallet for them and the bridge in front of it."""
+    from agg_config.tenants import load_tenants
+
+    return any(o.wallet.mode == "http" for o in load_tenants(settings.tenants_file).operators)
+
+
 @dataclass(frozen=True)
 class StackInfo:
     kafka_bootstrap: str
@@ -54,6 +62,16 @@ class LocalStack:
         self.create_topics = create_topics
         self.with_services = with_services
         services_dir = root / "services"
+        http_wallets = [
+            ServiceProcess(
+                "httpwallet", services_dir, "agg_httpwallet", [],
+                ready_url=f"http://{settings.httpwallet_host}:{settings.httpwallet_port}/healthz",
+            ),
+            ServiceProcess(
+                "bridge", services_dir, "agg_bridge", ["--client-id", "dev-bridge"],
+                ready_log_text='"event":"partitions_assigned"',
+            ),
+        ] if _has_http_operators(settings) else []  # fmt: skip
         self.services = [
             ServiceProcess(
                 "saga", services_dir, "agg_saga", ["--client-id", "dev-saga"],
@@ -63,6 +81,7 @@ class LocalStack:
                 "wallet", services_dir, "agg_wallet", [],
                 ready_url=f"http://127.0.0.1:{settings.wallet_metrics_port}/healthz",
             ),
+            *http_wallets,
             ServiceProcess(
                 "projector", services_dir, "agg_projector", [],
                 ready_log_text='"event":"positions_restored"',
@@ -204,6 +223,8 @@ class LocalStack:
             "saga": f"metrics 127.0.0.1:{st.saga_metrics_port}",
             "wallet": f"metrics 127.0.0.1:{st.wallet_metrics_port}",
             "projector": f"metrics 127.0.0.1:{st.projector_metrics_port}",
+            "httpwallet": f"http://{st.httpwallet_host}:{st.httpwallet_port}",
+            "bridge": f"metrics 127.0.0.1:{st.bridge_metrics_port}",
         }
         services = {
             s.name: {

@@ -12,8 +12,6 @@ below are thin: they sign the exact bytes they send. Used by the tests, the simu
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import shlex
 import sys
@@ -21,23 +19,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from agg_protocols.signatures import SIGNATURE_HEADER as SIGNATURE_HEADER
+from agg_protocols.signatures import TIMESTAMP_HEADER as TIMESTAMP_HEADER
+from agg_protocols.signatures import hmac_sign as sign
+
 if TYPE_CHECKING:
     import httpx
-
-TIMESTAMP_HEADER = "X-Agg-Timestamp"
-SIGNATURE_HEADER = "X-Agg-Signature"
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
-
-
-def sign(
-    secret: bytes | str, timestamp: int | str, method: str, path: str, body: bytes | str
-) -> str:
-    """Lowercase hex HMAC-SHA256 of ``{timestamp}.{METHOD}.{path}.{body}``."""
-    message = f"{timestamp}.{method.upper()}.{path}.".encode() + _bytes(body)
-    return hmac.new(_bytes(secret), message, hashlib.sha256).hexdigest()
 
 
 def encode_body(fields: Mapping[str, Any]) -> bytes:

@@ -24,7 +24,6 @@ Field rules (anything else is ``400 INVALID_REQUEST``):
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,8 +32,9 @@ from typing import Any
 from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.currency import is_currency
 from agg_domain.statuses import Action, Status
-from agg_ingress.client import sign
 from agg_ingress.sessions import PlayerRef, TokenProblem
+from agg_protocols.jsonbody import parse_object as parse_object
+from agg_protocols.signatures import hmac_sign as sign
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
@@ -127,32 +127,8 @@ class _Malformed(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            # two values for one field: different parsers would read different requests
-            raise _Malformed(f"duplicate field {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise _Malformed(f"{name} is not JSON")
-
-
-def parse_object(body: bytes) -> dict[str, Any] | str:
-    """The JSON object of ``body``, or the reason it is not one."""
-    try:
-        text = body.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except UnicodeDecodeError:
-        return "body is not UTF-8"
-    except (_Malformed, ValueError, RecursionError) as exc:
-        return f"body is not valid JSON: {exc}"[:200]
-    if not isinstance(value, dict):
-        return "body is not a JSON object"
-    return value
+# parse_object (strict: one object, UTF-8, no duplicate keys, no NaN) is in
+# agg_protocols.jsonbody, shared with the operator-wallet protocols
 
 
 # --- callbacks -------------------------------------------------------------------------------

@@ -79,14 +79,15 @@ class Simulator:
         return f"{prefix}-{self.run_id}-{self._txn}"
 
     def playable(self) -> list[tuple[Operator, list[Game]]]:
-        """The operators a run plays at (those on the Kafka reference wallet, whose balances
-        the money check reads) with the games each offers that the simulator can play: of a
-        provider it has a client for, and restricted in no country."""
+        """The operators a run plays at (every one: in the local stack the Kafka and the HTTP
+        wallets are reference wallets, whose ledger in ``wallet.*`` the money check reads) with
+        the games each offers that the simulator can play: of a provider it has a client for,
+        and restricted in no country."""
         found = []
         for op in self.tenants.operators:
             games = [g for g in self.tenants.games if g.provider in op.providers
                      and g.provider in self.clients and not g.restricted_countries]  # fmt: skip
-            if op.wallet.mode == "kafka" and games:
+            if games:
                 found.append((op, games))
         return found
 
@@ -94,7 +95,7 @@ class Simulator:
         assert self.http is not None
         playable = self.playable()
         if not playable:
-            raise RuntimeError("no operator on the Kafka wallet offers a game this can play")
+            raise RuntimeError("no operator offers a game this can play")
         for i in range(self.player_count):
             op, games = playable[i % len(playable)]
             game = games[(i // len(playable)) % len(games)]  # each operator's games in turn

@@ -160,8 +160,10 @@ class Item:
 
     command: Command
     problem: str | None
-    partition: int
-    offset: int
+    partition: int | None
+    offset: int | None
+    """Kafka partition and offset; None for a command that came over HTTP (the reference
+    HTTP wallet), stored as NULL."""
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,23 @@ PORTS = {
     "AGG_WALLET_METRICS_PORT": str(free_port()),
     "AGG_INGRESS_METRICS_PORT": str(free_port()),
     "AGG_PROJECTOR_METRICS_PORT": str(free_port()),
+    "AGG_BRIDGE_METRICS_PORT": str(free_port()),
+    "AGG_HTTPWALLET_PORT": str(free_port()),
 }
-SERVICES = ("saga", "wallet", "projector", "ingress")
+SERVICES = ("saga", "wallet", "httpwallet", "bridge", "projector", "ingress")
 
 
 def _make(target: str, state: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
     env["AGG_STATE_DIR"] = str(state)
     env.update(PORTS)
+    # the dev tenants, with the HTTP operator's wallet URL on this test's free port
+    tenants = state.parent / "aggregator.yaml"
+    if not tenants.exists():
+        dev = (repo_root() / "deploy" / "local" / "aggregator.yaml").read_text()
+        port = PORTS["AGG_HTTPWALLET_PORT"]
+        tenants.write_text(dev.replace("http://127.0.0.1:9186/", f"http://127.0.0.1:{port}/"))
+    env["AGG_TENANTS_FILE"] = str(tenants)
     return subprocess.run(
         ["make", "-s", "-C", str(repo_root()), target],
         env=env, capture_output=True, text=True, timeout=300, check=False,

@@ -39,4 +39,6 @@ def test_prometheus_scrapes_the_default_ports() -> None:
         "saga": f"127.0.0.1:{defaults['saga_metrics_port'].default}",
         "wallet": f"127.0.0.1:{defaults['wallet_metrics_port'].default}",
         "projector": f"127.0.0.1:{defaults['projector_metrics_port'].default}",
+        "bridge": f"127.0.0.1:{defaults['bridge_metrics_port'].default}",
+        "httpwallet": f"127.0.0.1:{defaults['httpwallet_port'].default}",
     }

@@ -126,11 +126,32 @@ def test_defaults_of_optional_fields() -> None:
     assert tenants.games == []
 
 
+HTTP_WALLET = {"mode": "http", "url": "https://wallet.example/", "secret": {"env": "WALLET_KEY"}}
+PEM_PRIVATE = "-----BEGIN PRIVATE KEY-----\nMIIE...\n-----END PRIVATE KEY-----\n"
+
+
 def test_http_wallet_with_url_is_accepted() -> None:
-    data = changed(
-        set_at(("operators", 0, "wallet"), {"mode": "http", "url": "https://wallet.example/"})
-    )
-    assert parse_tenants(data).operators[0].wallet.url == "https://wallet.example/"
+    data = changed(set_at(("operators", 0, "wallet"), HTTP_WALLET))
+    wallet = parse_tenants(data).operators[0].wallet
+    assert wallet.url == "https://wallet.example/"
+    assert (wallet.protocol, wallet.timeout_ms, wallet.retry_count_max) == ("canonical-v1", 500, 1)
+    assert wallet.call_budget_ms() == 500 * 2 + 50
+    assert wallet.secret is not None and "WALLET_KEY" in wallet.secret.describe()
+
+
+def test_hub88_wallet_with_a_signing_key_is_accepted() -> None:
+    hub = {
+        "mode": "http",
+        "url": "http://127.0.0.1:9186/op",
+        "protocol": "hub88-v1",
+        "signing_key": {"value": PEM_PRIVATE},
+        "timeout_ms": 300,
+        "concurrency_max": 4,
+    }
+    data = changed(set_at(("operators", 0, "wallet"), hub))
+    wallet = parse_tenants(data).operators[0].wallet
+    assert (wallet.protocol, wallet.concurrency_max) == ("hub88-v1", 4)
+    assert PEM_PRIVATE not in repr(wallet)
 
 
 def test_secret_given_as_environment_variable_is_accepted() -> None:
@@ -244,6 +265,49 @@ BAD_INPUTS: list[Any] = [
         ),
         ["operators[1].wallet: 'sandbox' is a scenario set of the reference Kafka wallet"],
         id="sandbox on an http wallet",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "wallet"), {"mode": "http", "url": "https://w.example/"}),
+        ["operators[1].wallet: protocol 'canonical-v1' needs 'secret'"],
+        id="canonical http wallet without secret",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "wallet"), {**HTTP_WALLET, "protocol": "hub88-v1"}),
+        ["operators[1].wallet: protocol 'hub88-v1' needs 'signing_key'"],
+        id="hub88 http wallet without signing key",
+    ),
+    pytest.param(
+        set_at(
+            ("operators", 1, "wallet"),
+            {**HTTP_WALLET, "protocol": "hub88-v1", "signing_key": {"value": "x" * 40}},
+        ),
+        ["operators[1].wallet: signing_key: a PEM private key (-----BEGIN PRIVATE KEY-----)"],
+        id="hub88 signing key not a PEM",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "wallet"), {**HTTP_WALLET, "protocol": "soap-v1"}),
+        ["operators[1].wallet.protocol: Input should be 'canonical-v1' or 'hub88-v1'"],
+        id="unknown wallet protocol",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "wallet"), {**HTTP_WALLET, "url": "ftp://w.example/"}),
+        ["operators[1].wallet: url: http:// or https://, a host, a path; no query or fragment"],
+        id="wallet url not http",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "wallet"), {**HTTP_WALLET, "timeout_ms": 5}),
+        ["operators[1].wallet.timeout_ms: Input should be greater than or equal to 10"],
+        id="wallet timeout too short",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "wallet"), {**HTTP_WALLET, "concurrency_max": 0}),
+        ["operators[1].wallet.concurrency_max: Input should be greater than or equal to 1"],
+        id="wallet concurrency 0",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "wallet"), {**HTTP_WALLET, "retry_count_max": 6}),
+        ["operators[1].wallet.retry_count_max: Input should be less than or equal to 5"],
+        id="too many retries",
     ),
     pytest.param(
         set_at(("operators", 0, "wallet"), {"mode": "soap"}),

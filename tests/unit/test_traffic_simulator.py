@@ -186,14 +186,20 @@ def dev_tenants_data() -> dict[str, Any]:
     [
         (lambda d: None,
          {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat"],
-          "op-beta": ["nova-starfall", "nova-megaways"]}),
+          "op-beta": ["nova-starfall", "nova-megaways"],
+          "op-gamma": ["nova-starfall", "nova-megaways"]}),
         # a disabled provider's games are not played
         (lambda d: d["providers"][1].update(enabled=False),
          {"op-alpha": ["nova-starfall", "nova-megaways", "hub-baccarat"],
-          "op-beta": ["nova-starfall", "nova-megaways"]}),
-        # an operator on another wallet is not played at (the money check reads the Kafka one)
-        (lambda d: d["operators"][1].update(wallet={"mode": "http", "url": "http://127.0.0.1:9/w"}),
-         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat"]}),
+          "op-beta": ["nova-starfall", "nova-megaways"],
+          "op-gamma": ["nova-starfall", "nova-megaways"]}),
+        # an operator on an HTTP wallet is played at too: in the local stack the reference HTTP
+        # wallet serves it, with its ledger where the money check reads it
+        (lambda d: d["operators"][1].update(wallet={
+            "mode": "http", "url": "http://127.0.0.1:9/w", "secret": {"value": "w" * 16}}),
+         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat"],
+          "op-beta": ["nova-starfall", "nova-megaways"],
+          "op-gamma": ["nova-starfall", "nova-megaways"]}),
     ],
 )  # fmt: skip
 def test_the_operators_and_games_a_run_plays(

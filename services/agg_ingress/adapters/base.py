@@ -11,6 +11,9 @@ A refusal carries the canonical status that describes it (``INVALID_REQUEST`` fo
 protocol does not accept, ``INVALID_SIGNATURE`` for a failed authentication, ...) and is
 rendered by the same adapter, so a provider always gets its own protocol's error format,
 never ours.
+
+The exact amount conversions live in :mod:`agg_domain.amounts` (the operator-wallet
+protocols use them too) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agg_domain.currency import is_currency, minor_unit_exponent
+from agg_domain.amounts import InexactAmount as InexactAmount
+from agg_domain.amounts import decimal_to_minor as decimal_to_minor
+from agg_domain.amounts import minor_to_decimal as minor_to_decimal
+from agg_domain.amounts import minor_to_scaled as minor_to_scaled
+from agg_domain.amounts import scaled_to_minor as scaled_to_minor
 from agg_domain.statuses import Status
 from agg_ingress.launch import LaunchParams
 from agg_ingress.protocol import Callback, Refusal
@@ -110,78 +117,3 @@ class ProviderAdapter(Protocol):
         refused one (``context`` from :class:`Refused`, possibly None), signed where the
         protocol signs answers."""
         ...
-
-
-# --- exact amount conversions ------------------------------------------------------------
-
-
-class InexactAmount(ValueError):
-    """A wire amount that is no whole number of minor units (never rounded)."""
-
-
-def _pow10(n: int) -> int:
-    return int(10**n)
-
-
-def scaled_to_minor(value: int, scale_exponent: int, currency: str) -> int:
-    """``value`` in units of ``10**-scale_exponent`` of ``currency``'s major unit, as minor
-    units; :class:`InexactAmount` when it is not a whole number of them."""
-    exponent = minor_unit_exponent(currency)
-    if scale_exponent >= exponent:
-        factor = _pow10(scale_exponent - exponent)
-        minor, rest = divmod(value, factor)
-        if rest:
-            raise InexactAmount(f"{value} is not a whole number of {currency} minor units")
-        return minor
-    return value * _pow10(exponent - scale_exponent)
-
-
-def minor_to_scaled(minor: int, scale_exponent: int, currency: str) -> int:
-    """The reverse of :func:`scaled_to_minor` (exact when the scale is at least as fine as
-    the minor unit; else :class:`InexactAmount`)."""
-    exponent = minor_unit_exponent(currency)
-    if scale_exponent >= exponent:
-        return minor * _pow10(scale_exponent - exponent)
-    factor = _pow10(exponent - scale_exponent)
-    value, rest = divmod(minor, factor)
-    if rest:
-        raise InexactAmount(f"{minor} {currency} minor units do not fit the wire's scale")
-    return value
-
-
-def decimal_to_minor(text: str, currency: str, places_max: int | None = None) -> int:
-    """A decimal string (``12.50``) as minor units of ``currency``, exactly: at most the
-    currency's decimal places (or ``places_max``) of which the extra ones must be zeros;
-    no sign, exponent, spaces or leading ``+``. :class:`InexactAmount` or ``ValueError``."""
-    if not is_currency(currency):
-        raise ValueError(f"{currency!r}: not an ISO 4217 currency")
-    whole, dot, fraction = text.partition(".")
-    if (
-        not whole.isascii()
-        or not whole.isdigit()
-        or (dot and not fraction)
-        or (fraction and (not fraction.isascii() or not fraction.isdigit()))
-    ):
-        raise ValueError(f"{text[:40]!r}: not a decimal amount")
-    if places_max is not None and len(fraction) > places_max:
-        raise ValueError(f"{text[:40]!r}: more than {places_max} decimal places")
-    exponent = minor_unit_exponent(currency)
-    kept, dropped = fraction[:exponent], fraction[exponent:]
-    if dropped.strip("0"):
-        raise InexactAmount(f"{text[:40]} is not a whole number of {currency} minor units")
-    return int(whole) * _pow10(exponent) + int(kept.ljust(exponent, "0") or "0")
-
-
-def minor_to_decimal(minor: int, currency: str, places: int | None = None) -> str:
-    """Minor units as a decimal string with the currency's places (or ``places``, which must
-    not be fewer)."""
-    exponent = minor_unit_exponent(currency)
-    places = exponent if places is None else places
-    if places < exponent:
-        raise InexactAmount(f"{currency} needs {exponent} decimal places")
-    sign = "-" if minor < 0 else ""
-    whole, fraction = divmod(abs(minor), _pow10(exponent))
-    if places == 0:
-        return f"{sign}{whole}"
-    digits = str(fraction).rjust(exponent, "0") if exponent else ""
-    return f"{sign}{whole}.{digits.ljust(places, '0')}"

@@ -31,15 +31,11 @@ rounds are bonus money, which this adapter does not take.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agg_domain.currency import is_currency
 from agg_domain.statuses import Action, Status
@@ -56,6 +52,10 @@ from agg_ingress.adapters.base import (
 )
 from agg_ingress.launch import LaunchParams
 from agg_ingress.protocol import ID_PATTERN, Callback, Refusal, parse_object
+from agg_protocols.signatures import load_private_key as load_private_key
+from agg_protocols.signatures import load_public_key as load_public_key
+from agg_protocols.signatures import rsa_sign as sign
+from agg_protocols.signatures import rsa_verify as verify
 
 PROTOCOL = "hub88-v1"
 SIGNATURE_HEADER = "x-hub88-signature"
@@ -93,37 +93,6 @@ STATUS: dict[str, str] = {
 """Canonical status -> the protocol's. ``RS_ERROR_WRONG_TYPES`` is given for a field of the
 wrong type or an amount that does not convert (``Context.types``); ``RS_ERROR_UNKNOWN`` for
 anything not listed."""
-
-
-def load_public_key(pem: str) -> rsa.RSAPublicKey:
-    key = serialization.load_pem_public_key(pem.encode())
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("not an RSA public key")
-    return key
-
-
-def load_private_key(pem: str) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(pem.encode(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("not an RSA private key")
-    return key
-
-
-def sign(private_key: rsa.RSAPrivateKey, body: bytes) -> str:
-    """The ``X-Hub88-Signature`` of ``body``."""
-    signature = private_key.sign(body, padding.PKCS1v15(), hashes.SHA256())
-    return base64.b64encode(signature).decode()
-
-
-def verify(public_key: rsa.RSAPublicKey, body: bytes, signature: str | None) -> bool:
-    if not signature or len(signature) > 2_048:
-        return False
-    try:
-        raw = base64.b64decode(signature.encode("ascii"), validate=True)
-        public_key.verify(raw, body, padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, binascii.Error, UnicodeEncodeError, ValueError):
-        return False
-    return True
 
 
 @dataclass(frozen=True)
