@@ -38,6 +38,7 @@ from agg_config.tenants import Operator, Tenants
 from agg_config.tenants import Provider as ProviderConfig
 from agg_domain.ids import derive_id
 from agg_domain.statuses import Status
+from agg_ingress import specs
 from agg_ingress.adapters import adapters
 from agg_ingress.adapters.base import (
     Accepted,
@@ -611,6 +612,7 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         ),
         Route("/healthz", ingress.healthz, methods=["GET"]),
         Route("/metrics", _Asgi(make_asgi_app()), methods=["GET"]),
+        *specs.routes(),  # GET /v1/openapi[/{name}]: the API documents (docs/openapi/)
     ]
     app = IngressApp(routes=routes, lifespan=lifespan)
     app.state.ingress = ingress
