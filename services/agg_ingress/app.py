@@ -51,6 +51,7 @@ from agg_ingress.adapters.base import (
 )
 from agg_ingress.adapters.hub88 import load_private_key, load_public_key
 from agg_ingress.protocol import (
+    COUNTRY_PATTERN,
     OPERATOR_HTTP_STATUS,
     Callback,
     Invalid,
@@ -502,7 +503,7 @@ class Ingress:
             return found
         operator, _ = found
         country = request.query_params.get("country", "")
-        if len(country) != 2 or not country.isascii() or not country.isupper():
+        if not COUNTRY_PATTERN.fullmatch(country):  # "A1" is upper case, but no country
             return self._operator_reply("games", 400, Status.INVALID_REQUEST,
                                         "country: ISO 3166-1 alpha-2, upper case")  # fmt: skip
         games = [
