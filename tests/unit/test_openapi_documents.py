@@ -100,6 +100,21 @@ def test_currencies_are_the_iso_table(name: str) -> None:
         assert set(schemas["Currency"]["enum"]) == set(CURRENCY_EXPONENTS)
 
 
+def test_hub88_exact_amounts_follow_each_currencys_minor_unit() -> None:
+    """1/100,000 units convert exactly to minor units when a multiple of 10**(5 - exponent)."""
+    rules = DOCUMENTS["provider-hub88-v1"].spec["components"]["schemas"]["ExactAmount"]["allOf"]
+    by_step = {
+        rule["then"]["properties"]["amount"]["multipleOf"]: set(
+            rule["if"]["properties"]["currency"]["enum"]
+        )
+        for rule in rules
+    }
+    expected: dict[int, set[str]] = {}
+    for code, exponent in CURRENCY_EXPONENTS.items():
+        expected.setdefault(10 ** (hub88.SCALE_EXPONENT - exponent), set()).add(code)
+    assert by_step == expected
+
+
 def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
 
