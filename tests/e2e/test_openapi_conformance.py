@@ -232,12 +232,11 @@ def _with_session(name: str, path: str, body: dict[str, Any], st_: Stack, which:
         body.update(token=token, user=player)
         if body.get("game_code") is not None or not path.endswith("rollback"):
             body["game_code"] = HUB_GAME
-        if "amount" in body and "currency" in body:
+        if path.endswith(("/bet", "/win")):
             body["currency"] = "EUR"  # a whole number of cents: a multiple of 1000 units
             body["amount"] = max(body["amount"] - body["amount"] % 1000, 1000)
     elif path.endswith("/sessions"):
         body["game_id"] = [GAME, HUB_GAME, "nova-gemrush", "orbit-roulette"][which]
-    return None
 
 
 def _route_safe(value: Any) -> bool:

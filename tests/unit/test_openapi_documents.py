@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -19,6 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from starlette.routing import Route
 
 import agg_ingress
@@ -29,6 +35,7 @@ from agg_ingress import specs
 from agg_ingress.adapters import adapters, hub88
 from agg_ingress.adapters.base import Accepted, Credentials, WireRequest
 from agg_ingress.app import build_app
+from agg_ingress.client import signed_headers
 from agg_ingress.protocol import (
     ACTIONS,
     Callback,
@@ -43,6 +50,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "openapi"
 DOCUMENTS = specs.load_documents(DOCS)
 SECRET = "unit-test-session-secret-0123456789abcdef"
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 PROVIDER_PATHS: dict[str, set[str]] = {
     "canonical-v1": {f"wallet/{name}" for name in ACTIONS},
@@ -281,3 +289,48 @@ def test_every_body_the_document_allows_is_accepted(name: str, path: str) -> Non
         assert _accepted(name, path, body), body
 
     check()
+
+
+COUNTRIES = [  # as sent (percent-encoded): the signed path is the sent one
+    "MT",
+    "DE",
+    "A1",
+    "1A",
+    "mt",
+    "Mt",
+    "M",
+    "MTA",
+    "M_",
+    "%C3%89U",
+    "",
+    "M%20",
+]
+
+
+def test_games_takes_the_countries_its_document_gives() -> None:
+    """The catalogue needs no Kafka or PostgreSQL: the app in-process answers it, and a
+    country is taken exactly when it matches the document's pattern."""
+    operator = "op-alpha"
+    secret = load_tenants(Settings().tenants_file).operator(operator)
+    assert secret is not None
+    pattern = DOCUMENTS["operator-v1"].spec["components"]["schemas"]["Country"]["pattern"]
+    path = f"/v1/operators/{operator}/games"
+    operation = schemathesis.openapi.from_dict(DOCUMENTS["operator-v1"].spec)[
+        "/v1/operators/{operator_id}/games"
+    ]["GET"]
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=_app())
+        out = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            for country in COUNTRIES:
+                target = f"{path}?country={country}"
+                out.append(await client.get(target, headers=signed_headers(
+                    secret.secret.reveal(), "GET", target, b"")))  # fmt: skip
+        return out
+
+    for country, response in zip(COUNTRIES, asyncio.run(run()), strict=True):
+        expected = 200 if re.search(pattern, unquote(country)) else 400
+        assert response.status_code == expected, (country, response.text)
+        case = operation.Case(path_parameters={"operator_id": operator})
+        case.validate_response(response, checks=CONFORMANCE)
