@@ -249,7 +249,9 @@ def _run(stack: Stack, name: str, path: str, method: str, mode: schemathesis.Gen
          count: int) -> None:  # fmt: skip
     operation = _SCHEMAS[name][path][method]
     strategy = operation.as_strategy(generation_mode=mode, path_parameters=FIXED.get(name, {}))
-    session = stack.sessions[name]
+    session = stack.sessions.get(name)
+    if session is None:
+        pytest.fail(f"{name}: no signer for its requests (add one to the stack fixture)")
 
     @settings(max_examples=count, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))  # fmt: skip
