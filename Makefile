@@ -43,8 +43,8 @@ test-unit: deps
 test-integration: deps
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-fuzz: deps              ## every parser fuzz in full: 100,000 inputs each (shrunk in make test)
-	@AGG_FUZZ=1 $(BIN)/pytest -m fuzz --timeout=0 tests/unit $(PYTEST_ARGS)
+fuzz: deps              ## every parser fuzz in full (shrunk in make test), and the API documents' conformance run
+	@AGG_FUZZ=1 $(BIN)/pytest -m fuzz --timeout=0 tests/unit tests/e2e/test_openapi_conformance.py $(PYTEST_ARGS)
 
 SEEDS ?= 20000
 SIM_ARGS ?=

@@ -38,6 +38,7 @@ from agg_config.tenants import Operator, Tenants
 from agg_config.tenants import Provider as ProviderConfig
 from agg_domain.ids import derive_id
 from agg_domain.statuses import Action, Status
+from agg_ingress import specs
 from agg_ingress.adapters import adapters
 from agg_ingress.adapters.base import (
     Accepted,
@@ -59,6 +60,7 @@ from agg_ingress.launch import (
     launch_refusal,
 )
 from agg_ingress.protocol import (
+    COUNTRY_PATTERN,
     LANGUAGE_PATTERN,
     OPERATOR_HTTP_STATUS,
     Callback,
@@ -550,7 +552,7 @@ class Ingress:
             return found
         operator, _ = found
         country = request.query_params.get("country", "")
-        if len(country) != 2 or not country.isascii() or not country.isupper():
+        if not COUNTRY_PATTERN.fullmatch(country):  # "A1" is upper case, but no country
             return self._operator_reply("games", 400, Status.INVALID_REQUEST,
                                         "country: ISO 3166-1 alpha-2, upper case")  # fmt: skip
         games = [
@@ -713,6 +715,7 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         ),
         Route("/healthz", ingress.healthz, methods=["GET"]),
         Route("/metrics", _Asgi(make_asgi_app()), methods=["GET"]),
+        *specs.routes(),  # GET /v1/openapi[/{name}]: the API documents (docs/openapi/)
     ]
     app = IngressApp(routes=routes, lifespan=lifespan)
     app.state.ingress = ingress

@@ -23,6 +23,8 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 PLAYER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+ID = PLAYER_ID
+"""Every id of the read API (player, round, provider, transaction): the callbacks' ids."""
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 500
 
@@ -40,7 +42,10 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         raise ReadError(f"{name}: ISO-8601 timestamp expected") from None
     if parsed.tzinfo is None:
         raise ReadError(f"{name}: give a time zone (e.g. Z)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first UTC instant
+        raise ReadError(f"{name}: out of range") from None
 
 
 def encode_cursor(updated_at: datetime, provider_id: str, transaction_id: str) -> str:
@@ -52,15 +57,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         when, provider_id, transaction_id = json.loads(raw)
-        return datetime.fromisoformat(when), str(provider_id), str(transaction_id)
-    except (ValueError, TypeError):
+        if not all(isinstance(i, str) and ID.fullmatch(i) for i in (provider_id, transaction_id)):
+            raise ValueError("not ids")  # ids hold no NUL, which PostgreSQL text cannot
+        return datetime.fromisoformat(when), provider_id, transaction_id
+    except (ValueError, TypeError, RecursionError):
         raise ReadError("cursor: not a cursor this API gave out") from None
 
 
 def parse_limit(value: str | None) -> int:
     if value is None:
         return LIMIT_DEFAULT
-    if not value.isdigit() or not 1 <= int(value) <= LIMIT_MAX:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= LIMIT_MAX:
         raise ReadError(f"limit: an integer from 1 to {LIMIT_MAX}")
     return int(value)
 
@@ -101,6 +108,8 @@ class ProjectionReader:
         until = parse_time(params.get("until"), "until")
         limit = parse_limit(params.get("limit"))
         round_id = params.get("round_id")
+        if round_id is not None and not ID.fullmatch(round_id):
+            raise ReadError("round_id: 1..64 characters of [A-Za-z0-9_.:-]")
         after = decode_cursor(params["cursor"]) if params.get("cursor") else None
         clauses = ["operator_id = %s", "player_id = %s"]
         args: list[Any] = [operator_id, player_id]
