@@ -187,6 +187,8 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 70:
             raise FlatDecodeError("varint longer than 10 bytes")
+    if n >> 64:  # a tenth byte with more than one bit: no long was written so
+        raise FlatDecodeError("varint beyond 64 bits")
     return (n >> 1) ^ -(n & 1), pos
 
 

@@ -161,3 +161,25 @@ def test_compiled_decoder_agrees_with_fastavro(
         return
     assert got == expected
     assert CODEC.decode(data).datum == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (bytes([0xFE] + [0xFF] * 8 + [0x01]), 2**63 - 1),
+        (bytes([0xFF] * 9 + [0x01]), -(2**63)),
+        (bytes([0x80] * 9 + [0x02]), None),  # 2**64 zig-zagged: beyond a long
+        (bytes([0xFF] * 9 + [0x7F]), None),
+        (bytes([0x80] * 10 + [0x01]), None),  # eleven bytes
+    ],
+)
+def test_a_varint_beyond_64_bits_is_refused_not_read_as_a_bigger_number(
+    data: bytes, expected: int | None
+) -> None:
+    from agg_avro.flat import FlatDecodeError, _read_long
+
+    if expected is None:
+        with pytest.raises(FlatDecodeError):
+            _read_long(data, 0)
+    else:
+        assert _read_long(data, 0) == (expected, len(data))
