@@ -466,6 +466,37 @@ class RdConsumer:
         await loop.run_in_executor(None, self._consumer.close)
 
 
+WATERMARK_ATTEMPTS_MAX = 8
+"""Tries of a watermark query that fails retriably (no leader yet on a topic just created, a
+leader moving): 0.1 s, then doubling to 2 s between them, about 10 s in all."""
+
+
+_WATERMARK_RETRIABLE = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+})  # fmt: skip
+
+
+def _watermarks(reader: Any, tp: TopicPartition) -> tuple[int, int]:
+    for attempt in range(1, WATERMARK_ATTEMPTS_MAX + 1):
+        try:
+            marks = reader.get_watermark_offsets(tp, timeout=10)
+            if marks is None:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+            low, high = marks
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _WATERMARK_RETRIABLE
+            )
+            if not retriable or attempt == WATERMARK_ATTEMPTS_MAX:
+                raise
+            time.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
 def read_to_end(
     config: Mapping[str, Any], topic: str, partitions: set[int], batch_max: int = 5000
 ) -> list[InRecord]:
@@ -478,10 +509,7 @@ def read_to_end(
     try:
         ends: dict[int, int] = {}
         for p in sorted(partitions):
-            marks = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if marks is None:
-                raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
-            low, high = marks
+            low, high = _watermarks(reader, TopicPartition(topic, p))
             if high > low:
                 ends[p] = high
         if not ends:
