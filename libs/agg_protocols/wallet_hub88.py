@@ -209,10 +209,12 @@ class Hub88WalletServer:
     ) -> WalletCall | Rejection:  # fmt: skip
         parsed = parse_object(body) if body else "empty body"
         echo: dict[str, object] = {}
-        if isinstance(parsed, dict):
-            for name in ("user", "request_uuid", "currency"):
-                if isinstance(parsed.get(name), str) and len(parsed[name]) <= 200:
+        if isinstance(parsed, dict):  # only well-formed values: the answer is documented
+            for name in ("user", "request_uuid"):
+                if isinstance(parsed.get(name), str) and ID_PATTERN.fullmatch(parsed[name]):
                     echo[name] = parsed[name]
+            if isinstance(parsed.get("currency"), str) and is_currency(parsed["currency"]):
+                echo["currency"] = parsed["currency"]
         if not rsa_verify(self.public_key, body, headers.get(SIGNATURE_HEADER.lower())):
             return Rejection("RS_ERROR_INVALID_SIGNATURE", "signature does not verify", 200, echo)
         kind = KINDS.get(path)

@@ -236,6 +236,30 @@ def test_hub88_server_refuses_an_amount_that_is_not_whole_minor_units() -> None:
     assert isinstance(got, Rejection) and got.code == "RS_ERROR_WRONG_TYPES"
 
 
+@pytest.mark.parametrize(
+    ("fields", "echoed"),
+    [
+        ({"user": "p-1", "request_uuid": "c-1", "currency": "EUR"},
+         {"user": "p-1", "request_uuid": "c-1", "currency": "EUR"}),
+        ({"user": "p 1", "request_uuid": "", "currency": "\u00ca\u0006"},
+         {"user": None, "request_uuid": None, "currency": None}),
+        ({"user": "x" * 201, "request_uuid": 7, "currency": "XXX"},
+         {"user": None, "request_uuid": None, "currency": None}),
+    ],
+)  # fmt: skip
+def test_hub88_refusals_echo_only_well_formed_values(
+    fields: dict[str, Any], echoed: dict[str, Any]
+) -> None:
+    """A refusal's answer repeats the call's ids and currency only where they are ones (its
+    document says what an answer holds), never what a malformed call put there."""
+    _, server = pair("hub88-v1")
+    body = json.dumps({**fields, "game_code": 5}).encode()  # refused: a number for an id
+    got = parse(server, "/user/balance", body, {"X-Hub88-Signature": rsa_sign(_key(), body)})
+    assert isinstance(got, Rejection) and got.code.startswith("RS_ERROR_WRONG_")
+    answer = json.loads(server.render_rejection(got).body)
+    assert {k: answer[k] for k in echoed} == echoed
+
+
 # --- answers -> reply statuses --------------------------------------------------------------------
 
 
