@@ -361,6 +361,9 @@ def test_unusable_answers_are_failures(
         ("amount", 2**63),
         ("reference_command_id", None),
         ("issued_at_ms", "yesterday"),
+        ("issued_at_ms", -1),
+        ("issued_at_ms", 253_402_300_800_000),  # after 9999: no timestamp holds it
+        ("issued_at_ms", 2**63),
     ],
 )
 def test_canonical_server_refuses_bad_fields_400(field: str, value: Any) -> None:
