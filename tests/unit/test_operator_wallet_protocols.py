@@ -247,6 +247,24 @@ def test_hub88_server_refuses_an_amount_that_is_not_whole_minor_units() -> None:
          {"user": None, "request_uuid": None, "currency": None}),
     ],
 )  # fmt: skip
+@pytest.mark.parametrize(
+    ("meta", "code"),
+    [
+        ({"correlation_id": "corr\u0000-1"}, "RS_ERROR_WRONG_SYNTAX"),
+        ({"provider": "prov nova"}, "RS_ERROR_WRONG_SYNTAX"),
+        ({"provider": 7}, "RS_ERROR_WRONG_TYPES"),
+    ],
+)
+def test_hub88_server_refuses_meta_values_that_are_no_ids(meta: dict[str, Any], code: str) -> None:
+    """``meta``'s ids are logged and kept in the ledger like the others (a NUL is no text
+    PostgreSQL takes)."""
+    _, server = pair("hub88-v1")
+    body = json.dumps({"user": "p-1", "request_uuid": "c-1", "transaction_uuid": "c-1",
+                       "currency": "EUR", "amount": 250_000, "meta": meta}).encode()  # fmt: skip
+    got = parse(server, "/transaction/bet", body, {"X-Hub88-Signature": rsa_sign(_key(), body)})
+    assert isinstance(got, Rejection) and got.code == code, got
+
+
 def test_hub88_refusals_echo_only_well_formed_values(
     fields: dict[str, Any], echoed: dict[str, Any]
 ) -> None:
