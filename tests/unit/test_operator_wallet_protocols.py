@@ -237,17 +237,6 @@ def test_hub88_server_refuses_an_amount_that_is_not_whole_minor_units() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "echoed"),
-    [
-        ({"user": "p-1", "request_uuid": "c-1", "currency": "EUR"},
-         {"user": "p-1", "request_uuid": "c-1", "currency": "EUR"}),
-        ({"user": "p 1", "request_uuid": "", "currency": "\u00ca\u0006"},
-         {"user": None, "request_uuid": None, "currency": None}),
-        ({"user": "x" * 201, "request_uuid": 7, "currency": "XXX"},
-         {"user": None, "request_uuid": None, "currency": None}),
-    ],
-)  # fmt: skip
-@pytest.mark.parametrize(
     ("meta", "code"),
     [
         ({"correlation_id": "corr\u0000-1"}, "RS_ERROR_WRONG_SYNTAX"),
@@ -265,6 +254,17 @@ def test_hub88_server_refuses_meta_values_that_are_no_ids(meta: dict[str, Any], 
     assert isinstance(got, Rejection) and got.code == code, got
 
 
+@pytest.mark.parametrize(
+    ("fields", "echoed"),
+    [
+        ({"user": "p-1", "request_uuid": "c-1", "currency": "EUR"},
+         {"user": "p-1", "request_uuid": "c-1", "currency": "EUR"}),
+        ({"user": "p 1", "request_uuid": "", "currency": "\u00ca\u0006"},
+         {"user": None, "request_uuid": None, "currency": None}),
+        ({"user": "x" * 201, "request_uuid": 7, "currency": "XXX"},
+         {"user": None, "request_uuid": None, "currency": None}),
+    ],
+)  # fmt: skip
 def test_hub88_refusals_echo_only_well_formed_values(
     fields: dict[str, Any], echoed: dict[str, Any]
 ) -> None:
