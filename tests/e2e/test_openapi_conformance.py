@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -151,12 +151,15 @@ class PragmaticAuth(requests.auth.AuthBase):
 
 
 class EvolutionAuth(requests.auth.AuthBase):
-    """The shared secret as the ``authToken`` query parameter."""
+    """The shared secret as the one ``authToken`` query parameter (replacing any value the
+    generator drew for the document's security scheme)."""
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        url = r.url or ""
-        sep = "&" if "?" in url else "?"
-        r.url = f"{url}{sep}{evolution.AUTH_PARAMETER}={quote(EVO_SECRET, safe='')}"
+        parts = urlsplit(r.url or "")
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                if k != evolution.AUTH_PARAMETER]  # fmt: skip
+        query = urlencode([*kept, (evolution.AUTH_PARAMETER, EVO_SECRET)], quote_via=quote)
+        r.url = urlunsplit(parts._replace(query=query))
         return r
 
 
