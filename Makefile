@@ -44,7 +44,8 @@ test-integration: deps
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 fuzz: deps              ## every parser fuzz in full (shrunk in make test), and the API documents' conformance run
-	@AGG_FUZZ=1 $(BIN)/pytest -m fuzz --timeout=0 tests/unit tests/e2e/test_openapi_conformance.py $(PYTEST_ARGS)
+	@AGG_FUZZ=1 $(BIN)/pytest -m fuzz --timeout=0 tests/unit tests/e2e/test_openapi_conformance.py \
+		tests/integration/test_wallet_openapi_conformance.py $(PYTEST_ARGS)
 
 SEEDS ?= 20000
 SIM_ARGS ?=

@@ -59,6 +59,8 @@ ID_CHARS_MAX = 200
 """Longest id either side accepts (the reference wallet's ``ID_LENGTH_MAX``)."""
 ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 """Printable ASCII without spaces: the saga's ids are hex digests and tenant ids."""
+ISSUED_AT_MS_MAX = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last instant a timestamp (the ledger's) can hold."""
 
 PATHS: dict[CommandKind, str] = {
     CommandKind.BALANCE: "/v1/balance",
@@ -210,8 +212,8 @@ class CanonicalWalletServer:
                 raise _Bad("amount: an integer of minor units, 0..2**63-1")
             amount = value
         issued = body.get("issued_at_ms", 0)
-        if type(issued) is not int or issued < 0:
-            raise _Bad("issued_at_ms: epoch milliseconds")
+        if type(issued) is not int or not 0 <= issued <= ISSUED_AT_MS_MAX:
+            raise _Bad("issued_at_ms: epoch milliseconds up to the year 9999")
         return WalletCall(
             command_id=command_id,
             correlation_id=_ident(body, "correlation_id", False) or command_id,

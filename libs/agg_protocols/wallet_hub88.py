@@ -209,10 +209,12 @@ class Hub88WalletServer:
     ) -> WalletCall | Rejection:  # fmt: skip
         parsed = parse_object(body) if body else "empty body"
         echo: dict[str, object] = {}
-        if isinstance(parsed, dict):
-            for name in ("user", "request_uuid", "currency"):
-                if isinstance(parsed.get(name), str) and len(parsed[name]) <= 200:
+        if isinstance(parsed, dict):  # only well-formed values: the answer is documented
+            for name in ("user", "request_uuid"):
+                if isinstance(parsed.get(name), str) and ID_PATTERN.fullmatch(parsed[name]):
                     echo[name] = parsed[name]
+            if isinstance(parsed.get("currency"), str) and is_currency(parsed["currency"]):
+                echo["currency"] = parsed["currency"]
         if not rsa_verify(self.public_key, body, headers.get(SIGNATURE_HEADER.lower())):
             return Rejection("RS_ERROR_INVALID_SIGNATURE", "signature does not verify", 200, echo)
         kind = KINDS.get(path)
@@ -253,17 +255,20 @@ class Hub88WalletServer:
         cancel = kind is CommandKind.CANCEL
         meta = body.get("meta")
         meta = meta if isinstance(meta, dict) else {}
-        correlation = meta.get("correlation_id")
-        provider = meta.get("provider")
+        try:  # ids like the others: they are logged and kept in the ledger
+            correlation = _ident(meta, "correlation_id", False)
+            provider = _ident(meta, "provider", False)
+        except _Bad as exc:
+            raise _Bad(f"meta.{exc}", exc.types) from None
         return WalletCall(
             command_id=transaction,
-            correlation_id=correlation if isinstance(correlation, str) else transaction,
+            correlation_id=correlation or transaction,
             operator_id=operator_id,
             player_id=user,
             kind=kind,
             amount=amount,
             currency=currency,
-            provider_id=provider if isinstance(provider, str) else "",
+            provider_id=provider or "",
             transaction_id=_ident(body, "supplier_transaction_id", False),
             round_id=_ident(body, "round", False),
             game_id=game,

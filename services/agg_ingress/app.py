@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import re
 import secrets
@@ -52,6 +53,7 @@ from agg_ingress.adapters.base import (
 from agg_ingress.adapters.hub88 import load_private_key, load_public_key
 from agg_ingress.launch import (
     LAUNCH_PATH,
+    LaunchRefusal,
     default_launch_query,
     game_url,
     launch_json,
@@ -583,20 +585,15 @@ class Ingress:
             LAUNCHES.labels(provider_id if provider else "unknown", refusal.status).inc()
             log.event("launch", provider=provider_id[:64], game=game_id[:64],
                       status=str(refusal.status), http_status=refusal.http)  # fmt: skip
-            body = {"status": str(refusal.status), "detail": refusal.detail}
-            if wants_json:
-                return Response(json.dumps(body).encode(), refusal.http,
-                                media_type="application/json")  # fmt: skip
-            page = f"<!doctype html><title>{refusal.status}</title><p>{refusal.detail}</p>"
-            return Response(page.encode(), refusal.http, media_type="text/html")
+            return _launch_refused(refusal, wants_json)
         bad = [n for n in ("return_url", "cashier_url")
                if (v := q.get(n)) is not None and not URL.fullmatch(v)]  # fmt: skip
         language = q.get("language")
         if language is not None and not LANGUAGE_PATTERN.fullmatch(language):
             bad.append("language")
         if bad:
-            body = {"status": Status.INVALID_REQUEST, "detail": f"{', '.join(bad)}: invalid"}
-            return Response(json.dumps(body).encode(), 400, media_type="application/json")
+            invalid = LaunchRefusal(400, Status.INVALID_REQUEST, f"{', '.join(bad)}: invalid")
+            return _launch_refused(invalid, wants_json)
         params = launch_params(token, claims, game, language, q.get("return_url"),
                                q.get("cashier_url"))  # fmt: skip
         adapter = self.providers[provider_id].adapter if provider_id in self.providers else None
@@ -671,6 +668,17 @@ class Ingress:
         }
         return Response(json.dumps(body).encode(), 200 if ready else 503,
                         media_type="application/json")  # fmt: skip
+
+
+def _launch_refused(refusal: LaunchRefusal, wants_json: bool) -> Response:
+    """A refused launch as JSON for a caller that asks for it, else as a page (the player's
+    browser); every refusal alike."""
+    if wants_json:
+        body = {"status": str(refusal.status), "detail": refusal.detail}
+        return Response(json.dumps(body).encode(), refusal.http, media_type="application/json")
+    e = html.escape
+    page = f"<!doctype html><title>{e(refusal.status)}</title><p>{e(refusal.detail)}</p>"
+    return Response(page.encode(), refusal.http, media_type="text/html")
 
 
 def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = None) -> IngressApp:

@@ -1,9 +1,11 @@
 """The running ingress against its API documents (``docs/openapi/``): schemathesis generates
 requests from every operation of every document, valid ones and invalid ones, signs each
-(HMAC for the canonical protocol and the operator API, RSA for hub88-v1) and sends it to the
+(HMAC for the canonical protocol and the operator API, RSA for hub88-v1, the MD5 form hash
+for pragmatic-v1, the query token for evolution-v1; the game launch is unsigned) and sends it to the
 ingress of a real pipeline (saga worker, reference wallet and projector as processes, on the
 session's Kafka and PostgreSQL). Money calls carry session tokens opened through the operator
-API half of the time, so they reach the saga and the wallet.
+API (pragmatic-v1: the player references its authenticate answered) half of the time, so they
+reach the saga and the wallet; launches carry them too.
 
 Every answer must be documented (status code, content type, headers, body schema), none may
 be a 5xx other than the documented 503, a valid provider body is never refused as malformed,
@@ -22,9 +24,10 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -45,16 +48,25 @@ from schemathesis.specs.openapi.checks import (
 from agg_config.settings import Settings
 from agg_config.tenants import load_tenants
 from agg_ingress import specs
-from agg_ingress.adapters import hub88
+from agg_ingress.adapters import evolution, hub88, pragmatic
 from agg_ingress.app import build_app
 from agg_ingress.client import SIGNATURE_HEADER, TIMESTAMP_HEADER, encode_body, sign
+from agg_ingress.sessions import issue_token, verify_token
 from tests.e2e.conftest import GAME, OPERATOR, PROVIDER, Pipeline
 from tests.fuzz_budget import examples
 
 pytestmark = pytest.mark.fuzz
 
-DOCUMENTS = specs.load_documents()
-HUB, HUB_GAME = "prov-hub", "hub-roulette"
+DOCUMENTS = {
+    name: d for name, d in specs.load_documents().items() if d.surface != "operator-wallet"
+}
+"""The ingress's documents (the operator-wallet ones: test_wallet_openapi_conformance)."""
+HUB, HUB_GAME = "prov-oahub", "oahub-roulette"
+PP, PP_GAME, PP_SECRET = "prov-oapp", "oapp-doghouse", "oa-pragmatic-secret-0001"
+PP_GAME_URL = "https://games.pp.example/launch?brand=agg"
+"""pragmatic-v1's game has a game URL: its launch is the 302 redirect."""
+FORM = "application/x-www-form-urlencoded"
+EVO, EVO_GAME, EVO_SECRET = "prov-oaevo", "oaevo-roulette", "oa-evolution-secret-0001"
 HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 """The hub88-v1 provider's key (it signs requests); ours for it signs the answers."""
 OUR_HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -116,6 +128,41 @@ class Hub88Auth(requests.auth.AuthBase):
         return r
 
 
+class PragmaticAuth(requests.auth.AuthBase):
+    """The form's ``hash`` (MD5 of the other fields, sorted, with the secret appended) set
+    over the prepared body; a body that is no form is sent as generated."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        body = r.body or b""
+        raw = body.encode() if isinstance(body, str) else body
+        assert isinstance(raw, bytes)
+        try:
+            pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw),
+                              errors="strict")  # fmt: skip
+        except ValueError:
+            return r
+        params = dict(pairs)
+        if len(params) != len(pairs):
+            return r  # a field given twice: refused before the hash is read
+        params.pop("hash", None)
+        params["hash"] = pragmatic.request_hash(params, PP_SECRET.encode())
+        r.prepare_body(urlencode(params).encode(), None)
+        return r
+
+
+class EvolutionAuth(requests.auth.AuthBase):
+    """The shared secret as the one ``authToken`` query parameter (replacing any value the
+    generator drew for the document's security scheme)."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        parts = urlsplit(r.url or "")
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                if k != evolution.AUTH_PARAMETER]  # fmt: skip
+        query = urlencode([*kept, (evolution.AUTH_PARAMETER, EVO_SECRET)], quote_via=quote)
+        r.url = urlunsplit(parts._replace(query=query))
+        return r
+
+
 def _session(auth: requests.auth.AuthBase | None) -> requests.Session:
     session = requests.Session()
     session.auth = auth
@@ -135,6 +182,10 @@ class Stack:
     """(player, session token) of prov-nova's game, EUR."""
     hub: list[tuple[str, str]]
     """(player, session token) of the hub88-v1 provider's game, EUR."""
+    pp: list[tuple[str, str]]
+    """(player reference, session token) of the pragmatic-v1 provider's game, EUR."""
+    evo: list[tuple[str, str]]
+    """(player, session token) of the evolution-v1 provider's game, EUR."""
 
     @property
     def base_url(self) -> str:
@@ -147,14 +198,39 @@ def _tenants_file(settings: Settings, path: Path) -> Path:
         {"id": HUB, "name": "Hub", "protocol": "hub88-v1", "public_key": _pem_public(HUB_KEY),
          "signing_key": {"value": _pem_private(OUR_HUB_KEY)}}
     )  # fmt: skip
-    data["games"].append({"id": HUB_GAME, "provider": HUB, "name": "Hub Roulette"})
-    data["operators"][0]["providers"].append(HUB)
+    data["providers"] += [
+        {"id": PP, "name": "Pragmatic-shaped", "protocol": "pragmatic-v1",
+         "secret": {"value": PP_SECRET}, "game_url": PP_GAME_URL},
+        {"id": EVO, "name": "Evolution-shaped", "protocol": "evolution-v1",
+         "secret": {"value": EVO_SECRET}},
+    ]  # fmt: skip
+    data["games"] += [
+        {"id": HUB_GAME, "provider": HUB, "name": "Hub Roulette"},
+        {"id": PP_GAME, "provider": PP, "name": "Dog House", "code": "vs20doghouse"},
+        {"id": EVO_GAME, "provider": EVO, "name": "Live Roulette"},
+    ]
+    data["operators"][0]["providers"] += [HUB, PP, EVO]
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def _open_sessions(pipeline: Pipeline, game: str) -> list[tuple[str, str]]:
     return [pipeline.new_player(game=game) for _ in range(PLAYERS)]
+
+
+def _pp_players(pipeline: Pipeline) -> list[tuple[str, str]]:
+    """Sessions of the pragmatic-v1 game, each authenticated: the player reference it answers
+    names the player in every later call."""
+    out = []
+    for _, token in _open_sessions(pipeline, PP_GAME):
+        params = {"providerId": "PragmaticPlay", "token": token, "gameId": PP_GAME}
+        params["hash"] = pragmatic.request_hash(params, PP_SECRET.encode())
+        answer = pipeline.http.post(f"/v1/providers/{PP}/authenticate.html",
+                                    content=urlencode(params).encode(),
+                                    headers={"Content-Type": FORM})  # fmt: skip
+        assert answer.json()["error"] == 0, answer.text
+        out.append((answer.json()["userId"], token))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +252,14 @@ def stack(
                 "provider-hub88-v1": _session(Hub88Auth()),
                 "operator-v1": _session(operator),
                 "service-v1": _session(None),
+                "provider-pragmatic-v1": _session(PragmaticAuth()),
+                "provider-evolution-v1": _session(EvolutionAuth()),
+                "launch-v1": _session(None),
             },
             _open_sessions(pipeline, GAME),
             _open_sessions(pipeline, HUB_GAME),
+            _pp_players(pipeline),
+            _open_sessions(pipeline, EVO_GAME),
         )
     finally:
         pipeline.stop()
@@ -197,6 +278,8 @@ FIXED: dict[str, dict[str, str]] = {
     "provider-canonical-v1": {"provider_id": PROVIDER},
     "provider-hub88-v1": {"provider_id": HUB},
     "operator-v1": {"operator_id": OPERATOR},
+    "provider-pragmatic-v1": {"provider_id": PP},
+    "provider-evolution-v1": {"provider_id": EVO},
 }
 """Path parameters that name the signer: always a tenant (unknown ones: targeted requests)."""
 MALFORMED: dict[str, set[int | str]] = {
@@ -235,6 +318,24 @@ def _with_session(name: str, path: str, body: dict[str, Any], st_: Stack, which:
         if path.endswith(("/bet", "/win")):
             body["currency"] = "EUR"  # a whole number of cents: a multiple of 1000 units
             body["amount"] = max(body["amount"] - body["amount"] % 1000, 1000)
+    elif name == "provider-pragmatic-v1":
+        ref, token = st_.pp[which]
+        if "token" in body or path.endswith("/authenticate.html"):
+            body["token"] = token
+        if not path.endswith("/authenticate.html"):
+            body["userId"] = ref
+        if "gameId" in body:
+            body["gameId"] = PP_GAME
+        if "currency" in body:
+            body["currency"] = "EUR"
+    elif name == "provider-evolution-v1":
+        player, token = st_.evo[which]
+        body.update(sid=token, userId=player)
+        if "currency" in body or not path.endswith("/check"):
+            body["currency"] = "EUR"
+        table = ((body.get("game") or {}).get("details") or {}).get("table") or {}
+        if isinstance(table, dict) and "id" in table:
+            table["id"] = EVO_GAME
     elif path.endswith("/sessions"):
         body["game_id"] = [GAME, HUB_GAME, "nova-gemrush", "orbit-roulette"][which]
 
@@ -268,6 +369,11 @@ def _run(stack: Stack, name: str, path: str, method: str, mode: schemathesis.Gen
                 case.body = body
             if inject and path.endswith("/players/{player_id}/balance"):
                 case.path_parameters = {**case.path_parameters, "player_id": stack.nova[which][0]}
+            if inject and name == "launch-v1":
+                provider, game, token = [(PROVIDER, GAME, stack.nova[which][1]),
+                                         (PP, PP_GAME, stack.pp[which][1])][which % 2]  # fmt: skip
+                case.path_parameters = {"provider_id": provider, "game_id": game}
+                case.query = {**(case.query or {}), "session_token": token}
         response = case.call(base_url=stack.base_url, session=session, timeout=15)
         SEEN[(name, path, method)].add(response.status_code)
         assert response.status_code < 500 or response.status_code == 503, (
@@ -318,10 +424,11 @@ def _documented() -> dict[tuple[str, str, str], set[int]]:
 
 
 def _send(stack: Stack, name: str, method: str, path: str, body: bytes = b"",
-          auth: str = "signed") -> requests.Response:  # fmt: skip
+          auth: str = "signed", content_type: str = "application/json",
+          ) -> requests.Response:  # fmt: skip
     session = stack.sessions[name] if auth == "signed" else _session(None)
     return session.request(method, stack.base_url + path, data=body or None, timeout=15,
-                           headers={"Content-Type": "application/json"})  # fmt: skip
+                           headers={"Content-Type": content_type})  # fmt: skip
 
 
 def _canonical(stack: Stack, action: str, fields: dict[str, Any], provider: str = PROVIDER,
@@ -460,6 +567,29 @@ def _targeted(stack: Stack) -> dict[tuple[str, str, str, int], Callable[[], Any]
             out[(*key, 404)] = lambda t=tail: _send(
                 stack, OPERATOR_DOC, "GET", f"/v1/operators/op-nobody/players/p1/{t}"
             )
+    for method in pragmatic.ACTIONS:
+        key = ("provider-pragmatic-v1", "/v1/providers/{provider_id}/" + method, "POST")
+        out[(*key, 200)] = lambda m=method: _pragmatic(stack, m, PP)
+        out[(*key, 404)] = lambda m=method: _pragmatic(stack, m, "prov-nobody")
+    evo_doc = "provider-evolution-v1"
+    for method in evolution.METHODS:
+        key = (evo_doc, "/v1/providers/{provider_id}/" + method, "POST")
+        out[(*key, 200)] = lambda m=method: _evolution(stack, m, EVO)
+        out[(*key, 401)] = lambda m=method: _evolution(stack, m, EVO, auth="none")
+        out[(*key, 404)] = lambda m=method: _evolution(stack, m, "prov-nobody")
+        out[(*key, 413)] = lambda m=method: _send(
+            stack, evo_doc, "POST", f"/v1/providers/{EVO}/{m}", TOO_LARGE
+        )
+    launch = ("launch-v1", "/v1/launch/{provider_id}/{game_id}", "GET")
+    nova, pp = stack.nova[0][1], stack.pp[0][1]
+    out[(*launch, 302)] = lambda: _launch(stack, PP, PP_GAME, session_token=pp)
+    out[(*launch, 200)] = lambda: _launch(stack, PROVIDER, GAME, session_token=nova)
+    out[(*launch, 400)] = lambda: _launch(stack, PROVIDER, GAME, session_token=nova,
+                                          language="not a tag")  # fmt: skip
+    out[(*launch, 403)] = lambda: _launch(stack, PROVIDER, "nova-gemrush", session_token=nova)
+    out[(*launch, 404)] = lambda: _launch(stack, PROVIDER, GAME)
+    out[(*launch, 410)] = lambda: _launch(stack, PROVIDER, GAME,
+                                          session_token=_expired(stack, nova))  # fmt: skip
     service = "service-v1"
     out[(service, "/healthz", "GET", 200)] = lambda: _send(stack, service, "GET", "/healthz")
     out[(service, "/healthz", "GET", 503)] = lambda: _degraded(stack, "GET", "/healthz", b"",
@@ -486,6 +616,46 @@ def _hub88(stack: Stack, tail: str, provider: str) -> requests.Response:
         body["reference_transaction_uuid"] = f"oa-{uuid.uuid4().hex[:12]}"
     return _send(stack, "provider-hub88-v1", "POST", f"/v1/providers/{provider}/{tail}",
                  encode_body(body))  # fmt: skip
+
+
+def _pragmatic(stack: Stack, method: str, provider: str) -> requests.Response:
+    """A well-formed call of ``method`` for the first pragmatic-v1 player (hashed by the
+    session's signer)."""
+    ref, token = stack.pp[0]
+    params = {"providerId": "PragmaticPlay", "userId": ref, "gameId": PP_GAME,
+              "roundId": f"oa-{uuid.uuid4().hex[:12]}", "reference": f"oa-{uuid.uuid4().hex[:12]}",
+              "amount": "1.00", "currency": "EUR"}  # fmt: skip
+    if method == pragmatic.Method.AUTHENTICATE:
+        params = {"providerId": "PragmaticPlay", "token": token, "gameId": PP_GAME}
+    return _send(stack, "provider-pragmatic-v1", "POST", f"/v1/providers/{provider}/{method}",
+                 urlencode(params).encode(),
+                 content_type=FORM)  # fmt: skip
+
+
+def _evolution(stack: Stack, method: str, provider: str, auth: str = "signed"
+               ) -> requests.Response:  # fmt: skip
+    player, token = stack.evo[0]
+    ref = f"oa-{uuid.uuid4().hex[:12]}"
+    body = {"sid": token, "userId": player, "uuid": uuid.uuid4().hex, "currency": "EUR",
+            "game": {"id": f"oa-{uuid.uuid4().hex[:12]}", "type": "roulette",
+                     "details": {"table": {"id": EVO_GAME}}},
+            "transaction": {"id": ref, "refId": ref, "amount": 1}}  # fmt: skip
+    return _send(stack, "provider-evolution-v1", "POST", f"/v1/providers/{provider}/{method}",
+                 encode_body(body), auth)  # fmt: skip
+
+
+def _launch(stack: Stack, provider: str, game: str, **query: str) -> requests.Response:
+    return _session(None).get(f"{stack.base_url}/v1/launch/{provider}/{game}", params=query,
+                              headers={"Accept": "application/json"}, allow_redirects=False,
+                              timeout=15)  # fmt: skip
+
+
+def _expired(stack: Stack, token: str) -> str:
+    """``token``'s session, ended the millisecond after it began."""
+    secret = stack.settings.session_secret.get_secret_value().encode()
+    claims = verify_token(secret, token, time.time_ns() // 1_000_000).claims
+    assert claims is not None
+    return issue_token(secret, replace(claims, expires_at_ms=claims.issued_at_ms + 1))
 
 
 def _projected(stack: Stack, path: str) -> requests.Response:

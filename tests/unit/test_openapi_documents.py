@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import httpx
 import pytest
 import schemathesis
 import yaml
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
@@ -31,8 +33,9 @@ import agg_ingress
 from agg_config.settings import Settings
 from agg_config.tenants import load_tenants
 from agg_domain.currency import CURRENCY_EXPONENTS
+from agg_httpwallet.app import build_app as build_wallet_app
 from agg_ingress import specs
-from agg_ingress.adapters import adapters, hub88
+from agg_ingress.adapters import adapters, evolution, hub88, pragmatic
 from agg_ingress.adapters.base import Accepted, Credentials, WireRequest
 from agg_ingress.app import build_app
 from agg_ingress.client import signed_headers
@@ -44,6 +47,8 @@ from agg_ingress.protocol import (
     parse_object,
     validate_session_request,
 )
+from agg_protocols import wallet_canonical, wallet_hub88
+from agg_protocols.signatures import hmac_sign, rsa_sign
 from tests.fuzz_budget import examples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,8 +60,16 @@ CONFORMANCE = [status_code_conformance, content_type_conformance, response_schem
 PROVIDER_PATHS: dict[str, set[str]] = {
     "canonical-v1": {f"wallet/{name}" for name in ACTIONS},
     "hub88-v1": set(hub88.PATHS),
+    "pragmatic-v1": set(pragmatic.ACTIONS),
+    "evolution-v1": set(evolution.METHODS),
 }
 """Each protocol's paths below ``/v1/providers/{provider_id}/``, as its adapter reads them."""
+WALLET_SURFACE = "operator-wallet"
+"""The operator-wallet documents: paths below an operator's wallet URL, not the ingress's."""
+WALLET_PATHS: dict[str, set[str]] = {
+    "canonical-v1": set(wallet_canonical.PATHS.values()),
+    "hub88-v1": set(wallet_hub88.PATHS.values()),
+}
 
 
 def _app() -> Any:
@@ -64,11 +77,13 @@ def _app() -> Any:
     return build_app(settings, load_tenants(settings.tenants_file))
 
 
-def _operations() -> list[tuple[str, str, str]]:
-    """(document, path, method) of every documented operation."""
+def _operations(wallets: bool = False) -> list[tuple[str, str, str]]:
+    """(document, path, method) of every documented operation of the ingress (and of the
+    operator-wallet documents with ``wallets``)."""
     return [
         (d.name, path, method)
         for d in DOCUMENTS.values()
+        if wallets or d.surface != WALLET_SURFACE
         for path, item in d.spec["paths"].items()
         for method in item
         if method in {"get", "post", "put", "patch", "delete"}
@@ -83,13 +98,18 @@ def test_every_document_is_valid_openapi_3_1(name: str) -> None:
     # and schemathesis (the conformance test's loader) reads every operation of it
     loaded = schemathesis.openapi.from_dict(spec)
     assert len(list(loaded.get_all_operations())) == len(
-        [op for op in _operations() if op[0] == name]
+        [op for op in _operations(wallets=True) if op[0] == name]
     )
 
 
 @pytest.mark.parametrize("name", sorted(DOCUMENTS))
 def test_paths_are_versioned_and_ids_unique(name: str) -> None:
+    """The ingress's paths carry their version; an operator-wallet protocol's are its own
+    (``/user/balance``), its version in the document's name."""
     for path in DOCUMENTS[name].spec["paths"]:
+        if DOCUMENTS[name].surface == WALLET_SURFACE:
+            assert path.startswith("/"), path
+            continue
         assert path.startswith("/v1/") or path in {"/healthz", "/metrics"}, path
     ids = [
         op["operationId"]
@@ -212,7 +232,8 @@ def _request_examples(name: str) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for path, item in spec["paths"].items():
         for op in item.values():
-            media = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            content = op.get("requestBody", {}).get("content", {})
+            media = content.get("application/json") or content.get(FORM) or {}
             if "example" in media:
                 out.append((path, media["example"]))
             for ex in media.get("examples", {}).values():
@@ -230,9 +251,30 @@ def _hub88_accepts(path: str, body: bytes) -> bool:
     return isinstance(parsed, Accepted)
 
 
+def _pragmatic_accepts(method: str, body: dict[str, str]) -> bool:
+    """Hashed with a secret of the test's: an example's ``hash`` stands for the caller's."""
+    secret = b"unit-test-pragmatic-secret"
+    params = {**body, "hash": pragmatic.request_hash(body, secret)}
+    wire = WireRequest("POST", method, "", {}, urlencode(params).encode(), raw_path=method)
+    parsed = pragmatic.PragmaticAdapter().parse(wire, Credentials(secret=secret), 0.0)
+    return isinstance(parsed, Accepted)
+
+
+def _evolution_accepts(method: str, raw: bytes) -> bool:
+    secret = b"unit-test-evolution-secret"
+    query = f"{evolution.AUTH_PARAMETER}={secret.decode()}"
+    wire = WireRequest("POST", method, query, {}, raw, raw_path=method)
+    parsed = evolution.EvolutionAdapter().parse(wire, Credentials(secret=secret), 0.0)
+    return isinstance(parsed, Accepted)
+
+
 def _accepted(name: str, path: str, body: Any) -> bool:
     raw = json.dumps(body).encode()
     tail = path.rsplit("}/", 1)[-1]
+    if name == "provider-pragmatic-v1":
+        return _pragmatic_accepts(tail, body)
+    if name == "provider-evolution-v1":
+        return _evolution_accepts(tail, raw)
     if name == "provider-canonical-v1":
         return isinstance(parse_callback(ACTIONS[tail.removeprefix("wallet/")], raw), Callback)
     if name == "provider-hub88-v1":
@@ -246,9 +288,14 @@ def _accepted(name: str, path: str, body: Any) -> bool:
 _HUB_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 BODY_DOCUMENTS = ["provider-canonical-v1", "provider-hub88-v1", "operator-v1"]
+"""Documents whose every schema-valid body the protocol's validator accepts (pragmatic-v1's
+and evolution-v1's amounts must also be exact in the player's currency, which a schema
+cannot say: their examples are checked, and the conformance test sends generated bodies)."""
+FORM = "application/x-www-form-urlencoded"
 
 
-@pytest.mark.parametrize("name", BODY_DOCUMENTS)
+@pytest.mark.parametrize("name", [*BODY_DOCUMENTS, "provider-pragmatic-v1",
+                                  "provider-evolution-v1"])  # fmt: skip
 def test_the_documents_examples_are_accepted(name: str) -> None:
     found = _request_examples(name)
     assert found
@@ -334,3 +381,77 @@ def test_games_takes_the_countries_its_document_gives() -> None:
         assert response.status_code == expected, (country, response.text)
         case = operation.Case(path_parameters={"operator_id": operator})
         case.validate_response(response, checks=CONFORMANCE)
+
+
+# --- the operator-wallet documents are what the reference HTTP wallet serves ---------------
+
+WALLET_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+WALLET_SECRET = b"unit-test-wallet-secret-0001"
+WALLET_OPERATORS = {"op-wcan": ("canonical-v1", "/wallets/op-wcan"), "op-whub": ("hub88-v1",
+                    "/op-whub")}  # fmt: skip
+
+
+def test_each_wallet_protocol_has_its_document_with_its_paths() -> None:
+    by_protocol = {d.protocol: d for d in DOCUMENTS.values() if d.surface == WALLET_SURFACE}
+    assert set(by_protocol) == set(WALLET_PATHS)
+    for protocol, document in by_protocol.items():
+        assert set(document.spec["paths"]) == WALLET_PATHS[protocol], protocol
+
+
+def _wallet_tenants(path: Path) -> Path:
+    dev = yaml.safe_load(Settings().tenants_file.read_text())
+    pem = _pem_private(WALLET_KEY)
+    operators = []
+    for op, (protocol, base) in WALLET_OPERATORS.items():
+        credential = ({"secret": {"value": WALLET_SECRET.decode()}} if protocol == "canonical-v1"
+                      else {"signing_key": {"value": pem}})  # fmt: skip
+        wallet = {"mode": "http", "protocol": protocol, "url": f"http://127.0.0.1:9186{base}",
+                  **credential}  # fmt: skip
+        operators.append({"id": op, "name": op, "secret": {"value": f"{op}-api-secret-0001"},
+                          "currencies": ["EUR"], "providers": ["prov-nova"],
+                          "wallet": wallet})  # fmt: skip
+    path.write_text(yaml.safe_dump({**dev, "operators": operators}))
+    return path
+
+
+def _pem_private(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()  # fmt: skip
+
+
+def test_the_reference_http_wallet_serves_exactly_the_documented_paths(tmp_path: Path) -> None:
+    """A signed call to each path of either protocol, at each operator's mount: answered by
+    the protocol (a refusal of the empty command, read without PostgreSQL) exactly where the
+    operator's document has the path, 404 elsewhere."""
+    tenants = load_tenants(_wallet_tenants(tmp_path / "tenants.yaml"))
+    app = build_wallet_app(Settings(session_secret=SECRET), tenants)
+    every = set().union(*WALLET_PATHS.values(), {"/v1/nope", "/transaction/nope"})
+    body = b"{}"
+
+    def headers(protocol: str, path: str) -> dict[str, str]:
+        if protocol == "hub88-v1":
+            return {wallet_hub88.SIGNATURE_HEADER: rsa_sign(WALLET_KEY, body)}
+        ts = int(time.time())
+        return {"X-Agg-Timestamp": str(ts),
+                "X-Agg-Signature": hmac_sign(WALLET_SECRET, ts, "POST", path, body)}  # fmt: skip
+
+    async def run() -> dict[tuple[str, str], httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        out = {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://wallet") as client:
+            for op, (protocol, base) in WALLET_OPERATORS.items():
+                for path in sorted(every):
+                    out[(op, path)] = await client.post(
+                        base + path, content=body, headers=headers(protocol, base + path)
+                    )
+        return out
+
+    got = asyncio.run(run())
+    for (op, path), response in got.items():
+        protocol = WALLET_OPERATORS[op][0]
+        documented = path in WALLET_PATHS[protocol]
+        assert (response.status_code != 404) == documented, (op, path, response.text)
+        if documented:
+            name = f"operator-wallet-{protocol.removesuffix('-v1')}-v1"
+            case = schemathesis.openapi.from_dict(DOCUMENTS[name].spec)[path]["POST"].Case()
+            case.validate_response(response, checks=CONFORMANCE)

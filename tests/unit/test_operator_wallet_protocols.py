@@ -236,6 +236,48 @@ def test_hub88_server_refuses_an_amount_that_is_not_whole_minor_units() -> None:
     assert isinstance(got, Rejection) and got.code == "RS_ERROR_WRONG_TYPES"
 
 
+@pytest.mark.parametrize(
+    ("meta", "code"),
+    [
+        ({"correlation_id": "corr\u0000-1"}, "RS_ERROR_WRONG_SYNTAX"),
+        ({"provider": "prov nova"}, "RS_ERROR_WRONG_SYNTAX"),
+        ({"provider": 7}, "RS_ERROR_WRONG_TYPES"),
+    ],
+)
+def test_hub88_server_refuses_meta_values_that_are_no_ids(meta: dict[str, Any], code: str) -> None:
+    """``meta``'s ids are logged and kept in the ledger like the others (a NUL is no text
+    PostgreSQL takes)."""
+    _, server = pair("hub88-v1")
+    body = json.dumps({"user": "p-1", "request_uuid": "c-1", "transaction_uuid": "c-1",
+                       "currency": "EUR", "amount": 250_000, "meta": meta}).encode()  # fmt: skip
+    got = parse(server, "/transaction/bet", body, {"X-Hub88-Signature": rsa_sign(_key(), body)})
+    assert isinstance(got, Rejection) and got.code == code, got
+
+
+@pytest.mark.parametrize(
+    ("fields", "echoed"),
+    [
+        ({"user": "p-1", "request_uuid": "c-1", "currency": "EUR"},
+         {"user": "p-1", "request_uuid": "c-1", "currency": "EUR"}),
+        ({"user": "p 1", "request_uuid": "", "currency": "\u00ca\u0006"},
+         {"user": None, "request_uuid": None, "currency": None}),
+        ({"user": "x" * 201, "request_uuid": 7, "currency": "XXX"},
+         {"user": None, "request_uuid": None, "currency": None}),
+    ],
+)  # fmt: skip
+def test_hub88_refusals_echo_only_well_formed_values(
+    fields: dict[str, Any], echoed: dict[str, Any]
+) -> None:
+    """A refusal's answer repeats the call's ids and currency only where they are ones (its
+    document says what an answer holds), never what a malformed call put there."""
+    _, server = pair("hub88-v1")
+    body = json.dumps({**fields, "game_code": 5}).encode()  # refused: a number for an id
+    got = parse(server, "/user/balance", body, {"X-Hub88-Signature": rsa_sign(_key(), body)})
+    assert isinstance(got, Rejection) and got.code.startswith("RS_ERROR_WRONG_")
+    answer = json.loads(server.render_rejection(got).body)
+    assert {k: answer[k] for k in echoed} == echoed
+
+
 # --- answers -> reply statuses --------------------------------------------------------------------
 
 
@@ -337,6 +379,9 @@ def test_unusable_answers_are_failures(
         ("amount", 2**63),
         ("reference_command_id", None),
         ("issued_at_ms", "yesterday"),
+        ("issued_at_ms", -1),
+        ("issued_at_ms", 253_402_300_800_000),  # after 9999: no timestamp holds it
+        ("issued_at_ms", 2**63),
     ],
 )
 def test_canonical_server_refuses_bad_fields_400(field: str, value: Any) -> None:
