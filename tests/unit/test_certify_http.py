@@ -48,7 +48,8 @@ def operator(protocol: str) -> Operator:
                        "protocol": protocol, "breaker_failure_count": 2,
                        **CREDENTIALS[protocol]},
         }],
-        "providers": [{"id": "prov-nova", "name": "Nova", "secret": {"value": "prov-nova-secret-of-the-tests"}}],
+        "providers": [{"id": "prov-nova", "name": "Nova",
+                       "secret": {"value": "prov-nova-secret-of-the-tests"}}],
         "games": [{"id": "nova-starfall", "provider": "prov-nova", "name": "Starfall"}],
     })  # fmt: skip
     found = tenants.operator(OPERATOR)
