@@ -229,7 +229,8 @@ class Settings(BaseSettings):
         "",
         pattern=r"^[a-z_]*(,[a-z_]+)*$",
         description="TEST ONLY: deliberate defects of the reference wallet, comma-separated "
-        "(no_dedupe, negative_balance, double_rollback, wrong_currency, slow), so that the "
+        "(no_dedupe, negative_balance, double_rollback, wrong_currency, slow; "
+        "no_signature_check for the HTTP wallet), so that the "
         "certification kit's tests can show it catches each; refused unless "
         "wallet_broken_enabled. Empty: the real rules.",
     )

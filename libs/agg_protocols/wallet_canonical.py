@@ -180,6 +180,10 @@ class CanonicalWalletServer:
             return Rejection(problem.value, "signature does not verify"
                              if problem is SignatureProblem.INVALID_SIGNATURE
                              else "timestamp outside the window", 401, {})  # fmt: skip
+        return self.read(operator_id, method, path, body)
+
+    def read(self, operator_id: str, method: str, path: str, body: bytes) -> WalletCall | Rejection:
+        """The call of a request whose signature :meth:`parse` verified."""
         kind = KINDS.get(path)
         if method != "POST" or kind is None:
             return Rejection("INVALID_REQUEST", f"no such call {method} {path[:64]!r}", 404, {})

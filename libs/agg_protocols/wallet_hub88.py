@@ -196,6 +196,18 @@ def _ident(body: dict[str, Any], name: str, required: bool) -> str | None:
     return value
 
 
+def _echo(parsed: dict[str, Any] | str) -> dict[str, object]:
+    """What a refusal echoes of a request: its well-formed ids."""
+    echo: dict[str, object] = {}
+    if isinstance(parsed, dict):  # only well-formed values: the answer is documented
+        for name in ("user", "request_uuid"):
+            if isinstance(parsed.get(name), str) and ID_PATTERN.fullmatch(parsed[name]):
+                echo[name] = parsed[name]
+        if isinstance(parsed.get("currency"), str) and is_currency(parsed["currency"]):
+            echo["currency"] = parsed["currency"]
+    return echo
+
+
 @dataclass(frozen=True)
 class Hub88WalletServer:
     """The operator's side: verifies ``X-Hub88-Signature`` with the aggregator's public key."""
@@ -207,16 +219,15 @@ class Hub88WalletServer:
         self, operator_id: str, method: str, path: str, headers: dict[str, str], body: bytes,
         now_s: float,
     ) -> WalletCall | Rejection:  # fmt: skip
-        parsed = parse_object(body) if body else "empty body"
-        echo: dict[str, object] = {}
-        if isinstance(parsed, dict):  # only well-formed values: the answer is documented
-            for name in ("user", "request_uuid"):
-                if isinstance(parsed.get(name), str) and ID_PATTERN.fullmatch(parsed[name]):
-                    echo[name] = parsed[name]
-            if isinstance(parsed.get("currency"), str) and is_currency(parsed["currency"]):
-                echo["currency"] = parsed["currency"]
         if not rsa_verify(self.public_key, body, headers.get(SIGNATURE_HEADER.lower())):
-            return Rejection("RS_ERROR_INVALID_SIGNATURE", "signature does not verify", 200, echo)
+            return Rejection("RS_ERROR_INVALID_SIGNATURE", "signature does not verify", 200,
+                             _echo(parse_object(body) if body else "empty body"))  # fmt: skip
+        return self.read(operator_id, method, path, body)
+
+    def read(self, operator_id: str, method: str, path: str, body: bytes) -> WalletCall | Rejection:
+        """The call of a request whose signature :meth:`parse` verified."""
+        parsed = parse_object(body) if body else "empty body"
+        echo = _echo(parsed)
         kind = KINDS.get(path)
         if method != "POST" or kind is None:
             return Rejection("RS_ERROR_WRONG_SYNTAX", f"no such call {path[:64]!r}", 404, echo)

@@ -8,7 +8,9 @@ one did, 2 when the run could not be made (unknown operator, no broker, ...).
 
 Kafka wallets (``wallet.mode: kafka``) are reached on their topics with the connection
 settings of every service (``AGG_KAFKA_BOOTSTRAP``, ``AGG_TOPIC_PREFIX``, ...). HTTP wallets
-need the wallet bridge's client (docs/certification.md, "HTTP wallets").
+(``wallet.mode: http``) are called at their ``wallet.url`` as the wallet bridge calls them,
+in their protocol and with their credentials from the tenants file (docs/certification.md,
+"HTTP mode").
 """
 
 from __future__ import annotations
@@ -56,18 +58,22 @@ def wrong_currency_for(operator: Operator) -> str:
     raise UsageError(f"operator {operator.id} offers every currency of {WRONG_CURRENCY_CHOICES}")
 
 
-def make_wallet(settings: Settings, operator: Operator, mode: str) -> WalletUnderTest:
-    """The wallet under test, for the operator's wallet mode."""
+def make_wallet(
+    settings: Settings, operator: Operator, mode: str, request_timeout_ms: int = 10_000
+) -> WalletUnderTest:
+    """The wallet under test: the operator's topics (``kafka``; for an HTTP operator that
+    is its wallet through a running bridge), or its HTTP wallet called as the bridge calls
+    it (``http``), each request bounded by ``request_timeout_ms``."""
     if mode == "kafka":
         from agg_certify.kafka import KafkaWallet
 
         return KafkaWallet(settings, operator.id)
-    # The HTTP mode plugs in here: a WalletUnderTest over the wallet bridge's client of the
-    # operator's HTTP protocol (agg_bridge), see docs/certification.md, "HTTP wallets".
-    raise UsageError(
-        f"operator {operator.id} has an HTTP wallet ({operator.wallet.url}); the HTTP mode of "
-        "the kit needs the wallet bridge's client (agg_bridge), which this build lacks"
-    )
+    if operator.wallet.mode != "http":
+        raise UsageError(f"operator {operator.id} has no HTTP wallet (wallet.mode is "
+                         f"{operator.wallet.mode}): --mode http needs one")  # fmt: skip
+    from agg_certify.http import HttpWallet
+
+    return HttpWallet(operator, request_timeout_ms)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -229,7 +235,9 @@ def run_operator(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if operator is None:
             raise UsageError(f"unknown operator {args.operator!r} in {settings.tenants_file}")
         config = build_config(args, settings, operator)
-        wallet = make_wallet(settings, operator, args.mode or operator.wallet.mode)
+        wallet = make_wallet(
+            settings, operator, args.mode or operator.wallet.mode, config.reply_timeout_ms
+        )
     except (UsageError, TenantsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,11 +3,11 @@
 The checks are written against :class:`WalletUnderTest` only, so the same battery runs on
 every way an operator's wallet is reached. :class:`agg_certify.kafka.KafkaWallet` is the
 Kafka-native one (the operator consumes ``agg.wallet.commands.<operator>`` and answers on
-``agg.wallet.replies.<operator>``). An HTTP one wraps the wallet bridge's client for the
-operator's HTTP protocol (``agg_bridge``): it translates each :class:`Command` into that
-protocol's request, signs it as the bridge does, and turns the response into a
-:class:`Reply` (docs/certification.md, "HTTP wallets"); it also answers the signature check,
-which a Kafka wallet cannot be asked (:attr:`WalletUnderTest.signature_not_applicable`).
+``agg.wallet.replies.<operator>``). :class:`agg_certify.http.HttpWallet` calls an HTTP
+wallet through the wallet bridge's client (``agg_bridge``): each :class:`Command` becomes
+that protocol's signed request and the answer the :class:`Reply` the bridge would send
+(docs/certification.md, "HTTP mode"); it also answers the signature check, which a Kafka
+wallet cannot be asked (:attr:`WalletUnderTest.signature_not_applicable`).
 """
 
 from __future__ import annotations

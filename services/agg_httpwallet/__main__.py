@@ -1,7 +1,9 @@
 """``python -m agg_httpwallet`` (also ``aggregator httpwallet``): run the reference HTTP
 operator wallet for the tenants file's HTTP operators (or the ones given with
 ``--operator``), on ``AGG_HTTPWALLET_HOST``:``AGG_HTTPWALLET_PORT`` (127.0.0.1:9186).
-One uvicorn worker on uvloop; ``/metrics`` and ``/healthz`` on the same port. SIGTERM
+One uvicorn worker on uvloop; ``/metrics`` and ``/healthz`` on the same port. The deliberate
+defects of the certification kit's tests (``AGG_WALLET_BROKEN``) start only with
+``AGG_WALLET_BROKEN_ENABLED=true`` (docs/certification.md); a refused start exits 2. SIGTERM
 finishes the calls in flight and exits 0."""
 
 from __future__ import annotations

@@ -15,11 +15,19 @@ the balance per player and currency, created on first use with the operator's
 Kafka position (NULL). So the money checks that read ``wallet.players`` and
 ``wallet.commands`` work for HTTP operators too.
 
+Each operator's rules carry its :class:`~agg_wallet.rules.Policy` as the Kafka wallet's do
+(:func:`agg_wallet.service.policy_of`): its currencies, and for the certification kit's
+tests only the deliberate defects of ``AGG_WALLET_BROKEN`` (refused unless
+``AGG_WALLET_BROKEN_ENABLED=true``, logged ``wallet_broken`` at start): the rules' defects,
+``slow`` (every answer waits past the saga's wallet deadline) and ``no_signature_check``
+(a request is read whatever its signature, :meth:`WalletServerProtocol.read`).
+
 ``GET /metrics`` (Prometheus) and ``GET /healthz`` on the same port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,7 +57,8 @@ from agg_protocols.operator_wallet import (
 from agg_protocols.signatures import load_private_key
 from agg_protocols.wallet_canonical import CanonicalWalletServer
 from agg_protocols.wallet_hub88 import Hub88WalletServer
-from agg_wallet.rules import Command, problem_of
+from agg_wallet.rules import Command, Defect, Policy, problem_of, reply_delay_ms
+from agg_wallet.service import defects_of, policy_of
 from agg_wallet.store import Item, WalletStore
 
 log = get_logger("httpwallet")
@@ -75,6 +84,7 @@ class Mount:
     operator: Operator
     base_path: str
     protocol: WalletServerProtocol
+    policy: Policy
 
 
 def server_protocol(operator: Operator, base_path: str) -> WalletServerProtocol:
@@ -87,7 +97,11 @@ def server_protocol(operator: Operator, base_path: str) -> WalletServerProtocol:
     return CanonicalWalletServer(wallet.secret.reveal(), base_path)
 
 
-def mounts_of(tenants: Tenants, operator_ids: list[str] | None = None) -> list[Mount]:
+def mounts_of(
+    tenants: Tenants,
+    operator_ids: list[str] | None = None,
+    defects: frozenset[Defect] = frozenset(),
+) -> list[Mount]:
     """Where each HTTP operator is served, longest path first (so ``/a/b`` wins over ``/a``)."""
     found = []
     seen: dict[str, str] = {}
@@ -101,7 +115,8 @@ def mounts_of(tenants: Tenants, operator_ids: list[str] | None = None) -> list[M
         if base in ("/metrics", "/healthz"):
             raise ValueError(f"operator {operator.id}: the path {base!r} is the wallet's own")
         seen[base] = operator.id
-        found.append(Mount(operator, base, server_protocol(operator, base)))
+        protocol = server_protocol(operator, base)
+        found.append(Mount(operator, base, protocol, policy_of(operator, defects)))
     if operator_ids and {m.operator.id for m in found} != set(operator_ids):
         raise ValueError(f"not HTTP-wallet operators of the tenants file: {operator_ids}")
     if not found:
@@ -139,7 +154,10 @@ def command_of(call: WalletCall, now: datetime) -> Command:
 class HttpWallet:
     def __init__(self, settings: Settings, tenants: Tenants, operator_ids: list[str] | None = None):
         self.settings = settings
-        self.mounts = mounts_of(tenants, operator_ids)
+        self.defects = defects_of(settings)
+        self.mounts = mounts_of(tenants, operator_ids, self.defects)
+        self.reply_delay_ms = reply_delay_ms(self.defects, settings.wallet_timeout_ms)
+        self.checks_signatures = Defect.NO_SIGNATURE_CHECK not in self.defects
         self.pool = AsyncConnectionPool(
             settings.database_url,
             min_size=1,
@@ -157,6 +175,11 @@ class HttpWallet:
         log.event("httpwallet_started", operators={
             m.operator.id: {"path": m.base_path or "/", "protocol": m.protocol.protocol}
             for m in self.mounts})  # fmt: skip
+        if self.defects:
+            log.warning("wallet_broken", operators=[m.operator.id for m in self.mounts],
+                        defects=sorted(self.defects), reply_delay_ms=self.reply_delay_ms,
+                        reason="deliberate defects for certification tests; not a wallet "
+                        "for real money")  # fmt: skip
 
     async def stop(self) -> None:
         self.ready = False
@@ -184,9 +207,12 @@ class HttpWallet:
             if len(body) > BODY_BYTES_MAX:
                 return JSONResponse({"status": "INVALID_REQUEST", "reason": "body too large"}, 413)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        parsed = mount.protocol.parse(
-            op, request.method, sub_path, headers, bytes(body), time.time()
-        )
+        if self.checks_signatures:
+            parsed = mount.protocol.parse(
+                op, request.method, sub_path, headers, bytes(body), time.time()
+            )
+        else:  # the ``no_signature_check`` defect
+            parsed = mount.protocol.read(op, request.method, sub_path, bytes(body))
         if isinstance(parsed, Rejection):
             REQUESTS.labels(op, "-", parsed.code).inc()
             log.warning("call_refused", operator_id=op, path=sub_path[:64], status=parsed.code,
@@ -194,6 +220,8 @@ class HttpWallet:
                         correlation_id=headers.get("x-correlation-id"))  # fmt: skip
             return self._response(mount.protocol.render_rejection(parsed))
         answer, duplicate = await self._apply(mount, parsed)
+        if self.reply_delay_ms:  # the ``slow`` defect
+            await asyncio.sleep(self.reply_delay_ms / 1000)
         REQUESTS.labels(op, parsed.kind.value, answer.status.value).inc()
         if duplicate:
             DUPLICATES.labels(op).inc()
@@ -215,7 +243,7 @@ class HttpWallet:
         item = Item(command, problem_of(command, operator.id, key), None, None)
         async with self.pool.connection() as conn:
             result = await WalletStore(conn).apply_batch(
-                operator.id, operator.wallet.starting_balance, [item], now
+                operator.id, operator.wallet.starting_balance, [item], now, mount.policy
             )
         decision = result.decisions[0]
         entry = decision.entry

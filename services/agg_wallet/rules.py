@@ -118,6 +118,9 @@ class Defect(StrEnum):
     """A currency the operator does not offer is accepted (an account is opened in it)."""
     SLOW = "slow"
     """Every reply is sent later than the saga's wallet deadline (:func:`reply_delay_ms`)."""
+    NO_SIGNATURE_CHECK = "no_signature_check"
+    """A request is applied whatever its signature says (the reference HTTP wallet only: a
+    Kafka command carries no signature, so a Kafka wallet has nothing to skip)."""
 
 
 SLOW_MARGIN_MS = 500

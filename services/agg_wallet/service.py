@@ -488,6 +488,20 @@ class OperatorLoop:
         batch.sent.append(self.transport.send([dead]))
 
 
+def defects_of(settings: Settings) -> frozenset[Defect]:
+    """The deliberate defects asked for (``AGG_WALLET_BROKEN``); ValueError unless
+    ``AGG_WALLET_BROKEN_ENABLED`` allows them, or naming an unknown one. Every reference
+    wallet (Kafka and HTTP) reads them here, so both refuse and allow alike."""
+    defects = parse_defects(settings.wallet_broken)
+    if defects and not settings.wallet_broken_enabled:
+        raise ValueError(
+            "AGG_WALLET_BROKEN asks for deliberate defects "
+            f"({', '.join(sorted(defects))}), which are for testing the certification "
+            "kit only: set AGG_WALLET_BROKEN_ENABLED=true to run a broken wallet"
+        )
+    return defects
+
+
 def policy_of(operator: Operator, defects: frozenset[Defect]) -> Policy:
     """The rules' policy of one operator of the tenants file."""
     return Policy(
@@ -527,13 +541,7 @@ class WalletService:
             chosen = [o for o in kafka_operators if o.id in wanted]
         if not chosen:
             raise ValueError("no operator with wallet mode 'kafka' to serve")
-        self.defects = parse_defects(settings.wallet_broken)
-        if self.defects and not settings.wallet_broken_enabled:
-            raise ValueError(
-                "AGG_WALLET_BROKEN asks for deliberate defects "
-                f"({', '.join(sorted(self.defects))}), which are for testing the certification "
-                "kit only: set AGG_WALLET_BROKEN_ENABLED=true to run a broken wallet"
-            )
+        self.defects = defects_of(settings)
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.switches = switches or Switches()
