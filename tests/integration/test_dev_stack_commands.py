@@ -108,7 +108,7 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         )  # fmt: skip
         for secret_text in (secret, password):
             assert secret_text not in status.stdout + as_json.stdout + as_json.stderr
-        assert status.stdout.count("running (pid") == 6
+        assert status.stdout.count("running (pid") == 2 + len(SERVICES)  # kafka, postgres
         assert f"http://127.0.0.1:{PORTS['AGG_INGRESS_PORT']}" in status.stdout
         assert settings.kafka_bootstrap in status.stdout
 
@@ -130,7 +130,7 @@ def test_up_twice_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
         stopped = _make("status", state)
         assert stopped.returncode == 0
-        assert stopped.stdout.count("stopped") == 6
+        assert stopped.stdout.count("stopped") == 2 + len(SERVICES)
         cli = subprocess.run(
             [str(Path(sys.executable).parent / "aggregator"), "dev", "status"],
             env={**os.environ, "AGG_STATE_DIR": str(state)},
