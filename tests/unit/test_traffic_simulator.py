@@ -188,26 +188,26 @@ def dev_tenants_data() -> dict[str, Any]:
     [
         (lambda d: None,
          {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat",
-                       "prag-fruitparty", "evo-lightning"],
+                       "reels-fruitparty", "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
-          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "prag-fruitparty",
-                       "evo-lightning"]}),
+          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"]}),
         # a disabled provider's games are not played
         (lambda d: d["providers"][1].update(enabled=False),
-         {"op-alpha": ["nova-starfall", "nova-megaways", "hub-baccarat", "prag-fruitparty",
-                       "evo-lightning"],
+         {"op-alpha": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
-          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "prag-fruitparty",
-                       "evo-lightning"]}),
+          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"]}),
         # an operator on an HTTP wallet is played at too: in the local stack the reference HTTP
         # wallet serves it, with its ledger where the money check reads it
         (lambda d: d["operators"][1].update(wallet={
             "mode": "http", "url": "http://127.0.0.1:9/w", "secret": {"value": "w" * 16}}),
          {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat",
-                       "prag-fruitparty", "evo-lightning"],
+                       "reels-fruitparty", "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
-          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "prag-fruitparty",
-                       "evo-lightning"]}),
+          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"]}),
     ],
 )  # fmt: skip
 def test_the_operators_and_games_a_run_plays(
