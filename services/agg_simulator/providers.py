@@ -58,6 +58,11 @@ class ProviderClient(Protocol):
         know it by: the money model keys its transactions by it)."""
         ...
 
+    def end_of_round(self, round_id: str) -> str | None:
+        """The transaction id of the separate call that closes a settled round in this
+        protocol (a win of 0, pragmatic's ``endRound``), or None where the win closes it."""
+        ...
+
 
 class CanonicalClient:
     protocol = "canonical-v1"
@@ -92,6 +97,9 @@ class CanonicalClient:
     def forwarded_id(self, cb: Callback) -> str | None:
         return cb.transaction_id
 
+    def end_of_round(self, round_id: str) -> str | None:
+        return None
+
     def decode(self, http: int, body: bytes, currency: str = "") -> Answer:
         try:
             answer = json.loads(body)
@@ -121,6 +129,9 @@ class Hub88Client:
     def forwarded_id(self, cb: Callback) -> str | None:
         return cb.transaction_id
 
+    def end_of_round(self, round_id: str) -> str | None:
+        return None
+
     def decode(self, http: int, body: bytes, currency: str = "") -> Answer:
         if http == 503:
             return Answer(Status.RETRY_LATER)
@@ -141,7 +152,8 @@ class PragmaticClient:
     """``pragmatic-v1``: a session starts with ``authenticate`` (the only call with our
     session token); every later call names the player by the ``userId`` it answered, which
     :func:`agg_simulator.clients.send` puts in the callback as ``player_ref``. A rollback is
-    a ``refund`` of the bet's ``reference``, forwarded as ``rf:`` + reference."""
+    a ``refund`` of the bet's ``reference``, forwarded as ``rf:`` + reference; a settled
+    round is closed by ``endRound``."""
 
     protocol = pragmatic.PROTOCOL
     opening: Action | None = Action.AUTHENTICATE
@@ -157,6 +169,11 @@ class PragmaticClient:
         if method == pragmatic.Method.REFUND:
             return pragmatic.PREFIX[method] + (cb.reference_transaction_id or "")
         return cb.transaction_id
+
+    def end_of_round(self, round_id: str) -> str | None:
+        """``result`` settles a round without closing it; ``endRound`` closes it (a win of 0
+        under ``er:`` + roundId)."""
+        return pragmatic.PREFIX[pragmatic.Method.END_ROUND] + round_id
 
     def decode(self, http: int, body: bytes, currency: str = "") -> Answer:
         if http == 503:
@@ -199,6 +216,9 @@ class EvolutionClient:
         if cb.action is Action.ROLLBACK:
             return evolution.bet_reference(cb) + evolution.CANCEL_SUFFIX
         return cb.transaction_id
+
+    def end_of_round(self, round_id: str) -> str | None:
+        return None  # a credit closes the round
 
     def decode(self, http: int, body: bytes, currency: str = "") -> Answer:
         if http == 503:

@@ -180,6 +180,9 @@ class Simulator:
                                  answer.status)  # fmt: skip
         if answer.status == "OK":
             self.stats.wins_out[session.currency] += win
+        close_txn = self.clients[provider].end_of_round(rnd)
+        if answer.status == "OK" and close_txn is not None:  # pragmatic's endRound: no money
+            await self.callback(session, Call(Action.WIN, close_txn, rnd, 0, True))
 
     def _rollback(self, bet_txn: str, round_id: str, bet_amount: int) -> Call:
         """The rollback of ``bet_txn``, naming it and carrying its amount (evolution's cancel

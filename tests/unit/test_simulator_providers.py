@@ -138,6 +138,22 @@ def test_evolution_client_round_trips_through_the_adapter(
     assert got.round_closed is (call.action is Action.WIN)
 
 
+def test_a_pragmatic_round_is_closed_by_end_round_the_others_by_their_win() -> None:
+    client = PragmaticClient(SECRET)
+    close = client.end_of_round("rnd-1")
+    assert close == "er:rnd-1"
+    cb = callback_of(SESSION, Call(Action.WIN, close, "rnd-1", 0, True), "rq-9")
+    path, body, headers = client.encode(cb)
+    assert path == pragmatic.Method.END_ROUND
+    parsed = _parse(PragmaticAdapter(), Credentials(secret=SECRET), "prov-p", (path, body, headers))
+    assert isinstance(parsed, Accepted), parsed
+    got = parsed.callback
+    assert (got.transaction_id, got.amount, got.round_closed) == ("er:rnd-1", 0, True)
+    assert client.forwarded_id(cb) == "er:rnd-1"
+    for other in (CanonicalClient("p", SECRET), Hub88Client(KEY), EvolutionClient("t")):
+        assert other.end_of_round("rnd-1") is None
+
+
 def test_the_session_steps_answers_read_back() -> None:
     """pragmatic's authenticate answers the reference later calls name the player by;
     evolution's check answers OK for the sid."""
