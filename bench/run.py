@@ -336,7 +336,9 @@ class Bench:
                         )
         duplicates_differing = len(differing)
         prefix = f"bench-{self.run_id}-{LETTERS[system.name]}"
-        problems = money_check(expect, prefix, self.settings.database_url, settle_s=60)
+        problems = [
+            line for _, line in money_check(expect, prefix, self.settings.database_url, settle_s=60)
+        ]
         projection: list[str] = []
         if system.name == "pipeline":
             projection = projection_check(prefix, self.settings.database_url, settle_s=300)

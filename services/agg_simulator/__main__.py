@@ -1,5 +1,7 @@
 """``python -m agg_simulator`` (also ``aggregator simulate``): drive traffic through a running
-ingress for a while, then check every player's money at the reference wallet.
+ingress for a while, then check every player's money at the operator's wallet, one verdict
+per operator (the Kafka reference wallet and the reference HTTP wallet behind the bridge
+keep the same ledger, ``wallet.players``).
 
 Exit status: 0 when every player's balance change at the wallet equals what the answers
 promised (minus accepted bets, plus credited wins and refunds), 1 otherwise.
@@ -11,6 +13,9 @@ import argparse
 import asyncio
 import sys
 import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 
 import psycopg
@@ -23,12 +28,41 @@ from agg_simulator.run import Simulator
 from agg_simulator.summary import LivePrinter
 
 
+@dataclass(frozen=True)
+class OperatorVerdict:
+    """The money check of one operator's players: how many, and the mismatches."""
+
+    operator: str
+    wallet_mode: str
+    players: int
+    problems: tuple[str, ...]
+
+    def line(self) -> str:
+        head = f"money check {self.operator} ({self.wallet_mode})"
+        if self.problems:
+            return f"{head}: FAILED for {len(self.problems)} of {self.players} players"
+        return f"{head}: OK for {self.players} players"
+
+
+def per_operator(expect: Expectation, problems: list[tuple[str, str]],
+                 wallet_modes: Mapping[str, str]) -> list[OperatorVerdict]:  # fmt: skip
+    """The verdict of every operator that had players in the run or mismatches."""
+    players: Counter[str] = Counter(op for op, _, _ in expect.players)
+    found: dict[str, list[str]] = {}
+    for op, line in problems:
+        found.setdefault(op, []).append(line)
+    return [
+        OperatorVerdict(op, wallet_modes.get(op, "?"), players[op], tuple(found.get(op, ())))
+        for op in sorted(set(players) | set(found))
+    ]
+
+
 def money_check(
     expect: Expectation, player_prefix: str, database_url: str, settle_s: float = 20.0
-) -> list[str]:
-    """Mismatches between the wallet and the answers, for the players whose id starts with
-    ``player_prefix``; waits up to ``settle_s`` for credits still owed (a win answered
-    RETRY_LATER is retried by the saga until acknowledged)."""
+) -> list[tuple[str, str]]:
+    """Mismatches between the wallet and the answers, as (operator, description), for the
+    players whose id starts with ``player_prefix``; waits up to ``settle_s`` for credits
+    still owed (a win answered RETRY_LATER is retried by the saga until acknowledged)."""
     deadline = time.monotonic() + settle_s
     while True:
         problems = []
@@ -43,7 +77,7 @@ def money_check(
             expected = expect.expected_change(key)
             actual = changes.get(key, 0)
             if expected != actual:
-                problems.append(f"{key}: wallet moved {actual}, answers say {expected}")
+                problems.append((key[0], f"{key}: wallet moved {actual}, answers say {expected}"))
         if not problems or time.monotonic() > deadline:
             return problems
         time.sleep(1)
@@ -119,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)  # fmt: skip
     asyncio.run(sim.run(args.duration, LivePrinter(sys.stdout)))
     prefix = f"sim-{sim.run_id}-"
-    problems = money_check(sim.expect, prefix, settings.database_url)
+    mismatches = money_check(sim.expect, prefix, settings.database_url)
     players = len(sim.expect.players)
-    if problems:
-        print(f"MONEY CHECK FAILED for {len(problems)} of {players} players:")
-        for line in problems[:20]:
+    for verdict in per_operator(sim.expect, mismatches, sim.wallet_modes):
+        print(verdict.line())
+    if mismatches:
+        print(f"MONEY CHECK FAILED for {len(mismatches)} of {players} players:")
+        for _, line in mismatches[:20]:
             print("  " + line)
         return 1
     print(f"money check: OK for all {players} players (wallet balances match every answer)")

@@ -11,7 +11,7 @@ providers the simulator cannot speak for are left out of a run, with their games
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -32,6 +32,9 @@ class Session:
     game: str
     provider: str
     token: str
+    player_ref: str | None = None
+    """The reference a protocol that names players by one answered when the session started
+    (pragmatic's ``userId``), sent in every later call."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,14 @@ class Call:
 @dataclass(frozen=True)
 class Answer:
     """The ingress's answer: the HTTP status (503: the same request is sent again), the
-    canonical status and the balance when it gave one."""
+    canonical status, the balance when it gave one, and the transaction id the protocol's
+    adapter forwarded the call under (evolution's ``<refId>:credit``, pragmatic's ``rf:``
+    + reference: the id the wallet knows it by)."""
 
     http_status: int
     status: str
     balance: int | None = None
+    transaction_id: str | None = None
 
 
 def callback_of(session: Session, call: Call, request_id: str) -> Callback:
@@ -62,7 +68,7 @@ def callback_of(session: Session, call: Call, request_id: str) -> Callback:
         transaction_id=call.transaction_id,
         reference_transaction_id=call.reference_transaction_id, round_id=call.round_id,
         game_id=session.game, amount=call.amount, currency=session.currency,
-        round_closed=call.round_closed,
+        round_closed=call.round_closed, player_ref=session.player_ref,
     )  # fmt: skip
 
 
@@ -72,11 +78,31 @@ async def send(
 ) -> Answer:  # fmt: skip
     """``call`` for ``session`` in the provider's protocol; raises only what the HTTP
     client raises."""
-    path, body, headers = client.encode(callback_of(session, call, request_id))
+    callback = callback_of(session, call, request_id)
+    path, body, headers = client.encode(callback)
     response = await http.post(f"/v1/providers/{session.provider}/{path}", content=body,
                                headers=headers)  # fmt: skip
-    answer = client.decode(response.status_code, response.content)
-    return Answer(response.status_code, answer.status, answer.balance)
+    answer = client.decode(response.status_code, response.content, session.currency)
+    return Answer(response.status_code, answer.status, answer.balance,
+                  client.forwarded_id(callback))  # fmt: skip
+
+
+async def start_session(
+    http: httpx.AsyncClient, client: ProviderClient, session: Session, request_id: str
+) -> Session:
+    """The protocol's session step, where it has one (pragmatic's ``authenticate``, whose
+    ``userId`` later calls name the player by; evolution's ``check`` of the sid): the
+    session as later calls need it (RuntimeError when refused)."""
+    if client.opening is None:
+        return session
+    callback = callback_of(session, Call(client.opening), request_id)
+    path, body, headers = client.encode(callback)
+    response = await http.post(f"/v1/providers/{session.provider}/{path}", content=body,
+                               headers=headers)  # fmt: skip
+    answer = client.decode(response.status_code, response.content, session.currency)
+    if answer.status != "OK":
+        raise RuntimeError(f"{client.protocol} session step refused: {answer.status}")
+    return replace(session, player_ref=answer.player_ref or session.player_ref)
 
 
 async def open_session(

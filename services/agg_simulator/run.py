@@ -27,7 +27,7 @@ import httpx
 from agg_config.settings import Settings
 from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.statuses import Action
-from agg_simulator.clients import Answer, Call, Session, open_session, send
+from agg_simulator.clients import Answer, Call, Session, open_session, send, start_session
 from agg_simulator.model import Expectation
 from agg_simulator.paytable import RTP_DEFAULT, Paytable, paytable_for
 from agg_simulator.providers import ProviderClient, client_for
@@ -67,6 +67,7 @@ class Simulator:
             client = client_for(provider) if provider.enabled else None
             if client is not None:
                 self.clients[provider.id] = client
+        self.wallet_modes = {op.id: op.wallet.mode for op in tenants.operators}
         self.stats = Stats(time.monotonic())
         self.expect = Expectation()
         self.sessions: list[Session] = []
@@ -103,11 +104,14 @@ class Simulator:
             session = await open_session(
                 self.http, op, player, op.currencies[0], game.id, game.provider
             )
+            client = self.clients[game.provider]
+            session = await start_session(self.http, client, session, self._next_id("rq"))
             self.sessions.append(session)
 
     async def callback(self, session: Session, call: Call, retries_max: int = 20) -> Answer:
         """One callback, retried with the same request and transaction ids while the answer
-        is 503; every attempt is counted in the stats."""
+        is 503 or, in a protocol that answers HTTP 200 to everything, RETRY_LATER; every
+        attempt is counted in the stats."""
         assert self.http is not None
         client = self.clients[session.provider]
         action = call.action.value.lower()
@@ -122,8 +126,9 @@ class Simulator:
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
             self.stats.record(session.operator, session.provider, action, answer.status,
-                              latency_ms)  # fmt: skip
-            if answer.http_status != 503:
+                              latency_ms, client.protocol,
+                              self.wallet_modes[session.operator])  # fmt: skip
+            if answer.http_status != 503 and answer.status != "RETRY_LATER":
                 return answer
             await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
         self.stats.errors["gave up after 503s"] += 1
@@ -137,7 +142,7 @@ class Simulator:
         roll = self.random.random()
         if roll < 0.01:  # a rollback that overtakes its bet: the bet must then be refused
             bet_txn = self._next_id("tx")
-            rb = await self.callback(session, self._rollback(bet_txn, rnd))
+            rb = await self.callback(session, self._rollback(bet_txn, rnd, amount))
             answer = await self.callback(session, Call(Action.BET, bet_txn, rnd, amount, True))
             self.expect.bet_answered(player, provider, bet_txn, amount, answer.status)
             self.expect.rollback_answered(provider, bet_txn, rb.status)
@@ -159,7 +164,7 @@ class Simulator:
         if answer.status != "OK":
             return
         if roll < 0.05:  # the game is cancelled: roll the bet back
-            rb = await self.callback(session, self._rollback(bet_txn, rnd))
+            rb = await self.callback(session, self._rollback(bet_txn, rnd, amount))
             self.expect.rollback_answered(provider, bet_txn, rb.status)
             if rb.status == "OK":
                 self.stats.bets_in[session.currency] -= amount
@@ -167,15 +172,23 @@ class Simulator:
         win = self.paytables[session.game].play(amount, self.random)
         self._tally(session.game).settle(amount, win)
         win_txn = self._next_id("tx")
-        answer = await self.callback(session, Call(Action.WIN, win_txn, rnd, win, True))
-        self.expect.win_answered(player, provider, win_txn, win, answer.status)
+        answer = await self.callback(
+            session, Call(Action.WIN, win_txn, rnd, win, True, reference_transaction_id=bet_txn)
+        )
+        # keyed by the id the adapter forwarded (evolution's is derived from the bet's)
+        self.expect.win_answered(player, provider, answer.transaction_id or win_txn, win,
+                                 answer.status)  # fmt: skip
         if answer.status == "OK":
             self.stats.wins_out[session.currency] += win
+        close_txn = self.clients[provider].end_of_round(rnd)
+        if answer.status == "OK" and close_txn is not None:  # pragmatic's endRound: no money
+            await self.callback(session, Call(Action.WIN, close_txn, rnd, 0, True))
 
-    def _rollback(self, bet_txn: str, round_id: str) -> Call:
-        return Call(
-            Action.ROLLBACK, self._next_id("rb"), round_id, reference_transaction_id=bet_txn
-        )
+    def _rollback(self, bet_txn: str, round_id: str, bet_amount: int) -> Call:
+        """The rollback of ``bet_txn``, naming it and carrying its amount (evolution's cancel
+        repeats the debit's amount; the other protocols send no amount or an ignored one)."""
+        return Call(Action.ROLLBACK, self._next_id("rb"), round_id, bet_amount,
+                    reference_transaction_id=bet_txn)  # fmt: skip
 
     def _tally(self, game: str) -> GameTally:
         tally = self.stats.games.get(game)

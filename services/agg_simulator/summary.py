@@ -85,6 +85,10 @@ class Stats:
     total: Scope = field(default_factory=Scope)
     operators: dict[str, Scope] = field(default_factory=dict)
     providers: dict[str, Scope] = field(default_factory=dict)
+    protocols: dict[str, Scope] = field(default_factory=dict)
+    """By the provider's wire protocol (``canonical-v1``, ``pragmatic-v1``, ...)."""
+    wallets: dict[str, Scope] = field(default_factory=dict)
+    """By the operator's wallet mode (``kafka``, ``http``)."""
     games: dict[str, GameTally] = field(default_factory=dict)
     actions: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -98,10 +102,16 @@ class Stats:
             self.interval_started_s = self.started_s
 
     def record(self, operator: str, provider: str, action: str, status: str,
-               latency_ms: float) -> None:  # fmt: skip
+               latency_ms: float, protocol: str | None = None,
+               wallet: str | None = None) -> None:  # fmt: skip
         self.actions[action] += 1
-        for scope in (self.total, self._scope(self.operators, operator),
-                      self._scope(self.providers, provider)):  # fmt: skip
+        scopes = [self.total, self._scope(self.operators, operator),
+                  self._scope(self.providers, provider)]  # fmt: skip
+        if protocol is not None:
+            scopes.append(self._scope(self.protocols, protocol))
+        if wallet is not None:
+            scopes.append(self._scope(self.wallets, wallet))
+        for scope in scopes:
             scope.record(status, latency_ms)
 
     @staticmethod
@@ -112,7 +122,8 @@ class Stats:
         return found
 
     def next_interval(self, now_s: float) -> None:
-        for scope in (self.total, *self.operators.values(), *self.providers.values()):
+        for scope in (self.total, *self.operators.values(), *self.providers.values(),
+                      *self.protocols.values(), *self.wallets.values()):  # fmt: skip
             scope.window_ms = []
         self.interval_started_s = now_s
 
@@ -156,8 +167,10 @@ def game_line(game: str, tally: GameTally) -> str:
 def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
     """The one-screen summary: rows per operator and provider (callbacks, rate, latency
     percentiles and outcomes; rate and latency over the last interval, or over the whole run
-    when ``final``), the statuses and actions, each game's observed RTP next to its
-    configured one (with two standard deviations of the rounds played so far), and money."""
+    when ``final``; the final report has a row per provider protocol and per wallet mode
+    too, which the live screen leaves out to stay one screen), the statuses and actions,
+    each game's observed RTP next to its configured one (with two standard deviations of the
+    rounds played so far), and money."""
     elapsed = max(1e-3, now_s - stats.started_s)
     interval = max(1e-3, now_s - stats.interval_started_s)
     seconds = elapsed if final else interval
@@ -170,7 +183,10 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
         _row("all", stats.total, seconds, final),
     ]
     shown = None if final else ROWS_MAX  # the final report is printed once: every row
-    for label, scopes in (("operator", stats.operators), ("provider", stats.providers)):
+    groups = [("operator", stats.operators), ("provider", stats.providers)]
+    if final:
+        groups += [("proto", stats.protocols), ("wallet", stats.wallets)]
+    for label, scopes in groups:
         names = sorted(scopes)
         rows = [_row(f"{label} {n}", scopes[n], seconds, final) for n in names[:shown]]
         lines += _capped(rows, len(names) - len(rows), f"{label}s")

@@ -36,10 +36,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 class Pipeline:
     def __init__(self, settings: Settings, root: Path, env: dict[str, str] | None = None,
-                 projector_client: str | None = None):  # fmt: skip
+                 projector_client: str | None = None, http_wallets: bool = False):  # fmt: skip
         """``env``: settings of this pipeline's services beyond the common ones below;
         ``projector_client``: the projector's Kafka client (``AGG_KAFKA_CLIENT``) when not the
-        others'."""
+        others'; ``http_wallets``: run the reference HTTP wallet and the bridge too, as the
+        local stack does, so that the operators on HTTP wallets answer (the dev tenants with
+        their wallet URLs on this pipeline's free port, ``AGG_TENANTS_FILE``)."""
         self.settings = settings
         self.root = root
         self.ingress_port = free_port()
@@ -62,6 +64,25 @@ class Pipeline:
             "AGG_DEMO_STARTING_BALANCE_MINOR": str(DEMO_STARTING_BALANCE),
             **(env or {}),
         }
+        self.http_wallets: list[ServiceProcess] = []
+        if http_wallets:
+            wallet_port = free_port()
+            tenants_file = root / "aggregator.yaml"
+            tenants_file.write_text(settings.tenants_file.read_text().replace(
+                "http://127.0.0.1:9186/", f"http://127.0.0.1:{wallet_port}/"))  # fmt: skip
+            self.env.update({"AGG_TENANTS_FILE": str(tenants_file),
+                             "AGG_HTTPWALLET_PORT": str(wallet_port),
+                             "AGG_BRIDGE_METRICS_PORT": str(free_port())})  # fmt: skip
+            self.http_wallets = [
+                ServiceProcess(
+                    "httpwallet", root / "services", "agg_httpwallet", [],
+                    ready_url=f"http://127.0.0.1:{wallet_port}/healthz",
+                ),
+                ServiceProcess(
+                    "bridge", root / "services", "agg_bridge", ["--client-id", "e2e-bridge"],
+                    ready_log_text='"event":"partitions_assigned"',
+                ),
+            ]  # fmt: skip
         self.projector_env = dict(self.env)
         if projector_client is not None:
             self.projector_env["AGG_KAFKA_CLIENT"] = projector_client
@@ -99,12 +120,14 @@ class Pipeline:
         )  # fmt: skip
 
     def start(self) -> None:
-        for service in (*self.sagas, self.wallet, self.projector, self.ingress):
+        for service in (*self.sagas, self.wallet, *self.http_wallets, self.projector,
+                        self.ingress):  # fmt: skip
             service.start(self.projector_env if service is self.projector else self.env, 90)
 
     def stop(self) -> None:
         self.http.close()
-        for service in (self.ingress, self.projector, self.wallet, *self.sagas):
+        for service in (self.ingress, self.projector, *self.http_wallets, self.wallet,
+                        *self.sagas):  # fmt: skip
             service.stop()
 
     # --- operators and providers ------------------------------------------------------------

@@ -1,8 +1,10 @@
 """``make run``'s traffic: ``aggregator simulate``, the command ``make run`` runs, against the
-whole pipeline (saga worker, reference wallet, projector, ingress as processes) on the test
-servers. Its own money and projection checks must pass; its output, not a terminal here, is
-one plain line per interval and then the final report, whose games pay their configured RTP
-and whose wins are the wins the ledger credited."""
+whole pipeline (saga worker, reference Kafka wallet, reference HTTP wallet behind the bridge,
+projector, ingress as processes) on the test servers. It plays every provider protocol of
+the dev tenants at operators of both wallet modes; its own money check (one verdict per
+operator) and projection check must pass; its output, not a terminal here, is one plain line
+per interval and then the final report, whose games pay their configured RTP and whose wins
+are the wins the ledger credited."""
 
 from __future__ import annotations
 
@@ -12,19 +14,32 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from agg_config.settings import Settings
 from agg_config.tenants import load_tenants
 from tests.e2e.conftest import Pipeline
 
 
 @pytest.fixture(scope="module")
-def projector_client() -> str:
-    """One pipeline for this module (the projector's two clients are covered elsewhere)."""
-    return "librdkafka"
+def pipeline(
+    settings: Settings, catalogue_topics: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    """One pipeline for this module (the projector's two clients are covered elsewhere),
+    with the HTTP wallet and the bridge: the dev tenants' op-gamma is on an HTTP wallet. The
+    saga waits for a wallet as long as by default (1.5 s) (the bridge refuses to start when
+    its calls and retries to op-gamma could outlast the saga's wait)."""
+    p = Pipeline(settings, tmp_path_factory.mktemp("pipeline"), projector_client="librdkafka",
+                 http_wallets=True, env={"AGG_WALLET_TIMEOUT_MS": "1500"})  # fmt: skip
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
 
 
 AGGREGATOR = Path(sys.executable).parent / "aggregator"
@@ -39,7 +54,7 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
     pipeline: Pipeline,
 ) -> None:
     result = subprocess.run(
-        [str(AGGREGATOR), "simulate", "--duration", "8", "--players", "12", "--concurrency", "4",
+        [str(AGGREGATOR), "simulate", "--duration", "8", "--players", "18", "--concurrency", "4",
          "--seed", "11", "--game-rtp", "nova-starfall=90"],
         env={**os.environ, **pipeline.env}, capture_output=True, text=True, timeout=600,
         check=False,
@@ -58,7 +73,19 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
     assert "projection check: OK" in out
 
     tenants = load_tenants(pipeline.settings.tenants_file)
-    played = {g.id for g in tenants.games if not g.restricted_countries}  # 12 players: all
+    # every operator's money is checked on its own, whichever wallet it is on
+    for op in tenants.operators:
+        verdict = f"money check {op.id} ({op.wallet.mode}): OK for "
+        assert re.search(re.escape(verdict) + r"[1-9]\d* players", out), (op.id, out)
+    # every provider protocol and both wallet modes were played, with accepted callbacks
+    for name in [*(f"proto {p.protocol}" for p in tenants.providers), "wallet kafka",
+                 "wallet http"]:  # fmt: skip
+        callbacks, *_, ok, _refused, _retry = report_row(lines, name)
+        assert int(callbacks.replace(",", "")) > 0 and int(ok.replace(",", "")) > 0, (name, out)
+    assert {p.protocol for p in tenants.providers} == {
+        "canonical-v1", "hub88-v1", "pragmatic-v1", "evolution-v1"}  # fmt: skip
+
+    played = {g.id for g in tenants.games if not g.restricted_countries}  # 18 players: all
     rows = {game: report_row(lines, game) for game in played}
     settled = 0
     for game, (rounds, stakes, wins, observed, configured, _) in rows.items():

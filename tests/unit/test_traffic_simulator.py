@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from agg_config.settings import load_settings
 from agg_config.tenants import load_tenants, parse_tenants
 from agg_simulator.__main__ import main as simulate_main
+from agg_simulator.__main__ import per_operator
+from agg_simulator.model import Expectation
 from agg_simulator.paytable import (
     RTP_DEFAULT,
     WIN_SHAPE,
@@ -185,21 +187,27 @@ def dev_tenants_data() -> dict[str, Any]:
     ("change", "expected"),
     [
         (lambda d: None,
-         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat"],
+         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat",
+                       "reels-fruitparty", "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
-          "op-gamma": ["nova-starfall", "nova-megaways"]}),
+          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"]}),
         # a disabled provider's games are not played
         (lambda d: d["providers"][1].update(enabled=False),
-         {"op-alpha": ["nova-starfall", "nova-megaways", "hub-baccarat"],
+         {"op-alpha": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
-          "op-gamma": ["nova-starfall", "nova-megaways"]}),
+          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"]}),
         # an operator on an HTTP wallet is played at too: in the local stack the reference HTTP
         # wallet serves it, with its ledger where the money check reads it
         (lambda d: d["operators"][1].update(wallet={
             "mode": "http", "url": "http://127.0.0.1:9/w", "secret": {"value": "w" * 16}}),
-         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat"],
+         {"op-alpha": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat",
+                       "reels-fruitparty", "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
-          "op-gamma": ["nova-starfall", "nova-megaways"]}),
+          "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"]}),
     ],
 )  # fmt: skip
 def test_the_operators_and_games_a_run_plays(
@@ -224,6 +232,43 @@ def test_the_command_refuses_a_bad_rtp_before_it_sends_anything(
         simulate_main(["--base-url", "http://127.0.0.1:9", *argv])
     assert exit_.value.code == 2
     assert "opening" not in capsys.readouterr().out
+
+
+def test_the_dev_file_plays_every_protocol_at_a_kafka_and_the_http_operator() -> None:
+    tenants = load_tenants(load_settings().tenants_file)
+    sim = Simulator(load_settings(), tenants, "http://127.0.0.1:9", players=1, concurrency=1)
+    played = {
+        (sim.clients[g.provider].protocol, op.wallet.mode)
+        for op, games in sim.playable()
+        for g in games
+    }
+    protocols = {"canonical-v1", "hub88-v1", "pragmatic-v1", "evolution-v1"}
+    assert played == {(p, mode) for p in protocols for mode in ("kafka", "http")}
+
+
+@pytest.mark.parametrize(
+    ("problems", "lines"),
+    [
+        ([], ["money check op-alpha (kafka): OK for 2 players",
+              "money check op-gamma (http): OK for 1 players"]),
+        ([("op-gamma", "('op-gamma', 'p-3', 'EUR'): wallet moved -5, answers say -10")],
+         ["money check op-alpha (kafka): OK for 2 players",
+          "money check op-gamma (http): FAILED for 1 of 1 players"]),
+        # a player the wallet moved without any answer still counts against its operator
+        ([("op-beta", "('op-beta', 'p-9', 'EUR'): wallet moved -5, answers say 0")],
+         ["money check op-alpha (kafka): OK for 2 players",
+          "money check op-beta (kafka): FAILED for 1 of 0 players",
+          "money check op-gamma (http): OK for 1 players"]),
+    ],
+)  # fmt: skip
+def test_the_money_check_is_reported_per_operator(
+    problems: list[tuple[str, str]], lines: list[str]
+) -> None:
+    expect = Expectation()
+    for op, player in (("op-alpha", "p-1"), ("op-alpha", "p-2"), ("op-gamma", "p-3")):
+        expect.bet_answered((op, player, "EUR"), "prov-nova", f"tx-{player}", 10, "OK")
+    modes = {"op-alpha": "kafka", "op-beta": "kafka", "op-gamma": "http"}
+    assert [v.line() for v in per_operator(expect, problems, modes)] == lines
 
 
 # --- the summary --------------------------------------------------------------------------
@@ -283,6 +328,19 @@ def test_the_final_report_covers_the_whole_run() -> None:
     # 110 latencies: 1..100 and 200..209; rate over the 10 s
     assert row(lines, "all")[:5] == ["110", "11", "56.0", "100.0", "208.0"]
     assert row(lines, "nova-starfall")[3:5] == ["95.00%", "96.00%"]
+
+
+def test_the_final_report_has_a_row_per_protocol_and_wallet_mode() -> None:
+    stats = Stats(started_s=0.0)
+    for i, (protocol, wallet) in enumerate([("canonical-v1", "kafka"), ("evolution-v1", "http"),
+                                            ("evolution-v1", "kafka")]):  # fmt: skip
+        stats.record("op-alpha", "prov-x", "bet", "OK", float(i), protocol, wallet)
+    final = summary_lines(stats, now_s=1.0, final=True)
+    assert row(final, "proto canonical-v1")[0] == "1"
+    assert row(final, "proto evolution-v1")[0] == "2"
+    assert (row(final, "wallet kafka")[0], row(final, "wallet http")[0]) == ("2", "1")
+    live = summary_lines(stats, now_s=1.0, final=False)
+    assert not [line for line in live if line.startswith(("proto ", "wallet "))]
 
 
 def test_the_summary_stays_one_screen_with_many_tenants() -> None:
