@@ -121,7 +121,9 @@ class Bench:
         self.work: Path = args.work_dir
         self.loadgen = build_loadgen(self.work / "bin" / "loadgen")
         self.run_id = f"{int(time.time()) % 10**8:x}"
-        self.secrets = {p.id: p.shared_secret() for p in tenants.providers if p.secret}
+        # the load generator speaks canonical-v1: only those providers' games are offered
+        self.secrets = {p.id: p.shared_secret() for p in tenants.providers
+                        if p.protocol == "canonical-v1" and p.secret}  # fmt: skip
         self.players: dict[str, list[Player]] = {}
 
     # --- the load generator --------------------------------------------------------------------
