@@ -13,6 +13,10 @@ class Action(StrEnum):
     BET = "BET"
     WIN = "WIN"
     ROLLBACK = "ROLLBACK"
+    DEPOSIT = "DEPOSIT"
+    """The operator moves funds into a transfer-wallet balance (operator API)."""
+    WITHDRAW = "WITHDRAW"
+    """The operator moves funds out of a transfer-wallet balance (operator API)."""
 
 
 class Status(StrEnum):
