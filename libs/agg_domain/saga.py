@@ -495,7 +495,8 @@ def _invalid(request: Request) -> bool:
     if request.action in (Action.BALANCE, Action.AUTHENTICATE):
         return False
     if request.action in TRANSFER_ACTIONS:  # the operator's, for a transfer wallet only
-        if request.wallet != TRANSFER or request.transaction_id is None:
+        if (request.wallet != TRANSFER or request.provider_id != ""
+                or request.transaction_id is None):  # fmt: skip
             return True
         if request.amount is None:
             return request.action != Action.WITHDRAW  # a withdrawal of everything

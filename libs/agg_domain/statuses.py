@@ -19,6 +19,12 @@ class Action(StrEnum):
     """The operator moves funds out of a transfer-wallet balance (operator API)."""
 
 
+PROVIDER_ACTIONS = (Action.AUTHENTICATE, Action.BALANCE, Action.BET, Action.WIN,
+                    Action.ROLLBACK)  # fmt: skip
+"""The actions a provider's callback may carry (every protocol maps onto these); DEPOSIT and
+WITHDRAW come from the operator API only."""
+
+
 class Status(StrEnum):
     """Answer to a provider (canonical protocol v1), most fundamental refusal first."""
 

@@ -467,10 +467,12 @@ class Ingress:
         return operator, authenticated
 
     def _operator_reply(
-        self, endpoint: str, http: int, status: str, detail: str | None = None, **extra: Any
-    ) -> Response:
+        self, endpoint: str, http: int, status: str, detail: str | None = None, *,
+        with_status: bool = False, **extra: Any,
+    ) -> Response:  # fmt: skip
+        """``status`` is in the body of a refusal (and of a success ``with_status``)."""
         OPERATOR_CALLS.labels(endpoint, status).inc()
-        body: dict[str, Any] = {"status": str(status)} if http >= 300 else {}
+        body: dict[str, Any] = {"status": str(status)} if http >= 300 or with_status else {}
         if detail:
             body["detail"] = detail
         body.update(extra)
@@ -671,7 +673,7 @@ class Ingress:
                   direction=req.direction, status=str(status), amount=outcome.amount,
                   transfer_id=req.transfer_id)  # fmt: skip
         return self._operator_reply(
-            "transfers", transfer_http_status(status), status,
+            "transfers", transfer_http_status(status), status, with_status=True,
             transfer_id=req.transfer_id, direction=req.direction, amount=outcome.amount,
             balance=outcome.balance, currency=outcome.currency,
         )  # fmt: skip
