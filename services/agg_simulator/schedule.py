@@ -263,9 +263,10 @@ def _transfer_calls(rng: random.Random, first_n: int, duration_ms: int,
             if action == "WITHDRAW" and rng.random() < 0.5:
                 amount = None  # everything the balance holds
             transfer_id = f"x{rng.randrange(len(moves) + 1)}" if rng.random() < 0.2 else f"x{i}"
+            dup = rng.choice((None, None, rng.randint(0, 2_000)))
             calls.append(Call(n, at, op, player, "", action, currency,
                               transaction_id=transfer_id, amount=amount,
-                              dup_after_ms=rng.choice((None, None, rng.randint(0, 2_000)))))  # fmt: skip
+                              dup_after_ms=dup))  # fmt: skip
             n += 1
         bets: list[Call] = []
         for _ in range(rng.randint(2, 8)):
