@@ -69,6 +69,8 @@ class Mix:
     republished: float = 0.001
     """Events published a second time (same id, later offset), as after a saga crash."""
     demo_players: float = 0.03
+    kinded_wins: float = 0.0
+    """Wins of another kind than the round's payout: bonus, jackpot or promotion money."""
     transfer_players: float = 0.0
     """Real-money players of a transfer wallet: each session starts with a deposit (and,
     after the first, a withdrawal of part or all of the held balance)."""
@@ -281,6 +283,9 @@ class JournalWriter:
             self._rollback(p, bet_id, round_id, out)
         elif rng.random() < mix.win / (1 - mix.rollback):
             win = rng.choice((0, 0, 0, amount // 2, amount, 2 * amount, 5 * amount))
+            kind = "REGULAR"
+            if rng.random() < mix.kinded_wins:
+                kind = rng.choice(("BONUS", "JACKPOT", "PROMO"))
             request = self._request(
                 p,
                 Action.WIN,
@@ -288,6 +293,7 @@ class JournalWriter:
                 round_id=round_id,
                 amount=win,
                 round_closed=True,
+                win_kind=kind,
             )
             if rng.random() < mix.credit_silent:
                 silent = frozenset({CommandKind.CREDIT})

@@ -99,6 +99,8 @@ class Request:
     wallet: str = "seamless"
     """The operator's wallet model when the request was accepted: ``seamless`` (its wallet
     decides) or ``transfer`` (a balance held here decides; see :data:`TRANSFER`)."""
+    win_kind: str = "REGULAR"
+    """For a win: ``REGULAR`` (the round's payout), ``BONUS``, ``JACKPOT`` or ``PROMO``."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class Command:
     game_id: str | None
     reference_command_id: str | None
     issued_at_ms: int
+    win_kind: str = "REGULAR"
+    """For a CREDIT: what kind of win it pays (the operator books jackpots and promotions
+    apart)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,8 @@ class Txn:
     """For a win: CreditOwed has been journaled."""
     whole: bool = False
     """For a withdrawal: it asked for the whole balance (``amount`` is what it took)."""
+    win_kind: str = "REGULAR"
+    """For a win: its kind (part of its content: the same id with another kind conflicts)."""
 
 
 @dataclass(frozen=True)
@@ -429,6 +436,7 @@ class _Draft:
             game_id=txn.game_id,
             reference_command_id=reference,
             issued_at_ms=self.now,
+            win_kind=txn.win_kind,
         )
 
     def note_balance(self, balance: int | None, currency: str) -> None:
@@ -527,6 +535,7 @@ def _new_txn(request: Request, state: TxnState) -> Txn:
         reference_transaction_id=request.reference_transaction_id,
         round_closed=request.round_closed,
         state=state,
+        win_kind=request.win_kind,
     )
 
 
@@ -537,6 +546,7 @@ def _same_content(txn: Txn, request: Request) -> bool:
         and txn.currency == request.currency
         and txn.round_id == request.round_id
         and txn.reference_transaction_id == request.reference_transaction_id
+        and txn.win_kind == request.win_kind
     )
 
 
@@ -861,7 +871,8 @@ def _on_credit_reply(d: _Draft, win: Txn, pending: Pending, reply: Reply) -> Non
     d.note_balance(reply.balance, reply.currency)
     credited = _settle(d, win, TxnState.ACCEPTED, Status.OK, reply.balance)
     d.event("WinCredited", reply.command_id, credited, command_id=reply.command_id,
-            balance=reply.balance, round_closed=credited.round_closed)  # fmt: skip
+            balance=reply.balance, round_closed=credited.round_closed,
+            win_kind=credited.win_kind)  # fmt: skip
     d.add_to_round(credited, win=credited.amount)
 
 
@@ -1073,7 +1084,8 @@ def _on_held_win(d: _Draft, held: _Held, txn: Txn, request: Request, balance: in
     _held_move(d, held, txn.currency, balance)
     credited = _held_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
     _held_event(d, held, "WinCredited", decision_id, credited, command_id=decision_id,
-                balance=balance, round_closed=credited.round_closed)  # fmt: skip
+                balance=balance, round_closed=credited.round_closed,
+                win_kind=credited.win_kind)  # fmt: skip
     if held.keeps_rounds:
         d.add_to_round(credited, win=credited.amount)
 

@@ -19,6 +19,19 @@ class Action(StrEnum):
     """The operator moves funds out of a transfer-wallet balance (operator API)."""
 
 
+class WinKind(StrEnum):
+    """What a win is: a game's own payout, or money the game did not pay out of the stake."""
+
+    REGULAR = "REGULAR"
+    """The round's payout."""
+    BONUS = "BONUS"
+    """Provider-funded bonus money (a free round's or a bonus feature's win)."""
+    JACKPOT = "JACKPOT"
+    """A jackpot paid out (zero-stake credit)."""
+    PROMO = "PROMO"
+    """A promotion's prize: tournament, prize drop (zero-stake credit)."""
+
+
 PROVIDER_ACTIONS = (Action.AUTHENTICATE, Action.BALANCE, Action.BET, Action.WIN,
                     Action.ROLLBACK)  # fmt: skip
 """The actions a provider's callback may carry (every protocol maps onto these); DEPOSIT and

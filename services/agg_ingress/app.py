@@ -418,6 +418,7 @@ class Ingress:
                 "reply_to": self.instance_id,
                 "reply_partition": partition,
                 "mode": claims.mode,  # demo play never reaches the operator's wallet
+                "win_kind": cb.win_kind.value,
                 "wallet": TRANSFER if claims.operator_id in self.transfer_operators else SEAMLESS,
         }  # fmt: skip
         outcome = await self._decided(router, partition, record)

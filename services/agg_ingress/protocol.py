@@ -31,7 +31,7 @@ from typing import Any
 
 from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.currency import is_currency
-from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status
+from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status, WinKind
 from agg_ingress.sessions import PlayerRef, TokenProblem
 from agg_protocols.jsonbody import parse_object as parse_object
 from agg_protocols.signatures import hmac_sign as sign
@@ -46,6 +46,7 @@ URL_CHARS_MAX = 2_048
 ACTIONS: dict[str, Action] = {a.value.lower(): a for a in PROVIDER_ACTIONS}
 """The canonical protocol's callback paths (a provider can never deposit or withdraw)."""
 MONEY_ACTIONS = frozenset({Action.BET, Action.WIN, Action.ROLLBACK})
+WIN_KINDS = frozenset(k.value for k in WinKind)
 
 
 class Refusal(StrEnum):
@@ -153,6 +154,8 @@ class Callback:
     player_ref: str | None = None
     """The player reference (``agg_ingress.sessions``) a protocol names the player by where
     its call carries no session token (``session_token`` and ``player_id`` are then empty)."""
+    win_kind: WinKind = WinKind.REGULAR
+    """For a win: the game's payout, or bonus, jackpot or promotion money."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,14 @@ class _Fields:
             raise _Malformed(f"{name}: an ISO 4217 code")
         return value
 
+    def win_kind(self) -> WinKind:
+        value = self._get("win_kind", False)
+        if value is None:
+            return WinKind.REGULAR
+        if value not in WIN_KINDS:
+            raise _Malformed("win_kind: REGULAR, BONUS, JACKPOT or PROMO")
+        return WinKind(value)
+
     def flag(self, name: str) -> bool:
         value = self._get(name, False)
         if value is None:
@@ -239,6 +250,7 @@ def validate_callback(action: Action, body: dict[str, Any]) -> Callback | Invali
             amount=f.amount("amount", not rollback, 1 if action is Action.BET else 0),
             currency=f.currency("currency", not rollback),
             round_closed=f.flag("round_closed"),
+            win_kind=f.win_kind() if action is Action.WIN else WinKind.REGULAR,
         )
     except _Malformed as exc:
         return Invalid(str(exc))

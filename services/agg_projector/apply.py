@@ -26,6 +26,20 @@ DEMO_EVENTS = frozenset({"BetAccepted", "BetRejected", "BetRolledBack", "WinCred
 """The events that carry a session ``mode`` (demo play's are kept apart)."""
 
 
+WIN_KINDS = ("BONUS", "JACKPOT", "PROMO")
+"""The win kinds revenue reports apart (in this order), outside the game's wins and GGR."""
+
+
+def revenue_wins(amount: int, kind: str) -> tuple[int, tuple[int, int, int]]:
+    """A win's amount as revenue sees it: the game's wins, or (bonus, jackpot, promo) wins.
+    A kind a later writer added and this one does not know counts as the game's."""
+    if kind not in WIN_KINDS:
+        return amount, (0, 0, 0)
+    kinds = [0, 0, 0]
+    kinds[WIN_KINDS.index(kind)] = amount
+    return 0, (kinds[0], kinds[1], kinds[2])
+
+
 def transfer_kind(d: dict[str, Any]) -> str:
     """The ledger kind of a transfer event: DEPOSIT (funds in) or WITHDRAW (out)."""
     return "DEPOSIT" if d["direction"] == "IN" else "WITHDRAW"
@@ -168,19 +182,23 @@ class Applier:
         )  # fmt: skip
 
     def _revenue(self, cur: psycopg.Cursor[Any], d: dict[str, Any], *, bets: int = 0,
-                 wins: int = 0, refunds: int = 0) -> None:  # fmt: skip
+                 wins: int = 0, refunds: int = 0, kind: str = "REGULAR") -> None:  # fmt: skip
+        regular, (bonus, jackpot, promo) = revenue_wins(wins, kind)
         cur.execute(
             self.q(
                 "insert into {s}.revenue_daily (operator_id, provider_id, game_id, currency, day,"
-                " bets, wins, refunds) values (%s, %s, %s, %s, (%s at time zone 'UTC')::date,"
-                " %s, %s, %s)"
+                " bets, wins, refunds, bonus_wins, jackpot_wins, promo_wins)"
+                " values (%s, %s, %s, %s, (%s at time zone 'UTC')::date, %s, %s, %s, %s, %s, %s)"
                 " on conflict (operator_id, provider_id, game_id, currency, day) do update set"
                 " bets = {s}.revenue_daily.bets + excluded.bets,"
                 " wins = {s}.revenue_daily.wins + excluded.wins,"
-                " refunds = {s}.revenue_daily.refunds + excluded.refunds"
+                " refunds = {s}.revenue_daily.refunds + excluded.refunds,"
+                " bonus_wins = {s}.revenue_daily.bonus_wins + excluded.bonus_wins,"
+                " jackpot_wins = {s}.revenue_daily.jackpot_wins + excluded.jackpot_wins,"
+                " promo_wins = {s}.revenue_daily.promo_wins + excluded.promo_wins"
             ),
             (d["operator_id"], d["provider_id"], d.get("game_id") or "", d["currency"],
-             d["occurred_at"], bets, wins, refunds),
+             d["occurred_at"], bets, regular, refunds, bonus, jackpot, promo),
         )  # fmt: skip
 
     # --- events ----------------------------------------------------------------------------
@@ -206,7 +224,7 @@ class Applier:
         self._txn(cur, d, "WIN", "CREDITED")
         self._balance(cur, d)
         self._round(cur, d, win=d["amount"])
-        self._revenue(cur, d, wins=d["amount"])
+        self._revenue(cur, d, wins=d["amount"], kind=d.get("win_kind", "REGULAR"))
 
     def _credit_owed(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
         self._txn(cur, d, "WIN", "OWED")

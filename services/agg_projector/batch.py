@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from agg_projector.apply import DEMO_EVENTS, JournalEvent, transfer_kind
+from agg_projector.apply import DEMO_EVENTS, JournalEvent, revenue_wins, transfer_kind
 
 TxnKey = tuple[str, str, str, str]
 """(operator, provider, player, transaction)."""
@@ -71,7 +71,8 @@ _STAGING = {
     ),
     "agg_stage_revenue": (
         "operator_id text, provider_id text, game_id text, currency text, day date,"
-        " bets bigint, wins bigint, refunds bigint"
+        " bets bigint, wins bigint, refunds bigint, bonus_wins bigint, jackpot_wins bigint,"
+        " promo_wins bigint"
     ),
 }
 """Temporary tables of the session (emptied at each commit), one per merged table."""
@@ -92,7 +93,8 @@ _TYPES = {
     "agg_stage_demo_balances": ["text", "text", "text", "int8", "text", "timestamptz"],
     "agg_stage_sessions": ["text", "text", "text", "text", "text", "text", "text", "text",
                            "timestamptz", "timestamptz"],
-    "agg_stage_revenue": ["text", "text", "text", "text", "date", "int8", "int8", "int8"],
+    "agg_stage_revenue": ["text", "text", "text", "text", "date", "int8", "int8", "int8",
+                          "int8", "int8", "int8"],
 }  # fmt: skip
 
 _JOURNAL_COLUMNS = (
@@ -118,23 +120,29 @@ def utc_day(at: datetime) -> date:
 
 @dataclass
 class Revenue:
-    """Bets, wins and refunds per (operator, provider, game, currency, UTC day): additive, so
-    it can be gathered over several batches (a replay's worker) and merged once."""
+    """Bets, wins and refunds, and the bonus, jackpot and promotion wins, per (operator,
+    provider, game, currency, UTC day): additive, so it can be gathered over several batches
+    (a replay's worker) and merged once."""
 
     sums: dict[RevenueKey, list[int]] = field(default_factory=dict)
 
-    def add(self, key: RevenueKey, bets: int, wins: int, refunds: int) -> None:
+    def add(self, key: RevenueKey, bets: int, wins: int, refunds: int,
+            kinds: tuple[int, int, int] = (0, 0, 0)) -> None:  # fmt: skip
+        """``kinds``: the (bonus, jackpot, promo) wins."""
         row = self.sums.get(key)
         if row is None:
-            self.sums[key] = [bets, wins, refunds]
+            self.sums[key] = [bets, wins, refunds, *kinds]
         else:
             row[0] += bets
             row[1] += wins
             row[2] += refunds
+            row[3] += kinds[0]
+            row[4] += kinds[1]
+            row[5] += kinds[2]
 
     def merge(self, other: Revenue) -> None:
-        for key, (bets, wins, refunds) in other.sums.items():
-            self.add(key, bets, wins, refunds)
+        for key, (bets, wins, refunds, bonus, jackpot, promo) in other.sums.items():
+            self.add(key, bets, wins, refunds, (bonus, jackpot, promo))
 
     def __bool__(self) -> bool:
         return bool(self.sums)
@@ -198,7 +206,7 @@ class BatchRows:
             self._txn(d, "WIN", "CREDITED")
             self._balance(d)
             self._round(d, win=d["amount"])
-            self._revenue(d, wins=d["amount"])
+            self._revenue(d, wins=d["amount"], kind=d.get("win_kind", "REGULAR"))
         elif name == "RoundClosed":
             self._round_closed(d)
         elif name == "BetRolledBack":
@@ -333,11 +341,12 @@ class BatchRows:
             if at > row[11]:
                 row[11] = at
 
-    def _revenue(self, d: dict[str, Any], *, bets: int = 0, wins: int = 0,
-                 refunds: int = 0) -> None:  # fmt: skip
+    def _revenue(self, d: dict[str, Any], *, bets: int = 0, wins: int = 0, refunds: int = 0,
+                 kind: str = "REGULAR") -> None:  # fmt: skip
         key = (d["operator_id"], d["provider_id"], d.get("game_id") or "", d["currency"],
                utc_day(d["occurred_at"]))  # fmt: skip
-        self.revenue.add(key, bets, wins, refunds)
+        regular, kinds = revenue_wins(wins, kind)
+        self.revenue.add(key, bets, regular, refunds, kinds)
 
 
 class BatchWriter:
@@ -507,9 +516,13 @@ class BatchWriter:
                    ((*key, *sums) for key, sums in revenue.sums.items()))  # fmt: skip
         cur.execute(self.q(
             "insert into {s}.revenue_daily as t (operator_id, provider_id, game_id, currency,"
-            " day, bets, wins, refunds) select * from agg_stage_revenue"
+            " day, bets, wins, refunds, bonus_wins, jackpot_wins, promo_wins)"
+            " select * from agg_stage_revenue"
             " order by operator_id, provider_id, game_id, currency, day"
             " on conflict (operator_id, provider_id, game_id, currency, day) do update set"
             " bets = t.bets + excluded.bets, wins = t.wins + excluded.wins,"
-            " refunds = t.refunds + excluded.refunds"
+            " refunds = t.refunds + excluded.refunds,"
+            " bonus_wins = t.bonus_wins + excluded.bonus_wins,"
+            " jackpot_wins = t.jackpot_wins + excluded.jackpot_wins,"
+            " promo_wins = t.promo_wins + excluded.promo_wins"
         ))  # fmt: skip

@@ -292,8 +292,8 @@ SECTIONS = [
     ),
     Section(
         "per-provider daily totals",
-        "select provider_id, day, currency, bets, wins, refunds, ggr"
-        " from {s}.provider_daily_totals order by day, provider_id, currency",
+        "select provider_id, day, currency, bets, wins, refunds, ggr, bonus_wins, jackpot_wins,"
+        " promo_wins from {s}.provider_daily_totals order by day, provider_id, currency",
         discrepancy=False,
     ),
 ]

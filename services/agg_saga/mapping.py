@@ -41,6 +41,7 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         reply_partition=d["reply_partition"],
         mode=d.get("mode", "real"),  # written before v2: real
         wallet=d.get("wallet", "seamless"),  # written before v3: seamless
+        win_kind=d.get("win_kind", "REGULAR"),
     )
 
 
@@ -69,6 +70,7 @@ def command_to_avro(c: Command, operator_id: str, player_id: str) -> dict[str, A
         "game_id": c.game_id,
         "reference_command_id": c.reference_command_id,
         "issued_at": _dt(c.issued_at_ms),
+        "win_kind": c.win_kind,
     }
 
 

@@ -92,6 +92,9 @@ class WalletCommand:
     reference_command_id: str | None
     """For CANCEL: the ``command_id`` of the DEBIT to cancel."""
     issued_at: datetime
+    win_kind: str = "REGULAR"
+    """For CREDIT: ``REGULAR`` (the round's payout), ``BONUS``, ``JACKPOT`` or ``PROMO``
+    (money the game did not pay out of its stakes: book it apart if you do)."""
 
     @property
     def key(self) -> bytes:
@@ -243,6 +246,7 @@ def decode_command(data: bytes) -> WalletCommand:
         game_id=d["game_id"],
         reference_command_id=d["reference_command_id"],
         issued_at=d["issued_at"],
+        win_kind=d.get("win_kind", "REGULAR"),
     )
 
 
@@ -336,4 +340,5 @@ def encode_command(command: WalletCommand) -> bytes:
         "game_id": command.game_id,
         "reference_command_id": command.reference_command_id,
         "issued_at": millis(command.issued_at),
+        "win_kind": command.win_kind,
     })  # fmt: skip

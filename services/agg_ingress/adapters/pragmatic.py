@@ -59,7 +59,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from agg_domain.currency import is_currency, minor_unit_exponent
 from agg_domain.ids import derive_id
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import Action, Status, WinKind
 from agg_ingress.adapters.base import (
     Accepted,
     Credentials,
@@ -120,6 +120,12 @@ PREFIX: dict[str, str] = {
     Method.END_ROUND: "er:",
 }
 """Transaction id prefix of the methods whose transactions are not the wire reference."""
+WIN_KIND: dict[str, WinKind] = {
+    Method.BONUS_WIN: WinKind.BONUS,
+    Method.JACKPOT_WIN: WinKind.JACKPOT,
+    Method.PROMO_WIN: WinKind.PROMO,
+}
+"""The win kind of each method that credits money the game did not pay (default REGULAR)."""
 
 OK, INSUFFICIENT, PLAYER_NOT_FOUND, BET_NOT_ALLOWED, TOKEN_INVALID = 0, 1, 2, 3, 4
 BAD_HASH, PLAYER_FROZEN, BAD_PARAMETERS, GAME_NOT_FOUND, BET_LIMIT = 5, 6, 7, 8, 50
@@ -332,7 +338,8 @@ class PragmaticAdapter:
         amount = f.amount("amount", currency, 1 if action is Action.BET else 0)
         return (Callback(action, request_id, "", "", transaction_id=txn, round_id=round_id,
                          game_id=game_id, amount=amount, currency=currency,
-                         player_ref=user_id), context)  # fmt: skip
+                         player_ref=user_id,
+                         win_kind=WIN_KIND.get(method, WinKind.REGULAR)), context)  # fmt: skip
 
     def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
         """The game URL's query in this family's launch names: the session token the game
