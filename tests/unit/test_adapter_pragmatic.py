@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import Action, Status, WinKind
 from agg_ingress.adapters.base import Accepted, Credentials, Refused, Result, WireRequest
 from agg_ingress.adapters.pragmatic import (
     DESCRIPTION,
@@ -137,18 +137,19 @@ P = "PragmaticPlay"
         ("bonusWin.html", {"providerId": P, "userId": USER, "reference": "b-1", "amount": "5",
                            "bonusCode": "fs-77"},
          Callback(Action.WIN, "", "", "", transaction_id="bw:b-1", amount=500, currency="EUR",
-                  player_ref=USER)),
+                  player_ref=USER, win_kind=WinKind.BONUS)),
         ("jackpotWin.html", {**BET, "reference": "j-1", "jackpotId": "9", "amount": "1000.00"},
          Callback(Action.WIN, "", "", "", transaction_id="jw:j-1", round_id="5103188801",
-                  game_id="vs20doghouse", amount=100_000, currency="EUR", player_ref=USER)),
+                  game_id="vs20doghouse", amount=100_000, currency="EUR", player_ref=USER,
+                  win_kind=WinKind.JACKPOT)),
         ("promoWin.html", {"providerId": P, "userId": USER, "reference": "p-1", "amount": "7.77",
                            "currency": "EUR", "campaignId": "c1", "campaignType": "T"},
          Callback(Action.WIN, "", "", "", transaction_id="pw:p-1", amount=777, currency="EUR",
-                  player_ref=USER)),
+                  player_ref=USER, win_kind=WinKind.PROMO)),
         ("promoWin.html", {"providerId": P, "userId": USER, "reference": "p-1", "amount": "7",
                            "currency": "USD"},
          Callback(Action.WIN, "", "", "", transaction_id="pw:p-1", amount=700, currency="USD",
-                  player_ref=USER)),  # the core refuses it: not the reference's currency
+                  player_ref=USER, win_kind=WinKind.PROMO)),  # the core refuses: not its currency
         ("refund.html", {"providerId": P, "userId": USER, "reference": "5c4f2b1e9a3d"},
          Callback(Action.ROLLBACK, "", "", "", transaction_id="rf:5c4f2b1e9a3d",
                   reference_transaction_id="5c4f2b1e9a3d", player_ref=USER)),
@@ -387,12 +388,15 @@ def callbacks(draw: st.DrawFn) -> Callback:
                         round_closed=True, player_ref=user)  # fmt: skip
     if kind in ("bonusWin", "promoWin"):
         prefix = "bw:" if kind == "bonusWin" else "pw:"
+        win_kind = WinKind.BONUS if kind == "bonusWin" else WinKind.PROMO
         return Callback(Action.WIN, "", "", "", transaction_id=prefix + ref, amount=amount,
-                        currency=c, player_ref=user)  # fmt: skip
+                        currency=c, player_ref=user, win_kind=win_kind)  # fmt: skip
     action = Action.BET if kind == "bet" else Action.WIN
     prefix = "jw:" if kind == "jackpotWin" else ""
+    win_kind = WinKind.JACKPOT if kind == "jackpotWin" else WinKind.REGULAR
     return Callback(action, "", "", "", transaction_id=prefix + ref, round_id=round_id,
-                    game_id=game, amount=amount, currency=c, player_ref=user)  # fmt: skip
+                    game_id=game, amount=amount, currency=c, player_ref=user,
+                    win_kind=win_kind)  # fmt: skip
 
 
 @settings(max_examples=examples(300, full=5_000), deadline=None)

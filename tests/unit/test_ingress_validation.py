@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from agg_config.tenants import parse_tenants
-from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status
+from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status, WinKind
 from agg_ingress.client import curl_command, sign
 from agg_ingress.protocol import (
     AMOUNT_MAX,
@@ -176,6 +177,22 @@ def test_valid_bet() -> None:
         Action.BET, "req-1", "tok", "player-1", transaction_id="tx-1", round_id="round-1",
         game_id="nova-starfall", amount=100, currency="EUR", round_closed=False,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["REGULAR", "BONUS", "JACKPOT", "PROMO"])
+def test_a_win_names_its_kind(kind: str) -> None:
+    got = parse(Action.WIN, with_(BET, win_kind=kind))
+    assert isinstance(got, Callback) and got.win_kind == WinKind(kind)
+    assert parse(Action.WIN, BET) == replace(got, win_kind=WinKind.REGULAR)
+    # a bet's kind is not read: only wins have one
+    bet = parse(Action.BET, with_(BET, win_kind=kind))
+    assert isinstance(bet, Callback) and bet.win_kind == WinKind.REGULAR
+
+
+@pytest.mark.parametrize("kind", ["jackpot", "FREE", 3, True, ""])
+def test_an_unknown_win_kind_is_refused(kind: object) -> None:
+    got = parse(Action.WIN, with_(BET, win_kind=kind))
+    assert isinstance(got, Invalid) and "win_kind" in got.reason
 
 
 def test_unknown_fields_are_ignored() -> None:
