@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from agg_config.document import (
@@ -76,6 +77,8 @@ CONFIG_REFUSED = Counter(
 )
 POLL_TIMEOUT_MS = 500
 """Longest wait for a new document; also bounds how late a stop is noticed."""
+UNREQUIRED_TIMEOUT_MS = 5_000
+"""How long a service that can run without Kafka waits for it at start."""
 RETRY_PAUSE_S = 1.0
 """Pause before the watcher reconnects after a failed fetch."""
 
@@ -188,8 +191,19 @@ class TenantsWatcher(Generic[T]):
     the running event loop (its consumer belongs to it); ``await start()`` before serving,
     then run :meth:`follow` as a task until ``stop``."""
 
-    def __init__(self, settings: Settings, holder: TenantsHolder[T], *, client_id: str):
+    def __init__(
+        self,
+        settings: Settings,
+        holder: TenantsHolder[T],
+        *,
+        client_id: str,
+        required: bool = True,
+    ):
+        """``required=False``: a service that needs no Kafka otherwise (the reference HTTP
+        wallet) starts on its file when the broker does not answer within
+        ``UNREQUIRED_TIMEOUT_MS``, and does not follow."""
         self.settings = settings
+        self.required = required
         self.holder = holder
         self.client_id = client_id
         self.topic = TopicNames(settings.topic_prefix).config
@@ -208,15 +222,23 @@ class TenantsWatcher(Generic[T]):
 
     async def start(self) -> None:
         """Read the topic from its beginning to its end (bounded by ``admin_timeout_ms``)."""
-        timeout_s = self.settings.admin_timeout_ms / 1000
+        timeout_ms = self.settings.admin_timeout_ms
+        if not self.required:
+            timeout_ms = min(timeout_ms, UNREQUIRED_TIMEOUT_MS)
+        timeout_s = timeout_ms / 1000
         try:
-            await topic_partitions(
-                self.settings.kafka_bootstrap, self.topic, self.settings.admin_timeout_ms
-            )
+            async with asyncio.timeout(timeout_s):
+                await topic_partitions(self.settings.kafka_bootstrap, self.topic, timeout_ms)
         except TopicMissingError:
             log.warning("config_topic_missing", service=self.holder.service, topic=self.topic,
                         detail="run `aggregator topics ensure`; serving the tenants file, "
                         "not following")  # fmt: skip
+            return
+        except (TimeoutError, KafkaError, OSError) as exc:
+            if self.required:
+                raise ConfigUnavailableError(f"{self.topic}: {exc!r}") from exc
+            log.warning("config_unreachable", service=self.holder.service, topic=self.topic,
+                        detail=f"{exc!r}; serving the tenants file, not following")  # fmt: skip
             return
         self.consumer = await self._connect()
         try:
