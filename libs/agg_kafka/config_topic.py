@@ -61,7 +61,7 @@ async def read_latest(settings: Settings) -> TenantsDocument | None:
     latest: TenantsDocument | None = None
     try:
         consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
+        await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
         while await consumer.position(tp) < end:
             batches = await consumer.getmany(tp, timeout_ms=500)
