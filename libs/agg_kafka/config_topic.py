@@ -116,7 +116,7 @@ async def publish_tenants(
         document=document,
         previous=previous,
         summary=summarize_change(previous.tenants if previous else None, tenants),
-        event_id=derive_id("cfg", document.sha256, document.sequence),
+        event_id=derive_id("cfg", settings.topic_prefix, document.sequence, document.sha256),
     )
     event = AvroCodec().encode(TENANTS_CHANGED, tenants_changed(published))
     producer = make_producer(
