@@ -129,7 +129,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class _Provider:
-    """An enabled provider: its protocol's adapter and its credentials, resolved at start."""
+    """An enabled provider: its protocol's adapter and its credentials, resolved once per
+    tenants document."""
 
     adapter: ProviderAdapter
     credentials: Credentials
@@ -177,7 +178,8 @@ class _Done:
 
 
 def credentials(provider: ProviderConfig) -> Credentials:
-    """A provider's credentials, read once (a missing secret variable stops the start)."""
+    """A provider's credentials, read once per document (a missing secret variable stops the
+    start, or refuses a later document)."""
     return Credentials(
         secret=provider.secret.reveal() if provider.secret else None,
         public_key=load_public_key(provider.public_key) if provider.public_key else None,
