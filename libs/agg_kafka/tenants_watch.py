@@ -303,7 +303,9 @@ class OperatorTasks(Generic[K, V]):
 
     :meth:`reconcile` stops the tasks of keys no longer wanted, or whose spec changed, and
     starts those of new keys (a changed spec is stopped and started anew). A stopped task
-    finishes its work first (the loops drain and commit on their stop event)."""
+    finishes its work first (the loops drain and commit on their stop event), and a key's
+    new task starts only once its previous one has finished: two loops of one operator never
+    run at once (they would share a consumer group membership)."""
 
     def __init__(
         self, group: asyncio.TaskGroup, run: Callable[[K, V, asyncio.Event], Awaitable[None]]
@@ -311,28 +313,40 @@ class OperatorTasks(Generic[K, V]):
         self.group = group
         self.run = run
         self.running: dict[K, tuple[V, asyncio.Event, asyncio.Task[None]]] = {}
+        self.stopping: dict[K, asyncio.Task[None]] = {}
+        """Tasks told to stop that may still be finishing, by key."""
 
     def reconcile(self, wanted: Mapping[K, V]) -> tuple[list[K], list[K]]:
         """Make the running tasks those of ``wanted``; returns (started, stopped) keys."""
         stopped = []
-        for key, (spec, stop, _task) in list(self.running.items()):
+        for key, (spec, stop, task) in list(self.running.items()):
             if key not in wanted or wanted[key] != spec:
                 stop.set()
                 del self.running[key]
+                self.stopping[key] = task
                 stopped.append(key)
         started = []
         for key, spec in wanted.items():
             if key not in self.running:
                 stop = asyncio.Event()
-                task = self.group.create_task(self._run(key, spec, stop))
+                previous = self.stopping.get(key)
+                task = self.group.create_task(self._run(key, spec, stop, previous))
                 self.running[key] = (spec, stop, task)
                 started.append(key)
         return started, stopped
 
-    async def _run(self, key: K, spec: V, stop: asyncio.Event) -> None:
-        await self.run(key, spec, stop)
+    async def _run(
+        self, key: K, spec: V, stop: asyncio.Event, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its failure, if any, is the group's to raise
+            if self.stopping.get(key) is previous:
+                del self.stopping[key]
+        if not stop.is_set():
+            await self.run(key, spec, stop)
 
     def stop_all(self) -> None:
-        for _spec, stop, _task in self.running.values():
+        for key, (_spec, stop, task) in self.running.items():
             stop.set()
+            self.stopping[key] = task
         self.running.clear()

@@ -733,20 +733,22 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         await watcher.start()
         stop_watching = asyncio.Event()
         following = asyncio.create_task(watcher.follow(stop_watching))
-        router = OutcomeRouter(settings, ingress.instance_id)
-        ingress.router = router
-        await router.start()
-        reader = ProjectionReader(settings.database_url)
-        await reader.open()  # connects in the background: callbacks never wait for it
-        ingress.reader = reader
         try:
-            yield
+            router = OutcomeRouter(settings, ingress.instance_id)
+            ingress.router = router
+            await router.start()
+            reader = ProjectionReader(settings.database_url)
+            await reader.open()  # connects in the background: callbacks never wait for it
+            ingress.reader = reader
+            try:
+                yield
+            finally:
+                ingress.router = None
+                ingress.reader = None
+                await reader.close()
+                await router.stop()
         finally:
-            ingress.router = None
-            ingress.reader = None
             stop_watching.set()
-            await reader.close()
-            await router.stop()
             await following
 
     routes = [

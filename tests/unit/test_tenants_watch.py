@@ -185,7 +185,8 @@ def test_operator_tasks_follow_the_wanted_set() -> None:
             await asyncio.sleep(0)
             assert tasks.reconcile({"a": 1, "b": 1}) == ([], [])
             assert tasks.reconcile({"a": 2, "c": 1}) == (["a", "c"], ["a", "b"])
-            await asyncio.sleep(0)
+            for _ in range(5):
+                await asyncio.sleep(0)
             assert sorted(tasks.running) == ["a", "c"]
             tasks.stop_all()
 
@@ -194,3 +195,36 @@ def test_operator_tasks_follow_the_wanted_set() -> None:
         "start a:1", "start b:1", "stop a:1", "stop b:1", "start a:2", "start c:1",
         "stop a:2", "stop c:1",
     ])  # fmt: skip
+    # a key's new task started only after its old one had finished
+    assert events.index("stop a:1") < events.index("start a:2")
+
+
+def test_a_key_stopped_and_wanted_again_waits_for_its_draining_task() -> None:
+    events: list[str] = []
+    drained = asyncio.Event()
+
+    async def run(key: str, spec: int, stop: asyncio.Event) -> None:
+        events.append(f"start {spec}")
+        await stop.wait()
+        if spec == 1:
+            await drained.wait()  # the first loop takes its time to finish its batch
+        events.append(f"stop {spec}")
+
+    async def scenario() -> None:
+        async with asyncio.TaskGroup() as group:
+            tasks: OperatorTasks[str, int] = OperatorTasks(group, run)
+            tasks.reconcile({"a": 1})
+            await asyncio.sleep(0)
+            tasks.reconcile({})
+            tasks.reconcile({"a": 2})
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert events == ["start 1"]  # the second waits
+            drained.set()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert events == ["start 1", "stop 1", "start 2"]
+            tasks.stop_all()
+
+    asyncio.run(scenario())
+    assert events[-1] == "stop 2"
