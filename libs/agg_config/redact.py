@@ -53,3 +53,25 @@ def redact_field(name: str, value: Any) -> Any:
     if kind == "secret":
         return MASK
     return redact_url(value) if isinstance(value, str) else value
+
+
+SECRET_SOURCE_KEYS = frozenset({"value", "env"})
+
+
+def redact_tenants(data: Any) -> Any:
+    """A tenants document's JSON (:func:`agg_config.document.tenants_json`) as it may be
+    printed: every secret's inline value masked (a variable's name stays: it says where the
+    secret is, not what), secret-named fields masked, connection strings without password."""
+    if isinstance(data, list):
+        return [redact_tenants(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    if data and data.keys() <= SECRET_SOURCE_KEYS:
+        return {k: (MASK if k == "value" else v) for k, v in data.items()}
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict | list):
+            out[name] = redact_tenants(value)
+        else:
+            out[name] = redact_field(name, value)
+    return out

@@ -1,7 +1,9 @@
 """The tenants file: operators, providers and games (``deploy/local/aggregator.yaml`` in dev).
 
-Loaded once at start-up and validated whole; every problem is reported with the path of the
-bad field (``operators[1].currencies[0]: ...``) so a wrong file never half-starts a service.
+Validated whole, at start-up and by ``aggregator config apply`` (which publishes it to the
+config topic every service follows, :mod:`agg_config.document`); every problem is reported
+with the path of the bad field (``operators[1].currencies[0]: ...``) so a wrong file never
+half-starts a service nor reaches one.
 Secrets are given inline (dev only) or as the name of an environment variable that holds them;
 an inline value is left out of every repr and :meth:`Secret.describe` names only where it
 comes from, so printing a tenant never prints its secret.

@@ -53,6 +53,11 @@ class TopicNames:
     def saga_state(self) -> str:
         return f"{self.prefix}.saga.state"
 
+    @property
+    def config(self) -> str:
+        """The current tenants document (key ``tenants``; ``agg_config.document``)."""
+        return f"{self.prefix}.config"
+
     def wallet_commands(self, operator_id: str) -> str:
         return f"{self.prefix}.wallet.commands.{operator_id}"
 
@@ -101,6 +106,24 @@ def catalogue(
                 }
             ),
             "saga state per player (changelog, read back on partition assignment)",
+        ),
+        TopicSpec(
+            names.config,
+            # one document, read whole by every instance: one partition keeps it in order
+            1,
+            replication_factor,
+            MappingProxyType(
+                {
+                    "min.insync.replicas": str(min_insync_replicas),
+                    # only the latest document matters; compact, never delete, so a service
+                    # starting a year later still finds the tenants it must run
+                    "cleanup.policy": "compact",
+                    "min.compaction.lag.ms": str(60 * 1000),
+                    "segment.ms": str(DAY_MS),
+                }
+            ),
+            "the current tenants document (aggregator config apply; every service follows it)",
+            co_partitioned=False,
         ),
     ]
     for op in sorted(set(operator_ids)):

@@ -1,9 +1,10 @@
 """``python -m agg_bridge`` (also ``aggregator bridge``): run the HTTP wallet bridge.
 
-Serves every operator of the tenants file whose wallet mode is ``http`` (or the ones given
-with ``--operator``). Connection settings come from the ``AGG_*`` environment and
-``var/stack.env`` like every service; each operator's protocol, credentials, timeout,
-retries, concurrency and breaker from its ``wallet`` entry. ``/metrics`` on
+Serves every operator of the tenants whose wallet mode is ``http`` (or the ones given with
+``--operator``): the tenants file's, then the config topic's document, which it follows
+without a restart (``docs/configuration.md``). Connection settings come from the ``AGG_*``
+environment and ``var/stack.env`` like every service; each operator's protocol, credentials,
+timeout, retries, concurrency and breaker from its ``wallet`` entry. ``/metrics`` on
 ``AGG_BRIDGE_METRICS_PORT`` (9185). SIGTERM or SIGINT finishes the current batch, commits it
 and exits 0; exit 2 when the configuration is refused.
 """

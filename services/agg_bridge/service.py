@@ -52,6 +52,7 @@ from agg_bridge.breaker import GAUGE_VALUE, Breaker, BreakerState
 from agg_config.settings import Settings
 from agg_config.tenants import Operator, Tenants, WalletConfig
 from agg_domain.statuses import CommandKind, ReplyStatus
+from agg_kafka.tenants_watch import Applied, OperatorTasks, TenantsHolder, TenantsWatcher
 from agg_kafka.topics import TopicNames
 from agg_kafka.transport import make_transport
 from agg_obs.logs import get_logger
@@ -543,8 +544,14 @@ def http_operators(tenants: Tenants, operator_ids: Iterable[str] | None) -> list
 
 
 class BridgeService:
-    """The HTTP wallet bridge for some operators of the tenants file. Build it inside the
-    running event loop, then ``await service.run(stop)``."""
+    """The HTTP wallet bridge for some operators of the tenants. Build it inside the running
+    event loop, then ``await service.run(stop)``.
+
+    It follows the tenants document (:mod:`agg_kafka.tenants_watch`): an operator that a new
+    document gives an HTTP wallet starts being bridged, one that loses it (or leaves) is
+    stopped after its current batch, and one whose wallet settings changed (URL, protocol,
+    credentials, limits) is stopped and started again with them. A document whose call
+    budgets do not fit the saga's wallet timeout is refused (the previous one stays)."""
 
     def __init__(
         self,
@@ -555,32 +562,69 @@ class BridgeService:
         client_id: str = "bridge",
         instance_id: str | None = None,
     ):
-        chosen = http_operators(tenants, operator_ids)
+        self.settings = settings
+        self.wanted_ids = None if operator_ids is None else frozenset(operator_ids)
+        # the file's tenants must name every operator asked for; a later document may drop
+        # one (its loop stops) without stopping the others
+        chosen = http_operators(tenants, self.wanted_ids)
         if not chosen:
             raise ValueError("no operator with wallet mode 'http' to bridge")
-        for operator in chosen:
-            problem = budget_problem(operator, settings.wallet_timeout_ms)
-            if problem is not None:
-                raise ValueError(problem)
-        self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.client_id = client_id
         self.instance_id = instance_id
         self.codec = AvroCodec()
-        self.bridges = [OperatorBridge(self, o) for o in chosen]
+        self.tenants = TenantsHolder("bridge", self.plan, tenants)
+        """The operators to bridge, per tenants document."""
+        self.bridges: dict[str, OperatorBridge] = {}
+        """The running loop of each operator bridged now."""
+
+    def plan(self, tenants: Tenants) -> dict[str, Operator]:
+        """The operators ``tenants`` asks this bridge to serve; ValueError refuses them."""
+        chosen = [o for o in tenants.operators if o.wallet.mode == "http"]
+        if self.wanted_ids is not None:
+            chosen = [o for o in chosen if o.id in self.wanted_ids]
+        for operator in chosen:
+            problem = budget_problem(operator, self.settings.wallet_timeout_ms)
+            if problem is not None:
+                raise ValueError(problem)
+            client_protocol(operator)  # its keys load, or the document is refused
+        return {o.id: o for o in chosen}
 
     @property
     def operator_ids(self) -> list[str]:
-        return [b.operator_id for b in self.bridges]
+        return sorted(self.bridges)
 
     def ready(self) -> bool:
-        return all(b.assigned.is_set() for b in self.bridges)
+        return all(b.assigned.is_set() for b in self.bridges.values())
 
     def breakers(self) -> dict[str, str]:
-        return {b.operator_id: b.caller.breaker.state.value for b in self.bridges}
+        return {i: b.caller.breaker.state.value for i, b in self.bridges.items()}
+
+    async def _bridge(self, operator_id: str, operator: Operator, stop: asyncio.Event) -> None:
+        bridge = OperatorBridge(self, operator)
+        self.bridges[operator_id] = bridge
+        try:
+            await bridge.run(stop)
+        finally:
+            if self.bridges.get(operator_id) is bridge:
+                del self.bridges[operator_id]
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.event("bridge_started", operators=self.operator_ids)
+        watcher = TenantsWatcher(self.settings, self.tenants, client_id=f"{self.client_id}-config")
+        await watcher.start()
         async with asyncio.TaskGroup() as group:
-            for bridge in self.bridges:
-                group.create_task(bridge.run(stop))
+            loops: OperatorTasks[str, Operator] = OperatorTasks(group, self._bridge)
+
+            def follow(
+                old: Applied[dict[str, Operator]], new: Applied[dict[str, Operator]]
+            ) -> None:
+                started, stopped = loops.reconcile(new.view)
+                log.event("bridge_operators_changed", sequence=new.document.sequence,
+                          started=started, stopped=stopped, operators=sorted(new.view))  # fmt: skip
+
+            loops.reconcile(self.tenants.view)
+            self.tenants.listeners.append(follow)
+            log.event("bridge_started", operators=sorted(self.tenants.view))
+            group.create_task(watcher.follow(stop))
+            await stop.wait()
+            loops.stop_all()

@@ -4,6 +4,9 @@ aggregator dev up|down|status     the local stack of real servers
 aggregator topics ensure|list     the topic catalogue on the configured broker
 aggregator schemas list|check|freeze
 aggregator config check           validate settings and the tenants file
+aggregator config apply FILE --actor NAME [--reason TEXT]
+                                  publish a tenants file to every running service (journaled)
+aggregator config show            the tenants document the services follow (secrets masked)
 aggregator ingress [--port N]      run one ingress instance (provider callbacks, operator API)
 aggregator wallet [--operator ID] [--mode normal|slow|silent|failing]
                                   run the reference operator wallet
@@ -117,7 +120,100 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return main_schemas(args.rest)
 
 
+ACTOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@:/+-]{0,199}$"
+"""Who applies a change: a person's or a job's name, printable, on one line."""
+
+
 def cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "apply":
+        return _config_apply(args)
+    if args.action == "show":
+        return _config_show()
+    if args.file is not None:
+        print("error: FILE is for `config apply` only", file=sys.stderr)
+        return 2
+    return _config_check(args)
+
+
+def _config_apply(args: argparse.Namespace) -> int:
+    import re
+    from pathlib import Path
+
+    from agg_config.document import secret_problems
+    from agg_config.tenants import TenantsError, load_tenants
+    from agg_kafka.admin import TopicMissingError
+    from agg_kafka.config_topic import apply_tenants
+
+    if args.file is None:
+        print("error: config apply needs FILE (the tenants file to publish)", file=sys.stderr)
+        return 2
+    if not args.actor or not re.fullmatch(ACTOR_PATTERN, args.actor):
+        print("error: --actor NAME is required: who makes the change (letters, digits, "
+              "' ._@:/+-', at most 200 characters)", file=sys.stderr)  # fmt: skip
+        return 2
+    reason = args.reason or ""
+    if len(reason) > 1000 or any(ord(c) < 32 for c in reason):
+        print("error: --reason: one line of at most 1000 characters", file=sys.stderr)
+        return 2
+    try:
+        tenants = load_tenants(Path(args.file))
+    except TenantsError as exc:
+        print(f"error: {exc}\nnothing was published", file=sys.stderr)
+        return 1
+    problems = secret_problems(tenants)
+    if problems:
+        print(f"error: {args.file}: secrets missing here, the services could not read them:\n  "
+              + "\n  ".join(problems) + "\nnothing was published", file=sys.stderr)  # fmt: skip
+        return 1
+    settings = _settings()
+    try:
+        previous, published = asyncio.run(
+            apply_tenants(settings, tenants, actor=args.actor, reason=reason)
+        )
+    except TopicMissingError as exc:
+        print(f"error: {exc}: run `aggregator topics ensure` first; nothing was published",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if published is None:
+        assert previous is not None
+        print(f"unchanged: {args.file} is the current document (sequence "
+              f"{previous.sequence}, sha256 {previous.sha256}, applied by {previous.actor}); "
+              "nothing was published")  # fmt: skip
+        return 0
+    doc = published.document
+    print(f"applied {args.file} as sequence {doc.sequence} (sha256 {doc.sha256}) by {doc.actor}")
+    print(f"  previous: {doc.previous_sha256 or 'none (first document)'}")
+    for line in published.summary.lines() or ["no list entry changed"]:
+        print(f"  {line}")
+    print(f"  journaled as TenantsChanged {published.event_id}")
+    return 0
+
+
+def _config_show() -> int:
+    from agg_config.document import tenants_json
+    from agg_config.redact import redact_tenants
+    from agg_kafka.admin import TopicMissingError
+    from agg_kafka.config_topic import read_latest
+
+    settings = _settings()
+    try:
+        doc = asyncio.run(read_latest(settings))
+    except TopicMissingError as exc:
+        print(f"error: {exc}: run `aggregator topics ensure` first", file=sys.stderr)
+        return 1
+    if doc is None:
+        print(f"no document published: the services run their tenants file "
+              f"({settings.tenants_file})")  # fmt: skip
+        return 0
+    print(json.dumps({
+        "sequence": doc.sequence, "sha256": doc.sha256, "previous_sha256": doc.previous_sha256,
+        "actor": doc.actor, "reason": doc.reason, "applied_at": doc.applied_at.isoformat(),
+        "tenants": redact_tenants(tenants_json(doc.tenants)),
+    }, indent=2))  # fmt: skip
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from agg_config.redact import redact_url
@@ -246,9 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("rest", nargs=argparse.REMAINDER)
     schemas.set_defaults(func=cmd_schemas)
 
-    config = sub.add_parser("config", help="validate settings and the tenants file")
-    config.add_argument("action", choices=["check"])
+    config = sub.add_parser(
+        "config", help="validate settings and the tenants file; publish and show tenants"
+    )
+    config.add_argument("action", choices=["check", "apply", "show"])
+    config.add_argument("file", nargs="?", default=None, help="tenants file (apply)")
     config.add_argument("--show", action="store_true", help="print every setting with its reason")
+    config.add_argument("--actor", default=None, help="who applies the change (apply; required)")
+    config.add_argument("--reason", default=None, help="why (apply; journaled)")
     config.set_defaults(func=cmd_config)
 
     from agg_ingress.__main__ import add_arguments as ingress_arguments

@@ -1,7 +1,9 @@
 """``aggregator dev up|down|status``: the local stack of real servers.
 
 ``up`` starts what is not running, waits until both servers answer, creates the topics of
-the catalogue, and writes the connection settings to ``<state dir>/stack.env``, which every
+the catalogue, applies the tenants file to the config topic (actor ``dev-stack``, when the
+topic holds no document or another one: ``aggregator config apply``) before the services
+start, and writes the connection settings to ``<state dir>/stack.env``, which every
 service and test reads. Running it again changes nothing. ``down`` stops only the processes
 whose pid files it wrote, after checking each pid still belongs to that server.
 
@@ -37,6 +39,10 @@ def _has_http_operators(settings: Settings) -> bool:
     from agg_config.tenants import load_tenants
 
     return any(o.wallet.mode == "http" for o in load_tenants(settings.tenants_file).operators)
+
+
+DEV_ACTOR = "dev-stack"
+"""The actor of the tenants documents the local stack applies at start."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,7 @@ class LocalStack:
         if self.create_topics:
             self.ensure_topics(info.kafka_bootstrap)
         if self.with_services:
+            self.apply_tenants(info.kafka_bootstrap)
             env = {
                 "AGG_KAFKA_BOOTSTRAP": info.kafka_bootstrap,
                 "AGG_DATABASE_URL": info.database_url,
@@ -193,6 +200,28 @@ class LocalStack:
         specs = catalogue_from_settings(self.settings)
         report = asyncio.run(ensure_topics(bootstrap, specs, self.settings.admin_timeout_ms))
         return report.lines()
+
+    def apply_tenants(self, bootstrap: str) -> str:
+        """Publish the stack's tenants file to the config topic (actor ``dev-stack``) when the
+        topic has no document or another one, so the services start on the file. A file
+        applied again changes nothing (no document, no journal event)."""
+        from agg_config.tenants import load_tenants
+        from agg_kafka.config_topic import apply_tenants
+
+        settings = self.settings.model_copy(update={"kafka_bootstrap": bootstrap})
+        tenants = load_tenants(settings.tenants_file)
+        previous, published = asyncio.run(
+            apply_tenants(
+                settings,
+                tenants,
+                actor=DEV_ACTOR,
+                reason=f"aggregator dev up: {settings.tenants_file}",
+            )
+        )
+        if published is None:
+            assert previous is not None
+            return f"tenants unchanged (sequence {previous.sequence})"
+        return f"tenants applied as sequence {published.document.sequence}"
 
     def down(self) -> list[str]:
         """Stop what ``up`` started; return what was stopped."""

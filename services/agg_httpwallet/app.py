@@ -1,7 +1,8 @@
 """The reference HTTP operator wallet: the reference wallet's rules and PostgreSQL ledger
 behind both operator-wallet protocols, over real HTTP.
 
-Every operator of the tenants file with ``wallet: {mode: http}`` is served at the path of
+Every operator of the tenants (the tenants file, then the config topic's document it
+follows, :mod:`agg_kafka.tenants_watch`) with ``wallet: {mode: http}`` is served at the path of
 its ``url`` (``http://127.0.0.1:9186/op-gamma`` is served at ``/op-gamma``), in its
 ``protocol``: ``canonical-v1`` requests are verified with the operator's wallet ``secret``,
 ``hub88-v1`` requests with the public half of its ``signing_key`` (the reference wallet
@@ -44,6 +45,7 @@ from starlette.routing import Route
 from agg_config.settings import Settings
 from agg_config.tenants import Operator, Tenants
 from agg_domain.statuses import ReplyStatus
+from agg_kafka.tenants_watch import TenantsHolder, TenantsWatcher
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
 from agg_protocols.operator_wallet import (
@@ -155,7 +157,11 @@ class HttpWallet:
     def __init__(self, settings: Settings, tenants: Tenants, operator_ids: list[str] | None = None):
         self.settings = settings
         self.defects = defects_of(settings)
-        self.mounts = mounts_of(tenants, operator_ids, self.defects)
+        self.tenants = TenantsHolder(
+            "httpwallet", lambda t: mounts_of(t, operator_ids, self.defects), tenants
+        )
+        """The mounts of the tenants in use; the config topic's watcher swaps them (a call
+        finds its mount once and is answered with it)."""
         self.reply_delay_ms = reply_delay_ms(self.defects, settings.wallet_timeout_ms)
         self.checks_signatures = Defect.NO_SIGNATURE_CHECK not in self.defects
         self.pool = AsyncConnectionPool(
@@ -166,6 +172,10 @@ class HttpWallet:
             open=False,
         )
         self.ready = False
+
+    @property
+    def mounts(self) -> list[Mount]:
+        return self.tenants.view
 
     async def start(self) -> None:
         await self.pool.open(wait=True)
@@ -281,11 +291,20 @@ def build_app(
     wallet = HttpWallet(settings, tenants, operator_ids)
 
     async def lifespan(app: Starlette) -> Any:
+        # an operator's wallet needs no Kafka: without a broker it serves its file only
+        watcher = TenantsWatcher(
+            settings, wallet.tenants, client_id="httpwallet-config", required=False
+        )
+        await watcher.start()
+        stop_watching = asyncio.Event()
+        following = asyncio.create_task(watcher.follow(stop_watching))
         await wallet.start()
         try:
             yield
         finally:
+            stop_watching.set()
             await wallet.stop()
+            await following
 
     app = Starlette(
         routes=[

@@ -96,6 +96,7 @@ from agg_ingress.transfers import WALLET_MODE_REFUSAL, TransferRequest, validate
 from agg_ingress.transfers import http_status as transfer_http_status
 from agg_kafka.clients import player_key
 from agg_kafka.reply import PublishError
+from agg_kafka.tenants_watch import TenantsHolder, TenantsWatcher
 from agg_kafka.topics import TopicNames
 from agg_obs.logs import get_logger
 from agg_obs.metrics import LATENCY_BUCKETS_S
@@ -131,10 +132,41 @@ class Reply:
 
 @dataclass(frozen=True)
 class _Provider:
-    """An enabled provider: its protocol's adapter and its credentials, resolved at start."""
+    """An enabled provider: its protocol's adapter and its credentials, resolved once per
+    tenants document."""
 
     adapter: ProviderAdapter
     credentials: Credentials
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What the ingress derives from one tenants document, built once per document and
+    swapped as one (:mod:`agg_kafka.tenants_watch`): a request reads the tenants and the
+    lookups built from them through one reference, never a mix of two documents. Anything
+    else derived from the tenants belongs here."""
+
+    tenants: Tenants
+    providers: dict[str, _Provider]
+    """Enabled providers with their adapter and credentials (a disabled one is unknown)."""
+    operator_secrets: dict[str, bytes]
+    transfer_operators: frozenset[str]
+    """Operators of a transfer wallet (``wallet.mode: transfer``)."""
+
+
+def build_lookups(tenants: Tenants, by_protocol: dict[str, ProviderAdapter]) -> Lookups:
+    """Resolved once per document: a missing secret variable refuses the document (at start:
+    stops the start), not a request."""
+    return Lookups(
+        tenants=tenants,
+        providers={
+            p.id: _Provider(by_protocol[p.protocol], credentials(p))
+            for p in tenants.providers
+            if p.enabled
+        },
+        operator_secrets={o.id: o.secret.reveal() for o in tenants.operators},
+        transfer_operators=frozenset(o.id for o in tenants.operators if o.wallet.mode == TRANSFER),
+    )
 
 
 @dataclass(frozen=True)
@@ -152,7 +184,8 @@ class _Done:
 
 
 def credentials(provider: ProviderConfig) -> Credentials:
-    """A provider's credentials, read once (a missing secret variable stops the start)."""
+    """A provider's credentials, read once per document (a missing secret variable stops the
+    start, or refuses a later document)."""
     return Credentials(
         secret=provider.secret.reveal() if provider.secret else None,
         public_key=load_public_key(provider.public_key) if provider.public_key else None,
@@ -222,26 +255,35 @@ class IngressApp(Starlette):
 class Ingress:
     def __init__(self, settings: Settings, tenants: Tenants, instance_id: str | None = None):
         self.settings = settings
-        self.tenants = tenants
         self.instance_id = instance_id or f"ingress-{uuid.uuid4().hex[:16]}"
         self.names = TopicNames(settings.topic_prefix)
         self.codec = AvroCodec()
         # refused before anything starts: the public default or a short key
         self.session_secret = require_session_secret(settings)
-        # resolved once: a missing secret variable stops the start, not a request
         by_protocol = adapters(settings.signature_window_s)
         self.canonical = _Provider(by_protocol["canonical-v1"], Credentials())
-        self.providers = {
-            p.id: _Provider(by_protocol[p.protocol], credentials(p))
-            for p in tenants.providers
-            if p.enabled
-        }
-        self.operator_secrets = {o.id: o.secret.reveal() for o in tenants.operators}
-        self.transfer_operators = frozenset(
-            o.id for o in tenants.operators if o.wallet.mode == TRANSFER
+        self.lookups: TenantsHolder[Lookups] = TenantsHolder(
+            "ingress", lambda t: build_lookups(t, by_protocol), tenants
         )
+        """The tenants in use and their lookups; the config topic's watcher swaps them."""
         self.router: OutcomeRouter | None = None
         self.reader: ProjectionReader | None = None
+
+    @property
+    def tenants(self) -> Tenants:
+        return self.lookups.view.tenants
+
+    @property
+    def providers(self) -> dict[str, _Provider]:
+        return self.lookups.view.providers
+
+    @property
+    def operator_secrets(self) -> dict[str, bytes]:
+        return self.lookups.view.operator_secrets
+
+    @property
+    def transfer_operators(self) -> frozenset[str]:
+        return self.lookups.view.transfer_operators
 
     # --- common ---------------------------------------------------------------------------
 
@@ -755,19 +797,30 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        router = OutcomeRouter(settings, ingress.instance_id)
-        ingress.router = router
-        await router.start()
-        reader = ProjectionReader(settings.database_url)
-        await reader.open()  # connects in the background: callbacks never wait for it
-        ingress.reader = reader
+        # the tenants document of the config topic before the first request, then followed
+        watcher = TenantsWatcher(
+            settings, ingress.lookups, client_id=f"{ingress.instance_id}-config"
+        )
+        await watcher.start()
+        stop_watching = asyncio.Event()
+        following = asyncio.create_task(watcher.follow(stop_watching))
         try:
-            yield
+            router = OutcomeRouter(settings, ingress.instance_id)
+            ingress.router = router
+            await router.start()
+            reader = ProjectionReader(settings.database_url)
+            await reader.open()  # connects in the background: callbacks never wait for it
+            ingress.reader = reader
+            try:
+                yield
+            finally:
+                ingress.router = None
+                ingress.reader = None
+                await reader.close()
+                await router.stop()
         finally:
-            ingress.router = None
-            ingress.reader = None
-            await reader.close()
-            await router.stop()
+            stop_watching.set()
+            await following
 
     routes = [
         Route(

@@ -1,4 +1,10 @@
-"""``python -m agg_saga`` (also ``aggregator saga``): run one saga worker."""
+"""``python -m agg_saga`` (also ``aggregator saga``): run one saga worker.
+
+The worker reads the wallet replies of the operators of the tenants document in use at its
+start (the config topic's, else the tenants file's). It follows the document only to say
+when it falls behind: an operator added later is logged ``operator_not_consumed`` (error,
+``agg_saga_operators_not_consumed``) until the worker is restarted, since its replies are
+on a topic the worker does not read yet."""
 
 from __future__ import annotations
 
@@ -9,12 +15,20 @@ import signal
 import sys
 
 import uvloop
+from prometheus_client import Gauge
 
 from agg_config.settings import load_settings
 from agg_config.tenants import load_tenants
-from agg_obs.logs import configure_logging
+from agg_kafka.tenants_watch import Applied, TenantsHolder, TenantsWatcher
+from agg_obs.logs import configure_logging, get_logger
 from agg_obs.metrics import serve_metrics
 from agg_saga.worker import SagaWorker
+
+log = get_logger("saga")
+NOT_CONSUMED = Gauge(
+    "agg_saga_operators_not_consumed",
+    "Operators of the tenants document in use whose wallet replies this worker does not read",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +43,33 @@ def main(argv: list[str] | None = None) -> int:
     serve_metrics(port)
 
     async def run() -> None:
+        holder = TenantsHolder("saga", lambda t: frozenset(o.id for o in t.operators), tenants)
+        watcher = TenantsWatcher(settings, holder, client_id=f"{args.client_id}-config")
+        await watcher.start()
+        consumed = holder.view
+
+        def check(old: Applied[frozenset[str]], new: Applied[frozenset[str]]) -> None:
+            missing = sorted(new.view - consumed)
+            NOT_CONSUMED.set(len(missing))
+            if missing:
+                log.error("operator_not_consumed", operators=missing,
+                          sequence=new.document.sequence,
+                          detail="restart the saga workers to read these operators' "
+                          "wallet replies")  # fmt: skip
+
+        holder.listeners.append(check)
         # aiokafka clients belong to the running loop: build the worker inside it
-        worker = SagaWorker(settings, [o.id for o in tenants.operators], client_id=args.client_id)
+        worker = SagaWorker(settings, sorted(consumed), client_id=args.client_id)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await worker.run(stop)
+        following = asyncio.create_task(watcher.follow(stop))
+        try:
+            await worker.run(stop)
+        finally:
+            stop.set()
+            await following
 
     uvloop.run(run())
     return 0

@@ -1,8 +1,9 @@
 """``python -m agg_wallet`` (also ``aggregator wallet``): run the reference operator wallet.
 
-Serves every operator of the tenants file whose wallet mode is ``kafka`` (or the ones given
-with ``--operator``). Connection settings come from the ``AGG_*`` environment and
-``var/stack.env`` like every service; the fault-test switches from ``--mode`` /
+Serves every operator of the tenants whose wallet mode is ``kafka`` (or the ones given with
+``--operator``): the tenants file's, then the config topic's document, which it follows
+without a restart (``docs/configuration.md``). Connection settings come from the ``AGG_*``
+environment and ``var/stack.env`` like every service; the fault-test switches from ``--mode`` /
 ``--delay-ms`` or ``AGG_WALLET_MODE`` / ``AGG_WALLET_DELAY_MS``, and at runtime from the
 control endpoint (see :mod:`agg_wallet.control`). The deliberate defects of the certification
 kit's tests (``AGG_WALLET_BROKEN``) start only with ``AGG_WALLET_BROKEN_ENABLED=true``

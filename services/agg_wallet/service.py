@@ -47,7 +47,7 @@ import asyncio
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -58,6 +58,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from agg_avro import AvroCodec, AvroDecodeError
 from agg_config.settings import Settings
 from agg_config.tenants import Operator, Tenants
+from agg_kafka.tenants_watch import Applied, OperatorTasks, TenantsHolder, TenantsWatcher
 from agg_kafka.topics import TopicNames
 from agg_kafka.transport import make_transport
 from agg_obs.logs import get_logger
@@ -512,11 +513,16 @@ def policy_of(operator: Operator, defects: frozenset[Defect]) -> Policy:
 
 
 class WalletService:
-    """The reference operator wallet for some operators of the tenants file.
+    """The reference operator wallet for some operators of the tenants.
 
     Build it inside the running event loop (the Kafka clients belong to it), then
     ``await service.run(stop)``; setting ``stop`` finishes the current batch of every
-    operator, commits it and returns."""
+    operator, commits it and returns.
+
+    It follows the tenants document (:mod:`agg_kafka.tenants_watch`): an operator that a new
+    document gives a Kafka wallet starts being served, one that loses it (or leaves) is
+    stopped after its current batch, and the policy of the others (currencies, sandbox,
+    starting balance) is replaced between two batches."""
 
     def __init__(
         self,
@@ -529,18 +535,14 @@ class WalletService:
         instance_id: str | None = None,
     ):
         kafka_operators = [o for o in tenants.operators if o.wallet.mode == "kafka"]
-        if operator_ids is None:
-            chosen = kafka_operators
-        else:
-            wanted = set(operator_ids)
+        self.wanted_ids = None if operator_ids is None else frozenset(operator_ids)
+        if self.wanted_ids is not None:
             known = {o.id for o in kafka_operators}
-            if wanted - known:
+            if self.wanted_ids - known:
                 raise ValueError(
-                    f"not Kafka-wallet operators of the tenants file: {sorted(wanted - known)}"
+                    "not Kafka-wallet operators of the tenants file: "
+                    f"{sorted(self.wanted_ids - known)}"
                 )
-            chosen = [o for o in kafka_operators if o.id in wanted]
-        if not chosen:
-            raise ValueError("no operator with wallet mode 'kafka' to serve")
         self.defects = defects_of(settings)
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
@@ -548,10 +550,24 @@ class WalletService:
         self.client_id = client_id
         self.instance_id = instance_id
         self.codec = AvroCodec()
+        self.tenants = TenantsHolder("wallet", self.plan, tenants)
+        """The operators to serve and their policies, per tenants document."""
+        if not self.tenants.view:
+            raise ValueError("no operator with wallet mode 'kafka' to serve")
         self.loops = [
-            OperatorLoop(self, o.id, o.wallet.starting_balance, policy_of(o, self.defects))
-            for o in chosen
+            OperatorLoop(self, op_id, balance, policy)
+            for op_id, (balance, policy) in self.tenants.view.items()
         ]
+        """The running loop of each operator served now."""
+        self._unstarted = {lp.operator_id: lp for lp in self.loops}
+        """Loops built here, before :meth:`run` starts them."""
+
+    def plan(self, tenants: Tenants) -> dict[str, tuple[int, Policy]]:
+        """Per operator ``tenants`` asks this wallet to serve: its starting balance and policy."""
+        chosen = [o for o in tenants.operators if o.wallet.mode == "kafka"]
+        if self.wanted_ids is not None:
+            chosen = [o for o in chosen if o.id in self.wanted_ids]
+        return {o.id: (o.wallet.starting_balance, policy_of(o, self.defects)) for o in chosen}
 
     @property
     def operator_ids(self) -> list[str]:
@@ -561,22 +577,63 @@ class WalletService:
         """Every operator loop has been assigned partitions."""
         return all(lp.assigned.is_set() for lp in self.loops)
 
+    def _warn(self, lp: OperatorLoop) -> None:
+        if lp.policy.sandbox:
+            log.warning("wallet_sandbox", operator_id=lp.operator_id,
+                        reason="provider sandbox scenarios by player id prefix")  # fmt: skip
+        if lp.policy.defects:
+            log.warning("wallet_broken", operator_id=lp.operator_id,
+                        defects=sorted(lp.policy.defects), reply_delay_ms=lp.reply_delay_ms,
+                        reason="deliberate defects for certification tests; not a wallet "
+                        "for real money")  # fmt: skip
+
+    async def _loop(self, operator_id: str, _spec: None, stop: asyncio.Event) -> None:
+        lp = self._unstarted.pop(operator_id, None)
+        if lp is None:
+            balance, policy = self.tenants.view[operator_id]
+            lp = OperatorLoop(self, operator_id, balance, policy)
+            self.loops.append(lp)
+            self._warn(lp)
+        try:
+            await lp.run(stop)
+        finally:
+            self.loops.remove(lp)
+
+    def _follow(self, loops: OperatorTasks[str, None]) -> Callable[..., None]:
+        def follow(old: Applied[dict[str, tuple[int, Policy]]],
+                   new: Applied[dict[str, tuple[int, Policy]]]) -> None:  # fmt: skip
+            # a loop reads its policy once per batch: replaced between two batches
+            for lp in self.loops:
+                if lp.operator_id in new.view:
+                    lp.starting_balance, lp.policy = new.view[lp.operator_id]
+            started, stopped = loops.reconcile(dict.fromkeys(new.view))
+            log.event("wallet_operators_changed", sequence=new.document.sequence,
+                      started=started, stopped=stopped, operators=sorted(new.view))  # fmt: skip
+
+        return follow
+
     async def run(self, stop: asyncio.Event) -> None:
         store = await WalletStore.connect(self.settings.database_url)
         try:
             await store.ensure_schema()
         finally:
             await store.close()
-        log.event("wallet_started", operators=self.operator_ids, **self.switches.as_dict())
+        watcher = TenantsWatcher(self.settings, self.tenants, client_id=f"{self.client_id}-config")
+        await watcher.start()
+        # the topic's document may differ from the file's: serve the topic's
+        for lp in list(self.loops):
+            if lp.operator_id in self.tenants.view:
+                lp.starting_balance, lp.policy = self.tenants.view[lp.operator_id]
+            else:
+                self.loops.remove(lp)
+                del self._unstarted[lp.operator_id]
+        log.event("wallet_started", operators=sorted(self.tenants.view), **self.switches.as_dict())
         for lp in self.loops:
-            if lp.policy.sandbox:
-                log.warning("wallet_sandbox", operator_id=lp.operator_id,
-                            reason="provider sandbox scenarios by player id prefix")  # fmt: skip
-            if lp.policy.defects:
-                log.warning("wallet_broken", operator_id=lp.operator_id,
-                            defects=sorted(lp.policy.defects), reply_delay_ms=lp.reply_delay_ms,
-                            reason="deliberate defects for certification tests; not a wallet "
-                            "for real money")  # fmt: skip
+            self._warn(lp)
         async with asyncio.TaskGroup() as group:
-            for lp in self.loops:
-                group.create_task(lp.run(stop))
+            loops: OperatorTasks[str, None] = OperatorTasks(group, self._loop)
+            loops.reconcile(dict.fromkeys(self.tenants.view))
+            self.tenants.listeners.append(self._follow(loops))
+            group.create_task(watcher.follow(stop))
+            await stop.wait()
+            loops.stop_all()

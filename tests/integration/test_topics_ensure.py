@@ -29,13 +29,16 @@ def test_ensure_creates_then_is_idempotent_then_reports_differences(kafka_bootst
     specs = catalogue(["op-x", "op-y"], partitions=4, replication_factor=1,
                       min_insync_replicas=1, prefix=prefix)  # fmt: skip
     names = [s.name for s in specs]
+    keyed = [s.name for s in specs if s.co_partitioned]
 
     first = asyncio.run(ensure_topics(kafka_bootstrap, specs))
     assert sorted(first.created) == sorted(names)
     assert first.ok
     actual = _describe(kafka_bootstrap, names)
     assert actual[f"{prefix}.events"]["configs"]["retention.ms"] == "-1"
-    assert {a["partitions"] for a in actual.values()} == {4}
+    assert {actual[n]["partitions"] for n in keyed} == {4}
+    assert actual[f"{prefix}.config"]["partitions"] == 1
+    assert actual[f"{prefix}.config"]["configs"]["cleanup.policy"] == "compact"
 
     second = asyncio.run(ensure_topics(kafka_bootstrap, specs))
     assert second.created == []
@@ -46,6 +49,6 @@ def test_ensure_creates_then_is_idempotent_then_reports_differences(kafka_bootst
                       min_insync_replicas=1, prefix=prefix)  # fmt: skip
     third = asyncio.run(ensure_topics(kafka_bootstrap, other))
     assert not third.ok
-    assert set(third.differences) == set(names)
+    assert set(third.differences) == set(keyed)  # the config topic has one partition anyway
     assert all("partitions 4 (catalogue: 8)" in d[0] for d in third.differences.values())
-    assert {a["partitions"] for a in _describe(kafka_bootstrap, names).values()} == {4}
+    assert {a["partitions"] for a in _describe(kafka_bootstrap, keyed).values()} == {4}

@@ -15,16 +15,25 @@ from agg_avro.flat import compile_encoder
 
 CODEC = AvroCodec()
 
+OFF_THE_MONEY_PATH = {"casino.agg.events.TenantsChanged"}
+"""Written once per tenants change (``aggregator config apply``), with nested lists of ids:
+the generic path encodes it."""
+
 
 def _current_names() -> list[str]:
     return sorted(CODEC.catalogue.names)
+
+
+def _flat_names() -> list[str]:
+    return [n for n in _current_names() if n not in OFF_THE_MONEY_PATH]
 
 
 def test_every_current_schema_compiles() -> None:
     # every schema on the money path is flat: none falls back to the slow path for good
     for name in _current_names():
         entry = CODEC.catalogue.current(name)
-        assert compile_encoder(entry.parsed) is not None, name
+        compiled = compile_encoder(entry.parsed)
+        assert (compiled is not None) is (name not in OFF_THE_MONEY_PATH), name
 
 
 _TZ = st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)),
@@ -61,7 +70,7 @@ def _leaf_value(schema: Any) -> st.SearchStrategy[Any]:
 
 @st.composite
 def _datum(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    name = draw(st.sampled_from(_current_names()))
+    name = draw(st.sampled_from(_flat_names()))
     schema = CODEC.catalogue.current(name).parsed
     datum: dict[str, Any] = {}
     for f in schema["fields"]:

@@ -39,6 +39,7 @@ def brief_topics(prefix: str, operators: list[str]) -> set[str]:
         f"{prefix}.events",
         f"{prefix}.deadletters",
         f"{prefix}.saga.state",
+        f"{prefix}.config",
     }
     for op in operators:
         names |= {f"{prefix}.wallet.commands.{op}", f"{prefix}.wallet.replies.{op}"}
@@ -78,9 +79,17 @@ def test_without_operators_only_the_shared_topics() -> None:
 
 def test_one_partition_count_and_replication_factor_for_all() -> None:
     specs = build(partitions=7, replication_factor=3).values()
-    assert {s.partitions for s in specs} == {7}
+    assert {s.partitions for s in specs if s.co_partitioned} == {7}
     assert {s.replication_factor for s in specs} == {3}
-    assert all(s.co_partitioned for s in specs)
+    assert [s.name for s in specs if not s.co_partitioned] == ["agg.config"]
+
+
+def test_the_config_topic_is_one_compacted_partition() -> None:
+    # one document, read whole by every instance, kept whatever its age
+    spec = build(partitions=7)["agg.config"]
+    assert spec.partitions == 1
+    assert spec.configs["cleanup.policy"] == "compact"
+    assert "retention.ms" not in spec.configs
 
 
 def test_journal_and_dead_letters_are_kept_forever() -> None:
@@ -104,11 +113,12 @@ def test_min_insync_replicas_on_every_topic(min_isr: int) -> None:
         assert spec.configs["min.insync.replicas"] == str(min_isr), spec.name
 
 
-def test_only_the_saga_state_is_compacted() -> None:
+def test_only_the_saga_state_and_the_config_are_compacted() -> None:
     # compaction keeps only the last record per key: the journal would lose events; the
-    # saga's state changelog needs exactly that, and must never delete by age
+    # saga's state changelog and the tenants document need exactly that, and must never
+    # delete by age
     for spec in build().values():
-        expected = "compact" if spec.name == "agg.saga.state" else "delete"
+        expected = "compact" if spec.name in ("agg.saga.state", "agg.config") else "delete"
         assert spec.configs["cleanup.policy"] == expected, spec.name
     assert "retention.ms" not in build()["agg.saga.state"].configs
 
@@ -170,7 +180,7 @@ def test_catalogue_from_default_settings_and_the_dev_tenants() -> None:
     operators = [o.id for o in load_tenants(defaults.tenants_file).operators]
     specs = catalogue_from_settings(defaults)
     assert {s.name for s in specs} == brief_topics("agg", operators)
-    assert {s.partitions for s in specs} == {defaults.partition_count}
+    assert {s.partitions for s in specs if s.co_partitioned} == {defaults.partition_count}
     assert {s.replication_factor for s in specs} == {defaults.replication_factor}
 
 
@@ -189,7 +199,7 @@ def test_catalogue_from_settings_follows_them(tmp_path: Path) -> None:
     )
     specs = catalogue_from_settings(chosen)
     assert {s.name for s in specs} == brief_topics("stage", ["op-solo"])
-    assert {s.partitions for s in specs} == {3}
+    assert {s.partitions for s in specs if s.co_partitioned} == {3}
     assert {s.configs["min.insync.replicas"] for s in specs} == {"2"}
 
 
