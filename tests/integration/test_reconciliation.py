@@ -194,6 +194,7 @@ def test_each_injected_discrepancy_is_reported_under_its_heading(
         "credits still owed to players": 1,
         "breaks in the balance chain reported by operators' wallets": 1,
         "contradictory decisions in the journal": 0,  # each event above is a sound decision
+        "transfer-wallet balances that differ from the balance the journal implies": 0,
     }
 
 
@@ -380,3 +381,64 @@ def test_a_wallet_that_agrees_with_the_journal_reports_nothing(
     assert "ok contradictory decisions in the journal: 0" in out
     assert "ok wallet balances that differ from the balance the journal implies: 0" in out
     assert out.rstrip().endswith("no discrepancies")
+
+
+def transfer(player: str, transfer_id: str, direction: str, amount: int,
+             balance: int) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    return event("FundsTransferred", player, transfer_id, operator_id="op-delta",
+                 provider_id="", round_id="", game_id="", direction=direction, amount=amount,
+                 balance=balance)  # fmt: skip
+
+
+def test_transfer_wallets_are_reconciled_against_the_journal_and_the_operator(
+    project: Any, isolated: Settings
+) -> None:
+    """A transfer wallet's held balance must be the journal's fold of transfers and play, and
+    every transfer must be one the operator recorded as done, with the same amount, per day;
+    the operator's own account moves by its transfers (an IN debits it, an OUT credits it)."""
+    held = {"wallet": "transfer"}
+    events = [
+        transfer("ta", "d1", "IN", 1_000, 1_000),  # sound: in, play, out
+        bet("ta", "b1", "xa1", 100, balance=900, operator_id="op-delta", **held),
+        win("ta", "w1", "xa2", 40, balance=940, operator_id="op-delta", **held),
+        transfer("ta", "o1", "OUT", 940, 0),
+        transfer("tb", "d2", "IN", 500, 500),  # the held balance reported does not add up
+        bet("tb", "b2", "xb1", 100, balance=450, operator_id="op-delta", **held),
+        transfer("tc", "d3", "IN", 700, 700),  # the operator recorded 70 for it
+        transfer("td", "d4", "IN", 300, 300),  # the operator has no record of it
+    ]
+    schema = project(events, isolated)
+    wallet = wallet_ledger(isolated.database_url)
+    url = isolated.database_url
+    with psycopg.connect(url) as conn:
+        for player, tid, direction, amount, delta in [
+            ("ta", "d1", "deposit", 1_000, -1_000), ("ta", "o1", "withdraw", 940, 940),
+            ("tb", "d2", "deposit", 500, -500), ("tc", "d3", "deposit", 70, -70),
+        ]:  # fmt: skip
+            conn.execute(
+                f"insert into {wallet}.transfers (operator_id, player_id, transfer_id,"
+                " direction, currency, requested, amount, delta, state, status, updated_at)"
+                " values ('op-delta', %s, %s, %s, 'EUR', %s, %s, %s, 'DONE', 'OK', %s)",
+                (player, tid, direction, amount if direction == "deposit" else None, amount,
+                 delta, T0 + timedelta(seconds=1)),
+            )  # fmt: skip
+        for player, balance in [("ta", 10_000 - 1_000 + 940), ("tb", 9_500), ("tc", 9_930)]:
+            conn.execute(
+                f"insert into {wallet}.players (operator_id, player_id, currency, balance,"
+                " opening_balance) values ('op-delta', %s, 'EUR', %s, 10000)",
+                (player, balance),
+            )
+    found = report(url, schema, wallet)
+    assert found["transfer-wallet balances that differ from the balance the journal implies"] == 1
+    assert found["transfers that differ from the operator's record of them"] == 1
+    # tc (700 in, 70 out at the operator) and td (no account at the operator at all)
+    assert found["wallet balances that differ from the balance the journal implies"] == 2
+    with psycopg.connect(url) as conn:
+        lines, _ = run_report(conn, schema, timedelta(days=10_000), 50, wallet_schema=wallet)
+    text = "\n".join(lines)
+    # tb: the journal implies 400, 450 was reported
+    assert re.search(r"op-delta \| tb \| EUR \| 400 \| 450 \| 50", text), text
+    # one day, IN: the journal moved 1000+500+700+300, the operator 1000+500+70, two unmatched
+    assert re.search(r"op-delta \| 2026-\d\d-\d\d \| EUR \| IN \| 2500 \| 1570 \| 2", text), text
+    # tc's account: the operator debited 70, the journal moved 700 in: 630 apart
+    assert re.search(r"tc \| EUR \| 9930 \| 9300 \|", text), text
