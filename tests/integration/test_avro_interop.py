@@ -89,6 +89,7 @@ EVENTS = [
             "balance": None,
             "round_closed": True,
             "mode": "demo",
+            "wallet": "seamless",
         },
     ),
     (
