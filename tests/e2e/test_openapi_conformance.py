@@ -210,6 +210,13 @@ def _tenants_file(settings: Settings, path: Path) -> Path:
         {"id": EVO_GAME, "provider": EVO, "name": "Live Roulette"},
     ]
     data["operators"][0]["providers"] += [HUB, PP, EVO]
+    # its own transfer-wallet operator: the raw transfers sent here have no reference
+    # operator's record, and must not be taken for op-delta's by a reconciliation
+    data["operators"].append({
+        "id": TRANSFER_OPERATOR, "name": "Conformance transfers",
+        "secret": {"value": "conformance-transfer-op-secret"}, "currencies": ["EUR"],
+        "providers": ["prov-nova"], "wallet": {"mode": "transfer"},
+    })  # fmt: skip
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -486,8 +493,8 @@ CANONICAL = "provider-canonical-v1"
 OPERATOR_DOC = "operator-v1"
 WALLET = "/v1/providers/{provider_id}/wallet/"
 PLAYER = "/v1/operators/{operator_id}/players/{player_id}/"
-TRANSFER_OPERATOR = "op-delta"
-"""The dev tenants' transfer-wallet operator."""
+TRANSFER_OPERATOR = "op-oa-transfer"
+"""A transfer-wallet operator of this module's tenants file."""
 
 
 def _targeted(stack: Stack) -> dict[tuple[str, str, str, int], Callable[[], Any]]:
