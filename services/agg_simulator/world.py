@@ -302,6 +302,9 @@ class World:
             "reply_to": "ingress-sim",
             "reply_partition": INGRESS_PARTITION,
             "mode": c.mode,
+            "refusal": (
+                None if c.refusal is None else {"status": c.refusal[0], "rule": c.refusal[1]}
+            ),
         }
         if c.mode != "real":
             self.demo_correlations.add(correlation)
