@@ -11,6 +11,8 @@ of its first bet still settle."""
 from __future__ import annotations
 
 import copy
+import io
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import psycopg
 import pytest
 import yaml
 
+from agg_auditor.cli import main_audit
 from agg_config.settings import Settings
 from agg_config.tenants import load_tenants
 from agg_ingress.client import encode_body, signed_headers
@@ -254,6 +257,20 @@ def test_each_rule_refuses_a_bet_at_the_callback_and_journals_why(stack: Stack) 
     assert rows[refused["maintenance"]]["rule"] == "provider_maintenance"
     assert rows[refused["maintenance"]]["status"] == "REJECTED:GAME_NOT_ALLOWED"
     assert rows[sessions["maintenance"][2]]["rule"] is None  # the refunded first bet
+
+    # the auditor's trace of a refused bet says why at every step, and has no wallet command
+    out, err = io.StringIO(), io.StringIO()
+    code = main_audit(["trace", "prov-nova", refused["max bet"], "--json"],
+                      settings=stack.pipeline.settings, stdout=out, stderr=err)  # fmt: skip
+    assert code == 0, err.getvalue()
+    whats = [json.loads(line)["what"] for line in out.getvalue().splitlines()]
+    why = f"LIMIT_EXCEEDED (max_bet:EUR:{MAX_BET_MT})"
+    requests = [w for w in whats if w.startswith("request")]
+    assert len(requests) == 2, whats  # the bet and its retry, both refused by the rule
+    assert all(w.endswith(f"amount {MAX_BET_MT + 1} refused {why}") for w in requests), whats
+    assert f"event BetRejected {why}" in whats
+    assert f"transaction row -> REJECTED:{why}" in whats
+    assert not [w for w in whats if w.startswith(("command", "reply"))]
 
 
 def test_sessions_are_refused_with_their_rule(stack: Stack) -> None:
