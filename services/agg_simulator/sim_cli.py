@@ -31,12 +31,15 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     restores: int = 0
     failures: list[tuple[int, list[str]]] = field(default_factory=list)
+    traffic: Counter[str] = field(default_factory=Counter)
+    """Schedules with each kind of traffic (demo play, a transfer wallet, ...)."""
 
     def add(self, other: Tally) -> None:
         self.schedules += other.schedules
         self.crashes.update(other.crashes)
         self.faults.update(other.faults)
         self.restores += other.restores
+        self.traffic.update(other.traffic)
         self.failures.extend(other.failures)
 
 
@@ -47,6 +50,15 @@ def run_seed(seed: int) -> tuple[list[str], Tally]:
                   world.stats.restores)  # fmt: skip
     if problems:
         tally.failures.append((seed, problems))
+    calls = world.schedule.calls
+    tally.traffic.update(
+        kind for kind, present in (
+            ("demo play", any(c.mode != "real" for c in calls)),
+            ("transfer wallet", bool(world.schedule.transfer_operators)),
+            ("withdrawal of everything", any(c.action == "WITHDRAW" and c.amount is None
+                                             for c in calls)),
+        ) if present
+    )  # fmt: skip
     return problems, tally
 
 
@@ -154,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crash points hit: {dict(sorted(total.crashes.items()))}")
     print(f"faults injected: {dict(sorted(total.faults.items()))}; worker restarts: "
           f"{total.restores}")  # fmt: skip
+    print(f"schedules with: {dict(sorted(total.traffic.items()))}")
     print(f"violations: {len(total.failures)}")
     for seed, problems in sorted(total.failures)[:3]:
         _report_failure(seed, problems, not args.no_minimise)

@@ -56,7 +56,7 @@ def req(action: Action, txn: str | None, amount: int | None = None, *, ref: str 
     n = next(_numbers)
     return Request(f"req-{n}", f"corr-{n}", provider, operator, player, action, "EUR", T0,
                    txn, ref, "round-1", "game-1", amount, False, "ingress-1", 0, mode,
-                   refusal)  # fmt: skip
+                   refusal=refusal)  # fmt: skip
 
 
 def bet(txn: str = "b1", amount: int = 600, **kw: object) -> Request:
@@ -239,7 +239,7 @@ def _avro_request(**change: object) -> dict[str, object]:
 
 
 def test_the_request_field_reads_into_the_refusal() -> None:
-    assert request_from_avro(_avro_request()).refusal is None  # written before v3
+    assert request_from_avro(_avro_request()).refusal is None  # written before v4
     assert request_from_avro(_avro_request(refusal=None)).refusal is None
     read = request_from_avro(
         _avro_request(refusal={"status": "LIMIT_EXCEEDED", "rule": "max_bet:EUR:500"})
