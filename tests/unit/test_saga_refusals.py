@@ -404,3 +404,19 @@ def test_the_property_meets_every_rule_across_players() -> None:
                                                            CURRENCY.rule]  # fmt: skip
     assert world.balances[("op-1", "pl-2")] == 10_000 - 600
     assert world.balances[("op-1", "pl-1")] == world.balances[("op-2", "pl-1")] == 10_000
+
+
+def test_transfer_wallet_bets_follow_the_rules_against_the_held_balance() -> None:
+    from dataclasses import replace
+
+    run = Run()
+    d = run.feed(replace(bet(refusal=MAX_BET), wallet="transfer"))
+    assert answers(d) == [Status.LIMIT_EXCEEDED] and commands(d) == []
+    [event] = events(d)
+    assert (event.name, event.fields["rule"]) == ("BetRejected", MAX_BET.rule)
+    assert answers(run.feed(replace(bet(), wallet="transfer"))) == [Status.LIMIT_EXCEEDED]
+    d = run.feed(replace(bet("b2"), wallet="transfer"))  # nothing deposited: refused by funds
+    [event] = events(d)
+    assert (event.fields["status"], event.fields["rule"]) == (
+        "INSUFFICIENT_FUNDS", "transfer_wallet:INSUFFICIENT_FUNDS")  # fmt: skip
+    assert commands(d) == []
