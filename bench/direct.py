@@ -49,6 +49,7 @@ from starlette.routing import Route
 
 from agg_config.settings import Settings, load_settings
 from agg_config.tenants import Tenants, load_tenants
+from agg_domain.compliance import Refusal as RuleRefusal
 from agg_domain.saga import (
     balance_command_id,
     cancel_command_id,
@@ -321,9 +322,11 @@ class Aggregator(Ingress):
         return Response(wire.body, wire.http, media_type=wire.content_type)
 
     async def _forward(
-        self, provider_id: str, cb: Callback, claims: SessionClaims
+        self, provider_id: str, cb: Callback, claims: SessionClaims, refusal: RuleRefusal | None
     ) -> tuple[Result, str | None, dict[str, Any]]:
         currency = cb.currency or claims.currency
+        if refusal is not None:  # a bet the compliance rules refuse: no wallet call
+            return Result(refusal.status, currency), None, {}
         command = wallet_command(provider_id, cb, claims.operator_id, currency, datetime.now(UTC))
         reply = await self._call_wallet(command)
         status = Status.RETRY_LATER if reply is None else provider_status(reply)

@@ -1,6 +1,6 @@
 """A compiled Avro binary encoder for flat records: every schema on the money path is a record
 of strings, longs, ints, booleans, enums, ``timestamp-millis`` and unions of null with one of
-those.
+those, or with a record of such fields (one level: ``ProviderRequest.refusal``).
 
 For such a schema, :func:`compile_encoder` builds one Python function (generated source) that
 checks every field's type and encodes the body in a single pass; fastavro's writer followed by
@@ -42,9 +42,9 @@ class _Unsupported(Exception):
     pass
 
 
-def _leaf(schema: Any) -> tuple[str, Any]:
+def _leaf(schema: Any, nested: bool = False) -> tuple[str, Any]:
     """(kind, extra) for a non-union field type: kind in string, long, int, boolean, enum,
-    ts_millis."""
+    ts_millis, and record (its fields as ``extra``) unless ``nested``."""
     if isinstance(schema, str):
         if schema in ("string", "long", "int", "boolean"):
             return schema, None
@@ -57,17 +57,22 @@ def _leaf(schema: Any) -> tuple[str, Any]:
             return kind, None
         if kind == "enum" and logical is None:
             return "enum", {s: i for i, s in enumerate(schema["symbols"])}
+        if kind == "record" and logical is None and not nested:
+            fields = list(schema["fields"])
+            for f in fields:  # flat fields only: a record in a record is not compiled
+                _field_type(f["type"], nested=True)
+            return "record", fields
     raise _Unsupported(repr(schema)[:80])
 
 
-def _field_type(ftype: Any) -> tuple[int | None, str, Any]:
+def _field_type(ftype: Any, nested: bool = False) -> tuple[int | None, str, Any]:
     """(position of "null" in a nullable union or None, kind, extra) of a field's type."""
     if not isinstance(ftype, list):
-        return (None, *_leaf(ftype))
+        return (None, *_leaf(ftype, nested))
     branches = [b for b in ftype if b != "null"]
     if len(ftype) != 2 or len(branches) != 1:
         raise _Unsupported(repr(ftype))
-    return (ftype.index("null"), *_leaf(branches[0]))
+    return (ftype.index("null"), *_leaf(branches[0], nested))
 
 
 def _compile(lines: list[str], consts: dict[str, Any], name: str) -> Any:
@@ -130,20 +135,7 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder | None:
     ]
     try:
         for i, f in enumerate(schema["fields"]):
-            v = f"v{i}"
-            if "default" in f:
-                consts[f"D{i}"] = f["default"]
-                lines.append(f"    {v} = get({f['name']!r}, D{i})")
-            else:
-                lines.append(f"    {v} = get({f['name']!r}, MISSING)")
-                lines.append(f"    if {v} is MISSING: return None")
-            null_at, kind, extra = _field_type(f["type"])
-            if null_at is not None:
-                lines.append(f"    if {v} is None: out.append({2 * null_at})")
-                lines.append("    else:")
-                lines.append(f"        out.append({2 * (1 - null_at)})")
-            indent = "    " if null_at is None else "        "
-            _leaf_code_or_enum(kind, extra, v, i, lines, indent, consts)
+            _field_code(f, f"v{i}", str(i), lines, "    ", consts, "get")
     except (_Unsupported, KeyError, TypeError):
         return None
     lines.append("    return bytes(out)")
@@ -151,8 +143,34 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder | None:
     return encoder
 
 
+def _field_code(f: Mapping[str, Any], v: str, key: str, lines: list[str], indent: str,
+                consts: dict[str, Any], get: str) -> None:  # fmt: skip
+    """Lines that read field ``f`` into ``v`` with ``get`` and append its encoding."""
+    if "default" in f:
+        consts[f"D{key}"] = f["default"]
+        lines.append(f"{indent}{v} = {get}({f['name']!r}, D{key})")
+    else:
+        lines.append(f"{indent}{v} = {get}({f['name']!r}, MISSING)")
+        lines.append(f"{indent}if {v} is MISSING: return None")
+    null_at, kind, extra = _field_type(f["type"])
+    inner = indent
+    if null_at is not None:
+        lines.append(f"{indent}if {v} is None: out.append({2 * null_at})")
+        lines.append(f"{indent}else:")
+        lines.append(f"{indent}    out.append({2 * (1 - null_at)})")
+        inner = indent + "    "
+    if kind == "record":
+        consts[f"N{key}"] = frozenset(sub["name"] for sub in extra)
+        lines.append(f"{inner}if type({v}) is not dict or not N{key}.issuperset({v}): "
+                     "return None")  # fmt: skip
+        for j, sub in enumerate(extra):
+            _field_code(sub, f"{v}_{j}", f"{key}_{j}", lines, inner, consts, f"{v}.get")
+    else:
+        _leaf_code_or_enum(kind, extra, v, key, lines, inner, consts)
+
+
 def _leaf_code_or_enum(
-    kind: str, extra: Any, v: str, i: int, lines: list[str], indent: str, consts: dict[str, Any]
+    kind: str, extra: Any, v: str, i: str, lines: list[str], indent: str, consts: dict[str, Any]
 ) -> None:
     if kind == "enum":
         consts[f"E{i}"] = extra
@@ -196,7 +214,7 @@ def _from_millis(ms: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=ms * 1000)
 
 
-def _leaf_decode(kind: str, v: str, lines: list[str], indent: str, i: int) -> None:
+def _leaf_decode(kind: str, v: str, lines: list[str], indent: str, i: str) -> None:
     if kind == "string":
         lines += [
             f"{indent}n = data[pos]",  # a length under 64 is one byte: no call
@@ -243,21 +261,8 @@ def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
     names: list[str] = []
     try:
         for i, f in enumerate(schema["fields"]):
-            v = f"v{i}"
             names.append(f["name"])
-            null_at, kind, extra = _field_type(f["type"])
-            if kind == "enum":
-                consts[f"S{i}"] = tuple(extra)
-            if null_at is None:
-                _leaf_decode(kind, v, lines, "    ", i)
-                continue
-            lines += [
-                "    x = data[pos]; pos += 1",  # index 0 or 1: one zig-zag byte, 0 or 2
-                f"    if x == {2 * null_at}: {v} = None",
-                f"    elif x == {2 * (1 - null_at)}:",
-            ]
-            _leaf_decode(kind, v, lines, "      ", i)
-            lines.append("    else: raise Bad('union index byte ' + str(x))")
+            _field_decode(f, f"v{i}", str(i), lines, "    ", consts)
     except (_Unsupported, KeyError, TypeError):
         return None
     lines += [
@@ -268,3 +273,32 @@ def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
     ]
     decoder: Decoder = _compile(lines, consts, "decode")
     return decoder
+
+
+def _field_decode(f: Mapping[str, Any], v: str, key: str, lines: list[str], indent: str,
+                  consts: dict[str, Any]) -> None:  # fmt: skip
+    """Lines that read field ``f`` from ``data`` at ``pos`` into ``v``."""
+    null_at, kind, extra = _field_type(f["type"])
+    if null_at is None:
+        _value_decode(kind, extra, v, key, lines, indent, consts)
+        return
+    lines += [
+        f"{indent}x = data[pos]; pos += 1",  # index 0 or 1: one zig-zag byte, 0 or 2
+        f"{indent}if x == {2 * null_at}: {v} = None",
+        f"{indent}elif x == {2 * (1 - null_at)}:",
+    ]
+    _value_decode(kind, extra, v, key, lines, indent + "  ", consts)
+    lines.append(f"{indent}else: raise Bad('union index byte ' + str(x))")
+
+
+def _value_decode(kind: str, extra: Any, v: str, key: str, lines: list[str], indent: str,
+                  consts: dict[str, Any]) -> None:  # fmt: skip
+    if kind == "enum":
+        consts[f"S{key}"] = tuple(extra)
+    if kind != "record":
+        _leaf_decode(kind, v, lines, indent, key)
+        return
+    for j, sub in enumerate(extra):
+        _field_decode(sub, f"{v}_{j}", f"{key}_{j}", lines, indent, consts)
+    body = ", ".join(f"{sub['name']!r}: {v}_{j}" for j, sub in enumerate(extra))
+    lines.append(f"{indent}{v} = {{{body}}}")

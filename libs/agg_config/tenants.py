@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -185,6 +188,34 @@ class WalletConfig(_Strict):
         )
 
 
+class MaintenanceWindow(_Strict):
+    """A time when a provider's games are not played: ``[start, end)``, UTC timestamps in
+    ISO 8601 (``2026-12-02T06:00:00Z``). Callbacks that start play (authenticate, bet) are
+    refused ``GAME_NOT_ALLOWED`` inside it, and no session opens; wins and rollbacks pass."""
+
+    start: AwareDatetime = Field(description="First instant of the window (included), UTC.")
+    end: AwareDatetime = Field(description="First instant after the window (excluded), UTC.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.utcoffset() != timedelta(0):
+            raise ValueError("a UTC timestamp (Z or +00:00)")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceWindow:
+        if self.end <= self.start:
+            raise ValueError("'end' must be after 'start'")
+        return self
+
+
+class OperatorMaintenance(MaintenanceWindow):
+    """A maintenance window of one provider for one operator only."""
+
+    provider: Identifier = Field(description="The provider (one of the operator's providers).")
+
+
 class Operator(_Strict):
     id: Identifier
     name: str = Field(min_length=1, max_length=200)
@@ -196,6 +227,11 @@ class Operator(_Strict):
     blocked_countries: list[CountryCode] = Field(
         default_factory=list, description="Countries where this operator offers nothing."
     )
+    maintenance: list[OperatorMaintenance] = Field(
+        default_factory=list,
+        description="Maintenance windows of a provider for this operator only (a provider's "
+        "own windows, for every operator, are the provider's ``maintenance``).",
+    )
     wallet: WalletConfig = Field(default_factory=WalletConfig)
 
     @field_validator("currencies")
@@ -204,6 +240,16 @@ class Operator(_Strict):
         if len(set(values)) != len(values):
             raise ValueError("listed twice")
         return values
+
+    @model_validator(mode="after")
+    def _maintained_providers(self) -> Operator:
+        for i, window in enumerate(self.maintenance):
+            if window.provider not in self.providers:
+                raise ValueError(
+                    f"maintenance[{i}].provider: {window.provider!r} is not one of the "
+                    "operator's providers"
+                )
+        return self
 
 
 PROTOCOLS = ("canonical-v1", "hub88-v1", "pragmatic-v1", "evolution-v1")
@@ -233,7 +279,15 @@ class Provider(_Strict):
         "session in the protocol's query parameters. Without it (simulated providers) the "
         "ingress answers the launch itself.",
     )
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="False: the provider is off for every operator (its callbacks are "
+        "answered 404 UNKNOWN_PROVIDER, its games are not offered).",
+    )
+    maintenance: list[MaintenanceWindow] = Field(
+        default_factory=list,
+        description="Maintenance windows of the provider, for every operator.",
+    )
 
     @model_validator(mode="after")
     def _credentials(self) -> Provider:
@@ -252,6 +306,25 @@ class Provider(_Strict):
         return self.secret.reveal()
 
 
+class MaxBet(_Strict):
+    """The maximum stake of one bet on a game in one currency, in some countries or all."""
+
+    currency: CurrencyCode
+    amount: StrictInt = Field(ge=1, le=2**63 - 1, description="Integer minor units.")
+    countries: list[CountryCode] = Field(
+        default_factory=list,
+        description="Countries (ISO 3166-1 alpha-2) where this maximum applies; empty: "
+        "everywhere no entry names.",
+    )
+
+    @field_validator("countries")
+    @classmethod
+    def _distinct(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("listed twice")
+        return values
+
+
 class Game(_Strict):
     id: Identifier
     provider: Identifier
@@ -266,6 +339,44 @@ class Game(_Strict):
     restricted_countries: list[CountryCode] = Field(
         default_factory=list, description="Countries where the game may not be offered."
     )
+    currencies: list[CurrencyCode] | None = Field(
+        None,
+        min_length=1,
+        description="When given, the only currencies the game is played in (each must also "
+        "be the operator's); when left out, every currency of the operator.",
+    )
+    max_bet: list[MaxBet] = Field(
+        default_factory=list,
+        description="Maximum stake of one bet, per currency and jurisdiction; the most "
+        "specific entry wins (one naming the session's country, else the one for every "
+        "country). A bet above it is refused LIMIT_EXCEEDED.",
+    )
+
+    @field_validator("currencies")
+    @classmethod
+    def _distinct_currencies(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError("listed twice")
+        return values
+
+    @model_validator(mode="after")
+    def _one_max_per_place(self) -> Game:
+        seen: dict[tuple[str, str], int] = {}
+        for i, entry in enumerate(self.max_bet):
+            if self.currencies is not None and entry.currency not in self.currencies:
+                raise ValueError(
+                    f"max_bet[{i}].currency: {entry.currency} is not one of the game's currencies"
+                )
+            for country in entry.countries or [""]:
+                place = (entry.currency, country)
+                if place in seen:
+                    where = f"country {country}" if country else "every country"
+                    raise ValueError(
+                        f"max_bet[{i}]: a second maximum for {entry.currency} in {where} "
+                        f"(max_bet[{seen[place]}])"
+                    )
+                seen[place] = i
+        return self
 
 
 class Tenants(_Strict):

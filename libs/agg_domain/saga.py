@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from agg_domain.compliance import REFUSAL_STATUSES, Refusal
 from agg_domain.ids import derive_id
 from agg_domain.statuses import REFUSAL_FOR_REPLY, Action, CommandKind, ReplyStatus, Status
 
@@ -101,6 +102,11 @@ class Request:
     decides) or ``transfer`` (a balance held here decides; see :data:`TRANSFER`)."""
     win_kind: str = "REGULAR"
     """For a win: ``REGULAR`` (the round's payout), ``BONUS``, ``JACKPOT`` or ``PROMO``."""
+    refusal: Refusal | None = None
+    """For a bet: the compliance rule that refuses it (ingress evaluates the tenants' rules).
+    A new bet carrying one is REJECTED with its status, with no wallet command; an exact
+    duplicate of a bet already decided gets the original answer, refusal or not. Ignored on
+    every other action (a win or a rollback is owed money)."""
 
 
 @dataclass(frozen=True)
@@ -641,6 +647,10 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
             d.answer(request, Status.BET_ROLLED_BACK)
         return
     if txn.action == Action.BET and txn.state == TxnState.COMPENSATED:
+        # never answered finally: a retry is a new decision, refused if a rule refuses it now
+        if request.refusal is not None:
+            _refuse_bet(d, txn, request, request.refusal)
+            return
         _start_debit(d, replace(txn, correlation_id=request.correlation_id), request)
         return
     if txn.state == TxnState.COMPENSATING:
@@ -681,9 +691,39 @@ def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
         d.put(txn)
         d.answer(request, Status.BET_ROLLED_BACK)
         d.event("BetRejected", f"{txn.key}:rejected", txn, status=Status.BET_ROLLED_BACK.value,
-                command_id=None, balance=None)  # fmt: skip
+                command_id=None, balance=None, rule=RULE_ROLLED_BACK)  # fmt: skip
+        return
+    if request.refusal is not None:
+        _refuse_bet(d, _new_txn(request, TxnState.PENDING), request, request.refusal)
         return
     _start_debit(d, _new_txn(request, TxnState.PENDING), request)
+
+
+RULE_ROLLED_BACK = "rolled_back"
+"""The rule of a bet refused because its id was rolled back before it came."""
+
+
+def wallet_rule(status: ReplyStatus, *, wallet: str = "operator_wallet") -> str:
+    """The rule of a bet a wallet refused: the operator's (``operator_wallet``), or one the
+    saga holds (``demo_wallet``, ``transfer_wallet``)."""
+    return f"{wallet}:{status.value}"
+
+
+def _refuse_bet(d: _Draft, txn: Txn, request: Request, refusal: Refusal) -> None:
+    """A bet a compliance rule refuses: REJECTED with the rule's status, answered, journaled
+    with the rule; no wallet command. Remembered like every decided bet, so a duplicate gets
+    the same answer. A refusal whose status is not a rule's is a malformed request."""
+    if refusal.status not in REFUSAL_STATUSES or not refusal.rule:
+        d.answer(request, Status.INVALID_REQUEST)
+        return
+    rejected = replace(txn, state=TxnState.REJECTED, status=refusal.status, waiters=(),
+                       deadline_ms=None, correlation_id=request.correlation_id,
+                       settled_at_ms=d.now)  # fmt: skip
+    d.put(rejected)
+    d.answer(request, refusal.status)
+    cause = f"{rejected.key}:refused:{rejected.attempt}"
+    d.event("BetRejected", cause, rejected, status=refusal.status.value, command_id=None,
+            balance=None, rule=refusal.rule)  # fmt: skip
 
 
 def _on_new_win(d: _Draft, request: Request) -> None:
@@ -852,7 +892,8 @@ def _on_debit_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> None
     status = REFUSAL_FOR_REPLY[reply.status]
     rejected = _settle(d, bet, TxnState.REJECTED, status, reply.balance)
     d.event("BetRejected", reply.command_id, rejected, status=status.value,
-            command_id=reply.command_id, balance=reply.balance)  # fmt: skip
+            command_id=reply.command_id, balance=reply.balance,
+            rule=wallet_rule(reply.status))  # fmt: skip
     if bet.rollback_key is not None:
         _finish_rollback(d, bet.rollback_key, refunded=False)
 
@@ -1057,13 +1098,24 @@ def _on_held_bet(d: _Draft, held: _Held, txn: Txn, request: Request, balance: in
                  tombstone: Txn | None) -> None:  # fmt: skip
     decision_id = _held_id(d, held, txn, "DEBIT")
     txn = replace(txn, command_id=decision_id, attempt=1)
-    if tombstone is not None or txn.amount > balance:
-        status = Status.BET_ROLLED_BACK if tombstone is not None else Status.INSUFFICIENT_FUNDS
+    refusal = request.refusal  # the rules of play hold for every wallet, play money too
+    if refusal is not None and (refusal.status not in REFUSAL_STATUSES or not refusal.rule):
+        _held_answer(d, request, Status.INVALID_REQUEST, balance)
+        return
+    if tombstone is not None or refusal is not None or txn.amount > balance:
         if tombstone is not None:
+            status, rule = Status.BET_ROLLED_BACK, RULE_ROLLED_BACK
             txn = replace(txn, rollback_key=tombstone.rollback_key)
+        elif refusal is not None:
+            status, rule = refusal.status, refusal.rule
+        else:
+            status = Status.INSUFFICIENT_FUNDS
+            held_wallet = "demo_wallet" if held is _DEMO else "transfer_wallet"
+            rule = wallet_rule(ReplyStatus.INSUFFICIENT_FUNDS, wallet=held_wallet)
         rejected = _held_settle(d, txn, request, TxnState.REJECTED, status, balance)
         _held_event(d, held, "BetRejected", f"{decision_id}:rejected", rejected,
-                    status=status.value, command_id=None, balance=balance)  # fmt: skip
+                    status=status.value, command_id=None, balance=balance,
+                    rule=rule)  # fmt: skip
         return
     balance -= txn.amount
     _held_move(d, held, txn.currency, balance)

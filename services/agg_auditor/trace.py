@@ -84,15 +84,16 @@ def _projection_rows(
 ) -> list[Step]:
     steps = []
     with psycopg.connect(settings.database_url) as conn:
-        for status, at, corr, event_id in conn.execute(
+        for status, at, corr, event_id, rule in conn.execute(
             sql.SQL(
-                "select status, occurred_at, correlation_id, event_id"
+                "select status, occurred_at, correlation_id, event_id, rule"
                 " from {}.transaction_changes where operator_id = %s and player_id = %s"
                 " and provider_id = %s and transaction_id = %s"
             ).format(sql.Identifier(schema)),
             (op, player, provider, txn),
         ):
-            steps.append(Step(at, "projection", f"transaction row -> {status}", corr,
+            why = f" ({rule})" if rule else ""  # a rejection's rule
+            steps.append(Step(at, "projection", f"transaction row -> {status}{why}", corr,
                               {"event_id": event_id}))  # fmt: skip
     return steps
 
@@ -190,10 +191,14 @@ def trace(settings: Settings, provider: str, txn: str, op: str, player: str, sch
         short = name.rsplit(".", 1)[-1]
         if topic == names.requests:
             what = f"request {d['action']} ({d['request_id']}) amount {d['amount']}"
+            if d.get("refusal"):  # a bet the compliance rules refused at the ingress
+                what += f" refused {d['refusal']['status']} ({d['refusal']['rule']})"
         elif topic == names.outcomes:
             what = f"outcome {d['status']} balance {d['balance']}"
         elif topic == names.events:
             what = f"event {short}"
+            if short == "BetRejected":
+                what += f" {d['status']} ({d.get('rule') or 'no rule recorded'})"
         elif short == "WalletCommand":
             what = f"command {d['kind']} {d['amount']} {d['currency']} ({d['command_id']})"
         else:

@@ -4,8 +4,11 @@ the Kafka request-reply in :mod:`agg_ingress.routing`; this module wires them to
 
 A provider callback is checked in this order, and every refusal publishes nothing:
 unknown or disabled provider (404), body too large (413), timestamp and signature (401),
-unknown action or invalid body (400), session rules (200 with the session status), no reply
-partition or too many waiting (503). Only then is it published and its outcome awaited.
+unknown action or invalid body (400), session rules (200 with the session status), the
+compliance rules of an authenticate (200 with the rule's status), no reply partition or too
+many waiting (503). Only then is it published and its outcome awaited. A bet the compliance
+rules refuse is published too, with its ``refusal``: the saga decides it (REJECTED, no wallet
+command) and journals it with the rule, so that it is answered and audited like any bet.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agg_avro import AvroCodec
+from agg_config.compliance import rules_of
 from agg_config.settings import Settings, require_session_secret
 from agg_config.tenants import Operator, Tenants
 from agg_config.tenants import Provider as ProviderConfig
+from agg_domain.compliance import Refusal as RuleRefusal
+from agg_domain.compliance import Rules
 from agg_domain.ids import derive_id
 from agg_domain.saga import SEAMLESS, TRANSFER
 from agg_domain.statuses import Action, Status
@@ -152,6 +158,8 @@ class Lookups:
     operator_secrets: dict[str, bytes]
     transfer_operators: frozenset[str]
     """Operators of a transfer wallet (``wallet.mode: transfer``)."""
+    rules: Rules
+    """The compliance rules of ``tenants``, compiled once."""
 
 
 def build_lookups(tenants: Tenants, by_protocol: dict[str, ProviderAdapter]) -> Lookups:
@@ -166,6 +174,7 @@ def build_lookups(tenants: Tenants, by_protocol: dict[str, ProviderAdapter]) -> 
         },
         operator_secrets={o.id: o.secret.reveal() for o in tenants.operators},
         transfer_operators=frozenset(o.id for o in tenants.operators if o.wallet.mode == TRANSFER),
+        rules=rules_of(tenants),
     )
 
 
@@ -285,6 +294,10 @@ class Ingress:
     def transfer_operators(self) -> frozenset[str]:
         return self.lookups.view.transfer_operators
 
+    @property
+    def rules(self) -> Rules:
+        return self.lookups.view.rules
+
     # --- common ---------------------------------------------------------------------------
 
     async def _authenticate(
@@ -401,7 +414,24 @@ class Ingress:
             reason = check.problem.value if check.problem else None
             return self._done(provider, parsed, Result(status, currency),
                               fields={"reason": reason} if reason else {})  # fmt: skip
-        result, corr, fields = await self._forward(provider_id, cb, claims)
+        refusal = self.rules.check(
+            cb.action,
+            operator_id=claims.operator_id,
+            provider_id=provider_id,
+            game_id=cb.game_id or claims.game_id,
+            country=claims.country,
+            currency=cb.currency or claims.currency,
+            amount=cb.amount,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+        if refusal is not None and cb.action is not Action.BET:
+            # an authenticate that would start play the rules forbid: no money, nothing to
+            # decide, so answered here (a refused bet is decided and journaled by the saga)
+            refused = Result(refusal.status, cb.currency or claims.currency)
+            return self._done(provider, parsed, refused, fields={"rule": refusal.rule})
+        result, corr, fields = await self._forward(provider_id, cb, claims, refusal)
+        if refusal is not None:
+            fields = {**fields, "rule": refusal.rule}
         if (result.status is Status.OK and cb.action in (Action.AUTHENTICATE, Action.BALANCE)
                 and getattr(provider.adapter, "issues_player_ref", False)):  # fmt: skip
             # the adapter answers this as the player's id; later calls name the player by it
@@ -432,8 +462,11 @@ class Ingress:
                      fields or {})  # fmt: skip
 
     async def _forward(
-        self, provider_id: str, cb: Callback, claims: SessionClaims
+        self, provider_id: str, cb: Callback, claims: SessionClaims, refusal: RuleRefusal | None
     ) -> tuple[Result, str | None, dict[str, Any]]:
+        """Publish the callback and await its outcome. A bet the compliance rules refuse is
+        forwarded with its ``refusal``: the saga records it REJECTED (journaled, answered
+        the same to a duplicate) and sends no wallet command."""
         currency = cb.currency or claims.currency
         router = self.router
         partition = router.reply_partition if router is not None else None
@@ -462,6 +495,11 @@ class Ingress:
                 "mode": claims.mode,  # demo play never reaches the operator's wallet
                 "win_kind": cb.win_kind.value,
                 "wallet": TRANSFER if claims.operator_id in self.transfer_operators else SEAMLESS,
+                "refusal": (
+                    None
+                    if refusal is None
+                    else {"status": refusal.status.value, "rule": refusal.rule}
+                ),
         }  # fmt: skip
         outcome = await self._decided(router, partition, record)
         if isinstance(outcome, str):
@@ -533,12 +571,16 @@ class Ingress:
         req = validate_session_request(fields) if fields is not None else Invalid(str(parsed))
         if isinstance(req, Invalid):
             return self._operator_reply("sessions", 400, Status.INVALID_REQUEST, req.reason)
-        refusal = session_refusal(self.tenants, operator, req)
-        if refusal is not None:
-            return self._operator_reply("sessions", OPERATOR_HTTP_STATUS[refusal], refusal)
+        now_ms = time.time_ns() // 1_000_000
+        refused = session_refusal(self.tenants, self.rules, operator, req, now_ms)
+        if refused is not None:
+            status = refused.refusal
+            log.event("session_refused", operator=operator.id, status=str(status),
+                      rule=refused.rule)  # fmt: skip
+            return self._operator_reply("sessions", OPERATOR_HTTP_STATUS[status], status,
+                                        rule=refused.rule)  # fmt: skip
         game = self.tenants.game(req.game_id)
         assert game is not None
-        now_ms = time.time_ns() // 1_000_000
         claims = SessionClaims(
             session_id=new_session_id(
                 operator.id, req.player_id, game.id, now_ms, secrets.token_hex(16)

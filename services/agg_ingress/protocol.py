@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from agg_config.tenants import Game, Operator, Tenants
+from agg_domain.compliance import Rules
 from agg_domain.currency import is_currency
 from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status, WinKind
 from agg_ingress.sessions import PlayerRef, TokenProblem
@@ -375,18 +376,35 @@ def game_offered(tenants: Tenants, operator: Operator, game: Game, country: str)
     )
 
 
+@dataclass(frozen=True)
+class SessionRefused:
+    """Why a session may not open: the operator API's refusal and the rule behind it."""
+
+    refusal: OperatorRefusal
+    rule: str
+
+
+SESSION_REFUSAL_FOR: dict[Status, OperatorRefusal] = {
+    Status.GAME_NOT_ALLOWED: OperatorRefusal.GAME_NOT_ALLOWED,
+    Status.CURRENCY_MISMATCH: OperatorRefusal.CURRENCY_NOT_SUPPORTED,
+}
+
+
 def session_refusal(
-    tenants: Tenants, operator: Operator, request: SessionRequest
-) -> OperatorRefusal | None:
-    """Why ``operator`` may not open this session, in precedence order; None when it may."""
+    tenants: Tenants, rules: Rules, operator: Operator, request: SessionRequest, now_ms: int
+) -> SessionRefused | None:
+    """Why ``operator`` may not open this session at ``now_ms``, in precedence order (an
+    unknown game, then the compliance rules of play of :mod:`agg_domain.compliance`, the
+    max bet aside); None when it may."""
     game = tenants.game(request.game_id)
     if game is None:
-        return OperatorRefusal.UNKNOWN_GAME
-    if not game_offered(tenants, operator, game, request.country):
-        return OperatorRefusal.GAME_NOT_ALLOWED
-    if request.currency not in operator.currencies:
-        return OperatorRefusal.CURRENCY_NOT_SUPPORTED
-    return None
+        return SessionRefused(OperatorRefusal.UNKNOWN_GAME, "unknown_game")
+    refused = rules.play_refusal(operator_id=operator.id, provider_id=game.provider,
+                                 game_id=game.id, country=request.country,
+                                 currency=request.currency, now_ms=now_ms)  # fmt: skip
+    if refused is None:
+        return None
+    return SessionRefused(SESSION_REFUSAL_FOR[refused.status], refused.rule)
 
 
 def offered_games(tenants: Tenants, operator: Operator, country: str) -> list[Game]:

@@ -127,7 +127,8 @@ class ProjectionReader:
             args.extend(after)
         query = self._q(
             "select provider_id, transaction_id, kind, status, amount, currency, round_id,"
-            " game_id, reference_transaction_id, first_event_at, updated_at from {s}.transactions"
+            " game_id, reference_transaction_id, first_event_at, updated_at, rule"
+            " from {s}.transactions"
             " where " + " and ".join(clauses) +
             " order by updated_at, provider_id, transaction_id limit %s"
         )  # fmt: skip
@@ -147,6 +148,7 @@ class ProjectionReader:
                 "reference_transaction_id": r[8],
                 "first_event_at": r[9].isoformat(),
                 "updated_at": r[10].isoformat(),
+                "rule": r[11],
             }
             for r in rows
         ]

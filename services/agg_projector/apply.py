@@ -45,6 +45,11 @@ def transfer_kind(d: dict[str, Any]) -> str:
     return "DEPOSIT" if d["direction"] == "IN" else "WITHDRAW"
 
 
+def rejection_rule(d: dict[str, Any]) -> str | None:
+    """The rule of a BetRejected; None for one written before events carried it."""
+    return d.get("rule") or None
+
+
 class JournalEvent(NamedTuple):
     """(A tuple: built once per record read, where a dataclass's ``__init__`` shows.)"""
 
@@ -117,33 +122,33 @@ class Applier:
 
     def _txn(self, cur: psycopg.Cursor[Any], d: dict[str, Any], kind: str, status: str, *,
              transaction_id: str | None = None, amount: int | None = None,
-             reference: str | None = None) -> None:  # fmt: skip
+             reference: str | None = None, rule: str | None = None) -> None:  # fmt: skip
         txn_id = transaction_id or d["transaction_id"]
         cur.execute(
             self.q(
                 "insert into {s}.transactions (operator_id, provider_id, transaction_id, player_id,"
                 " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
-                " first_event_at, updated_at, last_event_id)"
-                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " first_event_at, updated_at, last_event_id, rule)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " on conflict (operator_id, provider_id, player_id, transaction_id) do update set"
                 " status = excluded.status, updated_at = excluded.updated_at,"
-                " last_event_id = excluded.last_event_id"
+                " last_event_id = excluded.last_event_id, rule = excluded.rule"
             ),
             (
                 d["operator_id"], d["provider_id"], txn_id, d["player_id"], kind, status,
                 d.get("amount", 0) if amount is None else amount, d.get("currency", ""),
                 d.get("round_id"), d.get("game_id"), reference, d["occurred_at"],
-                d["occurred_at"], d["event_id"],
+                d["occurred_at"], d["event_id"], rule,
             ),
         )  # fmt: skip
         cur.execute(
             self.q(
                 "insert into {s}.transaction_changes (event_id, operator_id, provider_id,"
-                " transaction_id, status, occurred_at, correlation_id, player_id)"
-                " values (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " transaction_id, status, occurred_at, correlation_id, player_id, rule)"
+                " values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ),
             (d["event_id"], d["operator_id"], d["provider_id"], txn_id, status,
-             d["occurred_at"], d["correlation_id"], d["player_id"]),
+             d["occurred_at"], d["correlation_id"], d["player_id"], rule),
         )  # fmt: skip
 
     def _balance(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
@@ -210,7 +215,7 @@ class Applier:
         self._revenue(cur, d, bets=d["amount"])
 
     def _bet_rejected(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
-        self._txn(cur, d, "BET", f"REJECTED:{d['status']}")
+        self._txn(cur, d, "BET", f"REJECTED:{d['status']}", rule=rejection_rule(d))
         self._balance(cur, d)
 
     def _debit_timed_out(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:

@@ -38,7 +38,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from agg_projector.apply import DEMO_EVENTS, JournalEvent, revenue_wins, transfer_kind
+from agg_projector.apply import (
+    DEMO_EVENTS,
+    JournalEvent,
+    rejection_rule,
+    revenue_wins,
+    transfer_kind,
+)
 
 TxnKey = tuple[str, str, str, str]
 """(operator, provider, player, transaction)."""
@@ -50,7 +56,7 @@ _STAGING = {
         "operator_id text, provider_id text, transaction_id text, player_id text, kind text,"
         " status text, amount bigint, currency text, round_id text, game_id text,"
         " reference_transaction_id text, first_event_at timestamptz, updated_at timestamptz,"
-        " last_event_id text, amount_set boolean, currency_of_bet boolean"
+        " last_event_id text, amount_set boolean, currency_of_bet boolean, rule text"
     ),
     "agg_stage_rounds": (
         "operator_id text, provider_id text, round_id text, player_id text, game_id text,"
@@ -81,12 +87,12 @@ _TYPES = {
     "journal": ["text", "text", "text", "text", "text", "text", "timestamptz", "text", "text",
                 "int8", "text", "int8", "int4", "int8", "jsonb"],
     "transaction_changes": ["text", "text", "text", "text", "text", "timestamptz", "text",
-                            "text"],
+                            "text", "text"],
     "agg_stage_transactions": ["text", "text", "text", "text", "text", "text", "int8", "text",
                                "text", "text", "text", "timestamptz", "timestamptz", "text",
-                               "bool", "bool"],
+                               "bool", "bool", "text"],
     "transactions": ["text", "text", "text", "text", "text", "text", "int8", "text", "text",
-                     "text", "text", "timestamptz", "timestamptz", "text"],
+                     "text", "text", "timestamptz", "timestamptz", "text", "text"],
     "agg_stage_rounds": ["text", "text", "text", "text", "text", "text", "int8", "int8", "int8",
                          "text", "timestamptz", "timestamptz", "timestamptz"],
     "agg_stage_balances": ["text", "text", "text", "int8", "text", "timestamptz"],
@@ -103,7 +109,7 @@ _JOURNAL_COLUMNS = (
 )
 _CHANGES_COLUMNS = (
     "event_id, operator_id, provider_id, transaction_id, status, occurred_at, correlation_id,"
-    " player_id"
+    " player_id, rule"
 )
 
 
@@ -216,7 +222,7 @@ class BatchRows:
             self._revenue(d, refunds=d["amount"])
             self._rollback_row(d)
         elif name == "BetRejected":
-            self._txn(d, "BET", f"REJECTED:{d['status']}")
+            self._txn(d, "BET", f"REJECTED:{d['status']}", rejection_rule(d))
             self._balance(d)
         elif name == "DebitTimedOut":
             self._txn(d, "BET", "TIMED_OUT")
@@ -242,11 +248,11 @@ class BatchRows:
         elif name == "DuplicateConflictDetected":
             self.changes.append((d["event_id"], d["operator_id"], d["provider_id"],
                                  d["transaction_id"], "DUPLICATE_CONFLICT", at,
-                                 d["correlation_id"], d["player_id"]))  # fmt: skip
+                                 d["correlation_id"], d["player_id"], None))  # fmt: skip
 
     # --- the folds (each mirrors one building block of Applier) -------------------------
 
-    def _txn(self, d: dict[str, Any], kind: str, status: str) -> None:
+    def _txn(self, d: dict[str, Any], kind: str, status: str, rule: str | None = None) -> None:
         txn_id = d["transaction_id"]
         at = d["occurred_at"]
         key = (d["operator_id"], d["provider_id"], d["player_id"], txn_id)
@@ -255,12 +261,12 @@ class BatchRows:
             self.transactions[key] = [
                 d["operator_id"], d["provider_id"], txn_id, d["player_id"], kind, status,
                 d.get("amount", 0), d.get("currency", ""), d.get("round_id"), d.get("game_id"),
-                None, at, at, d["event_id"], False, False,
+                None, at, at, d["event_id"], False, False, rule,
             ]  # fmt: skip
         else:
-            row[5], row[12], row[13] = status, at, d["event_id"]
+            row[5], row[12], row[13], row[16] = status, at, d["event_id"], rule
         self.changes.append((d["event_id"], d["operator_id"], d["provider_id"], txn_id, status,
-                             at, d["correlation_id"], d["player_id"]))  # fmt: skip
+                             at, d["correlation_id"], d["player_id"], rule))  # fmt: skip
 
     def _rollback_row(self, d: dict[str, Any]) -> None:
         rollback_id = d["rollback_transaction_id"]
@@ -271,7 +277,7 @@ class BatchRows:
             self.transactions[key] = [
                 d["operator_id"], d["provider_id"], rollback_id, d["player_id"], "ROLLBACK",
                 "REFUNDED", d["amount"], d.get("currency") or "", d.get("round_id"),
-                d.get("game_id"), d["transaction_id"], at, at, d["event_id"], True, False,
+                d.get("game_id"), d["transaction_id"], at, at, d["event_id"], True, False, None,
             ]  # fmt: skip
         else:
             row[5], row[6], row[12], row[13] = "REFUNDED", d["amount"], at, d["event_id"]
@@ -294,7 +300,7 @@ class BatchRows:
         self.transactions[key] = [
             d["operator_id"], d["provider_id"], rollback_id, d["player_id"], "ROLLBACK", status,
             0, fallback, d.get("round_id"), d.get("game_id"), d["reference_transaction_id"],
-            at, at, d["event_id"], False, True,
+            at, at, d["event_id"], False, True, None,
         ]  # fmt: skip
 
     def _report(self, into: dict[tuple[str, str, str], tuple[Any, ...]],
@@ -408,7 +414,7 @@ class BatchWriter:
             merge = (
                 "insert into {s}.transactions as t (operator_id, provider_id, transaction_id,"
                 " player_id, kind, status, amount, currency, round_id, game_id,"
-                " reference_transaction_id, first_event_at, updated_at, last_event_id)"
+                " reference_transaction_id, first_event_at, updated_at, last_event_id, rule)"
                 " select operator_id, provider_id, transaction_id, player_id, kind, status, amount,"
                 " case when s.currency_of_bet then coalesce((select b.currency"
                 " from {s}.transactions b where b.operator_id = s.operator_id"
@@ -416,15 +422,17 @@ class BatchWriter:
                 " and b.transaction_id = s.reference_transaction_id), s.currency)"
                 " else s.currency end,"
                 " round_id, game_id, reference_transaction_id, first_event_at, updated_at,"
-                " last_event_id from agg_stage_transactions s where {where}"
+                " last_event_id, rule from agg_stage_transactions s where {where}"
                 " on conflict (operator_id, provider_id, player_id, transaction_id) do update set"
                 " status = excluded.status,{amount} updated_at = excluded.updated_at,"
-                " last_event_id = excluded.last_event_id"
+                " last_event_id = excluded.last_event_id{rule}"
             )
-            cur.execute(s(merge.format(s="{s}", where="not amount_set", amount="")))
+            # a rollback row (amount_set) has no rule; it keeps the rule it has (none)
+            cur.execute(s(merge.format(s="{s}", where="not amount_set", amount="",
+                                       rule=", rule = excluded.rule")))  # fmt: skip
             if any(row[14] for row in transactions):
-                cur.execute(s(merge.format(s="{s}", where="amount_set",
-                                           amount=" amount = excluded.amount,")))  # fmt: skip
+                amount = " amount = excluded.amount,"
+                cur.execute(s(merge.format(s="{s}", where="amount_set", amount=amount, rule="")))
         if rounds:
             self._copy(cur, s("copy agg_stage_rounds from stdin (format binary)"),
                        "agg_stage_rounds", rounds)  # fmt: skip
@@ -497,8 +505,8 @@ class BatchWriter:
             self._copy(cur, self.q(
                 "copy {s}.transactions (operator_id, provider_id, transaction_id, player_id,"
                 " kind, status, amount, currency, round_id, game_id, reference_transaction_id,"
-                " first_event_at, updated_at, last_event_id) from stdin (format binary)"),
-                "transactions", (row[:14] for row in new_txns))  # fmt: skip
+                " first_event_at, updated_at, last_event_id, rule) from stdin (format binary)"),
+                "transactions", ((*row[:14], row[16]) for row in new_txns))  # fmt: skip
         if new_rounds:
             self._copy(cur, self.q("copy {s}.rounds (operator_id, provider_id, round_id,"
                                    " player_id, game_id, currency, bet_total, win_total,"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from agg_domain.compliance import Refusal
 from agg_domain.saga import Answer, Command, Event, Reply, Request
-from agg_domain.statuses import Action, ReplyStatus
+from agg_domain.statuses import Action, ReplyStatus, Status
 
 EVENT_NAMESPACE = "casino.agg.events."
 
@@ -42,7 +43,20 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         mode=d.get("mode", "real"),  # written before v2: real
         wallet=d.get("wallet", "seamless"),  # written before v3: seamless
         win_kind=d.get("win_kind", "REGULAR"),
+        refusal=_refusal(d.get("refusal")),  # written before v4: none
     )
+
+
+def _refusal(d: dict[str, Any] | None) -> Refusal | None:
+    """A request's compliance refusal; a status this version does not know is read as
+    INVALID_REQUEST, which the saga answers without deciding anything (never a debit)."""
+    if d is None:
+        return None
+    try:
+        status = Status(d["status"])
+    except ValueError:
+        status = Status.INVALID_REQUEST
+    return Refusal(status, d["rule"])
 
 
 def reply_from_avro(d: dict[str, Any]) -> Reply:

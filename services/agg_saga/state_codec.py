@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from agg_domain.compliance import Refusal
 from agg_domain.saga import (
     FINAL_STATES,
     Command,
@@ -47,6 +48,10 @@ class StateDecodeError(ValueError):
 
 
 def _request(d: dict[str, Any]) -> Request:
+    refusal = d.get("refusal")  # absent in state written before requests carried one
+    if refusal is not None:
+        read = Refusal(Status(refusal["status"]), refusal["rule"])
+        return Request(**{**d, "action": Action(d["action"]), "refusal": read})
     return Request(**{**d, "action": Action(d["action"])})
 
 
@@ -111,7 +116,10 @@ assert _PENDING_FIELDS == ("command", "txn_key", "next_send_ms", "sends", "waite
 
 
 def _request_dict(r: Request) -> dict[str, Any]:
-    return {name: getattr(r, name) for name in _REQUEST_FIELDS}
+    body = {name: getattr(r, name) for name in _REQUEST_FIELDS}
+    if r.refusal is not None:
+        body["refusal"] = {"status": r.refusal.status, "rule": r.refusal.rule}
+    return body
 
 
 def _txn_dict(txn: Txn) -> dict[str, Any]:

@@ -7,8 +7,9 @@
    contradicted by the final answer to an exact duplicate or a retry;
 3. every owed credit and refund is acknowledged once the wallet is healthy again;
 4. the journal folds to the wallet's ledger, one event id is one event, no transaction has
-   contradictory decisions, and projecting the journal in two orders of its partitions gives
-   the same tables;
+   contradictory decisions, every BetRejected names its rule, and projecting the journal in
+   two orders of its partitions gives the same tables; a bet refused by a compliance rule
+   every time it came is neither answered OK nor debited;
 5. every worker restarted after every crash and no player was parked;
 6. a transfer-wallet operator's players: no wallet command ever leaves for them; the balance
    the saga holds is the deposits less the withdrawals (the amounts answered) less the bets
@@ -103,6 +104,10 @@ def check(world: World) -> list[str]:
             by_key.setdefault(key, []).append(track)
     for key, tracks in by_key.items():
         ok = [t for t in tracks if t.final == "OK"]
+        if all(t.call.action == "BET" and t.call.refusal is not None for t in tracks) and (
+            ok or effects.get(key, Counter())["debited"]
+        ):
+            problems.append(f"bet {key}, refused by a rule every time it came, moved money")
         if len({t.call.content() for t in ok}) > 1:
             problems.append(f"two different requests answered OK for transaction {key}")
         got = effects.get(key, Counter())
@@ -162,6 +167,9 @@ def check(world: World) -> list[str]:
         if name in ("BetAccepted", "WinCredited", "BetRolledBack", "FundsTransferred"):
             per_txn[(name, d.get("mode", "real"), d["operator_id"], d["player_id"],
                      d["provider_id"], d["transaction_id"])] += 1  # fmt: skip
+    for d in by_id.values():
+        if d["name"] == "BetRejected" and not d.get("rule"):
+            problems.append(f"BetRejected {d['event_id']} names no rule")
     for command_id, names in decisions.items():
         if "BetAccepted" in names and names & {"DebitTimedOut", "DebitCancelled", "BetRejected"}:
             problems.append(f"contradictory decisions for debit {command_id}: {sorted(names)}")

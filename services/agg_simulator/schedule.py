@@ -62,6 +62,10 @@ class Call:
     dup_after_ms: int | None = None
     mode: str = "real"
     """The session's mode: ``demo`` play must never reach the operator's wallet."""
+    refusal: tuple[str, str] | None = None
+    """For a bet: the compliance refusal (status, rule) the ingress attaches; such a bet must
+    never reach the wallet. Not part of :meth:`content`: a retry of a decided bet gets its
+    first answer whether or not the rules refuse it now."""
 
     def content(self) -> tuple[object, ...]:
         return (self.mode, self.operator_id, self.player_id, self.provider_id, self.action,
@@ -122,6 +126,8 @@ class Schedule:
                 parts.append(f"amount={c.amount}")
             if c.dup_after_ms is not None:
                 parts.append(f"dup+{c.dup_after_ms}ms")
+            if c.refusal is not None:
+                parts.append(f"refused={c.refusal[0]}:{c.refusal[1]}")
             events.append((c.at_ms, " ".join(parts)))
         for f in self.faults:
             text = f"FAULT {f.kind}"
@@ -134,6 +140,27 @@ class Schedule:
             events.append((f.at_ms, text))
         lines += [f"  t={at:>6} {text}" for at, text in sorted(events)]
         return "\n".join(lines)
+
+
+REFUSALS = (
+    ("GAME_NOT_ALLOWED", "provider_maintenance"),
+    ("GAME_NOT_ALLOWED", "game_restricted_in_country:GB"),
+    ("CURRENCY_MISMATCH", "game_currency:USD"),
+    ("LIMIT_EXCEEDED", "max_bet:EUR:100"),
+)
+
+
+def _refuse_some_bets(seed: int, calls: list[Call]) -> list[Call]:
+    """About one bet in eight carries a compliance refusal, some of them on an id another
+    bet of the schedule uses too (refused now, allowed then, or the other way round). Drawn
+    from a generator of its own, so that the rest of every seed's schedule is what it was."""
+    rng = random.Random(seed * 7_919 + 17)
+    return [
+        replace(c, refusal=rng.choice(REFUSALS))
+        if c.action == "BET" and rng.random() < 0.125
+        else c
+        for c in calls
+    ]
 
 
 def generate(seed: int) -> Schedule:
@@ -195,6 +222,7 @@ def generate(seed: int) -> Schedule:
         if rng.random() < 0.15:
             c = replace(c, mode="demo")
         calls.append(c)
+    calls = _refuse_some_bets(seed, calls)
     faults: list[Fault] = []
     kinds = [rng.choice(FAULT_KINDS[2:]) for _ in range(rng.randint(0, 4))]
     kinds += ["crash_storm"] * rng.choice((0, 0, 1, 2))

@@ -306,6 +306,9 @@ class World:
             "mode": c.mode,
             "wallet": "transfer" if c.operator_id in self.schedule.transfer_operators
             else "seamless",
+            "refusal": (
+                None if c.refusal is None else {"status": c.refusal[0], "rule": c.refusal[1]}
+            ),
         }  # fmt: skip
         if c.mode != "real":
             self.demo_correlations.add(correlation)

@@ -442,4 +442,21 @@ def test_rows_of_before_004_stay_and_transactions_become_the_players(settings: S
             " where transaction_id = 'tx-1' order by player_id"
         ).fetchall()
         assert rows == [("pl-a", 100, "ACCEPTED"), ("pl-b", 70, "ACCEPTED")]
+        # rows from before 007 have no rule; a rejection applied now keeps its rule
+        with conn.transaction(), conn.cursor() as cur:
+            applier.apply(cur, JournalEvent("BetRejected", {
+                "event_id": "ev-rej", "correlation_id": "c3", "operator_id": "op-alpha",
+                "player_id": "pl-a", "provider_id": "prov-nova", "occurred_at": T0,
+                "transaction_id": "tx-2", "round_id": "rnd-1", "game_id": "nova-starfall",
+                "amount": 900, "currency": "EUR", "status": "LIMIT_EXCEEDED", "command_id": None,
+                "balance": None, "mode": "real", "rule": "max_bet:EUR:500"}, 0, 2))  # fmt: skip
+        ruled = conn.execute(
+            f"select transaction_id, status, rule from {schema}.transactions"
+            " where player_id = 'pl-a' order by transaction_id"
+        ).fetchall()
+        assert ruled == [("tx-1", "ACCEPTED", None),
+                         ("tx-2", "REJECTED:LIMIT_EXCEEDED", "max_bet:EUR:500")]  # fmt: skip
+        assert conn.execute(
+            f"select rule from {schema}.transaction_changes where event_id = 'ev-rej'"
+        ).fetchall() == [("max_bet:EUR:500",)]
         conn.execute(f"drop schema {schema} cascade")

@@ -117,6 +117,12 @@ def test_batches_give_the_per_event_tables(settings: Settings, schemas: list[str
                 with conn.transaction(), conn.cursor() as cur:
                     projector.batch.write_revenue(cur, revenue)
         kinds = dict(conn.execute(f"select event_type, count(*) from {ref}.journal group by 1"))
+        ruled = conn.execute(
+            f"select count(*), count(*) filter (where rule is null) from {ref}.transactions"
+            " where kind = 'BET' and status like 'REJECTED:%'"
+        ).fetchone()
+    # every bet rejection the saga decided names its rule, and the row keeps it
+    assert ruled is not None and ruled[0] > 0 and ruled[1] == 0, ruled
     # the journal exercises what the fold must get right
     for kind in ("BetAccepted", "BetRejected", "BetRolledBack", "RollbackRecorded",
                  "DebitTimedOut", "DebitCancelled", "CreditOwed", "WinCredited", "RoundClosed",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agg_config.compliance import rules_of
 from agg_config.tenants import parse_tenants
 from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status, WinKind
 from agg_ingress.client import curl_command, sign
@@ -461,6 +462,8 @@ TENANTS = parse_tenants(
         ],
     }
 )  # fmt: skip
+RULES = rules_of(TENANTS)
+NOW_MS = 1_764_000_000_000
 
 
 @pytest.mark.parametrize(
@@ -491,7 +494,8 @@ def test_session_refusal(
     assert op is not None
     req = validate_session_request(with_(SESSION, **change))
     assert isinstance(req, SessionRequest)
-    assert session_refusal(TENANTS, op, req) is expected
+    refused = session_refusal(TENANTS, RULES, op, req, NOW_MS)
+    assert (refused.refusal if refused is not None else None) is expected
 
 
 @pytest.mark.parametrize(

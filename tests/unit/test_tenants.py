@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ DEV_FILE = repo_root() / "deploy" / "local" / "aggregator.yaml"
 DEV_DATA: dict[str, Any] = yaml.safe_load(DEV_FILE.read_text())
 
 Change = Callable[[dict[str, Any]], None]
+EARLY, LATE = "2026-06-01T11:00:00Z", "2026-06-01T13:00:00Z"
+WINDOW = {"start": EARLY, "end": LATE}
 
 
 def changed(change: Change) -> dict[str, Any]:
@@ -162,6 +165,36 @@ def test_secret_given_as_environment_variable_is_accepted() -> None:
 def test_tenants_are_frozen(dev: Tenants) -> None:
     with pytest.raises(ValueError, match="frozen"):
         dev.operators[0].id = "other"  # type: ignore[misc]
+
+
+def test_compliance_fields_are_optional_and_default_to_no_rule(dev: Tenants) -> None:
+    assert all(p.maintenance == [] for p in dev.providers)
+    assert all(o.maintenance == [] for o in dev.operators)
+    assert all(g.currencies is None and g.max_bet == [] for g in dev.games)
+
+
+def test_compliance_fields_load_from_yaml(tmp_path: Path) -> None:
+    data = changed(both(
+        set_at(("providers", 0, "maintenance"), [WINDOW]),
+        set_at(("operators", 0, "maintenance"), [{"provider": "prov-orbit", **WINDOW}]),
+        set_at(("games", 0, "currencies"), ["EUR", "GBP"]),
+        set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": 500},
+                                         {"currency": "EUR", "amount": 100,
+                                          "countries": ["DE", "NL"]}]),
+    ))  # fmt: skip
+    text = yaml.safe_dump(data).replace(f"'{EARLY}'", EARLY).replace(f"'{LATE}'", LATE)
+    assert f"start: {EARLY}" in text  # unquoted: YAML reads a timestamp, not a string
+    path = tmp_path / "tenants.yaml"
+    path.write_text(text)
+    tenants = load_tenants(path)
+    window = tenants.providers[0].maintenance[0]
+    assert window.start == datetime(2026, 6, 1, 11, tzinfo=UTC)
+    assert window.end == datetime(2026, 6, 1, 13, tzinfo=UTC)
+    assert tenants.operators[0].maintenance[0].provider == "prov-orbit"
+    game = tenants.games[0]
+    assert game.currencies == ["EUR", "GBP"]
+    assert [(m.currency, m.amount, m.countries) for m in game.max_bet] == [
+        ("EUR", 500, []), ("EUR", 100, ["DE", "NL"])]  # fmt: skip
 
 
 # --- bad inputs ---------------------------------------------------------------------------------
@@ -443,7 +476,110 @@ BAD_INPUTS: list[Any] = [
         ["games[0].code: String should match pattern '^[A-Za-z0-9_.:-]+$'"],
         id="game code with a space",
     ),
-]
+    pytest.param(
+        set_at(("providers", 0, "maintenance"), [{"start": LATE, "end": EARLY}]),
+        ["providers[0].maintenance[0]: 'end' must be after 'start'"],
+        id="maintenance window that ends before it starts",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "maintenance"), [{"start": EARLY, "end": EARLY}]),
+        ["providers[0].maintenance[0]: 'end' must be after 'start'"],
+        id="empty maintenance window",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "maintenance"),
+               [{"start": "2026-06-01T13:00:00+02:00", "end": "2026-06-01T15:00:00+02:00"}]),
+        ["providers[0].maintenance[0].start: a UTC timestamp (Z or +00:00)",
+         "providers[0].maintenance[0].end: a UTC timestamp (Z or +00:00)"],
+        id="maintenance window not in UTC",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "maintenance"), [{"start": "2026-06-01T11:00:00", "end": LATE}]),
+        ["providers[0].maintenance[0].start: Input should have timezone info"],
+        id="maintenance window without a time zone",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "maintenance"), [{"start": EARLY}]),
+        ["providers[0].maintenance[0].end: Field required"],
+        id="maintenance window without an end",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "maintenance"), [{"provider": "prov-orbit", **WINDOW}]),
+        ["operators[1]: maintenance[0].provider: 'prov-orbit' is not one of the operator's"
+         " providers"],
+        id="operator maintenance of a provider it does not offer",
+    ),
+    pytest.param(
+        set_at(("operators", 1, "maintenance"), [WINDOW]),
+        ["operators[1].maintenance[0].provider: Field required"],
+        id="operator maintenance without its provider",
+    ),
+    pytest.param(
+        set_at(("games", 0, "currencies"), []),
+        ["games[0].currencies: List should have at least 1 item after validation, not 0"],
+        id="game with an empty currency list",
+    ),
+    pytest.param(
+        set_at(("games", 0, "currencies"), ["EUR", "XYZ"]),
+        ["games[0].currencies[1]: 'XYZ' is not an ISO 4217 currency code"],
+        id="game currency unknown",
+    ),
+    pytest.param(
+        set_at(("games", 0, "currencies"), ["EUR", "EUR"]),
+        ["games[0].currencies: listed twice"],
+        id="game currency listed twice",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": 0}]),
+        ["games[0].max_bet[0].amount: Input should be greater than or equal to 1"],
+        id="max bet of zero",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": 5.0}]),
+        ["games[0].max_bet[0].amount: Input should be a valid integer"],
+        id="max bet as a float",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": "500"}]),
+        ["games[0].max_bet[0].amount: Input should be a valid integer"],
+        id="max bet as a string",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": 2**63}]),
+        ["games[0].max_bet[0].amount: Input should be less than or equal to 9223372036854775807"],
+        id="max bet beyond a long",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"),
+               [{"currency": "EUR", "amount": 5}, {"currency": "EUR", "amount": 6}]),
+        ["games[0]: max_bet[1]: a second maximum for EUR in every country (max_bet[0])"],
+        id="two max bets for every country",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"),
+               [{"currency": "EUR", "amount": 5, "countries": ["DE"]},
+                {"currency": "EUR", "amount": 6, "countries": ["NL", "DE"]}]),
+        ["games[0]: max_bet[1]: a second maximum for EUR in country DE (max_bet[0])"],
+        id="two max bets for one country",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"),
+               [{"currency": "EUR", "amount": 5, "countries": ["DE", "DE"]}]),
+        ["games[0].max_bet[0].countries: listed twice"],
+        id="max bet country listed twice",
+    ),
+    pytest.param(
+        set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": 5, "countries": ["de"]}]),
+        ["games[0].max_bet[0].countries[0]: String should match pattern '^[A-Z]{2}$'"],
+        id="max bet country in lower case",
+    ),
+    pytest.param(
+        both(set_at(("games", 0, "currencies"), ["USD"]),
+             set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": 5}])),
+        ["games[0]: max_bet[0].currency: EUR is not one of the game's currencies"],
+        id="max bet in a currency the game is not played in",
+    ),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("change", "expected"), BAD_INPUTS)

@@ -171,7 +171,7 @@ status not listed is 120."""
 
 DETAIL: dict[str, str] = {
     Status.DUPLICATE_CONFLICT: "Bad parameters: reference already used with other content",
-    Status.CURRENCY_MISMATCH: "Bad parameters: currency is not the player's",
+    Status.CURRENCY_MISMATCH: "Bad parameters: currency is not the player's, or not allowed",
     Status.TRANSACTION_NOT_FOUND: "Bad parameters: reference names no bet",
 }
 """Descriptions of the statuses that share a code with others."""
