@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         # aiokafka clients belong to the running loop: build the worker inside it
-        worker = SagaWorker(settings, [o.id for o in tenants.operators], client_id=args.client_id)
+        worker = SagaWorker(
+            settings,
+            [o.id for o in tenants.operators],
+            client_id=args.client_id,
+            round_auto_close_ms={p.id: p.round_auto_close_s * 1000 for p in tenants.providers},
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
