@@ -31,12 +31,16 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     restores: int = 0
     failures: list[tuple[int, list[str]]] = field(default_factory=list)
+    rounds: Counter[str] = field(default_factory=Counter)
+    """Rounds closed (by the provider, auto-closed), bets refused on closed rounds, money
+    after a close; ``with an auto-close``: schedules where one happened."""
 
     def add(self, other: Tally) -> None:
         self.schedules += other.schedules
         self.crashes.update(other.crashes)
         self.faults.update(other.faults)
         self.restores += other.restores
+        self.rounds.update(other.rounds)
         self.failures.extend(other.failures)
 
 
@@ -44,7 +48,9 @@ def run_seed(seed: int) -> tuple[list[str], Tally]:
     world = run_schedule(generate(seed))
     problems = check(world)
     tally = Tally(1, Counter(world.stats.crashes), Counter(world.stats.faults),
-                  world.stats.restores)  # fmt: skip
+                  world.stats.restores, rounds=Counter(world.round_stats))  # fmt: skip
+    if world.round_stats["auto-closed"]:
+        tally.rounds["schedules with an auto-close"] += 1
     if problems:
         tally.failures.append((seed, problems))
     return problems, tally
@@ -119,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             _report_failure(args.seed, problems, not args.no_minimise)
             return 1
+        rounds = dict(sorted(tally.rounds.items()))
         print(f"seed {args.seed}: 0 violations (crashes hit {dict(tally.crashes)}, "
-              f"faults {dict(tally.faults)})")  # fmt: skip
+              f"faults {dict(tally.faults)}, rounds {rounds})")  # fmt: skip
         return 0
 
     started = time.monotonic()
@@ -154,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crash points hit: {dict(sorted(total.crashes.items()))}")
     print(f"faults injected: {dict(sorted(total.faults.items()))}; worker restarts: "
           f"{total.restores}")  # fmt: skip
+    print(f"rounds: {dict(sorted(total.rounds.items()))}")
     print(f"violations: {len(total.failures)}")
     for seed, problems in sorted(total.failures)[:3]:
         _report_failure(seed, problems, not args.no_minimise)
