@@ -237,8 +237,8 @@ def _rounds(world: World, parts: dict[int, list[tuple[str, dict[str, Any]]]]) ->
             for state in by_player.values():
                 states[(state.operator_id, state.player_id)] = state
     for key in sorted(opened):
-        state = states.get(key[:2])
-        held = state.rounds.get(f"{key[2]}:{key[3]}") if state is not None else None
+        owner = states.get(key[:2])
+        held = owner.rounds.get(f"{key[2]}:{key[3]}") if owner is not None else None
         if held is None:
             if key not in closes:
                 problems.append(f"round {key} is open in the journal; the saga forgot it")
