@@ -123,7 +123,15 @@ def test_defaults_of_optional_fields() -> None:
     assert tenants.operators[1].blocked_countries == []
     assert tenants.providers[0].protocol == "canonical-v1"
     assert tenants.providers[0].enabled is True
+    assert tenants.providers[0].round_auto_close_s == 1_800
     assert tenants.games == []
+
+
+def test_a_providers_round_auto_close_is_read() -> None:
+    data = changed(set_at(("providers", 0, "round_auto_close_s"), 2))
+    assert parse_tenants(data).providers[0].round_auto_close_s == 2
+    week = changed(set_at(("providers", 0, "round_auto_close_s"), 7 * 24 * 3600))
+    assert parse_tenants(week).providers[0].round_auto_close_s == 604_800
 
 
 HTTP_WALLET = {"mode": "http", "url": "https://wallet.example/", "secret": {"env": "WALLET_KEY"}}
@@ -442,6 +450,24 @@ BAD_INPUTS: list[Any] = [
         set_at(("games", 0, "code"), "a b"),
         ["games[0].code: String should match pattern '^[A-Za-z0-9_.:-]+$'"],
         id="game code with a space",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "round_auto_close_s"), 0),
+        ["providers[0].round_auto_close_s: Input should be greater than or equal to 1"],
+        id="rounds that auto-close at once",
+    ),
+    pytest.param(
+        set_at(("providers", 1, "round_auto_close_s"), 7 * 24 * 3600 + 1),
+        ["providers[1].round_auto_close_s: Input should be less than or equal to 604800"],
+        id="rounds kept open longer than a week",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "round_auto_close_s"), 1.5),
+        [
+            "providers[0].round_auto_close_s: Input should be a valid integer, got a number with "
+            "a fractional part"
+        ],
+        id="auto-close in fractions of a second",
     ),
 ]
 
