@@ -422,7 +422,12 @@ def test_rows_of_before_004_stay_and_transactions_become_the_players(settings: S
             " 'prov-nova', 'tx-1', 'ACCEPTED', %s, 'c')",
             (T0,),
         )
-        later = ["004_transactions_per_player", "005_contradictory_decisions", "006_demo_play"]
+        later = [
+            "004_transactions_per_player",
+            "005_contradictory_decisions",
+            "006_demo_play",
+            "007_round_closed_by",
+        ]
         assert migrate(conn, schema) == later
         assert conn.execute(
             f"select event_id, player_id from {schema}.transaction_changes"
