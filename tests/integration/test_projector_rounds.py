@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -29,6 +30,7 @@ from agg_domain.statuses import Action, ReplyStatus
 from agg_projector.apply import Applier, JournalEvent
 from agg_projector.migrate import migrate
 from agg_projector.projector import EVENT_PREFIX, Projector
+from agg_projector.reconcile import run_report
 from agg_projector.replay import COMPARED_TABLES, compare
 from agg_saga.mapping import event_to_avro
 
@@ -142,6 +144,7 @@ def test_auto_closed_rounds_and_money_after_the_close(settings: Settings,
             " order by player_id"
         ).fetchall()
         open_rounds = conn.execute(f"select count(*) from {ref}.open_rounds").fetchone()
+        lines, found = run_report(conn, ref, timedelta(0), 10, wallet_schema="nowallet_rounds")
     assert rows == {
         "pl-1": ("CLOSED", "AUTO", 140, 300, 40),
         "pl-2": ("CLOSED", "PROVIDER", 70, 0, 0),
@@ -149,6 +152,11 @@ def test_auto_closed_rounds_and_money_after_the_close(settings: Settings,
     assert late == [("pl-1", "ROLLBACK", "REFUNDED", 40), ("pl-1", "WIN", "CREDITED", 300)]
     assert refused == [("pl-1", "REJECTED:ROUND_CLOSED"), ("pl-2", "REJECTED:ROUND_CLOSED")]
     assert open_rounds == (0,)
+    # the auditor's report lists the money after the close, for information (no finding)
+    heading = "-- money settled after its round closed (accepted, in the round's totals): 2"
+    assert heading in lines
+    assert not any("money settled after" in title for title in found)
+    assert found["rounds open longer than 0:00:00"] == 0
     assert compare(settings.database_url, ref, batched) == {t: [] for t in COMPARED_TABLES}
 
 
