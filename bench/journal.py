@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,6 +75,9 @@ class Mix:
     player comes back later; ``RoundAutoClosed``), then now and then a win paid for the closed
     round (``WinCredited``, no second close) or a bet on it (``BetRejected`` ROUND_CLOSED)."""
     demo_players: float = 0.03
+    transfer_players: float = 0.0
+    """Real-money players of a transfer wallet: each session starts with a deposit (and,
+    after the first, a withdrawal of part or all of the held balance)."""
     session_rounds: int = 40
     """A player opens a new session about every this many rounds."""
 
@@ -92,6 +95,7 @@ class _Player:
     game_id: str = ""
     rounds: int = 0
     now_ms: int = 0
+    wallet: str = "seamless"
 
 
 @dataclass
@@ -131,9 +135,11 @@ class JournalWriter:
             player = f"pl-{i:06d}"
             currency = CURRENCIES[self.rng.randrange(len(CURRENCIES))]
             mode = "demo" if self.rng.random() < self.mix.demo_players else "real"
+            transfer = mode == "real" and self.rng.random() < self.mix.transfer_players
             self.players.append(_Player(
                 operator, player, currency, COUNTRIES[CURRENCIES.index(currency)], mode,
                 PlayerState(operator, player), balance=self.rng.randrange(5_000, 200_000),
+                wallet="transfer" if transfer else "seamless",
             ))  # fmt: skip
         self.wallets: dict[str, _Wallet] = {}
         self.counter = 0
@@ -204,10 +210,29 @@ class JournalWriter:
             received_at_ms=p.now_ms,
             game_id=p.game_id,
             mode=p.mode,
+            wallet=p.wallet,
             **fields,
         )
 
+    def _transfers(self, p: _Player, out: list[tuple[str, dict[str, Any]]]) -> None:
+        """A transfer-wallet player's session starts with the operator's transfers: after the
+        first session a withdrawal (of everything, or of part), then a deposit."""
+        rng = self.rng
+        if p.rounds:
+            self.counter += 1
+            amount = None if rng.random() < 0.5 else rng.randrange(1, 2_000)
+            self._decide(p, replace(self._request(p, Action.WITHDRAW,
+                                                  transaction_id=f"wd-{self.counter}",
+                                                  amount=amount), provider_id=""), out)  # fmt: skip
+        self.counter += 1
+        self._decide(p, replace(self._request(p, Action.DEPOSIT,
+                                              transaction_id=f"dep-{self.counter}",
+                                              amount=rng.randrange(1_000, 50_000)),
+                                provider_id=""), out)  # fmt: skip
+
     def _session(self, p: _Player, out: list[tuple[str, dict[str, Any]]]) -> None:
+        if p.wallet == "transfer":
+            self._transfers(p, out)
         p.provider_id = self.providers[self.rng.randrange(len(self.providers))]
         p.game_id = f"{p.provider_id}-game-{self.rng.randrange(self.shape.games_per_provider)}"
         self.counter += 1

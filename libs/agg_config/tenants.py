@@ -90,10 +90,12 @@ WALLET_PROTOCOLS = ("canonical-v1", "hub88-v1")
 
 class WalletConfig(_Strict):
     """Where an operator's wallet is: the Kafka topics (``kafka``: the operator, or the
-    reference wallet, consumes them) or an HTTP seamless wallet the bridge calls (``http``:
-    ``docs/operators.md``)."""
+    reference wallet, consumes them), an HTTP seamless wallet the bridge calls (``http``:
+    ``docs/operators.md``), or none: a transfer wallet (``transfer``), where the operator
+    moves funds into a balance the aggregator holds per player and currency (operator API
+    ``.../transfers``) and play is decided against it, with no wallet commands."""
 
-    mode: Literal["kafka", "http"] = "kafka"
+    mode: Literal["kafka", "http", "transfer"] = "kafka"
     url: str | None = Field(
         None,
         description="Seamless-wallet base URL (mode http); the protocol's paths go below it.",

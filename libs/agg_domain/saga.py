@@ -22,7 +22,12 @@ Rules (design brief, section 3):
   decided at once against the player's demo balance held here (per currency, starting at
   ``demo_starting_balance``), with the same idempotency and rollback rules, its transactions
   kept under keys of their own (``demo|provider:transaction``, no real key contains ``|``)
-  and its journal events marked ``mode: demo``.
+  and its journal events marked ``mode: demo``;
+- a transfer-wallet operator's player (``wallet: transfer`` requests) plays against a balance
+  held here per currency, which only the operator's deposits and withdrawals fill and empty:
+  decided at once like demo play (keys ``xfer|provider:transaction``, a transfer's own under
+  provider ``""``), but real money: its rounds are kept and its money events say
+  ``wallet: transfer``.
 """
 
 from __future__ import annotations
@@ -102,6 +107,9 @@ class Request:
     reply_partition: int | None = None
     mode: str = "real"
     """The session's mode: ``real`` money, or ``demo`` play (never the operator's wallet)."""
+    wallet: str = "seamless"
+    """The operator's wallet model when the request was accepted: ``seamless`` (its wallet
+    decides) or ``transfer`` (a balance held here decides; see :data:`TRANSFER`)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,8 @@ class Answer:
     status: Status
     balance: int | None
     currency: str
+    amount: int | None = None
+    """For a transfer: the amount moved (a withdrawal of everything names none)."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,8 @@ class Txn:
     settled_at_ms: int | None = None
     owed: bool = False
     """For a win: CreditOwed has been journaled."""
+    whole: bool = False
+    """For a withdrawal: it asked for the whole balance (``amount`` is what it took)."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +273,9 @@ class PlayerState:
     """When expired transactions and rounds were last removed."""
     demo_balances: Mapping[str, int] = field(default_factory=dict)
     """Demo play's balances by currency, held by the aggregator (never the operator's)."""
+    transfer_balances: Mapping[str, int] = field(default_factory=dict)
+    """A transfer-wallet operator's player's balances by currency, held by the aggregator:
+    the operator's deposits less its withdrawals, less bets, plus wins and refunds."""
 
 
 @dataclass(frozen=True)
@@ -334,6 +349,7 @@ class _Draft:
         self.balance_currency = state.balance_currency
         self.pruned_at_ms = state.pruned_at_ms
         self.demo_balances = state.demo_balances
+        self.transfer_balances = state.transfer_balances
         self.outputs: list[Output] = []
 
     def finish(self) -> Decision:
@@ -347,6 +363,7 @@ class _Draft:
             balance_currency=self.balance_currency,
             pruned_at_ms=self.pruned_at_ms,
             demo_balances=self.demo_balances,
+            transfer_balances=self.transfer_balances,
         )
         return Decision(state, tuple(self.outputs), tuple(self.txns_changed))
 
@@ -510,7 +527,11 @@ CLOSED_BY_AUTO = "auto"
 def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig) -> Decision:
     draft = _Draft(state, now_ms, config)
     if isinstance(message, Request) and message.mode != REAL:
-        _on_demo_request(draft, message)
+        _on_held_request(draft, message, _DEMO)
+    elif isinstance(message, Request) and (
+        message.wallet == TRANSFER or message.action in TRANSFER_ACTIONS
+    ):
+        _on_held_request(draft, message, _TRANSFER)
     elif isinstance(message, Request):
         _on_request(draft, message)
     elif isinstance(message, Reply):
@@ -528,6 +549,13 @@ def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig
 def _invalid(request: Request) -> bool:
     if request.action in (Action.BALANCE, Action.AUTHENTICATE):
         return False
+    if request.action in TRANSFER_ACTIONS:  # the operator's, for a transfer wallet only
+        if (request.wallet != TRANSFER or request.provider_id != ""
+                or request.transaction_id is None):  # fmt: skip
+            return True
+        if request.amount is None:
+            return request.action != Action.WITHDRAW  # a withdrawal of everything
+        return not 1 <= request.amount <= MAX_AMOUNT
     if request.transaction_id is None or (
         request.amount is None and request.action != Action.ROLLBACK
     ):
@@ -612,14 +640,8 @@ def _refused_on_closed_round(d: _Draft, request: Request, existing: Txn | None) 
         and _same_content(existing, request)
     ):
         return False
-    key = txn_key(request.provider_id, request.round_id)
-    rnd = d.rounds.get(key)
-    if rnd is None:
+    if not _round_closed_for_bet(d, request):
         return False
-    if not rnd.closed:
-        if not _idle_past(d, rnd) or key in _rounds_with_pending_bets(d):
-            return False
-        d.auto_close_round(key, rnd)
     txn = replace(_new_txn(request, TxnState.REJECTED), status=Status.ROUND_CLOSED,
                   settled_at_ms=d.now)  # fmt: skip
     if existing is not None:  # the compensated attempts stay on record
@@ -630,6 +652,22 @@ def _refused_on_closed_round(d: _Draft, request: Request, existing: Txn | None) 
     d.answer(request, Status.ROUND_CLOSED)
     d.event("BetRejected", f"{txn.key}:round_closed", txn, status=Status.ROUND_CLOSED.value,
             command_id=None, balance=None)  # fmt: skip
+    return True
+
+
+def _round_closed_for_bet(d: _Draft, request: Request) -> bool:
+    """Whether the round a bet names is closed; one idle past its provider's auto-close time
+    (with no debit in flight on it) is closed, and journaled, here first."""
+    if request.round_id is None:
+        return False
+    key = txn_key(request.provider_id, request.round_id)
+    rnd = d.rounds.get(key)
+    if rnd is None:
+        return False
+    if not rnd.closed:
+        if not _idle_past(d, rnd) or key in _rounds_with_pending_bets(d):
+            return False
+        d.auto_close_round(key, rnd)
     return True
 
 
@@ -965,121 +1003,199 @@ def _finish_rollback(d: _Draft, rollback_key: str, *, refunded: bool,
         _journal_rollback_recorded(d, rollback, bet_known=True)
 
 
-# --- demo play -----------------------------------------------------------------------------
+# --- wallets held here: demo play and transfer-wallet operators ------------------------------
 
 REAL = "real"
 DEMO = "demo"
+SEAMLESS = "seamless"
+"""A request's ``wallet``: the operator's wallet decides (commands, replies)."""
+TRANSFER = "transfer"
+"""A request's ``wallet``: the operator moved funds into a balance held here, and play is
+decided against it (``deposit`` and ``withdraw`` move funds in and out)."""
+TRANSFER_ACTIONS = frozenset({Action.DEPOSIT, Action.WITHDRAW})
+TRANSFER_EVENTS = frozenset({"BetAccepted", "WinCredited", "BetRolledBack"})
+"""The money events that say ``wallet: transfer`` (the others need not: no money moved)."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A wallet the saga holds itself and decides against at once, with the same idempotency
+    and rollback rules as the operator's: demo play's, or a transfer-wallet operator's."""
+
+    name: str
+    """Prefix of its transactions' keys (``name|provider:transaction``; no real key holds a
+    ``|``) and of its decisions' ids."""
+    keeps_rounds: bool
+    """Rounds (and RoundClosed) are kept for real money only."""
+
+    def key(self, provider_id: str, transaction_id: str) -> str:
+        return f"{self.name}|{provider_id}:{transaction_id}"
+
+    def marks(self, event: str) -> dict[str, object]:
+        if self.name == DEMO:
+            return {"mode": DEMO}
+        return {"wallet": TRANSFER} if event in TRANSFER_EVENTS else {}
+
+
+_DEMO = _Held(DEMO, keeps_rounds=False)
+_TRANSFER = _Held("xfer", keeps_rounds=True)
 
 
 def demo_key(provider_id: str, transaction_id: str) -> str:
     """A demo transaction's key: never a real one's (ids and provider ids exclude ``|``)."""
-    return f"demo|{provider_id}:{transaction_id}"
+    return _DEMO.key(provider_id, transaction_id)
 
 
-def _demo_id(d: _Draft, txn: Txn, kind: str) -> str:
-    """The id of a demo decision (in the journal's ``command_id``: no command is sent)."""
-    return derive_id("demo", d.base.operator_id, d.base.player_id, txn.provider_id,
+def transfer_key(provider_id: str, transaction_id: str) -> str:
+    """A transfer-wallet transaction's key (a transfer's own: provider ``""``)."""
+    return _TRANSFER.key(provider_id, transaction_id)
+
+
+def _held_id(d: _Draft, held: _Held, txn: Txn, kind: str) -> str:
+    """The id of a decision against a held wallet (in the journal's ``command_id``: no
+    command is sent)."""
+    return derive_id(held.name, d.base.operator_id, d.base.player_id, txn.provider_id,
                      txn.transaction_id, kind)  # fmt: skip
 
 
-def _demo_balance(d: _Draft, currency: str) -> int:
-    return d.demo_balances.get(currency, d.config.demo_starting_balance)
+def _held_balance(d: _Draft, held: _Held, currency: str) -> int:
+    if held is _DEMO:
+        return d.demo_balances.get(currency, d.config.demo_starting_balance)
+    return d.transfer_balances.get(currency, 0)
 
 
-def _demo_answer(d: _Draft, request: Request, status: Status, balance: int | None) -> None:
-    """An answer with the demo balance: never the real one :meth:`_Draft.answer` would add."""
-    d.outputs.append(Answer(request, status, balance, request.currency))
+def _held_move(d: _Draft, held: _Held, currency: str, balance: int) -> None:
+    if held is _DEMO:
+        d.demo_balances = {**d.demo_balances, currency: balance}
+    else:
+        d.transfer_balances = {**d.transfer_balances, currency: balance}
 
 
-def _demo_settle(d: _Draft, txn: Txn, request: Request, state: TxnState, status: Status,
+def _held_answer(d: _Draft, request: Request, status: Status, balance: int | None,
+                 amount: int | None = None) -> None:  # fmt: skip
+    """An answer with the held balance: never the one :meth:`_Draft.answer` would add."""
+    d.outputs.append(Answer(request, status, balance, request.currency, amount))
+
+
+def _held_settle(d: _Draft, txn: Txn, request: Request, state: TxnState, status: Status,
                  balance: int) -> Txn:  # fmt: skip
     settled = replace(txn, state=state, status=status, balance=balance, settled_at_ms=d.now)
     d.put(settled)
-    _demo_answer(d, request, status, balance)
+    amount = txn.amount if txn.action in TRANSFER_ACTIONS else None
+    _held_answer(d, request, status, balance, amount)
     return settled
 
 
-def _demo_move(d: _Draft, currency: str, balance: int) -> None:
-    d.demo_balances = {**d.demo_balances, currency: balance}
+def _held_event(d: _Draft, held: _Held, name: str, cause: str, txn: Txn | None, *,
+                correlation_id: str | None = None, provider_id: str | None = None,
+                **fields: object) -> None:  # fmt: skip
+    fields.update(held.marks(name))
+    d.event(name, cause, txn, correlation_id=correlation_id, provider_id=provider_id, **fields)
 
 
-def _on_demo_request(d: _Draft, request: Request) -> None:
-    """A demo session's request, decided here and now: no wallet command, no real balance.
-    Rounds are not kept for demo play (no RoundClosed)."""
+def _same_held_content(txn: Txn, request: Request) -> bool:
+    if txn.action in TRANSFER_ACTIONS:  # a withdrawal of everything names no amount
+        return (txn.action == request.action and txn.currency == request.currency
+                and txn.whole == (request.amount is None)
+                and (txn.whole or txn.amount == request.amount))  # fmt: skip
+    return _same_content(txn, request)
+
+
+def _on_held_request(d: _Draft, request: Request, held: _Held) -> None:
+    """A request decided here and now against a held wallet: no wallet command, and never
+    the operator's balance."""
     if request.operator_id != d.base.operator_id or request.player_id != d.base.player_id:
         raise ValueError(f"request {request.request_id} routed to the wrong player state")
-    balance = _demo_balance(d, request.currency)
-    if request.mode != DEMO or _invalid(request):
-        _demo_answer(d, request, Status.INVALID_REQUEST, None if request.mode != DEMO
-                     else balance)  # fmt: skip
+    balance = _held_balance(d, held, request.currency)
+    valid_mode = request.mode == DEMO if held is _DEMO else request.mode == REAL
+    if not valid_mode or _invalid(request):
+        _held_answer(d, request, Status.INVALID_REQUEST, balance if valid_mode else None)
         return
     if request.action in (Action.BALANCE, Action.AUTHENTICATE):
-        _demo_answer(d, request, Status.OK, balance)
+        _held_answer(d, request, Status.OK, balance)
         return
     assert request.transaction_id is not None
-    key = demo_key(request.provider_id, request.transaction_id)
+    key = held.key(request.provider_id, request.transaction_id)
     txn = replace(_new_txn(request, TxnState.PENDING), key=key)
     existing = d.txns.get(key)
     if existing is not None and existing.state != TxnState.TOMBSTONE:
-        if not _same_content(existing, request):
-            _demo_answer(d, request, Status.DUPLICATE_CONFLICT, balance)
-            d.event("DuplicateConflictDetected", f"{key}:{request.request_id}", existing,
-                    amount=request.amount or 0, currency=request.currency,
-                    original_amount=existing.amount, original_currency=existing.currency,
-                    mode=DEMO)  # fmt: skip
-        else:  # every demo transaction is final at once: the original answer
+        if not _same_held_content(existing, request):
+            _held_answer(d, request, Status.DUPLICATE_CONFLICT, balance)
+            _held_event(d, held, "DuplicateConflictDetected", f"{key}:{request.request_id}",
+                        existing, correlation_id=request.correlation_id,
+                        amount=request.amount or 0, currency=request.currency,
+                        original_amount=existing.amount,
+                        original_currency=existing.currency)  # fmt: skip
+        else:  # every transaction held here is final at once: the original answer
             assert existing.status is not None
-            _demo_answer(d, request, existing.status, existing.balance)
+            amount = existing.amount if existing.action in TRANSFER_ACTIONS else None
+            _held_answer(d, request, existing.status, existing.balance, amount)
         return
     if existing is not None and request.action != Action.BET:
-        _demo_answer(d, request, Status.DUPLICATE_CONFLICT, balance)  # a bet id's tombstone
+        _held_answer(d, request, Status.DUPLICATE_CONFLICT, balance)  # a bet id's tombstone
         return
     if request.action == Action.BET:
-        _on_demo_bet(d, txn, request, balance, tombstone=existing)
+        if held.keeps_rounds and existing is None and _round_closed_for_bet(d, request):
+            # a bet on a closed round, as the operator's wallet's are: refused, nothing held
+            refused = replace(txn, command_id=_held_id(d, held, txn, "DEBIT"), attempt=1)
+            refused = _held_settle(d, refused, request, TxnState.REJECTED, Status.ROUND_CLOSED,
+                                   balance)  # fmt: skip
+            _held_event(d, held, "BetRejected", f"{key}:round_closed", refused,
+                        status=Status.ROUND_CLOSED.value, command_id=None,
+                        balance=balance)  # fmt: skip
+            return
+        _on_held_bet(d, held, txn, request, balance, tombstone=existing)
     elif request.action == Action.WIN:
-        _on_demo_win(d, txn, request, balance)
+        _on_held_win(d, held, txn, request, balance)
+    elif request.action == Action.ROLLBACK:
+        _on_held_rollback(d, held, txn, request, balance)
     else:
-        _on_demo_rollback(d, txn, request, balance)
+        _on_transfer(d, txn, request, balance)
 
 
-def _on_demo_bet(d: _Draft, txn: Txn, request: Request, balance: int,
+def _on_held_bet(d: _Draft, held: _Held, txn: Txn, request: Request, balance: int,
                  tombstone: Txn | None) -> None:  # fmt: skip
-    decision_id = _demo_id(d, txn, "DEBIT")
+    decision_id = _held_id(d, held, txn, "DEBIT")
     txn = replace(txn, command_id=decision_id, attempt=1)
     if tombstone is not None or txn.amount > balance:
         status = Status.BET_ROLLED_BACK if tombstone is not None else Status.INSUFFICIENT_FUNDS
         if tombstone is not None:
             txn = replace(txn, rollback_key=tombstone.rollback_key)
-        rejected = _demo_settle(d, txn, request, TxnState.REJECTED, status, balance)
-        d.event("BetRejected", f"{decision_id}:rejected", rejected, status=status.value,
-                command_id=None, balance=balance, mode=DEMO)  # fmt: skip
+        rejected = _held_settle(d, txn, request, TxnState.REJECTED, status, balance)
+        _held_event(d, held, "BetRejected", f"{decision_id}:rejected", rejected,
+                    status=status.value, command_id=None, balance=balance)  # fmt: skip
         return
     balance -= txn.amount
-    _demo_move(d, txn.currency, balance)
-    accepted = _demo_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
-    d.event("BetAccepted", decision_id, accepted, command_id=decision_id, balance=balance,
-            round_closed=accepted.round_closed, mode=DEMO)  # fmt: skip
+    _held_move(d, held, txn.currency, balance)
+    accepted = _held_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
+    _held_event(d, held, "BetAccepted", decision_id, accepted, command_id=decision_id,
+                balance=balance, round_closed=accepted.round_closed)  # fmt: skip
+    if held.keeps_rounds:
+        d.add_to_round(accepted, bet=accepted.amount)
 
 
-def _on_demo_win(d: _Draft, txn: Txn, request: Request, balance: int) -> None:
-    decision_id = _demo_id(d, txn, "CREDIT")
+def _on_held_win(d: _Draft, held: _Held, txn: Txn, request: Request, balance: int) -> None:
+    decision_id = _held_id(d, held, txn, "CREDIT")
     txn = replace(txn, command_id=decision_id, attempt=1)
-    if balance > MAX_AMOUNT - txn.amount:  # play money beyond what a long holds
-        _demo_settle(d, txn, request, TxnState.REJECTED, Status.LIMIT_EXCEEDED, balance)
+    if balance > MAX_AMOUNT - txn.amount:  # beyond what a long holds
+        _held_settle(d, txn, request, TxnState.REJECTED, Status.LIMIT_EXCEEDED, balance)
         return
     balance += txn.amount
-    _demo_move(d, txn.currency, balance)
-    credited = _demo_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
-    d.event("WinCredited", decision_id, credited, command_id=decision_id, balance=balance,
-            round_closed=credited.round_closed, mode=DEMO)  # fmt: skip
+    _held_move(d, held, txn.currency, balance)
+    credited = _held_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
+    _held_event(d, held, "WinCredited", decision_id, credited, command_id=decision_id,
+                balance=balance, round_closed=credited.round_closed)  # fmt: skip
+    if held.keeps_rounds:
+        d.add_to_round(credited, win=credited.amount)
 
 
-def _on_demo_rollback(d: _Draft, rollback: Txn, request: Request, balance: int) -> None:
+def _on_held_rollback(d: _Draft, held: _Held, rollback: Txn, request: Request,
+                      balance: int) -> None:  # fmt: skip
     assert request.reference_transaction_id is not None
-    bet_key = demo_key(request.provider_id, request.reference_transaction_id)
+    bet_key = held.key(request.provider_id, request.reference_transaction_id)
     bet = d.txns.get(bet_key)
     if bet is not None and bet.action != Action.BET:
-        _demo_answer(d, request, Status.TRANSACTION_NOT_FOUND, balance)
+        _held_answer(d, request, Status.TRANSACTION_NOT_FOUND, balance)
         return
     refund = bet is not None and bet.state == TxnState.ACCEPTED and bet.rollback_key is None
     if bet is None:  # a tombstone: the bet, if it ever comes, is refused
@@ -1092,25 +1208,57 @@ def _on_demo_rollback(d: _Draft, rollback: Txn, request: Request, balance: int) 
         bet = replace(bet, rollback_key=rollback.key)
         d.put(bet)
     if not refund:
-        _demo_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK, balance)
-        d.event("RollbackRecorded", rollback.key, None, correlation_id=rollback.correlation_id,
-                provider_id=rollback.provider_id,
-                rollback_transaction_id=rollback.transaction_id,
-                reference_transaction_id=rollback.reference_transaction_id,
-                round_id=rollback.round_id or "", game_id=rollback.game_id or "",
-                bet_known=bet is not None and bet.state != TxnState.TOMBSTONE,
-                mode=DEMO)  # fmt: skip
+        _held_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK, balance)
+        _held_event(d, held, "RollbackRecorded", rollback.key, None,
+                    correlation_id=rollback.correlation_id, provider_id=rollback.provider_id,
+                    rollback_transaction_id=rollback.transaction_id,
+                    reference_transaction_id=rollback.reference_transaction_id,
+                    round_id=rollback.round_id or "", game_id=rollback.game_id or "",
+                    bet_known=bet is not None and bet.state != TxnState.TOMBSTONE)  # fmt: skip
         return
     assert bet is not None
     balance += bet.amount
-    _demo_move(d, bet.currency, balance)
-    decision_id = _demo_id(d, bet, "CANCEL")
+    _held_move(d, held, bet.currency, balance)
+    decision_id = _held_id(d, held, bet, "CANCEL")
     refunded = replace(bet, state=TxnState.ROLLED_BACK, settled_at_ms=d.now,
                        cancel_command_id=decision_id)  # fmt: skip
     d.put(refunded)
-    _demo_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK, balance)
-    d.event("BetRolledBack", decision_id, refunded, rollback_transaction_id=rollback.transaction_id,
-            command_id=decision_id, balance=balance, mode=DEMO)  # fmt: skip
+    _held_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK, balance)
+    _held_event(d, held, "BetRolledBack", decision_id, refunded,
+                rollback_transaction_id=rollback.transaction_id, command_id=decision_id,
+                balance=balance)  # fmt: skip
+    if held.keeps_rounds:
+        d.add_to_round(refunded, refund=refunded.amount)
+
+
+def _on_transfer(d: _Draft, txn: Txn, request: Request, balance: int) -> None:
+    """A deposit or withdrawal of the operator's: funds in or out of the balance held here.
+
+    Stakes leave the balance when their bet is accepted, so an open round's stakes are never
+    withdrawable; what may still come for an open round (a win, a refund) only adds to it, so
+    everything the balance holds may leave. A withdrawal without an amount takes all of it
+    (possibly nothing); one of more than the balance is refused."""
+    inbound = request.action == Action.DEPOSIT
+    amount = balance if request.amount is None else request.amount
+    txn = replace(txn, amount=amount, whole=request.amount is None,
+                  command_id=_held_id(d, _TRANSFER, txn, request.action.value))  # fmt: skip
+    if inbound and balance > MAX_AMOUNT - amount:
+        status: Status | None = Status.LIMIT_EXCEEDED
+    elif not inbound and amount > balance:
+        status = Status.INSUFFICIENT_FUNDS
+    else:
+        status = None
+    direction = "IN" if inbound else "OUT"
+    if status is not None:
+        rejected = _held_settle(d, txn, request, TxnState.REJECTED, status, balance)
+        d.event("TransferRejected", f"{txn.key}:rejected", rejected, direction=direction,
+                status=status.value, balance=balance)  # fmt: skip
+        return
+    balance = balance + amount if inbound else balance - amount
+    _held_move(d, _TRANSFER, txn.currency, balance)
+    done = _held_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
+    d.event("FundsTransferred", f"{txn.key}:{direction}", done, direction=direction,
+            balance=balance)  # fmt: skip
 
 
 # --- timers --------------------------------------------------------------------------------

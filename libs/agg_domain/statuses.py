@@ -13,6 +13,16 @@ class Action(StrEnum):
     BET = "BET"
     WIN = "WIN"
     ROLLBACK = "ROLLBACK"
+    DEPOSIT = "DEPOSIT"
+    """The operator moves funds into a transfer-wallet balance (operator API)."""
+    WITHDRAW = "WITHDRAW"
+    """The operator moves funds out of a transfer-wallet balance (operator API)."""
+
+
+PROVIDER_ACTIONS = (Action.AUTHENTICATE, Action.BALANCE, Action.BET, Action.WIN,
+                    Action.ROLLBACK)  # fmt: skip
+"""The actions a provider's callback may carry (every protocol maps onto these); DEPOSIT and
+WITHDRAW come from the operator API only."""
 
 
 class Status(StrEnum):

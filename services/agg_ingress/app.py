@@ -38,6 +38,7 @@ from agg_config.settings import Settings, require_session_secret
 from agg_config.tenants import Operator, Tenants
 from agg_config.tenants import Provider as ProviderConfig
 from agg_domain.ids import derive_id
+from agg_domain.saga import SEAMLESS, TRANSFER
 from agg_domain.statuses import Action, Status
 from agg_ingress import specs
 from agg_ingress.adapters import adapters
@@ -77,7 +78,7 @@ from agg_ingress.protocol import (
     validate_session_request,
 )
 from agg_ingress.read_api import PLAYER_ID, ProjectionReader, ReadError
-from agg_ingress.routing import OutcomeRouter, ReplyPartitionRevoked, correlation_id
+from agg_ingress.routing import Outcome, OutcomeRouter, ReplyPartitionRevoked, correlation_id
 from agg_ingress.sessions import (
     PlayerRef,
     SessionClaims,
@@ -91,6 +92,8 @@ from agg_ingress.sessions import (
     verify_player_ref,
     verify_token,
 )
+from agg_ingress.transfers import WALLET_MODE_REFUSAL, TransferRequest, validate_transfer
+from agg_ingress.transfers import http_status as transfer_http_status
 from agg_kafka.clients import player_key
 from agg_kafka.reply import PublishError
 from agg_kafka.topics import TopicNames
@@ -234,6 +237,9 @@ class Ingress:
             if p.enabled
         }
         self.operator_secrets = {o.id: o.secret.reveal() for o in tenants.operators}
+        self.transfer_operators = frozenset(
+            o.id for o in tenants.operators if o.wallet.mode == TRANSFER
+        )
         self.router: OutcomeRouter | None = None
         self.reader: ProjectionReader | None = None
 
@@ -393,13 +399,7 @@ class Ingress:
         if router is None or partition is None:
             return retry, None, {"reason": "no reply partition"}
         corr = correlation_id(provider_id, claims.operator_id, cb)
-        wait_key = (provider_id, claims.operator_id, cb.player_id, cb.request_id, corr)
-        fut = router.wait_for(wait_key, partition)
-        if fut is None:
-            return retry, corr, {"reason": "too many pending"}
-        value = self.codec.encode(
-            "casino.agg.ProviderRequest",
-            {
+        record = {
                 "request_id": cb.request_id,
                 "correlation_id": corr,
                 "provider_id": provider_id,
@@ -418,26 +418,40 @@ class Ingress:
                 "reply_to": self.instance_id,
                 "reply_partition": partition,
                 "mode": claims.mode,  # demo play never reaches the operator's wallet
-            },
-        )
-        key = player_key(claims.operator_id, cb.player_id)
-        try:
-            async with asyncio.timeout(self.settings.ingress_outcome_wait_ms / 1000):
-                await router.publish(self.names.requests, key, value)
-                outcome = await fut
-        except TimeoutError as exc:
-            TIMEOUTS.inc()
-            reason = ("reply partition revoked" if isinstance(exc, ReplyPartitionRevoked)
-                      else "no outcome in time")  # fmt: skip
-            return retry, corr, {"reason": reason}
-        except PublishError as exc:
-            log.warning("publish_failed", correlation_id=corr, error=str(exc))
-            return retry, corr, {"reason": "publish failed"}
-        finally:
-            router.forget(wait_key, fut)
+                "wallet": TRANSFER if claims.operator_id in self.transfer_operators else SEAMLESS,
+        }  # fmt: skip
+        outcome = await self._decided(router, partition, record)
+        if isinstance(outcome, str):
+            return retry, corr, {"reason": outcome}
         result = Result(outcome.status, outcome.currency, outcome.balance,
                          outcome.transaction_id)  # fmt: skip
         return result, corr, {}
+
+    async def _decided(self, router: OutcomeRouter, partition: int,
+                       record: dict[str, Any]) -> Outcome | str:  # fmt: skip
+        """Publish ``record`` (a ProviderRequest) to the saga and await its outcome on
+        ``partition``, or say why there is none (the caller answers RETRY_LATER)."""
+        corr = record["correlation_id"]
+        wait_key = (record["provider_id"], record["operator_id"], record["player_id"],
+                    record["request_id"], corr)  # fmt: skip
+        fut = router.wait_for(wait_key, partition)
+        if fut is None:
+            return "too many pending"
+        value = self.codec.encode("casino.agg.ProviderRequest", record)
+        key = player_key(record["operator_id"], record["player_id"])
+        try:
+            async with asyncio.timeout(self.settings.ingress_outcome_wait_ms / 1000):
+                await router.publish(self.names.requests, key, value)
+                return await fut
+        except TimeoutError as exc:
+            TIMEOUTS.inc()
+            return ("reply partition revoked" if isinstance(exc, ReplyPartitionRevoked)
+                    else "no outcome in time")  # fmt: skip
+        except PublishError as exc:
+            log.warning("publish_failed", correlation_id=corr, error=str(exc))
+            return "publish failed"
+        finally:
+            router.forget(wait_key, fut)
 
     # --- operator API ---------------------------------------------------------------------
 
@@ -453,10 +467,12 @@ class Ingress:
         return operator, authenticated
 
     def _operator_reply(
-        self, endpoint: str, http: int, status: str, detail: str | None = None, **extra: Any
-    ) -> Response:
+        self, endpoint: str, http: int, status: str, detail: str | None = None, *,
+        with_status: bool = False, **extra: Any,
+    ) -> Response:  # fmt: skip
+        """``status`` is in the body of a refusal (and of a success ``with_status``)."""
         OPERATOR_CALLS.labels(endpoint, status).inc()
-        body: dict[str, Any] = {"status": str(status)} if http >= 300 else {}
+        body: dict[str, Any] = {"status": str(status)} if http >= 300 or with_status else {}
         if detail:
             body["detail"] = detail
         body.update(extra)
@@ -612,6 +628,56 @@ class Ingress:
                             media_type="application/json")  # fmt: skip
         return Response(launch_page(params, game, provider), 200, media_type="text/html")
 
+    # --- transfers (transfer-wallet operators) ---------------------------------------------
+
+    async def transfer(self, request: Request) -> Response:
+        found = await self._operator(request, "transfers")
+        if isinstance(found, Response):
+            return found
+        operator, body = found
+        player_id: str = request.path_params["player_id"]
+        parsed = parse_object(body)
+        if not PLAYER_ID.fullmatch(player_id):
+            req: TransferRequest | Invalid = Invalid("player_id: 1-64 of [A-Za-z0-9_.:-]")
+        elif isinstance(parsed, dict):
+            req = validate_transfer(parsed)
+        else:
+            req = Invalid(str(parsed))
+        if isinstance(req, Invalid):
+            return self._operator_reply("transfers", 400, Status.INVALID_REQUEST, req.reason)
+        if operator.id not in self.transfer_operators:
+            return self._operator_reply("transfers", 409, WALLET_MODE_REFUSAL,
+                                        "the operator's wallet.mode is not transfer")  # fmt: skip
+        if req.currency not in operator.currencies:
+            return self._operator_reply("transfers", 422, "CURRENCY_NOT_SUPPORTED")
+        router = self.router
+        partition = router.reply_partition if router is not None else None
+        if router is None or partition is None:
+            return self._operator_reply("transfers", 503, Status.RETRY_LATER)
+        corr = derive_id("corr", "transfer", operator.id, player_id, req.transfer_id,
+                         req.action.value)  # fmt: skip
+        outcome = await self._decided(router, partition, {
+            "request_id": req.transfer_id, "correlation_id": corr, "provider_id": "",
+            "operator_id": operator.id, "player_id": player_id, "action": req.action.value,
+            "session_token": "", "transaction_id": req.transfer_id,
+            "reference_transaction_id": None, "round_id": None, "game_id": None,
+            "amount": req.amount, "currency": req.currency, "round_closed": False,
+            "received_at": datetime.now(UTC), "reply_to": self.instance_id,
+            "reply_partition": partition, "mode": "real", "wallet": TRANSFER,
+        })  # fmt: skip
+        if isinstance(outcome, str):
+            log.warning("transfer_undecided", correlation_id=corr, reason=outcome)
+            return self._operator_reply("transfers", 503, Status.RETRY_LATER)
+        status = outcome.status
+        log.event("transfer", correlation_id=corr, operator=operator.id,
+                  direction=req.direction, status=str(status), amount=outcome.amount,
+                  transfer_id=req.transfer_id)  # fmt: skip
+        return self._operator_reply(
+            "transfers", transfer_http_status(status), status, with_status=True,
+            transfer_id=req.transfer_id, direction=req.direction, amount=outcome.amount,
+            balance=outcome.balance, currency=outcome.currency,
+        )  # fmt: skip
+
     # --- read API (projections) ------------------------------------------------------------
 
     async def player_balance(self, request: Request) -> Response:
@@ -711,6 +777,11 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         Route("/v1/operators/{operator_id}/sessions", ingress.open_session, methods=["POST"]),
         Route("/v1/operators/{operator_id}/games", ingress.games, methods=["GET"]),
         Route(LAUNCH_PATH, ingress.launch, methods=["GET"]),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/transfers",
+            ingress.transfer,
+            methods=["POST"],
+        ),
         Route(
             "/v1/operators/{operator_id}/players/{player_id}/balance",
             ingress.player_balance,

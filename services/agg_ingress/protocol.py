@@ -31,7 +31,7 @@ from typing import Any
 
 from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.currency import is_currency
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status
 from agg_ingress.sessions import PlayerRef, TokenProblem
 from agg_protocols.jsonbody import parse_object as parse_object
 from agg_protocols.signatures import hmac_sign as sign
@@ -43,7 +43,8 @@ TIMESTAMP_PATTERN = re.compile(r"^[0-9]{1,12}$")
 AMOUNT_MAX = 2**63 - 1
 URL_CHARS_MAX = 2_048
 
-ACTIONS: dict[str, Action] = {a.value.lower(): a for a in Action}
+ACTIONS: dict[str, Action] = {a.value.lower(): a for a in PROVIDER_ACTIONS}
+"""The canonical protocol's callback paths (a provider can never deposit or withdraw)."""
 MONEY_ACTIONS = frozenset({Action.BET, Action.WIN, Action.ROLLBACK})
 
 

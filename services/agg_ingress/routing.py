@@ -85,6 +85,8 @@ class Outcome:
     balance: int | None
     currency: str
     transaction_id: str | None
+    amount: int | None = None
+    """For a transfer: the amount moved."""
 
 
 class ReplyPartitionRevoked(TimeoutError):
@@ -233,6 +235,7 @@ class OutcomeRouter:
             balance=datum["balance"],
             currency=datum["currency"],
             transaction_id=datum["transaction_id"],
+            amount=datum.get("amount"),
         )
         for fut in futures:
             if not fut.done():

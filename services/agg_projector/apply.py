@@ -4,7 +4,12 @@ nothing (the saga may republish an event after a crash, at a new offset, with th
 
 A money event of demo play (``mode`` other than ``real``) is journaled like any other, and
 changes nothing else but the player's demo balance (``demo_balances``): no ledger row, no
-round, no revenue, no real balance."""
+round, no revenue, no real balance.
+
+A transfer-wallet operator's money events (``wallet: transfer``) are real money and are
+projected like the others, their balance being the one the aggregator holds; its transfers
+(``FundsTransferred``, ``TransferRejected``) are ledger rows of kind DEPOSIT or WITHDRAW
+(provider ``""``) and report that balance too."""
 
 from __future__ import annotations
 
@@ -19,6 +24,11 @@ from psycopg import sql
 DEMO_EVENTS = frozenset({"BetAccepted", "BetRejected", "BetRolledBack", "WinCredited",
                          "RollbackRecorded", "DuplicateConflictDetected"})  # fmt: skip
 """The events that carry a session ``mode`` (demo play's are kept apart)."""
+
+
+def transfer_kind(d: dict[str, Any]) -> str:
+    """The ledger kind of a transfer event: DEPOSIT (funds in) or WITHDRAW (out)."""
+    return "DEPOSIT" if d["direction"] == "IN" else "WITHDRAW"
 
 
 class JournalEvent(NamedTuple):
@@ -56,6 +66,8 @@ class Applier:
             "RoundAutoClosed": self._round_auto_closed,
             "SessionOpened": self._session_opened,
             "DuplicateConflictDetected": self._conflict,
+            "FundsTransferred": self._funds_transferred,
+            "TransferRejected": self._transfer_rejected,
         }
 
     def q(self, text: str) -> sql.Composed:
@@ -272,6 +284,14 @@ class Applier:
         """Closed by the provider's auto-close policy: the same row, ``closed_by`` AUTO (the
         idle time and the policy stay in the journal's payload)."""
         self._round_closed(cur, d, "AUTO")
+
+    def _funds_transferred(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, transfer_kind(d), "TRANSFERRED")
+        self._balance(cur, d)
+
+    def _transfer_rejected(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, transfer_kind(d), f"REJECTED:{d['status']}")
+        self._balance(cur, d)
 
     def _session_opened(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
         cur.execute(

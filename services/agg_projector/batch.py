@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from agg_projector.apply import DEMO_EVENTS, JournalEvent
+from agg_projector.apply import DEMO_EVENTS, JournalEvent, transfer_kind
 
 TxnKey = tuple[str, str, str, str]
 """(operator, provider, player, transaction)."""
@@ -228,6 +228,12 @@ class BatchRows:
                     d["session_id"], d["operator_id"], d["player_id"], d["provider_id"],
                     d["game_id"], d["currency"], d["country"], d["mode"], at, d["expires_at"],
                 )  # fmt: skip
+        elif name == "FundsTransferred":
+            self._txn(d, transfer_kind(d), "TRANSFERRED")
+            self._balance(d)
+        elif name == "TransferRejected":
+            self._txn(d, transfer_kind(d), f"REJECTED:{d['status']}")
+            self._balance(d)
         elif name == "DuplicateConflictDetected":
             self.changes.append((d["event_id"], d["operator_id"], d["provider_id"],
                                  d["transaction_id"], "DUPLICATE_CONFLICT", at,

@@ -7,24 +7,36 @@ credits still owed, breaks in the chain of balances the wallet reported, contrad
 decisions in the journal (the ``contradictory_decisions`` view, migration 005), players whose
 wallet balance differs from the balance the journal implies; and, for information only,
 what could not be compared, money settled for a round after it closed (a win or refund owed
-for it, a bet whose debit was in flight: ``round_money_after_close``, migration 007) and
+for it, a bet whose debit was in flight: ``round_money_after_close``, migration 008) and
 per-provider daily totals.
 
 The balance the journal implies, per operator, player and currency, is the wallet's opening
 balance (``wallet.players.opening_balance``: what the reference wallet gave the player on
 first sight) plus the journal's money effects: minus every BetAccepted, plus every
 WinCredited and BetRolledBack (a compensated debit, DebitTimedOut then DebitCancelled, moved
-nothing on either side). The wallet's balance must equal it, and equal the last balance the
-wallet reported in the journal, and its own ledger (opening balance plus the deltas of
-``wallet.commands``). Money in flight differs for a moment, so a player with a wallet command
-applied within ``--in-flight-age`` seconds, or with a debit's cancel or a credit not yet
-acknowledged (listed in their own sections), is listed as not compared instead.
+nothing on either side) of the operator's wallet, minus every transfer into a transfer
+wallet (FundsTransferred IN: the operator debited its player) and plus every transfer out.
+The wallet's balance must equal it, and equal the last balance the wallet reported in the
+journal (but for a transfer-wallet operator's players, whose reported balances are the
+aggregator-held ones), and its own ledger (opening balance plus the deltas of
+``wallet.commands`` and ``wallet.transfers``). Money in flight differs for a moment, so a
+player with a wallet command applied within ``--in-flight-age`` seconds, or with a debit's
+cancel or a credit not yet acknowledged (listed in their own sections), or a transfer not
+yet answered, is listed as not compared instead.
 
 Only the reference wallet's ledger (schema ``wallet``, in the same database) can be read:
 operators that run their own wallets are listed as not compared. The comparison assumes, as
 holds for the reference wallet, that balances change only through the aggregator's commands;
 a wallet that also takes deposits would need those in its ledger to be reconciled. Demo
 play (journal events with ``mode: demo``) is not money: every section leaves it out.
+
+Transfer wallets: the balance the aggregator holds for a transfer-wallet operator's player
+must be the fold of the journal (transfers in, less transfers out, less bets, plus wins and
+refunds of ``wallet: transfer``) and equal the last balance reported; and every transfer the
+journal holds must be one the operator recorded as done (``wallet.transfers`` of the
+reference operator), with the same direction and amount, and the other way round, per day.
+A transfer the operator has asked for but not yet seen answered makes the player's wallet
+account in flight.
 """
 
 from __future__ import annotations
@@ -62,17 +74,28 @@ WALLET_TABLE = "players"
 WALLET_ACCOUNTS = """
 with effects as (
     select operator_id, player_id, currency::char(3) as currency,
-           sum(case event_type when 'BetAccepted' then -amount else amount end) as moved
+           sum(case when event_type = 'BetAccepted' then -amount
+                    when event_type = 'FundsTransferred' and payload->>'direction' = 'IN'
+                    then -amount
+                    else amount end) as moved
     from {s}.journal
-    where event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack')
+    where ((event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack')
+            and coalesce(payload->>'wallet', 'seamless') = 'seamless')
+           or event_type = 'FundsTransferred')
       and coalesce(payload->>'mode', 'real') = 'real'
     group by operator_id, player_id, currency
 ), wallet_operators as (
     select distinct operator_id from {w}.players
+), transfer_operators as (
+    -- their players' reported balances are the aggregator-held ones, not the wallet's
+    select distinct operator_id from {s}.journal where event_type = 'FundsTransferred'
 ), ledger as (
     select operator_id, player_id, currency::char(3) as currency, sum(delta) as moved,
            max(applied_at) as last_applied_at
-    from {w}.commands group by operator_id, player_id, currency
+    from (select operator_id, player_id, currency, delta, applied_at from {w}.commands
+          union all
+          select operator_id, player_id, currency, delta, updated_at from {w}.transfers) m
+    group by operator_id, player_id, currency
 ), accounts as (
     select coalesce(w.operator_id, e.operator_id) as operator_id,
            coalesce(w.player_id, e.player_id) as player_id,
@@ -89,10 +112,14 @@ with effects as (
            coalesce(l.last_applied_at > now() - %(in_flight)s, false) or exists (
                select 1 from {s}.transactions t
                where t.operator_id = a.operator_id and t.player_id = a.player_id
-                 and t.status in ('TIMED_OUT', 'OWED')) as in_flight
+                 and t.status in ('TIMED_OUT', 'OWED')) or exists (
+               select 1 from {w}.transfers x
+               where x.operator_id = a.operator_id and x.player_id = a.player_id
+                 and x.state = 'PENDING') as in_flight
     from accounts a
     left join {s}.balances b
       on b.operator_id = a.operator_id and b.player_id = a.player_id and b.currency = a.currency
+      and a.operator_id not in (select operator_id from transfer_operators)
     left join ledger l
       on l.operator_id = a.operator_id and l.player_id = a.player_id and l.currency = a.currency
     where a.operator_id in (select operator_id from wallet_operators)
@@ -128,6 +155,62 @@ select operator_id, player_id, currency, wallet_balance, journal_implied, last_a
 from compared where in_flight order by operator_id, player_id, currency
 """
 )
+
+HELD_BALANCES = """
+with moves as (
+    select operator_id, player_id, currency,
+           sum(case when event_type = 'BetAccepted' then -amount
+                    when event_type = 'FundsTransferred' and payload->>'direction' = 'OUT'
+                    then -amount
+                    else amount end) as implied
+    from {s}.journal
+    where (event_type in ('BetAccepted', 'WinCredited', 'BetRolledBack')
+           and payload->>'wallet' = 'transfer')
+       or event_type = 'FundsTransferred'
+    group by operator_id, player_id, currency
+)
+select m.operator_id, m.player_id, m.currency, m.implied as journal_implied,
+       b.balance as last_reported, coalesce(b.balance, 0) - m.implied as difference
+from moves m
+left join {s}.balances b using (operator_id, player_id, currency)
+where b.balance is distinct from m.implied
+order by m.operator_id, m.player_id, m.currency
+"""
+"""Transfer-wallet balances (held by the aggregator): the journal's transfers and play must
+fold to the last balance reported."""
+
+TRANSFERS_VS_OPERATOR = """
+with j as (
+    select operator_id, player_id, transaction_id as transfer_id,
+           payload->>'direction' as direction, amount, currency,
+           (occurred_at at time zone 'UTC')::date as day
+    from {s}.journal where event_type = 'FundsTransferred'
+), o as (
+    select operator_id, player_id, transfer_id,
+           case direction when 'deposit' then 'IN' else 'OUT' end as direction, amount,
+           currency::text as currency, (updated_at at time zone 'UTC')::date as day
+    from {w}.transfers where state = 'DONE'
+), paired as (
+    select coalesce(j.operator_id, o.operator_id) as operator_id,
+           coalesce(j.day, o.day) as day, coalesce(j.currency, o.currency) as currency,
+           coalesce(j.direction, o.direction) as direction,
+           coalesce(j.amount, 0) as journal_amount, coalesce(o.amount, 0) as operator_amount,
+           j.transfer_id is not null and o.transfer_id is not null
+           and j.direction = o.direction and j.amount = o.amount as matched
+    from j full join o using (operator_id, player_id, transfer_id)
+    where coalesce(j.operator_id, o.operator_id)
+          in (select distinct operator_id from {w}.transfers)
+)
+select operator_id, day, currency, direction, sum(journal_amount) as journal,
+       sum(operator_amount) as operator_side, count(*) filter (where not matched) as unmatched
+from paired
+group by operator_id, day, currency, direction
+having sum(journal_amount) <> sum(operator_amount) or count(*) filter (where not matched) > 0
+order by day, operator_id, currency, direction
+"""
+"""Per operator, UTC day (the journal's), currency and direction: every transfer in equals
+the operator's debits for transfers, every transfer out its credits, transfer by transfer.
+Only operators whose transfers the reference operator records here are compared."""
 
 JOURNAL_OPERATORS = """
 select operator_id, count(distinct player_id) as players from {s}.journal
@@ -183,6 +266,21 @@ SECTIONS = [
         WALLET_IN_FLIGHT,
         discrepancy=False,
         requires=WALLET_TABLE,
+    ),
+    Section(
+        "transfer-wallet balances that differ from the balance the journal implies",
+        HELD_BALANCES,
+    ),
+    Section(
+        "transfers that differ from the operator's record of them (per day)",
+        TRANSFERS_VS_OPERATOR,
+        requires="transfers",
+    ),
+    Section(
+        "transfers per day (transfer wallets)",
+        "select operator_id, day, currency, direction, transfers, amount"
+        " from {s}.transfers_daily order by day, operator_id, currency, direction",
+        discrepancy=False,
     ),
     Section(
         "operators whose wallets cannot be read here (not in the reference wallet's ledger)",

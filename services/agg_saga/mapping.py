@@ -40,6 +40,7 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         reply_to=d["reply_to"],
         reply_partition=d["reply_partition"],
         mode=d.get("mode", "real"),  # written before v2: real
+        wallet=d.get("wallet", "seamless"),  # written before v3: seamless
     )
 
 
@@ -87,6 +88,7 @@ def outcome_to_avro(a: Answer, now_ms: int) -> dict[str, Any]:
         "decided_at": _dt(now_ms),
         "reply_to": r.reply_to,
         "reply_partition": r.reply_partition,
+        "amount": a.amount,
     }
 
 

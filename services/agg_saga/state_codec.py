@@ -216,6 +216,8 @@ def encode_header(
     }
     if state.demo_balances:  # additive: absent (read as none) for a player never in demo
         body["demo_balances"] = dict(state.demo_balances)
+    if state.transfer_balances:  # additive: absent for a player never of a transfer wallet
+        body["transfer_balances"] = dict(state.transfer_balances)
     if cache is None:
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
@@ -385,6 +387,9 @@ class StateBuilder:
                     balance_currency=h["balance_currency"],
                     pruned_at_ms=h["pruned_at_ms"],
                     demo_balances={str(c): int(b) for c, b in h.get("demo_balances", {}).items()},
+                    transfer_balances={
+                        str(c): int(b) for c, b in h.get("transfer_balances", {}).items()
+                    },
                 )
                 meta = WriteMeta(
                     seq=int(h.get("seq", 0)),

@@ -1,7 +1,8 @@
 """``python -m agg_simulator`` (also ``aggregator simulate``): drive traffic through a running
 ingress for a while, then check every player's money at the operator's wallet, one verdict
-per operator (the Kafka reference wallet and the reference HTTP wallet behind the bridge
-keep the same ledger, ``wallet.players``).
+per operator (the Kafka reference wallet, the reference HTTP wallet behind the bridge and
+the reference operator of a transfer wallet keep the same ledger, ``wallet.players``; a
+transfer-wallet player's funds are all withdrawn back to it before the check).
 
 Exit status: 0 when every player's balance change at the wallet equals what the answers
 promised (minus accepted bets, plus credited wins and refunds), 1 otherwise.
@@ -83,25 +84,36 @@ def money_check(
         time.sleep(1)
 
 
-def projection_check(player_prefix: str, database_url: str, settle_s: float = 30.0) -> list[str]:
+def projection_check(
+    player_prefix: str,
+    database_url: str,
+    settle_s: float = 30.0,
+    held: Mapping[tuple[str, str, str], int | None] | None = None,
+) -> list[str]:
     """Players whose projected balance (the last one the wallet reported in the journal)
-    differs from the wallet's own; waits up to ``settle_s`` for the projector to catch up."""
+    differs from the wallet's own; for a transfer-wallet player (``held``) the projected
+    balance is the one the aggregator holds, and must be the one the last transfer answered.
+    Waits up to ``settle_s`` for the projector to catch up."""
+    held = held or {}
     deadline = time.monotonic() + settle_s
     while True:
         with psycopg.connect(database_url) as conn:
             if conn.execute("select to_regclass('projection.balances')").fetchone() == (None,):
                 return ["the projection schema does not exist: is the projector running?"]
             rows = conn.execute(
-                "select w.operator_id, w.player_id, w.balance, p.balance from wallet.players w"
+                "select w.operator_id, w.player_id, w.currency, w.balance, p.balance"
+                " from wallet.players w"
                 " left join projection.balances p using (operator_id, player_id, currency)"
                 " where w.player_id like %s",
                 (f"{player_prefix}%",),
             ).fetchall()
-        problems = [
-            f"{op}/{player}: wallet {wallet}, projection {projected}"
-            for op, player, wallet, projected in rows
-            if wallet != projected
-        ]
+        problems = []
+        for op, player, currency, wallet, projected in rows:
+            key = (op, player, currency)
+            if key in held and held[key] != projected:
+                problems.append(f"{op}/{player}: held {held[key]}, projection {projected}")
+            elif key not in held and wallet != projected:
+                problems.append(f"{op}/{player}: wallet {wallet}, projection {projected}")
         if not problems or time.monotonic() > deadline:
             return problems
         time.sleep(1)
@@ -154,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(sim.run(args.duration, LivePrinter(sys.stdout)))
     prefix = f"sim-{sim.run_id}-"
     mismatches = money_check(sim.expect, prefix, settings.database_url)
+    mismatches += [(line.split("/", 1)[0], line) for line in sim.transfer_problems]
     players = len(sim.expect.players)
     for verdict in per_operator(sim.expect, mismatches, sim.wallet_modes):
         print(verdict.line())
@@ -165,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"money check: OK for all {players} players (wallet balances match every answer)")
     if args.skip_projections:
         return 0
-    problems = projection_check(prefix, settings.database_url)
+    problems = projection_check(prefix, settings.database_url, held=sim.held)
     if problems:
         print(f"PROJECTION CHECK FAILED for {len(problems)} players:")
         for line in problems[:20]:

@@ -13,6 +13,10 @@
 6. rounds: no round is closed twice (a ``RoundClosed`` or ``RoundAutoClosed`` each, once),
    no round the journal shows open is one the saga forgot (nor one it holds closed), and no
    bet first sent after its round's close was accepted.
+7. a transfer-wallet operator's players: no wallet command ever leaves for them; the balance
+   the saga holds is the deposits less the withdrawals (the amounts answered) less the bets
+   plus the wins answered OK (a bet rolled back OK counts nothing), and the journal folds to
+   it; one transfer id is journaled once.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ def project(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             rounds[(*owner, d["round_id"])] = (d["bet_total"], d["win_total"], d["refund_total"])
         elif "transaction_id" in d:
             ledger[(*owner, d["transaction_id"])] = name
-        if name in MONEY_EVENTS and d.get("mode", "real") == "real":
+        if (name in MONEY_EVENTS and d.get("mode", "real") == "real"
+                and d.get("wallet", "seamless") == "seamless"):  # fmt: skip
             money[(d["operator_id"], d["player_id"], d["currency"])] += (
                 MONEY_EVENTS[name] * d["amount"]
             )
@@ -95,9 +100,10 @@ def check(world: World) -> list[str]:
             problems.append(f"contradicting final answers {sorted(statuses)} to {content}")
     effects = effects_by_transaction(world)
     by_key: dict[tuple[str, str, str, str], list[Track]] = {}
+    transfer = set(schedule.transfer_operators)
     for track in world.tracks:
         c = track.call
-        if c.transaction_id is not None and c.mode == "real":  # demo: checked by the wallet
+        if c.transaction_id is not None and c.mode == "real" and c.operator_id not in transfer:
             key = (c.operator_id, c.player_id, c.provider_id, c.transaction_id)
             by_key.setdefault(key, []).append(track)
     for key, tracks in by_key.items():
@@ -126,6 +132,7 @@ def check(world: World) -> list[str]:
             if got["credited"] != want:
                 problems.append(f"win {key} answered {answers}: wallet effects {dict(got)}")
     problems += _demo_balances(world)
+    problems += _held_balances(world)
     # 1. balances from the answers
     wallet: Counter[tuple[str, str, str]] = Counter()
     for op, book in world.books.items():
@@ -157,7 +164,7 @@ def check(world: World) -> list[str]:
             "BetAccepted", "BetRejected", "DebitTimedOut", "DebitCancelled"
         ):  # fmt: skip
             decisions.setdefault(d["command_id"], set()).add(name)
-        if name in ("BetAccepted", "WinCredited", "BetRolledBack"):
+        if name in ("BetAccepted", "WinCredited", "BetRolledBack", "FundsTransferred"):
             per_txn[(name, d.get("mode", "real"), d["operator_id"], d["player_id"],
                      d["provider_id"], d["transaction_id"])] += 1  # fmt: skip
     for command_id, names in decisions.items():
@@ -265,6 +272,68 @@ def _rounds(world: World, parts: dict[int, list[tuple[str, dict[str, Any]]]]) ->
             problems.append(f"bet {c.transaction_id} of {c.operator_id}/{c.player_id} at "
                             f"{c.provider_id}, first sent at {sent} after its round "
                             f"{c.round_id} closed at {closed}, was answered OK")  # fmt: skip
+    return problems
+
+
+def _held_balances(world: World) -> list[str]:
+    """Transfer wallets: each player's balance held by the saga moved as the answers say
+    (the world checks that no command reaches their wallet), and the journal folds to it."""
+    transfer = set(world.schedule.transfer_operators)
+    if not transfer:
+        return []
+    rolled_back = {
+        (t.call.operator_id, t.call.player_id, t.call.provider_id,
+         t.call.reference_transaction_id)
+        for t in world.tracks
+        if t.call.operator_id in transfer and t.call.action == "ROLLBACK" and t.final == "OK"
+    }  # fmt: skip
+    expected: Counter[tuple[str, str, str]] = Counter()
+    settled: set[tuple[str | None, ...]] = set()
+    for t in world.tracks:
+        c = t.call
+        key = (c.operator_id, c.player_id, c.provider_id, c.transaction_id, c.action)
+        if c.operator_id not in transfer or t.final != "OK" or key in settled:
+            continue
+        settled.add(key)
+        account = (c.operator_id, c.player_id, c.currency)
+        if c.action == "BET" and key[:4] not in rolled_back:
+            expected[account] -= c.amount or 0
+        elif c.action == "WIN":
+            expected[account] += c.amount or 0
+        elif c.action in ("DEPOSIT", "WITHDRAW"):
+            moved = t.amounts[0]
+            if moved is None or (c.amount is not None and moved != c.amount):
+                return [f"transfer {key} answered OK moving {moved}"]
+            expected[account] += moved if c.action == "DEPOSIT" else -moved
+    held: Counter[tuple[str, str, str]] = Counter()
+    for worker in world.workers:
+        assert worker is not None
+        for states in worker.states.values():
+            for state in states.values():
+                for currency, balance in state.transfer_balances.items():
+                    held[(state.operator_id, state.player_id, currency)] = balance
+    folded: Counter[tuple[str, str, str]] = Counter()
+    seen: set[str] = set()
+    for events in journal(world).values():
+        for name, d in events:
+            if d["event_id"] in seen:
+                continue
+            seen.add(d["event_id"])
+            account = (d["operator_id"], d["player_id"], d.get("currency", ""))
+            if name == "FundsTransferred":
+                folded[account] += d["amount"] if d["direction"] == "IN" else -d["amount"]
+            elif name in MONEY_EVENTS and d.get("wallet") == "transfer":
+                folded[account] += MONEY_EVENTS[name] * d["amount"]
+    problems = []
+    for account in sorted(set(held) | set(expected) | set(folded)):
+        if held[account] < 0:
+            problems.append(f"held balance of {account} is negative: {held[account]}")
+        if held[account] != expected[account]:
+            problems.append(f"held balance of {account} moved {held[account]}, the answers "
+                            f"allow {expected[account]}")  # fmt: skip
+        if folded[account] != held[account]:
+            problems.append(f"journal folds the held balance of {account} to "
+                            f"{folded[account]}, the saga holds {held[account]}")  # fmt: skip
     return problems
 
 

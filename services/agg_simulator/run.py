@@ -8,6 +8,11 @@ its bet. A live one-screen summary (``agg_simulator.summary``) shows rates, late
 percentiles, outcomes, money and each game's observed RTP; at the end every player's balance
 at the operator's wallet is checked against the answers received.
 
+A transfer-wallet operator's players (``wallet.mode: transfer``) are given funds first: the
+reference operator (``agg_wallet.transfers``) debits each one's balance at the operator and
+deposits it into the balance the aggregator holds, and at the end of the run withdraws all of
+it back, so the money check reads the operator's balances the same way for every operator.
+
 Callbacks are built and sent in one place, ``agg_simulator.clients.send`` (with the
 provider's protocol client from ``agg_simulator.providers``); this module only decides what
 a round does.
@@ -19,10 +24,11 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from fractions import Fraction
 
 import httpx
+import psycopg
 
 from agg_config.settings import Settings
 from agg_config.tenants import Game, Operator, Tenants
@@ -32,6 +38,8 @@ from agg_simulator.model import Expectation
 from agg_simulator.paytable import RTP_DEFAULT, Paytable, paytable_for
 from agg_simulator.providers import ProviderClient, client_for
 from agg_simulator.summary import GameTally, Stats
+from agg_wallet.store import WalletStore
+from agg_wallet.transfers import ReferenceTransfers, TransferResult
 
 PlayerKey = tuple[str, str, str]  # operator, player, currency
 STAKES = (10, 20, 50, 100, 200, 500)
@@ -74,6 +82,11 @@ class Simulator:
         self.http: httpx.AsyncClient | None = None
         self.run_id = f"{int(time.time()):x}"
         self._txn = 0
+        self.transfers: dict[str, ReferenceTransfers] = {}
+        """The reference operator of each transfer-wallet operator, during a run."""
+        self.held: dict[PlayerKey, int | None] = {}
+        """A transfer-wallet player's held balance as the last transfer answered it."""
+        self.transfer_problems: list[str] = []
 
     def _next_id(self, prefix: str) -> str:
         self._txn += 1
@@ -105,8 +118,35 @@ class Simulator:
                 self.http, op, player, op.currencies[0], game.id, game.provider
             )
             client = self.clients[game.provider]
+            transfers = self.transfers.get(op.id)
+            if transfers is not None:  # funds into the held balance before play
+                await self._transfer(transfers.deposit(player, op.currencies[0],
+                                                       op.wallet.starting_balance,
+                                                       self._next_id("dep")), op.id, player,
+                                     op.currencies[0])  # fmt: skip
             session = await start_session(self.http, client, session, self._next_id("rq"))
             self.sessions.append(session)
+
+    async def _transfer(self, pending: Awaitable[TransferResult], operator: str, player: str,
+                        currency: str) -> TransferResult:  # fmt: skip
+        result = await pending
+        self.held[(operator, player, currency)] = result.held_balance
+        if result.status != "OK":
+            self.transfer_problems.append(
+                f"{operator}/{player}: {result.direction} {result.transfer_id} {result.status}"
+            )
+        return result
+
+    async def withdraw_all(self) -> None:
+        """Every transfer-wallet player's held balance back to the operator."""
+        for session in self.sessions:
+            transfers = self.transfers.get(session.operator)
+            if transfers is not None:
+                await self._transfer(
+                    transfers.withdraw(session.player, session.currency, None,
+                                       self._next_id("wd")),
+                    session.operator, session.player, session.currency,
+                )  # fmt: skip
 
     async def callback(self, session: Session, call: Call, retries_max: int = 20) -> Answer:
         """One callback, retried with the same request and transaction ids while the answer
@@ -202,26 +242,41 @@ class Simulator:
         )
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10, limits=limits) as http:
             self.http = http
-            await self.open_sessions()
-            self.stats = Stats(time.monotonic())
-            for game in sorted({s.game for s in self.sessions}):
-                self._tally(game)
-            deadline = time.monotonic() + duration_s
+            transfer_ops = [op for op in self.tenants.operators if op.wallet.mode == "transfer"]
+            conn = None
+            if transfer_ops:
+                conn = await psycopg.AsyncConnection.connect(self.settings.database_url,
+                                                             autocommit=True)  # fmt: skip
+                await WalletStore(conn).ensure_schema()
+                self.transfers = {op.id: ReferenceTransfers(conn, http, op) for op in transfer_ops}
+            try:
+                await self._run(duration_s, on_tick, interval_s)
+            finally:
+                if conn is not None:
+                    await conn.close()
 
-            turns = itertools.cycle(self.sessions)  # every player in turn, evenly
+    async def _run(self, duration_s: float, on_tick: OnTick, interval_s: float) -> None:
+        await self.open_sessions()
+        self.stats = Stats(time.monotonic())
+        for game in sorted({s.game for s in self.sessions}):
+            self._tally(game)
+        deadline = time.monotonic() + duration_s
 
-            async def player_loop() -> None:
-                while time.monotonic() < deadline:
-                    await self.play_round(next(turns))
+        turns = itertools.cycle(self.sessions)  # every player in turn, evenly
 
-            async def ticker() -> None:
-                while time.monotonic() < deadline:
-                    await asyncio.sleep(interval_s)
-                    now = time.monotonic()
-                    on_tick(self.stats, now, False)
-                    self.stats.next_interval(now)
+        async def player_loop() -> None:
+            while time.monotonic() < deadline:
+                await self.play_round(next(turns))
 
-            tick = asyncio.create_task(ticker())
-            await asyncio.gather(*(player_loop() for _ in range(self.concurrency)))
-            tick.cancel()
-            on_tick(self.stats, time.monotonic(), True)
+        async def ticker() -> None:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(interval_s)
+                now = time.monotonic()
+                on_tick(self.stats, now, False)
+                self.stats.next_interval(now)
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.gather(*(player_loop() for _ in range(self.concurrency)))
+        tick.cancel()
+        on_tick(self.stats, time.monotonic(), True)
+        await self.withdraw_all()

@@ -10,6 +10,10 @@ pay; each provider's idle time is drawn per schedule). Faults:
 worker crashes at every port call of the batch protocol (including a write cut in the
 middle), rebalances between two workers, a silent, slow or failing wallet, wallet redelivery,
 and wall-clock jumps.
+
+About a third of the schedules add a transfer-wallet operator (``op-t``): its players' funds
+are moved in and out by the operator's deposits and withdrawals (some of everything), racing
+their play, which reuses the other operators' provider, transaction and round ids.
 """
 
 from __future__ import annotations
@@ -97,6 +101,9 @@ class Schedule:
     def auto_close_ms(self, provider_id: str) -> int | None:
         return dict(self.round_auto_close_ms).get(provider_id)
 
+    transfer_operators: tuple[str, ...] = ()
+    """Operators (among ``operators``) of a transfer wallet: no wallet command may reach them."""
+
     def without_call(self, index: int) -> Schedule:
         return replace(self, calls=self.calls[:index] + self.calls[index + 1 :])
 
@@ -108,6 +115,8 @@ class Schedule:
         head += f"operators={','.join(self.operators)} balance={self.starting_balance}"
         if self.round_auto_close_ms:
             head += " auto-close " + ",".join(f"{p}={ms}ms" for p, ms in self.round_auto_close_ms)
+        if self.transfer_operators:
+            head += f" transfer={','.join(self.transfer_operators)}"
         lines = [head]
         events: list[tuple[int, str]] = []
         for c in self.calls:
@@ -229,15 +238,24 @@ def generate(seed: int) -> Schedule:
     # before rounds were auto-closed
     auto_close = tuple((p, rng.choice(AUTO_CLOSE_MS)) for p in providers)
     calls += _after_the_idle_time(rng, calls, dict(auto_close), txn_space)
+    # the transfer wallet from a generator of its own: the rest of a seed's schedule is what
+    # it was before transfer wallets existed
+    xrng = random.Random(seed * 1_000_003 + 17)
+    transfer: tuple[str, ...] = ()
+    if xrng.random() < 0.35:
+        transfer = ("op-t",)
+        calls += _transfer_calls(xrng, len(calls) + 1_000, duration_ms, providers, player_ids,
+                                 txn_space, round_space)  # fmt: skip
     return Schedule(
         seed=seed,
         partitions=partitions,
-        operators=operators,
+        operators=operators + transfer,
         calls=tuple(sorted(calls, key=lambda c: (c.at_ms, c.n))),
         faults=tuple(sorted(faults, key=lambda f: f.at_ms)),
         starting_balance=starting_balance,
         exec_seed=exec_seed,
         round_auto_close_ms=auto_close,
+        transfer_operators=transfer,
     )
 
 
@@ -278,3 +296,61 @@ def _after_the_idle_time(rng: random.Random, calls: list[Call], auto_close: dict
                              round_closed=rng.random() < 0.5))  # fmt: skip
             n += 1
     return late
+
+
+def _transfer_calls(rng: random.Random, first_n: int, duration_ms: int,
+                    providers: tuple[str, ...], player_ids: tuple[str, ...], txn_space: int,
+                    round_space: int) -> list[Call]:  # fmt: skip
+    """A transfer-wallet operator's traffic: per player a deposit early on, play with the
+    seamless operators' ids, more deposits and withdrawals (of an amount or of everything)
+    racing it, duplicates of each."""
+    calls: list[Call] = []
+    n = first_n
+    op = "op-t"
+    for player in player_ids[: rng.randint(1, len(player_ids))]:
+        currency = rng.choice(("EUR", "EUR", "USD"))
+        moves = [("DEPOSIT", rng.randint(0, duration_ms // 3))]
+        moves += [(rng.choice(("DEPOSIT", "WITHDRAW", "WITHDRAW")), rng.randint(0, duration_ms))
+                  for _ in range(rng.randint(0, 3))]  # fmt: skip
+        moves.append(("WITHDRAW", duration_ms + rng.randint(0, 1_500)))
+        for i, (action, at) in enumerate(moves):
+            amount: int | None = rng.choice((100, 500, 2_000))
+            if action == "WITHDRAW" and rng.random() < 0.5:
+                amount = None  # everything the balance holds
+            transfer_id = f"x{rng.randrange(len(moves) + 1)}" if rng.random() < 0.2 else f"x{i}"
+            dup = rng.choice((None, None, rng.randint(0, 2_000)))
+            calls.append(Call(n, at, op, player, "", action, currency,
+                              transaction_id=transfer_id, amount=amount,
+                              dup_after_ms=dup))  # fmt: skip
+            n += 1
+        bets: list[Call] = []
+        for _ in range(rng.randint(2, 8)):
+            provider = rng.choice(providers)
+            at = rng.randint(0, duration_ms)
+            dup = rng.choice((None, None, None, rng.randint(0, 2_500)))
+            roll = rng.random()
+            if roll < 0.5:
+                c = Call(n, at, op, player, provider, "BET", currency,
+                         transaction_id=f"t{rng.randrange(txn_space)}",
+                         round_id=f"r{rng.randrange(round_space)}",
+                         amount=rng.choice((1, 50, 100, 250, 400, 1_000)),
+                         round_closed=rng.random() < 0.3, dup_after_ms=dup)  # fmt: skip
+                bets.append(c)
+            elif roll < 0.8:
+                c = Call(n, at, op, player, provider, "WIN", currency,
+                         transaction_id=f"w{rng.randrange(txn_space)}",
+                         round_id=f"r{rng.randrange(round_space)}",
+                         amount=rng.choice((0, 10, 200, 500)),
+                         round_closed=rng.random() < 0.5, dup_after_ms=dup)  # fmt: skip
+            elif roll < 0.93 and bets:
+                bet = rng.choice(bets)
+                c = Call(n, max(0, bet.at_ms + rng.randint(-300, 2_500)), op, player,
+                         bet.provider_id, "ROLLBACK", currency,
+                         transaction_id=f"rb{rng.randrange(txn_space)}",
+                         reference_transaction_id=bet.transaction_id, round_id=bet.round_id,
+                         dup_after_ms=dup)  # fmt: skip
+            else:
+                c = Call(n, at, op, player, provider, "BALANCE", currency, dup_after_ms=dup)
+            calls.append(c)
+            n += 1
+    return calls

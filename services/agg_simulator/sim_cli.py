@@ -34,6 +34,8 @@ class Tally:
     rounds: Counter[str] = field(default_factory=Counter)
     """Rounds closed (by the provider, auto-closed), bets refused on closed rounds, money
     after a close; ``with an auto-close``: schedules where one happened."""
+    traffic: Counter[str] = field(default_factory=Counter)
+    """Schedules with each kind of traffic (demo play, a transfer wallet, ...)."""
 
     def add(self, other: Tally) -> None:
         self.schedules += other.schedules
@@ -41,6 +43,7 @@ class Tally:
         self.faults.update(other.faults)
         self.restores += other.restores
         self.rounds.update(other.rounds)
+        self.traffic.update(other.traffic)
         self.failures.extend(other.failures)
 
 
@@ -53,6 +56,15 @@ def run_seed(seed: int) -> tuple[list[str], Tally]:
         tally.rounds["schedules with an auto-close"] += 1
     if problems:
         tally.failures.append((seed, problems))
+    calls = world.schedule.calls
+    tally.traffic.update(
+        kind for kind, present in (
+            ("demo play", any(c.mode != "real" for c in calls)),
+            ("transfer wallet", bool(world.schedule.transfer_operators)),
+            ("withdrawal of everything", any(c.action == "WITHDRAW" and c.amount is None
+                                             for c in calls)),
+        ) if present
+    )  # fmt: skip
     return problems, tally
 
 
@@ -162,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"faults injected: {dict(sorted(total.faults.items()))}; worker restarts: "
           f"{total.restores}")  # fmt: skip
     print(f"rounds: {dict(sorted(total.rounds.items()))}")
+    print(f"schedules with: {dict(sorted(total.traffic.items()))}")
     print(f"violations: {len(total.failures)}")
     for seed, problems in sorted(total.failures)[:3]:
         _report_failure(seed, problems, not args.no_minimise)

@@ -80,6 +80,8 @@ class Track:
 
     call: Call
     finals: list[tuple[str, int | None]] = field(default_factory=list)
+    amounts: list[int | None] = field(default_factory=list)
+    """The amount each final answer moved (a transfer's; None for other calls)."""
     answers: list[str] = field(default_factory=list)
     inflight: int = 0
     sends: int = 0
@@ -307,7 +309,9 @@ class World:
             "reply_to": "ingress-sim",
             "reply_partition": INGRESS_PARTITION,
             "mode": c.mode,
-        }
+            "wallet": "transfer" if c.operator_id in self.schedule.transfer_operators
+            else "seamless",
+        }  # fmt: skip
         if c.mode != "real":
             self.demo_correlations.add(correlation)
         key = f"{c.operator_id}:{c.player_id}".encode()
@@ -352,7 +356,8 @@ class World:
                 self._send(track)
         self._providers_due = due if due > now else now
 
-    def _answer(self, track: Track, status: str, balance: int | None) -> None:
+    def _answer(self, track: Track, status: str, balance: int | None,
+                amount: int | None = None) -> None:  # fmt: skip
         track.inflight -= 1
         track.answers.append(status)
         if status == "RETRY_LATER":
@@ -361,6 +366,7 @@ class World:
                 self._providers_due = min(self._providers_due, track.next_send_ms)
         else:
             track.finals.append((status, balance))
+            track.amounts.append(amount)
 
     def _ingress(self) -> None:
         topic = self.names.outcomes
@@ -371,7 +377,7 @@ class World:
             d = _codec.decode(record.value).datum
             wait_key = (d["operator_id"], d["player_id"], d["provider_id"], d["request_id"])
             for waiter in self.waiters.pop(wait_key, []):
-                self._answer(waiter.track, d["status"], d["balance"])
+                self._answer(waiter.track, d["status"], d["balance"], d["amount"])
         now = self.t()
         for wait_key, waiters in list(self.waiters.items()):
             late = [w for w in waiters if w.deadline_ms <= now]
@@ -421,6 +427,10 @@ class World:
                         self.wallet_commands[op].setdefault(command.command_id, command)
                     if command.correlation_id in self.demo_correlations:
                         self.failures.append(f"demo play reached the wallet: {command}")
+                    if op in self.schedule.transfer_operators:
+                        self.failures.append(
+                            f"a transfer wallet's play reached a wallet: {command}"
+                        )
                     reply = {
                         "command_id": entry.command_id,
                         "operator_id": op,

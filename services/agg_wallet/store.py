@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS wallet.players (
 );
 COMMENT ON TABLE wallet.players IS
     'Balances in minor units. balance = opening_balance + sum(wallet.commands.delta) '
-    'of the same operator, player and currency.';
+    '+ sum(wallet.transfers.delta) of the same operator, player and currency.';
 
 CREATE TABLE IF NOT EXISTS wallet.commands (
     operator_id          text        NOT NULL,
@@ -86,6 +86,30 @@ CREATE TABLE IF NOT EXISTS wallet.commands (
 COMMENT ON TABLE wallet.commands IS
     'The ledger: every command received once, with the reply it got (a repeat is answered '
     'from here).';
+
+CREATE TABLE IF NOT EXISTS wallet.transfers (
+    operator_id  text        NOT NULL,
+    player_id    text        NOT NULL,
+    transfer_id  text        NOT NULL,
+    direction    text        NOT NULL CHECK (direction IN ('deposit', 'withdraw')),
+    currency     char(3)     NOT NULL,
+    requested    bigint      CHECK (requested > 0),
+    amount       bigint      NOT NULL DEFAULT 0 CHECK (amount >= 0),
+    delta        bigint      NOT NULL DEFAULT 0,
+    state        text        NOT NULL CHECK (state IN ('PENDING', 'DONE', 'REFUSED')),
+    status       text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (operator_id, player_id, transfer_id),
+    CHECK (direction = 'withdraw' OR requested IS NOT NULL),
+    CHECK (state <> 'REFUSED' OR delta = 0),
+    CHECK (direction <> 'deposit' OR state = 'REFUSED' OR delta = -requested),
+    CHECK (direction <> 'withdraw' OR delta = CASE state WHEN 'DONE' THEN amount ELSE 0 END)
+);
+COMMENT ON TABLE wallet.transfers IS
+    'The reference operator''s transfers to and from a transfer wallet: a deposit debits the '
+    'player here (delta) before the aggregator is asked, and is reversed if it refuses; a '
+    'withdrawal credits the player once the aggregator has moved the funds.';
 
 CREATE INDEX IF NOT EXISTS commands_reference_idx
     ON wallet.commands (operator_id, reference_command_id)

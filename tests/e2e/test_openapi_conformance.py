@@ -486,6 +486,8 @@ CANONICAL = "provider-canonical-v1"
 OPERATOR_DOC = "operator-v1"
 WALLET = "/v1/providers/{provider_id}/wallet/"
 PLAYER = "/v1/operators/{operator_id}/players/{player_id}/"
+TRANSFER_OPERATOR = "op-delta"
+"""The dev tenants' transfer-wallet operator."""
 
 
 def _targeted(stack: Stack) -> dict[tuple[str, str, str, int], Callable[[], Any]]:
@@ -567,6 +569,33 @@ def _targeted(stack: Stack) -> dict[tuple[str, str, str, int], Callable[[], Any]
             out[(*key, 404)] = lambda t=tail: _send(
                 stack, OPERATOR_DOC, "GET", f"/v1/operators/op-nobody/players/p1/{t}"
             )
+    key = (OPERATOR_DOC, PLAYER + "transfers", "POST")
+    delta = load_tenants(stack.settings.tenants_file).operator(TRANSFER_OPERATOR)
+    assert delta is not None and delta.wallet.mode == "transfer"
+    delta_secret = delta.secret.reveal()
+    mine = f"/v1/operators/{TRANSFER_OPERATOR}/players/oa-{uuid.uuid4().hex[:10]}/transfers"
+
+    def transfer(**fields: Any) -> bytes:
+        base = {"transfer_id": f"oa-{uuid.uuid4().hex[:10]}", "direction": "deposit",
+                "amount": 500, "currency": "EUR"}  # fmt: skip
+        return encode_body({**base, **fields})
+
+    def as_delta(body: bytes, path: str = mine) -> requests.Response:
+        return _session(HmacAuth(delta_secret)).post(
+            stack.base_url + path, data=body, timeout=15,
+            headers={"Content-Type": "application/json"})  # fmt: skip
+
+    seamless = f"/v1/operators/{OPERATOR}/players/oa-{uuid.uuid4().hex[:10]}/transfers"
+    out[(*key, 200)] = lambda: as_delta(transfer())
+    out[(*key, 400)] = lambda: as_delta(b"{}")
+    out[(*key, 401)] = lambda: _send(stack, OPERATOR_DOC, "POST", mine, transfer(), "none")
+    out[(*key, 404)] = lambda: _send(
+        stack, OPERATOR_DOC, "POST", "/v1/operators/op-nobody/players/p1/transfers", transfer()
+    )
+    out[(*key, 409)] = lambda: _send(stack, OPERATOR_DOC, "POST", seamless, transfer())
+    out[(*key, 413)] = lambda: as_delta(TOO_LARGE)
+    out[(*key, 422)] = lambda: as_delta(transfer(direction="withdraw", amount=10**12))
+    out[(*key, 503)] = lambda: _degraded(stack, "POST", mine, transfer(), delta_secret)
     for method in pragmatic.ACTIONS:
         key = ("provider-pragmatic-v1", "/v1/providers/{provider_id}/" + method, "POST")
         out[(*key, 200)] = lambda m=method: _pragmatic(stack, m, PP)

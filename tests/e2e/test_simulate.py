@@ -1,10 +1,10 @@
 """``make run``'s traffic: ``aggregator simulate``, the command ``make run`` runs, against the
 whole pipeline (saga worker, reference Kafka wallet, reference HTTP wallet behind the bridge,
 projector, ingress as processes) on the test servers. It plays every provider protocol of
-the dev tenants at operators of both wallet modes; its own money check (one verdict per
-operator) and projection check must pass; its output, not a terminal here, is one plain line
-per interval and then the final report, whose games pay their configured RTP and whose wins
-are the wins the ledger credited."""
+the dev tenants at operators of every wallet mode (Kafka, HTTP, transfer); its own money
+check (one verdict per operator) and projection check must pass; its output, not a
+terminal here, is one plain line per interval and then the final report, whose games pay
+their configured RTP and whose wins are the wins the ledger credited."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
     pipeline: Pipeline,
 ) -> None:
     result = subprocess.run(
-        [str(AGGREGATOR), "simulate", "--duration", "8", "--players", "18", "--concurrency", "4",
+        [str(AGGREGATOR), "simulate", "--duration", "8", "--players", "24", "--concurrency", "4",
          "--seed", "11", "--game-rtp", "nova-starfall=90"],
         env={**os.environ, **pipeline.env}, capture_output=True, text=True, timeout=600,
         check=False,
@@ -77,15 +77,15 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
     for op in tenants.operators:
         verdict = f"money check {op.id} ({op.wallet.mode}): OK for "
         assert re.search(re.escape(verdict) + r"[1-9]\d* players", out), (op.id, out)
-    # every provider protocol and both wallet modes were played, with accepted callbacks
+    # every provider protocol and every wallet mode were played, with accepted callbacks
     for name in [*(f"proto {p.protocol}" for p in tenants.providers), "wallet kafka",
-                 "wallet http"]:  # fmt: skip
+                 "wallet http", "wallet transfer"]:  # fmt: skip
         callbacks, *_, ok, _refused, _retry = report_row(lines, name)
         assert int(callbacks.replace(",", "")) > 0 and int(ok.replace(",", "")) > 0, (name, out)
     assert {p.protocol for p in tenants.providers} == {
         "canonical-v1", "hub88-v1", "pragmatic-v1", "evolution-v1"}  # fmt: skip
 
-    played = {g.id for g in tenants.games if not g.restricted_countries}  # 18 players: all
+    played = {g.id for g in tenants.games if not g.restricted_countries}  # 24 players: all
     rows = {game: report_row(lines, game) for game in played}
     settled = 0
     for game, (rounds, stakes, wins, observed, configured, _) in rows.items():

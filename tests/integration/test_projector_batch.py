@@ -28,8 +28,8 @@ from bench.journal import JournalShape, JournalWriter, Mix
 
 PARTITIONS = 6
 FAULTY = Mix(win=0.5, rollback=0.12, rollback_first=0.06, debit_silent=0.05, credit_silent=0.05,
-             conflict=0.05, republished=0.03, demo_players=0.15, session_rounds=6,
-             round_idle=0.3)  # fmt: skip
+             conflict=0.05, republished=0.03, demo_players=0.15, transfer_players=0.2,
+             session_rounds=6, round_idle=0.3)  # fmt: skip
 """Rare paths made common: tombstones, timeouts, owed credits, conflicts, republished events,
 demo play, many sessions, rounds auto-closed with money and bets after the close."""
 

@@ -160,7 +160,7 @@ def test_auto_closed_rounds_and_money_after_the_close(settings: Settings,
     assert compare(settings.database_url, ref, batched) == {t: [] for t in COMPARED_TABLES}
 
 
-def test_rounds_closed_before_migration_007_were_closed_by_their_provider(
+def test_rounds_closed_before_migration_008_were_closed_by_their_provider(
     settings: Settings, schemas: list[str]
 ) -> None:
     schema = f"it_rounds_m_{uuid.uuid4().hex[:6]}"
@@ -173,7 +173,7 @@ def test_rounds_closed_before_migration_007_were_closed_by_their_provider(
         )
         from agg_projector.migrate import migrations
 
-        for version, name, text in migrations()[:6]:
+        for version, name, text in migrations()[:7]:
             conn.execute(text.replace("{schema}", schema).encode())
             conn.execute(f"insert into {schema}.schema_migrations values (%s, %s)",
                          (version, name))  # fmt: skip
@@ -184,7 +184,7 @@ def test_rounds_closed_before_migration_007_were_closed_by_their_provider(
                 f" values ('op', 'prov', %s, 'pl', 'EUR', %s, now(), now(), {closed})",
                 (round_id, status),
             )
-        assert migrate(conn, schema) == ["007_round_closed_by"]
+        assert migrate(conn, schema) == ["008_round_closed_by"]
         got = conn.execute(
             f"select round_id, closed_by from {schema}.rounds order by round_id"
         ).fetchall()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status
 from agg_ingress.adapters.base import Accepted, Credentials, Refused, Result, WireRequest
 from agg_ingress.adapters.evolution import (
     CANCEL_SUFFIX,
@@ -337,7 +337,7 @@ tokens = st.text(min_size=1, max_size=80)
 def callbacks(draw: st.DrawFn) -> Callback:
     """Canonical callbacks as this protocol produces them: a credit's and a cancel's ids are
     derived from the bet's ``refId``, a credit closes the round."""
-    action = draw(st.sampled_from(list(Action)))
+    action = draw(st.sampled_from(PROVIDER_ACTIONS))
     base = Callback(action, draw(ids), draw(tokens), draw(ids))
     if action is Action.AUTHENTICATE:
         return replace(base, currency=draw(st.none() | currencies))

@@ -93,8 +93,8 @@ def test_a_decoded_event_becomes_one_json_line() -> None:
     assert parsed["amount"] == BIG and f'"amount":{BIG},' in line
     assert parsed["balance"] is None and parsed["round_closed"] is False
     # a field the writer left out is read with its default (mode: real money)
-    assert parsed["mode"] == "real"
-    assert set(parsed) == {"event", "schema", "partition", "offset", "key", "mode",
+    assert (parsed["mode"], parsed["wallet"]) == ("real", "seamless")
+    assert set(parsed) == {"event", "schema", "partition", "offset", "key", "mode", "wallet",
                            *bet_accepted()}  # fmt: skip
 
 

@@ -71,7 +71,7 @@ def test_the_http_wallet_refuses_two_operators_on_one_path() -> None:
     data = copy.deepcopy(DEV)
     gamma = next(o for o in data["operators"] if o["id"] == "op-gamma")
     twin = copy.deepcopy(gamma)
-    twin["id"] = "op-delta"
+    twin["id"] = "op-twin"
     data["operators"].append(twin)
     with pytest.raises(ValueError, match="share the path '/op-gamma'"):
         mounts_of(parse_tenants(data))

@@ -47,6 +47,7 @@ from agg_ingress.protocol import (
     parse_object,
     validate_session_request,
 )
+from agg_ingress.transfers import TransferRequest, validate_transfer
 from agg_protocols import wallet_canonical, wallet_hub88
 from agg_protocols.signatures import hmac_sign, rsa_sign
 from tests.fuzz_budget import examples
@@ -279,9 +280,11 @@ def _accepted(name: str, path: str, body: Any) -> bool:
         return isinstance(parse_callback(ACTIONS[tail.removeprefix("wallet/")], raw), Callback)
     if name == "provider-hub88-v1":
         return _hub88_accepts(tail, raw)
-    assert path.endswith("/sessions")
     parsed = parse_object(raw)
     assert isinstance(parsed, dict)
+    if path.endswith("/transfers"):
+        return isinstance(validate_transfer(parsed), TransferRequest)
+    assert path.endswith("/sessions")
     return isinstance(validate_session_request(parsed), SessionRequest)
 
 

@@ -480,3 +480,27 @@ def test_rounds_across_players_are_closed_once_refuse_later_bets_and_are_never_f
     for tkey, count in world.credited.items():
         assert count == 1, f"win {tkey} credited {count} times"
     assert set(world.won_ok) <= set(world.credited), "every win answered OK is credited"
+
+
+def test_a_transfer_wallets_rounds_close_and_refuse_bets_the_same_way() -> None:
+    """A transfer-wallet operator's play settles against the balance the saga holds: its
+    rounds are auto-closed, and a bet on a closed one refused, as a seamless wallet's."""
+    p = Player()
+
+    def held(action: Action, txn: str, amount: int | None, **kw: object) -> Request:
+        return replace(p.req(action, txn, amount, **kw), wallet="transfer")  # type: ignore[arg-type]
+
+    answers, commands, _ = p.feed(held(Action.DEPOSIT, "d1", 1_000, provider=""))
+    assert [a.status for a in answers] == [Status.OK] and not commands
+    answers, commands, _ = p.feed(held(Action.BET, "b1", 100))
+    assert [a.status for a in answers] == [Status.OK] and not commands
+    _, _, events = p.tick(IDLE_MS)
+    assert names(events) == ["RoundAutoClosed"] and events[0].fields["bet_total"] == 100
+    answers, commands, events = p.feed(held(Action.BET, "b2", 50))
+    assert [(a.status, a.balance) for a in answers] == [(Status.ROUND_CLOSED, 900)]
+    assert not commands and names(events) == ["BetRejected"]
+    assert events[0].fields["status"] == "ROUND_CLOSED"
+    answers, _, events = p.feed(held(Action.WIN, "w1", 300))
+    assert [(a.status, a.balance) for a in answers] == [(Status.OK, 1_200)]
+    assert names(events) == ["WinCredited"]
+    assert p.state.transfer_balances == {"EUR": 1_200}

@@ -319,7 +319,7 @@ BAD_INPUTS: list[Any] = [
     ),
     pytest.param(
         set_at(("operators", 0, "wallet"), {"mode": "soap"}),
-        ["operators[0].wallet.mode: Input should be 'kafka' or 'http'"],
+        ["operators[0].wallet.mode: Input should be 'kafka', 'http' or 'transfer'"],
         id="unknown wallet mode",
     ),
     pytest.param(
@@ -484,6 +484,7 @@ def test_duplicate_provider_id_is_reported_with_its_consequences() -> None:
     assert problems_of(changed(set_at(("providers", 1, "id"), "prov-nova"))) == [
         "providers[1].id: 'prov-nova' repeats providers[0]",
         "operators[0].providers[1]: unknown provider 'prov-orbit'",
+        "operators[3].providers[1]: unknown provider 'prov-orbit'",
         "games[3].provider: unknown provider 'prov-orbit'",
         "games[4].provider: unknown provider 'prov-orbit'",
     ]

@@ -191,13 +191,17 @@ def dev_tenants_data() -> dict[str, Any]:
                        "reels-fruitparty", "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
           "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
-                       "live-lightning"]}),
+                       "live-lightning"],
+          "op-delta": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat",
+                       "reels-fruitparty", "live-lightning"]}),
         # a disabled provider's games are not played
         (lambda d: d["providers"][1].update(enabled=False),
          {"op-alpha": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
                        "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
           "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
+                       "live-lightning"],
+          "op-delta": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
                        "live-lightning"]}),
         # an operator on an HTTP wallet is played at too: in the local stack the reference HTTP
         # wallet serves it, with its ledger where the money check reads it
@@ -207,7 +211,9 @@ def dev_tenants_data() -> dict[str, Any]:
                        "reels-fruitparty", "live-lightning"],
           "op-beta": ["nova-starfall", "nova-megaways"],
           "op-gamma": ["nova-starfall", "nova-megaways", "hub-baccarat", "reels-fruitparty",
-                       "live-lightning"]}),
+                       "live-lightning"],
+          "op-delta": ["nova-starfall", "nova-megaways", "orbit-blackjack", "hub-baccarat",
+                       "reels-fruitparty", "live-lightning"]}),
     ],
 )  # fmt: skip
 def test_the_operators_and_games_a_run_plays(
@@ -234,7 +240,7 @@ def test_the_command_refuses_a_bad_rtp_before_it_sends_anything(
     assert "opening" not in capsys.readouterr().out
 
 
-def test_the_dev_file_plays_every_protocol_at_a_kafka_and_the_http_operator() -> None:
+def test_the_dev_file_plays_every_protocol_at_each_wallet_mode() -> None:
     tenants = load_tenants(load_settings().tenants_file)
     sim = Simulator(load_settings(), tenants, "http://127.0.0.1:9", players=1, concurrency=1)
     played = {
@@ -243,7 +249,7 @@ def test_the_dev_file_plays_every_protocol_at_a_kafka_and_the_http_operator() ->
         for g in games
     }
     protocols = {"canonical-v1", "hub88-v1", "pragmatic-v1", "evolution-v1"}
-    assert played == {(p, mode) for p in protocols for mode in ("kafka", "http")}
+    assert played == {(p, mode) for p in protocols for mode in ("kafka", "http", "transfer")}
 
 
 @pytest.mark.parametrize(
