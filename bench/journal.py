@@ -14,7 +14,9 @@ events the decisions produce are the records, in the order a saga worker would p
   its bet (``RollbackRecorded`` of an unknown bet, the bet ``BetRejected``), a duplicate with
   other content (``DuplicateConflictDetected``), an event published twice (as after a saga
   crash, same id at a new offset);
-- each player's sessions (``SessionOpened``), a few percent of players in demo play.
+- each player's sessions (``SessionOpened``), a few percent of players in demo play;
+- optionally (``Mix.round_idle``) rounds left open that the saga auto-closes
+  (``RoundAutoClosed``), with a win paid or a bet refused on them after the close.
 
 Deterministic for a seed. Pure: the caller publishes the records.
 """
@@ -68,6 +70,10 @@ class Mix:
     """Bets timed out (compensated) or refused that the provider then rolls back."""
     republished: float = 0.001
     """Events published a second time (same id, later offset), as after a saga crash."""
+    round_idle: float = 0.0
+    """Rounds left open until the saga auto-closes them after the provider's idle time (the
+    player comes back later; ``RoundAutoClosed``), then now and then a win paid for the closed
+    round (``WinCredited``, no second close) or a bet on it (``BetRejected`` ROUND_CLOSED)."""
     demo_players: float = 0.03
     kinded_wins: float = 0.0
     """Wins of another kind than the round's payout: bonus, jackpot or promotion money."""
@@ -301,6 +307,25 @@ class JournalWriter:
                 self._tick_until_quiet(p, out, silent)
             else:
                 self._decide(p, request, out)
+            return
+        if p.mode == "real" and rng.random() < mix.round_idle:
+            self._idle(p, round_id, amount, out)
+
+    def _idle(self, p: _Player, round_id: str, amount: int,
+              out: list[tuple[str, dict[str, Any]]]) -> None:  # fmt: skip
+        """The player leaves the round open: the saga's timer closes it after the provider's
+        idle time; what comes for it later is paid (a win) or refused (a bet)."""
+        rng = self.rng
+        p.now_ms += self.config.auto_close_ms(p.provider_id) + rng.randrange(0, 1_000)
+        self._decide(p, Tick(), out)
+        p.now_ms += rng.randrange(20, 2_000)
+        if rng.random() < 0.5:
+            self._decide(p, self._request(p, Action.WIN, transaction_id=f"late-{round_id}",
+                                          round_id=round_id, amount=amount,
+                                          round_closed=True), out)  # fmt: skip
+        else:
+            self._decide(p, self._request(p, Action.BET, transaction_id=f"late-{round_id}",
+                                          round_id=round_id, amount=amount), out)  # fmt: skip
 
     def _rollback(self, p: _Player, bet_id: str, round_id: str,
                   out: list[tuple[str, dict[str, Any]]]) -> None:  # fmt: skip

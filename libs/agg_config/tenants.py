@@ -258,6 +258,10 @@ SHARED_SECRET_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1", "evolution-
 PUBLIC_KEY_PROTOCOLS = frozenset({"hub88-v1"})
 
 
+ROUND_AUTO_CLOSE_S_DEFAULT = 1_800
+ROUND_AUTO_CLOSE_S_MAX = 7 * 24 * 3600
+
+
 class Provider(_Strict):
     id: Identifier
     name: str = Field(min_length=1, max_length=200)
@@ -287,6 +291,15 @@ class Provider(_Strict):
     maintenance: list[MaintenanceWindow] = Field(
         default_factory=list,
         description="Maintenance windows of the provider, for every operator.",
+    )
+    round_auto_close_s: int = Field(
+        ROUND_AUTO_CLOSE_S_DEFAULT,
+        ge=1,
+        le=ROUND_AUTO_CLOSE_S_MAX,
+        description="Seconds a round of this provider may stay without a transaction before "
+        "the saga closes it (RoundAutoClosed); a bet on it is then refused ROUND_CLOSED. "
+        "Default 30 minutes, below the reconciliation's one-hour open-round age; at most "
+        "7 days, well within the 30 days a settled transaction is remembered.",
     )
 
     @model_validator(mode="after")

@@ -58,14 +58,25 @@ class SagaConfig:
     """How long a settled transaction is remembered for idempotency. A duplicate arriving
     later than this would be processed as new, so it must exceed any provider's retry span."""
     round_retention_ms: int = 24 * 3600 * 1000
-    """How long a round is kept after its last transaction (closed or not); its totals are
-    journaled when it closes."""
+    """How long a closed round is kept after its close (so that a bet on it is still refused
+    ``ROUND_CLOSED``, and money after the close still lands on it). An open round is never
+    forgotten: it is auto-closed first (``round_auto_close_ms``)."""
+    round_auto_close_ms: int = 1_800 * 1000
+    """A round with no transaction for this long is closed by the saga (``RoundAutoClosed``),
+    for providers without an entry in ``round_auto_close_ms_by_provider``. The tenants
+    file's ``round_auto_close_s`` default, below the reconciliation's one-hour open-round age."""
+    round_auto_close_ms_by_provider: Mapping[str, int] = field(default_factory=dict)
+    """Per provider id, its auto-close idle time (the tenants file's ``round_auto_close_s``)."""
     prune_interval_ms: int = 3600 * 1000
     """How often a player's state is swept for expired transactions and rounds: the sweep
     reads every transaction, so it runs on the player's next message after this long."""
 
     demo_starting_balance: int = 100_000
     """Demo balance, in minor units, of a player's first demo play in a currency."""
+
+    def auto_close_ms(self, provider_id: str) -> int:
+        """Idle time after which ``provider_id``'s open rounds are closed by the saga."""
+        return self.round_auto_close_ms_by_provider.get(provider_id, self.round_auto_close_ms)
 
     def backoff_ms(self, attempt: int) -> int:
         """Delay before resend number ``attempt`` (1-based), doubling up to the cap."""
@@ -252,6 +263,14 @@ class Round:
     refund_total: int = 0
     closed: bool = False
     updated_at_ms: int = 0
+    """When its last transaction settled: the idle time of an open round counts from here."""
+    closed_at_ms: int = 0
+    """When it was closed (0: open, or closed by a version that did not record it, whose
+    retention then counts from ``updated_at_ms``)."""
+    closed_by: str = ""
+    """``provider`` (the provider's flag or end-round call) or ``auto`` (the idle policy)."""
+    correlation_id: str = ""
+    """Of its last transaction: the auto-close's event links to it."""
 
 
 @dataclass(frozen=True)
@@ -452,6 +471,10 @@ class _Draft:
     # rounds
 
     def add_to_round(self, txn: Txn, *, bet: int = 0, win: int = 0, refund: int = 0) -> None:
+        """Count a settled transaction in its round, and close the round if the transaction
+        closes it. Money settled after the round closed (a win or refund owed for it, a bet
+        whose debit was in flight) is counted too: the journal's money events name the round,
+        and the round's totals in the saga keep growing; no second close is journaled."""
         if txn.round_id is None:
             return
         key = txn_key(txn.provider_id, txn.round_id)
@@ -464,10 +487,12 @@ class _Draft:
             win_total=current.win_total + win,
             refund_total=current.refund_total + refund,
             updated_at_ms=self.now,
+            correlation_id=txn.correlation_id,
         )
         self.put_round(key, updated)
         if txn.round_closed and not updated.closed:
-            self.put_round(key, replace(updated, closed=True))
+            self.put_round(key, replace(updated, closed=True, closed_at_ms=self.now,
+                                        closed_by=CLOSED_BY_PROVIDER))  # fmt: skip
             self.event(
                 "RoundClosed",
                 f"{txn.provider_id}:{txn.round_id}",
@@ -481,6 +506,36 @@ class _Draft:
                 win_total=updated.win_total,
                 refund_total=updated.refund_total,
             )
+
+    def auto_close_round(self, key: str, rnd: Round) -> None:
+        """Close ``rnd``, idle past its provider's auto-close time, and journal it with its
+        totals (``RoundAutoClosed``, once: the round is closed from then on)."""
+        idle_ms = self.now - rnd.updated_at_ms
+        self.put_round(key, replace(rnd, closed=True, closed_at_ms=self.now,
+                                    closed_by=CLOSED_BY_AUTO))  # fmt: skip
+        correlation_id = rnd.correlation_id or derive_id(
+            "round", self.base.operator_id, self.base.player_id, rnd.provider_id, rnd.round_id
+        )
+        self.event(
+            "RoundAutoClosed",
+            f"{rnd.provider_id}:{rnd.round_id}",
+            None,
+            correlation_id=correlation_id,
+            provider_id=rnd.provider_id,
+            round_id=rnd.round_id,
+            game_id=rnd.game_id or "",
+            currency=rnd.currency,
+            bet_total=rnd.bet_total,
+            win_total=rnd.win_total,
+            refund_total=rnd.refund_total,
+            idle_ms=idle_ms,
+            auto_close_ms=self.config.auto_close_ms(rnd.provider_id),
+            reason="idle",
+        )
+
+
+CLOSED_BY_PROVIDER = "provider"
+CLOSED_BY_AUTO = "auto"
 
 
 def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig) -> Decision:
@@ -569,6 +624,8 @@ def _on_request(d: _Draft, request: Request) -> None:
     assert request.transaction_id is not None
     key = txn_key(request.provider_id, request.transaction_id)
     existing = d.txns.get(key)
+    if request.action == Action.BET and _refused_on_closed_round(d, request, existing):
+        return
     if existing is not None and existing.state != TxnState.TOMBSTONE:
         _on_repeat(d, existing, request)
     elif request.action == Action.BET:
@@ -583,6 +640,51 @@ def _on_request(d: _Draft, request: Request) -> None:
             d.answer(request, Status.DUPLICATE_CONFLICT)
             return
         _on_new_rollback(d, request)
+
+
+def _refused_on_closed_round(d: _Draft, request: Request, existing: Txn | None) -> bool:
+    """A bet that would debit (a new one, or the retry of a compensated one) on a closed
+    round is refused ``ROUND_CLOSED`` and journaled ``BetRejected``; no wallet command. A
+    round idle past its provider's auto-close time is closed here first, so the policy holds
+    to the millisecond whenever the timer comes. Exact duplicates of a decided bet keep
+    their answer; a tombstone's bet keeps ``BET_ROLLED_BACK``."""
+    if request.round_id is None:
+        return False
+    if existing is not None and not (
+        existing.state == TxnState.COMPENSATED
+        and existing.rollback_key is None
+        and _same_content(existing, request)
+    ):
+        return False
+    if not _round_closed_for_bet(d, request):
+        return False
+    txn = replace(_new_txn(request, TxnState.REJECTED), status=Status.ROUND_CLOSED,
+                  settled_at_ms=d.now)  # fmt: skip
+    if existing is not None:  # the compensated attempts stay on record
+        txn = replace(existing, correlation_id=request.correlation_id, state=TxnState.REJECTED,
+                      status=Status.ROUND_CLOSED, settled_at_ms=d.now, waiters=(),
+                      deadline_ms=None)  # fmt: skip
+    d.put(txn)
+    d.answer(request, Status.ROUND_CLOSED)
+    d.event("BetRejected", f"{txn.key}:round_closed", txn, status=Status.ROUND_CLOSED.value,
+            command_id=None, balance=None, rule=RULE_ROUND_CLOSED)  # fmt: skip
+    return True
+
+
+def _round_closed_for_bet(d: _Draft, request: Request) -> bool:
+    """Whether the round a bet names is closed; one idle past its provider's auto-close time
+    (with no debit in flight on it) is closed, and journaled, here first."""
+    if request.round_id is None:
+        return False
+    key = txn_key(request.provider_id, request.round_id)
+    rnd = d.rounds.get(key)
+    if rnd is None:
+        return False
+    if not rnd.closed:
+        if not _idle_past(d, rnd) or key in _rounds_with_pending_bets(d):
+            return False
+        d.auto_close_round(key, rnd)
+    return True
 
 
 def _on_balance(d: _Draft, request: Request) -> None:
@@ -700,6 +802,8 @@ def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
 
 
 RULE_ROLLED_BACK = "rolled_back"
+RULE_ROUND_CLOSED = "round_closed"
+"""The rule of a bet refused because its round is closed (by the provider or by policy)."""
 """The rule of a bet refused because its id was rolled back before it came."""
 
 
@@ -1085,6 +1189,15 @@ def _on_held_request(d: _Draft, request: Request, held: _Held) -> None:
         _held_answer(d, request, Status.DUPLICATE_CONFLICT, balance)  # a bet id's tombstone
         return
     if request.action == Action.BET:
+        if held.keeps_rounds and existing is None and _round_closed_for_bet(d, request):
+            # a bet on a closed round, as the operator's wallet's are: refused, nothing held
+            refused = replace(txn, command_id=_held_id(d, held, txn, "DEBIT"), attempt=1)
+            refused = _held_settle(d, refused, request, TxnState.REJECTED, Status.ROUND_CLOSED,
+                                   balance)  # fmt: skip
+            _held_event(d, held, "BetRejected", f"{key}:round_closed", refused,
+                        status=Status.ROUND_CLOSED.value, command_id=None,
+                        balance=balance, rule=RULE_ROUND_CLOSED)  # fmt: skip
+            return
         _on_held_bet(d, held, txn, request, balance, tombstone=existing)
     elif request.action == Action.WIN:
         _on_held_win(d, held, txn, request, balance)
@@ -1256,10 +1369,43 @@ def _on_tick(d: _Draft) -> None:
             pending, sends=sends, next_send_ms=d.now + d.config.backoff_ms(sends)
         )
         d.outputs.append(command)
+    _auto_close_idle_rounds(d)
+
+
+def _round_due_ms(rnd: Round, config: SagaConfig) -> int:
+    return rnd.updated_at_ms + config.auto_close_ms(rnd.provider_id)
+
+
+def _idle_past(d: _Draft, rnd: Round) -> bool:
+    return not rnd.closed and _round_due_ms(rnd, d.config) <= d.now
+
+
+def _rounds_with_pending_bets(d: _Draft) -> set[str]:
+    """Rounds with a bet whose debit awaits the wallet: not idle, whatever their clock says
+    (the bet lands on the round within the wallet timeout, or is compensated)."""
+    return {
+        txn_key(t.provider_id, t.round_id)
+        for t in d.txns.values()
+        if t.state == TxnState.PENDING and t.action == Action.BET and t.round_id is not None
+    }
+
+
+def _auto_close_idle_rounds(d: _Draft) -> None:
+    """Close every open round idle past its provider's auto-close time (credits owed for it
+    stay owed and are paid: they are wallet commands, not the round's)."""
+    due = [(key, rnd) for key, rnd in d.rounds.items() if _idle_past(d, rnd)]
+    if not due:
+        return
+    busy = _rounds_with_pending_bets(d)
+    for key, rnd in due:
+        if key not in busy:
+            d.auto_close_round(key, rnd)
 
 
 def _prune(d: _Draft) -> None:
-    """Forget settled transactions and idle rounds past their retention."""
+    """Forget settled transactions past their retention, and closed rounds past theirs
+    (counted from the close). An open round is never forgotten: one idle past its auto-close
+    time is closed (and journaled) first, and kept."""
     for key, txn in list(d.txns.items()):
         if (
             txn.state in FINAL_STATES
@@ -1267,18 +1413,29 @@ def _prune(d: _Draft) -> None:
             and d.now - txn.settled_at_ms > d.config.settled_retention_ms
         ):
             d.forget(key)
+    _auto_close_idle_rounds(d)
     for key, rnd in list(d.rounds.items()):
-        if d.now - rnd.updated_at_ms > d.config.round_retention_ms:
+        closed_at_ms = rnd.closed_at_ms or rnd.updated_at_ms
+        if rnd.closed and d.now - closed_at_ms > d.config.round_retention_ms:
             d.forget_round(key)
     d.pruned_at_ms = d.now
 
 
 def next_due_ms(state: PlayerState, config: SagaConfig) -> int | None:
-    """When this player's saga next needs a Tick (earliest deadline or resend), if ever."""
+    """When this player's saga next needs a Tick (earliest deadline, resend or round
+    auto-close), if ever."""
     times = [t.deadline_ms for t in state.txns.values() if t.deadline_ms is not None]
-    pending = pending_due_ms(state, config)
-    if pending is not None:
-        times.append(pending)
+    for due in (pending_due_ms(state, config), rounds_due_ms(state, config)):
+        if due is not None:
+            times.append(due)
+    return min(times) if times else None
+
+
+def rounds_due_ms(state: PlayerState, config: SagaConfig) -> int | None:
+    """The part of :func:`next_due_ms` that the open rounds set: the earliest auto-close. A
+    round whose time has come while a bet on it awaits the wallet stays due (in the past)
+    until the bet settles; the shell recomputes this only when the rounds change."""
+    times = [_round_due_ms(r, config) for r in state.rounds.values() if not r.closed]
     return min(times) if times else None
 
 

@@ -49,6 +49,9 @@ class Status(StrEnum):
     CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
     TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
     BET_ROLLED_BACK = "BET_ROLLED_BACK"
+    ROUND_CLOSED = "ROUND_CLOSED"
+    """A bet on a round that is closed (by the provider, its end-round call, or the
+    provider's auto-close policy): refused, no money moved."""
     PLAYER_BLOCKED = "PLAYER_BLOCKED"
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"

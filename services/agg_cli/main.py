@@ -248,7 +248,8 @@ def _config_check(args: argparse.Namespace) -> int:
             secret = pv.secret.describe() if pv.secret else "none"
             signing = f", signing key: {pv.signing_key.describe()}" if pv.signing_key else ""
             key = ", public key" if pv.public_key else ""
-            print(f"  provider {pv.id:<24} {pv.protocol}, secret: {secret}{key}{signing}")
+            print(f"  provider {pv.id:<24} {pv.protocol}, secret: {secret}{key}{signing}, "
+                  f"rounds auto-close after {pv.round_auto_close_s} s idle")  # fmt: skip
     return 0
 
 

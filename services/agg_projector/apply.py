@@ -82,6 +82,7 @@ class Applier:
             "BetRolledBack": self._bet_rolled_back,
             "RollbackRecorded": self._rollback_recorded,
             "RoundClosed": self._round_closed,
+            "RoundAutoClosed": self._round_auto_closed,
             "SessionOpened": self._session_opened,
             "DuplicateConflictDetected": self._conflict,
             "FundsTransferred": self._funds_transferred,
@@ -285,19 +286,27 @@ class Applier:
             },
         )  # fmt: skip
 
-    def _round_closed(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+    def _round_closed(self, cur: psycopg.Cursor[Any], d: dict[str, Any],
+                      closed_by: str = "PROVIDER") -> None:  # fmt: skip
         cur.execute(
             self.q(
                 "insert into {s}.rounds (operator_id, provider_id, round_id, player_id, game_id,"
                 " currency, bet_total, win_total, refund_total, status, opened_at, updated_at,"
-                " closed_at) values (%s, %s, %s, %s, %s, %s, 0, 0, 0, 'CLOSED', %s, %s, %s)"
+                " closed_at, closed_by)"
+                " values (%s, %s, %s, %s, %s, %s, 0, 0, 0, 'CLOSED', %s, %s, %s, %s)"
                 " on conflict (operator_id, provider_id, player_id, round_id) do update set"
                 " status = 'CLOSED', closed_at = excluded.closed_at,"
+                " closed_by = excluded.closed_by,"
                 " updated_at = greatest({s}.rounds.updated_at, excluded.updated_at)"
             ),
             (d["operator_id"], d["provider_id"], d["round_id"], d["player_id"], d.get("game_id"),
-             d["currency"], d["occurred_at"], d["occurred_at"], d["occurred_at"]),
+             d["currency"], d["occurred_at"], d["occurred_at"], d["occurred_at"], closed_by),
         )  # fmt: skip
+
+    def _round_auto_closed(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        """Closed by the provider's auto-close policy: the same row, ``closed_by`` AUTO (the
+        idle time and the policy stay in the journal's payload)."""
+        self._round_closed(cur, d, "AUTO")
 
     def _funds_transferred(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
         self._txn(cur, d, transfer_kind(d), "TRANSFERRED")

@@ -16,8 +16,9 @@ other). How each table's fold reproduces the per-event upserts:
   by two statements, each with its own ``DO UPDATE`` list. The currency of a
   ``RollbackRecorded`` row is the named bet's: the table's if the bet was there before the
   batch, else the batch's if an earlier event of the batch wrote the bet, else ``XXX``;
-- ``rounds``: totals summed, ``updated_at`` the latest, closed if any event closed it, with
-  the last close's time;
+- ``rounds``: totals summed, ``updated_at`` the latest, closed if any event closed it
+  (``RoundClosed``: ``closed_by`` PROVIDER, ``RoundAutoClosed``: AUTO), with the last
+  close's time and kind;
 - ``balances``, ``demo_balances``: "replace if not older" folded is the last of the batch's
   reports with the latest time, merged with the same condition;
 - ``sessions``: the first of the batch (``DO NOTHING``);
@@ -61,7 +62,7 @@ _STAGING = {
     "agg_stage_rounds": (
         "operator_id text, provider_id text, round_id text, player_id text, game_id text,"
         " currency text, bet_total bigint, win_total bigint, refund_total bigint, status text,"
-        " opened_at timestamptz, updated_at timestamptz, closed_at timestamptz"
+        " opened_at timestamptz, updated_at timestamptz, closed_at timestamptz, closed_by text"
     ),
     "agg_stage_balances": (
         "operator_id text, player_id text, currency text, balance bigint, event_id text,"
@@ -94,7 +95,7 @@ _TYPES = {
     "transactions": ["text", "text", "text", "text", "text", "text", "int8", "text", "text",
                      "text", "text", "timestamptz", "timestamptz", "text", "text"],
     "agg_stage_rounds": ["text", "text", "text", "text", "text", "text", "int8", "int8", "int8",
-                         "text", "timestamptz", "timestamptz", "timestamptz"],
+                         "text", "timestamptz", "timestamptz", "timestamptz", "text"],
     "agg_stage_balances": ["text", "text", "text", "int8", "text", "timestamptz"],
     "agg_stage_demo_balances": ["text", "text", "text", "int8", "text", "timestamptz"],
     "agg_stage_sessions": ["text", "text", "text", "text", "text", "text", "text", "text",
@@ -214,7 +215,9 @@ class BatchRows:
             self._round(d, win=d["amount"])
             self._revenue(d, wins=d["amount"], kind=d.get("win_kind", "REGULAR"))
         elif name == "RoundClosed":
-            self._round_closed(d)
+            self._round_closed(d, "PROVIDER")
+        elif name == "RoundAutoClosed":
+            self._round_closed(d, "AUTO")
         elif name == "BetRolledBack":
             self._txn(d, "BET", "ROLLED_BACK")
             self._balance(d)
@@ -324,7 +327,7 @@ class BatchRows:
         if row is None:
             self.rounds[key] = [
                 d["operator_id"], d["provider_id"], d["round_id"], d["player_id"],
-                d.get("game_id"), d["currency"], bet, win, refund, "OPEN", at, at, None,
+                d.get("game_id"), d["currency"], bet, win, refund, "OPEN", at, at, None, None,
             ]  # fmt: skip
         else:
             row[6] += bet
@@ -333,17 +336,17 @@ class BatchRows:
             if at > row[11]:
                 row[11] = at
 
-    def _round_closed(self, d: dict[str, Any]) -> None:
+    def _round_closed(self, d: dict[str, Any], closed_by: str) -> None:
         at = d["occurred_at"]
         key = (d["operator_id"], d["provider_id"], d["player_id"], d["round_id"])
         row = self.rounds.get(key)
         if row is None:
             self.rounds[key] = [
                 d["operator_id"], d["provider_id"], d["round_id"], d["player_id"],
-                d.get("game_id"), d["currency"], 0, 0, 0, "CLOSED", at, at, at,
+                d.get("game_id"), d["currency"], 0, 0, 0, "CLOSED", at, at, at, closed_by,
             ]  # fmt: skip
         else:
-            row[9], row[12] = "CLOSED", at
+            row[9], row[12], row[13] = "CLOSED", at, closed_by
             if at > row[11]:
                 row[11] = at
 
@@ -439,7 +442,7 @@ class BatchWriter:
             cur.execute(s(
                 "insert into {s}.rounds as t (operator_id, provider_id, round_id, player_id,"
                 " game_id, currency, bet_total, win_total, refund_total, status, opened_at,"
-                " updated_at, closed_at) select * from agg_stage_rounds"
+                " updated_at, closed_at, closed_by) select * from agg_stage_rounds"
                 " on conflict (operator_id, provider_id, player_id, round_id) do update set"
                 " bet_total = t.bet_total + excluded.bet_total,"
                 " win_total = t.win_total + excluded.win_total,"
@@ -447,7 +450,9 @@ class BatchWriter:
                 " updated_at = greatest(t.updated_at, excluded.updated_at),"
                 " status = case when excluded.status = 'CLOSED' then 'CLOSED' else t.status end,"
                 " closed_at = case when excluded.status = 'CLOSED' then excluded.closed_at"
-                " else t.closed_at end"
+                " else t.closed_at end,"
+                " closed_by = case when excluded.status = 'CLOSED' then excluded.closed_by"
+                " else t.closed_by end"
             ))  # fmt: skip
         for table, reports in (("balances", rows.balances), ("demo_balances", rows.demo_balances)):
             if not reports:
@@ -510,8 +515,8 @@ class BatchWriter:
         if new_rounds:
             self._copy(cur, self.q("copy {s}.rounds (operator_id, provider_id, round_id,"
                                    " player_id, game_id, currency, bet_total, win_total,"
-                                   " refund_total, status, opened_at, updated_at, closed_at)"
-                                   " from stdin (format binary)"),
+                                   " refund_total, status, opened_at, updated_at, closed_at,"
+                                   " closed_by) from stdin (format binary)"),
                        "agg_stage_rounds", new_rounds)  # fmt: skip
         return old_txns, old_rounds, added
 

@@ -6,7 +6,9 @@ without a final outcome, rollback tombstones (and bets that arrived after their 
 credits still owed, breaks in the chain of balances the wallet reported, contradictory
 decisions in the journal (the ``contradictory_decisions`` view, migration 005), players whose
 wallet balance differs from the balance the journal implies; and, for information only,
-what could not be compared and per-provider daily totals.
+what could not be compared, money settled for a round after it closed (a win or refund owed
+for it, a bet whose debit was in flight: ``round_money_after_close``, migration 010) and
+per-provider daily totals.
 
 The balance the journal implies, per operator, player and currency, is the wallet's opening
 balance (``wallet.players.opening_balance``: what the reference wallet gave the player on
@@ -289,6 +291,12 @@ SECTIONS = [
         discrepancy=False,
         requires=WALLET_TABLE,
         otherwise=JOURNAL_OPERATORS.replace("{and_not_wallet}", ""),
+    ),
+    Section(
+        "money settled after its round closed (accepted, in the round's totals)",
+        "select operator_id, provider_id, round_id, player_id, closed_by, transaction_id, kind,"
+        " amount, currency from {s}.round_money_after_close order by first_event_at",
+        discrepancy=False,
     ),
     Section(
         "per-provider daily totals",

@@ -59,7 +59,15 @@ def main(argv: list[str] | None = None) -> int:
 
         holder.listeners.append(check)
         # aiokafka clients belong to the running loop: build the worker inside it
-        worker = SagaWorker(settings, sorted(consumed), client_id=args.client_id)
+        # the providers' auto-close idle times of the document in use at start (like the
+        # operators whose replies are read: a change takes a restart of the workers)
+        started = holder.tenants
+        worker = SagaWorker(
+            settings,
+            sorted(consumed),
+            client_id=args.client_id,
+            round_auto_close_ms={p.id: p.round_auto_close_s * 1000 for p in started.providers},
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -52,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -72,6 +72,7 @@ from agg_domain.saga import (
     TxnState,
     decide,
     pending_due_ms,
+    rounds_due_ms,
     txn_key,
 )
 from agg_domain.statuses import CommandKind
@@ -218,6 +219,7 @@ class SagaWorker:
         client_id: str = "saga",
         transport: Transport | None = None,
         clock: Clock | None = None,
+        round_auto_close_ms: Mapping[str, int] | None = None,
     ):
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
@@ -228,7 +230,10 @@ class SagaWorker:
             retry_backoff_initial_ms=settings.retry_backoff_initial_ms,
             retry_backoff_max_ms=settings.retry_backoff_max_ms,
             demo_starting_balance=settings.demo_starting_balance_minor,
+            round_auto_close_ms_by_provider=dict(round_auto_close_ms or {}),
         )
+        """``round_auto_close_ms``: per provider, its rounds' auto-close idle time (the
+        tenants file's ``round_auto_close_s``); others get the saga's default."""
         self.codec = AvroCodec()
         self.reply_topics = {self.names.wallet_replies(op) for op in self.operator_ids}
         self.inputs = [self.names.requests, *sorted(self.reply_topics)]
@@ -259,6 +264,9 @@ class SagaWorker:
         self.pending_count: dict[int, int] = {}
         """Per partition, the wallet commands awaiting a reply (kept by each decision, so the
         gauge does not walk every player)."""
+        self.round_due: dict[int, dict[bytes, int]] = {}
+        """Per partition and player, its earliest round auto-close (recomputed only when a
+        decision changes the player's rounds)."""
         self.deadlines: dict[int, dict[bytes, dict[str, int]]] = {}
         """Per partition and player, the transactions with a deadline and when it is: what
         :func:`agg_domain.saga.next_due_ms` would walk the player's history for."""
@@ -316,10 +324,10 @@ class SagaWorker:
             self.states[p], self.meta[p] = states, metas
             self.seq[p], self.published[p] = seq, builder.marker_seq
             self.unacked[p] = {}
-            self.due[p], self.deadlines[p] = {}, {}
+            self.due[p], self.deadlines[p], self.round_due[p] = {}, {}, {}
             self.pending_count[p] = sum(len(s.pending) for s in states.values())
             for key, state in states.items():
-                self._note_due(p, key, state, state.txns)
+                self._note_due(p, key, state, state.txns, rounds_changed=True)
         await self.transport.produce(repair)
         await self.transport.produce(republish)
         markers = [
@@ -347,7 +355,7 @@ class SagaWorker:
         for p in partitions:
             self.rounds_cache.forget(self.states.pop(p, {}))
             for table in (self.meta, self.broken, self.seq, self.published, self.acked,
-                          self.unacked, self.due, self.deadlines,
+                          self.unacked, self.due, self.deadlines, self.round_due,
                           self.pending_count):  # fmt: skip
                 table.pop(p, None)
         self._set_player_gauges()
@@ -596,14 +604,29 @@ class SagaWorker:
         touched.outbox.extend(outbox)
         self.pending_count[partition] += len(decision.state.pending) - len(state.pending)
         states[key] = decision.state
-        self._note_due(partition, key, decision.state, decision.txns_changed)
+        self._note_due(partition, key, decision.state, decision.txns_changed,
+                       rounds_changed=decision.state.rounds is not state.rounds)  # fmt: skip
         self._count(decision.state, decision.outputs)
 
     def _note_due(
-        self, partition: int, key: bytes, state: PlayerState, changed: Iterable[str]
+        self,
+        partition: int,
+        key: bytes,
+        state: PlayerState,
+        changed: Iterable[str],
+        *,
+        rounds_changed: bool,
     ) -> None:
-        """Update the player's deadlines from the transactions in ``changed`` and set when
-        its next Tick is due: ``next_due_ms(state)``, without walking every transaction."""
+        """Update the player's deadlines from the transactions in ``changed`` (and its next
+        round auto-close if ``rounds_changed``) and set when its next Tick is due:
+        ``next_due_ms(state)``, without walking every transaction."""
+        round_index = self.round_due[partition]
+        if rounds_changed:
+            round_due = rounds_due_ms(state, self.config) if state.rounds else None
+            if round_due is None:
+                round_index.pop(key, None)
+            else:
+                round_index[key] = round_due
         index = self.deadlines[partition]
         deadlines = index.get(key)
         for txn_key_ in changed:
@@ -620,6 +643,9 @@ class SagaWorker:
             due = earliest if due is None else min(due, earliest)
         elif deadlines is not None:
             del index[key]
+        round_due = round_index.get(key)
+        if round_due is not None:
+            due = round_due if due is None else min(due, round_due)
         if due is None:
             self.due[partition].pop(key, None)
         else:

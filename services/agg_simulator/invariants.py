@@ -11,7 +11,10 @@
    two orders of its partitions gives the same tables; a bet refused by a compliance rule
    every time it came is neither answered OK nor debited;
 5. every worker restarted after every crash and no player was parked;
-6. a transfer-wallet operator's players: no wallet command ever leaves for them; the balance
+6. rounds: no round is closed twice (a ``RoundClosed`` or ``RoundAutoClosed`` each, once),
+   no round the journal shows open is one the saga forgot (nor one it holds closed), and no
+   bet first sent after its round's close was accepted.
+7. a transfer-wallet operator's players: no wallet command ever leaves for them; the balance
    the saga holds is the deposits less the withdrawals (the amounts answered) less the bets
    plus the wins answered OK (a bet rolled back OK counts nothing), and the journal folds to
    it; one transfer id is journaled once.
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from agg_avro import AvroCodec
@@ -28,6 +32,7 @@ from agg_simulator.world import Track, World, effects_by_transaction
 _codec = AvroCodec()
 
 MONEY_EVENTS = {"BetAccepted": -1, "WinCredited": 1, "BetRolledBack": 1}
+ROUND_CLOSES = ("RoundClosed", "RoundAutoClosed")
 
 
 def journal(world: World) -> dict[int, list[tuple[str, dict[str, Any]]]]:
@@ -56,7 +61,7 @@ def project(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             continue
         seen.add(d["event_id"])
         owner = (d.get("mode", "real"), d["operator_id"], d["player_id"], d["provider_id"])
-        if name == "RoundClosed":
+        if name in ROUND_CLOSES:
             rounds[(*owner, d["round_id"])] = (d["bet_total"], d["win_total"], d["refund_total"])
         elif "transaction_id" in d:
             ledger[(*owner, d["transaction_id"])] = name
@@ -176,6 +181,7 @@ def check(world: World) -> list[str]:
     for what, count in per_txn.items():
         if count > 1:
             problems.append(f"{what[0]} journaled {count} times for {what[1:]}")
+    problems += _rounds(world, parts)
     forward = project(events)
     backward = project([e for p in sorted(parts, reverse=True) for e in parts[p]])
     if forward != backward:
@@ -198,6 +204,82 @@ def check(world: World) -> list[str]:
                             f"{pending.command.command_id} of {player_key.decode()} "
                             "never acknowledged"
                         )
+    return problems
+
+
+RoundKey = tuple[str, str, str, str]
+"""(operator, player, provider, round)."""
+
+
+def _ms(value: datetime | int) -> int:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+
+
+def _rounds(world: World, parts: dict[int, list[tuple[str, dict[str, Any]]]]) -> list[str]:
+    """6. Rounds, from the journal (each event id once, as the projector folds it), the
+    sagas' states and what the providers were told. Counts what it saw in
+    ``world.round_stats``."""
+    problems: list[str] = []
+    stats = world.round_stats
+    seen: set[str] = set()
+    opened: set[RoundKey] = set()
+    closes: dict[RoundKey, list[str]] = {}
+    closed_at: dict[RoundKey, int] = {}
+    for p in sorted(parts):
+        for name, d in parts[p]:
+            if d["event_id"] in seen or d.get("mode", "real") != "real":
+                continue
+            seen.add(d["event_id"])
+            key = (d["operator_id"], d["player_id"], d["provider_id"], d.get("round_id") or "")
+            if name in ROUND_CLOSES:
+                closes.setdefault(key, []).append(name)
+                closed_at.setdefault(key, _ms(d["occurred_at"]))
+                stats["auto-closed" if name == "RoundAutoClosed" else "closed by the provider"] += 1
+            elif name in MONEY_EVENTS and key[3]:
+                opened.add(key)
+                if key in closes:
+                    by = "an auto-close" if closes[key][0] == "RoundAutoClosed" else "a close"
+                    stats[f"{name} after {by}"] += 1
+            elif name == "BetRejected" and d["status"] == "ROUND_CLOSED":
+                stats["bets refused ROUND_CLOSED"] += 1
+    for key, names in sorted(closes.items()):
+        if len(names) > 1:
+            problems.append(f"round {key} closed {len(names)} times: {names}")
+    states = {}
+    for worker in world.workers:
+        assert worker is not None
+        for by_player in worker.states.values():
+            for state in by_player.values():
+                states[(state.operator_id, state.player_id)] = state
+    for key in sorted(opened):
+        owner = states.get(key[:2])
+        held = owner.rounds.get(f"{key[2]}:{key[3]}") if owner is not None else None
+        if held is None:
+            if key not in closes:
+                problems.append(f"round {key} is open in the journal; the saga forgot it")
+        elif held.closed != (key in closes):
+            problems.append(f"round {key}: the saga holds it closed={held.closed}, the journal "
+                            f"{'closes' if key in closes else 'does not close'} it")  # fmt: skip
+    # a wall-clock jump backwards can put a later send before an earlier close: allow for it
+    slack_ms = sum(-f.amount_ms for f in world.schedule.faults
+                   if f.kind == "clock_jump" and f.amount_ms < 0)  # fmt: skip
+    first_sent: dict[tuple[str, ...], int] = {}
+    for track in world.tracks:
+        c = track.call
+        if c.action == "BET" and c.mode == "real" and track.first_sent_wall_ms is not None:
+            txn = (c.operator_id, c.player_id, c.provider_id, c.transaction_id or "")
+            first_sent[txn] = min(first_sent.get(txn, track.first_sent_wall_ms),
+                                  track.first_sent_wall_ms)  # fmt: skip
+    for track in world.tracks:
+        c = track.call
+        if c.action != "BET" or c.mode != "real" or track.final != "OK":
+            continue
+        closed = closed_at.get((c.operator_id, c.player_id, c.provider_id, c.round_id or ""))
+        sent = first_sent[(c.operator_id, c.player_id, c.provider_id, c.transaction_id or "")]
+        if closed is not None and sent > closed + slack_ms:
+            problems.append(f"bet {c.transaction_id} of {c.operator_id}/{c.player_id} at "
+                            f"{c.provider_id}, first sent at {sent} after its round "
+                            f"{c.round_id} closed at {closed}, was answered OK")  # fmt: skip
     return problems
 
 

@@ -4,7 +4,9 @@ values, so that a failing schedule can be printed, replayed and cut down to what
 A schedule mixes several operators, providers and players and provokes what real traffic
 does: transaction and round ids reused across players and operators (providers' ids are only
 unique per provider, live tables share rounds), exact duplicates, retries after 503,
-rollbacks racing their bets or coming before them, wins before and after timeouts. Faults:
+rollbacks racing their bets or coming before them, wins before and after timeouts, and calls
+that come back to a round after its provider's auto-close idle time (bets to refuse, wins to
+pay; each provider's idle time is drawn per schedule). Faults:
 worker crashes at every port call of the batch protocol (including a write cut in the
 middle), rebalances between two workers, a silent, slow or failing wallet, wallet redelivery,
 and wall-clock jumps.
@@ -96,6 +98,13 @@ class Schedule:
     starting_balance: int
     exec_seed: int
     """Seeds what the schedule leaves open (batch sizes, time steps), kept when minimising."""
+    round_auto_close_ms: tuple[tuple[str, int], ...] = ()
+    """Per provider, the idle time after which the saga closes its rounds (the tenants
+    file's ``round_auto_close_s``); a provider not listed has the saga's default."""
+
+    def auto_close_ms(self, provider_id: str) -> int | None:
+        return dict(self.round_auto_close_ms).get(provider_id)
+
     transfer_operators: tuple[str, ...] = ()
     """Operators (among ``operators``) of a transfer wallet: no wallet command may reach them."""
 
@@ -108,6 +117,8 @@ class Schedule:
     def describe(self) -> str:
         head = f"schedule seed={self.seed} partitions={self.partitions} "
         head += f"operators={','.join(self.operators)} balance={self.starting_balance}"
+        if self.round_auto_close_ms:
+            head += " auto-close " + ",".join(f"{p}={ms}ms" for p, ms in self.round_auto_close_ms)
         if self.transfer_operators:
             head += f" transfer={','.join(self.transfer_operators)}"
         lines = [head]
@@ -251,6 +262,10 @@ def generate(seed: int) -> Schedule:
     partitions = rng.choice((1, 2, 3))
     starting_balance = rng.choice((0, 300, 100_000))
     exec_seed = rng.getrandbits(32)
+    # drawn after everything above, so that a seed's calls and faults stay those it had
+    # before rounds were auto-closed
+    auto_close = tuple((p, rng.choice(AUTO_CLOSE_MS)) for p in providers)
+    calls += _after_the_idle_time(rng, calls, dict(auto_close), txn_space)
     # the transfer wallet from a generator of its own: the rest of a seed's schedule is what
     # it was before transfer wallets existed
     xrng = random.Random(seed * 1_000_003 + 17)
@@ -267,8 +282,48 @@ def generate(seed: int) -> Schedule:
         faults=tuple(sorted(faults, key=lambda f: f.at_ms)),
         starting_balance=starting_balance,
         exec_seed=exec_seed,
+        round_auto_close_ms=auto_close,
         transfer_operators=transfer,
     )
+
+
+AUTO_CLOSE_MS = (400, 1_200, 2_500, 5_000, 1_800_000)
+"""Providers' idle times: below the wallet timeout (a round with a debit in flight is not
+idle), around the providers' retry spans, and the tenants file's default (never reached in a
+schedule but by a wall-clock jump, which the saga treats as time gone by)."""
+
+
+def _after_the_idle_time(rng: random.Random, calls: list[Call], auto_close: dict[str, int],
+                         txn_space: int) -> list[Call]:  # fmt: skip
+    """Calls that come back to a round after its provider's idle time: a new bet (refused
+    ``ROUND_CLOSED`` if the round was auto-closed), a win paid after the close (sometimes
+    with the round's closing flag, as an end-round call after an auto-close sends it)."""
+    rounds: dict[tuple[str, str, str, str, str], int] = {}
+    for c in calls:
+        if c.round_id is not None and c.mode == "real":
+            key = (c.operator_id, c.player_id, c.provider_id, c.currency, c.round_id)
+            rounds[key] = max(rounds.get(key, 0), c.at_ms + (c.dup_after_ms or 0))
+    late: list[Call] = []
+    n = len(calls)
+    for key in sorted(rounds):
+        idle_ms = auto_close[key[2]]
+        if idle_ms > 60_000 or rng.random() < 0.4:
+            continue
+        op, player, provider, currency, round_id = key
+        at = rounds[key] + idle_ms + rng.randint(-200, 2_500)
+        dup = rng.choice((None, None, rng.randint(0, 1_500)))
+        late.append(Call(n, at, op, player, provider, "BET", currency,
+                         transaction_id=f"t{rng.randrange(txn_space, txn_space + 4)}",
+                         round_id=round_id, amount=rng.choice((1, 50, 100)),
+                         dup_after_ms=dup))  # fmt: skip
+        n += 1
+        if rng.random() < 0.6:
+            late.append(Call(n, at + rng.randint(0, 600), op, player, provider, "WIN", currency,
+                             transaction_id=f"w{rng.randrange(txn_space, txn_space + 4)}",
+                             round_id=round_id, amount=rng.choice((0, 10, 200)),
+                             round_closed=rng.random() < 0.5))  # fmt: skip
+            n += 1
+    return late
 
 
 def _transfer_calls(rng: random.Random, first_n: int, duration_ms: int,

@@ -31,6 +31,9 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     restores: int = 0
     failures: list[tuple[int, list[str]]] = field(default_factory=list)
+    rounds: Counter[str] = field(default_factory=Counter)
+    """Rounds closed (by the provider, auto-closed), bets refused on closed rounds, money
+    after a close; ``with an auto-close``: schedules where one happened."""
     traffic: Counter[str] = field(default_factory=Counter)
     """Schedules with each kind of traffic (demo play, a transfer wallet, ...)."""
 
@@ -39,6 +42,7 @@ class Tally:
         self.crashes.update(other.crashes)
         self.faults.update(other.faults)
         self.restores += other.restores
+        self.rounds.update(other.rounds)
         self.traffic.update(other.traffic)
         self.failures.extend(other.failures)
 
@@ -47,7 +51,9 @@ def run_seed(seed: int) -> tuple[list[str], Tally]:
     world = run_schedule(generate(seed))
     problems = check(world)
     tally = Tally(1, Counter(world.stats.crashes), Counter(world.stats.faults),
-                  world.stats.restores)  # fmt: skip
+                  world.stats.restores, rounds=Counter(world.round_stats))  # fmt: skip
+    if world.round_stats["auto-closed"]:
+        tally.rounds["schedules with an auto-close"] += 1
     if problems:
         tally.failures.append((seed, problems))
     calls = world.schedule.calls
@@ -131,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             _report_failure(args.seed, problems, not args.no_minimise)
             return 1
+        rounds = dict(sorted(tally.rounds.items()))
         print(f"seed {args.seed}: 0 violations (crashes hit {dict(tally.crashes)}, "
-              f"faults {dict(tally.faults)})")  # fmt: skip
+              f"faults {dict(tally.faults)}, rounds {rounds})")  # fmt: skip
         return 0
 
     started = time.monotonic()
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crash points hit: {dict(sorted(total.crashes.items()))}")
     print(f"faults injected: {dict(sorted(total.faults.items()))}; worker restarts: "
           f"{total.restores}")  # fmt: skip
+    print(f"rounds: {dict(sorted(total.rounds.items()))}")
     print(f"schedules with: {dict(sorted(total.traffic.items()))}")
     print(f"violations: {len(total.failures)}")
     for seed, problems in sorted(total.failures)[:3]:

@@ -87,6 +87,8 @@ class Track:
     sends: int = 0
     next_send_ms: int | None = None
     dup_sent: bool = False
+    first_sent_wall_ms: int | None = None
+    """The saga's clock when the call was first sent (for the rounds' invariants)."""
 
     @property
     def final(self) -> str | None:
@@ -118,6 +120,8 @@ class World:
         self.start_ms = self.clock.mono_ms
         self.broker = SimBroker(self.clock, schedule.partitions)
         self.stats = Stats()
+        self.round_stats: Counter[str] = Counter()
+        """What the rounds' invariants saw (filled in by the check)."""
         self.failures: list[str] = []
         self.tracks = [Track(c) for c in schedule.calls]
         self.waiters: dict[tuple[str, str, str, str], list[Waiter]] = {}
@@ -187,6 +191,7 @@ class World:
         worker = self.worker_class(
             self.settings, self.schedule.operators, client_id=f"saga-{slot}",
             transport=transport, clock=self.clock,
+            round_auto_close_ms=dict(self.schedule.round_auto_close_ms),
         )  # fmt: skip
         await worker.start()
         self.workers[slot], self.transports[slot] = worker, transport
@@ -319,6 +324,8 @@ class World:
         self.waiters.setdefault(wait_key, []).append(Waiter(track, self.t() + OUTCOME_WAIT_MS))
         track.inflight += 1
         track.next_send_ms = None
+        if track.first_sent_wall_ms is None:
+            track.first_sent_wall_ms = self.clock.wall_ms
 
     def _providers(self) -> None:
         now = self.t()
@@ -485,7 +492,11 @@ class World:
                     )
                     return
                 await self._turn()
-            # a little longer: re-published outputs and late replies land
+            # the rounds of providers with a short idle time are auto-closed; then a little
+            # longer: re-published outputs, late replies and the closes' events land
+            idle_end = self.t() + self._short_idle_ms()
+            while self.t() < idle_end:
+                await self._turn()
             for _ in range(10):
                 await self._turn()
         except _Abort:
@@ -510,6 +521,11 @@ class World:
         else:
             # nothing in flight: straight on to the next moment something can happen
             self.clock.advance(max(1, min(self._next_moment() - self.t(), IDLE_STEP_MS_MAX)))
+
+    def _short_idle_ms(self) -> int:
+        """The longest auto-close idle time a schedule can wait for (with a tick's margin)."""
+        short = [ms for _, ms in self.schedule.round_auto_close_ms if ms <= 60_000]
+        return max(short) + 2 * self.settings.tick_interval_ms if short else 0
 
     def _next_moment(self) -> int:
         now = self.t()

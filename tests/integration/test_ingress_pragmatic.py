@@ -175,6 +175,11 @@ def test_bet_result_refund_wins_and_end_round_move_the_wallet(pipeline: Pipeline
             ).fetchall()
 
     eventually(lambda: round_r1() == [("CLOSED", 375, 11_000, 125)])
+    # the round is over for the saga too: a bet on it is refused, nothing debited
+    late = bet(pipeline, user, ref(), "1.00")
+    assert (late["error"], late["description"], late["cash_minor"]) == (
+        3, "Bet not allowed: the round is closed", STARTING_BALANCE + 11_300)  # fmt: skip
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE + 11_300
 
 
 def test_a_repeated_reference_gets_its_first_answer_and_other_content_is_refused(

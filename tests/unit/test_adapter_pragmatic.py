@@ -275,6 +275,14 @@ def test_every_canonical_status_has_its_error_code(status: str, code: int) -> No
     assert ("transactionId" in answer) == (code == 0)
 
 
+def test_a_bet_on_a_closed_round_is_bet_not_allowed_with_its_reason() -> None:
+    parsed = _parse("bet.html", BET)
+    assert isinstance(parsed, Accepted)
+    answer = _answer(parsed, Result(Status.ROUND_CLOSED, "EUR", 1_234, None))
+    assert (answer["error"], answer["description"]) == (3, "Bet not allowed: the round is closed")
+    assert "transactionId" not in answer and answer["cash"] == 12.34
+
+
 @pytest.mark.parametrize(
     ("method", "params", "code"),
     [

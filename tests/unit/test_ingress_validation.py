@@ -391,6 +391,7 @@ def test_echo_fields_of_a_refused_body() -> None:
         (Status.CURRENCY_MISMATCH, 200),
         (Status.TRANSACTION_NOT_FOUND, 200),
         (Status.BET_ROLLED_BACK, 200),
+        (Status.ROUND_CLOSED, 200),
         (Status.INVALID_REQUEST, 400),
         (Refusal.INVALID_SIGNATURE, 401),
         (Refusal.REQUEST_EXPIRED, 401),

@@ -23,9 +23,9 @@ KEY = b"op-alpha:p-1"
 
 
 def req(n: int, action: Action, txn: str, amount: int | None, ref: str | None = None,
-        closed: bool = False) -> Request:  # fmt: skip
+        closed: bool = False, round_id: str = "round-1") -> Request:  # fmt: skip
     return Request(f"r{n}", f"c{n}", "prov-nova", "op-alpha", "p-1", action, "EUR", n, txn, ref,
-                   "round-1", "g", amount, closed, "ing", 3)  # fmt: skip
+                   round_id, "g", amount, closed, "ing", 3)  # fmt: skip
 
 
 def test_replaying_the_records_rebuilds_every_intermediate_state() -> None:
@@ -38,7 +38,7 @@ def test_replaying_the_records_rebuilds_every_intermediate_state() -> None:
         (req(2, Action.WIN, "w1", 250, closed=True), 1_020),
         ("reply", 1_030),
         (req(3, Action.ROLLBACK, "rb1", None, ref="unknown-bet"), 1_040),
-        (req(4, Action.BET, "b2", 5, closed=False), 1_050),
+        (req(4, Action.BET, "b2", 5, round_id="round-2"), 1_050),  # round-1 is closed
         (Tick(), 5_000),  # b2's debit times out: a CANCEL goes out
         ("reply", 5_010),
         (Tick(), 60_000),  # everything settled long ago is forgotten

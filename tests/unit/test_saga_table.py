@@ -451,7 +451,9 @@ def test_credit_is_resent_with_capped_exponential_backoff_until_acknowledged() -
     assert [e.name for e in owed] == ["CreditOwed"]
     decision = run.step(Rep(K.CREDIT, balance=1_050))
     assert events(decision) == ["WinCredited"]
-    assert not run.state.pending and next_due_ms(run.state, CONFIG) is None
+    [rnd] = run.state.rounds.values()
+    assert not run.state.pending
+    assert next_due_ms(run.state, CONFIG) == rnd.updated_at_ms + CONFIG.round_auto_close_ms
     assert run.step(Rep(K.CREDIT)).outputs == ()
     assert only(run.step(At(now - T0 + 10 * CONFIG.retry_backoff_max_ms)), Command) == []
 

@@ -38,7 +38,7 @@ def _worker() -> SagaWorker:
     # outputs are encoded and published elsewhere (the reference wallet's balances may even
     # exceed a long); here only the state and the timers count
     worker._encode = lambda *args: []  # type: ignore[method-assign]
-    for table in (worker.states, worker.meta, worker.due, worker.deadlines):
+    for table in (worker.states, worker.meta, worker.due, worker.deadlines, worker.round_due):
         table[PARTITION] = {}  # type: ignore[index]
     worker.pending_count[PARTITION] = 0
     worker.broken[PARTITION] = set()
@@ -78,5 +78,5 @@ def test_worker_keeps_next_due_and_records_as_a_full_walk_would(
     sim = play_signed_64(_WorkerSim(Wallet(start_balance)), script)
     restored = _worker()
     restored.states[PARTITION] = {KEY: sim.state}
-    restored._note_due(PARTITION, KEY, sim.state, sim.state.txns)
+    restored._note_due(PARTITION, KEY, sim.state, sim.state.txns, rounds_changed=True)
     assert restored.due[PARTITION].get(KEY) == next_due_ms(sim.state, CONFIG)

@@ -113,6 +113,7 @@ def test_config_check_show_prints_no_secret(
     assert "AGG_SESSION_SECRET" in out.out and "**********" in out.out
     assert "postgresql://aggregator:***@127.0.0.1:5432/aggregator" in out.out
     assert "operator op-alpha" in out.out and "inline value (masked" in out.out
+    assert "rounds auto-close after 1800 s idle" in out.out
     assert "warning" not in out.err
 
 

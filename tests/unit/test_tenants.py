@@ -126,7 +126,15 @@ def test_defaults_of_optional_fields() -> None:
     assert tenants.operators[1].blocked_countries == []
     assert tenants.providers[0].protocol == "canonical-v1"
     assert tenants.providers[0].enabled is True
+    assert tenants.providers[0].round_auto_close_s == 1_800
     assert tenants.games == []
+
+
+def test_a_providers_round_auto_close_is_read() -> None:
+    data = changed(set_at(("providers", 0, "round_auto_close_s"), 2))
+    assert parse_tenants(data).providers[0].round_auto_close_s == 2
+    week = changed(set_at(("providers", 0, "round_auto_close_s"), 7 * 24 * 3600))
+    assert parse_tenants(week).providers[0].round_auto_close_s == 604_800
 
 
 HTTP_WALLET = {"mode": "http", "url": "https://wallet.example/", "secret": {"env": "WALLET_KEY"}}
@@ -578,6 +586,24 @@ BAD_INPUTS: list[Any] = [
              set_at(("games", 0, "max_bet"), [{"currency": "EUR", "amount": 5}])),
         ["games[0]: max_bet[0].currency: EUR is not one of the game's currencies"],
         id="max bet in a currency the game is not played in",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "round_auto_close_s"), 0),
+        ["providers[0].round_auto_close_s: Input should be greater than or equal to 1"],
+        id="rounds that auto-close at once",
+    ),
+    pytest.param(
+        set_at(("providers", 1, "round_auto_close_s"), 7 * 24 * 3600 + 1),
+        ["providers[1].round_auto_close_s: Input should be less than or equal to 604800"],
+        id="rounds kept open longer than a week",
+    ),
+    pytest.param(
+        set_at(("providers", 0, "round_auto_close_s"), 1.5),
+        [
+            "providers[0].round_auto_close_s: Input should be a valid integer, got a number with "
+            "a fractional part"
+        ],
+        id="auto-close in fractions of a second",
     ),
 ]  # fmt: skip
 

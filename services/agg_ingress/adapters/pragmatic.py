@@ -156,6 +156,7 @@ ERROR: dict[str, int] = {
     Status.CURRENCY_MISMATCH: BAD_PARAMETERS,
     Status.TRANSACTION_NOT_FOUND: BAD_PARAMETERS,
     Status.BET_ROLLED_BACK: BET_NOT_ALLOWED,
+    Status.ROUND_CLOSED: BET_NOT_ALLOWED,
     Status.PLAYER_BLOCKED: PLAYER_FROZEN,
     Status.LIMIT_EXCEEDED: BET_LIMIT,
     Status.INSUFFICIENT_FUNDS: INSUFFICIENT,
@@ -173,6 +174,7 @@ DETAIL: dict[str, str] = {
     Status.DUPLICATE_CONFLICT: "Bad parameters: reference already used with other content",
     Status.CURRENCY_MISMATCH: "Bad parameters: currency is not the player's, or not allowed",
     Status.TRANSACTION_NOT_FOUND: "Bad parameters: reference names no bet",
+    Status.ROUND_CLOSED: "Bet not allowed: the round is closed",
 }
 """Descriptions of the statuses that share a code with others."""
 
