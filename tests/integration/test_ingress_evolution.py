@@ -211,7 +211,8 @@ class Provider:
         if ref is not None:
             suffix = {Action.WIN: evolution.CREDIT_SUFFIX,
                       Action.ROLLBACK: evolution.CANCEL_SUFFIX}.get(action)  # fmt: skip
-            cb = replace(cb, transaction_id=ref + (suffix or ""), round_id="round-1",
+            # Evolution's game round: one per bet here (its credit closes it)
+            cb = replace(cb, transaction_id=ref + (suffix or ""), round_id=f"round-{ref}",
                          reference_transaction_id=ref if suffix else None, amount=amount,
                          round_closed=action is Action.WIN)  # fmt: skip
         return replace(cb, **changes)
