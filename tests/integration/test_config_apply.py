@@ -172,13 +172,13 @@ def test_apply_without_the_config_topic_publishes_nothing(
 def test_a_new_operator_gets_its_topics(cfg: Settings, tmp_path: Path) -> None:
     def add(data: dict[str, Any]) -> None:
         op = copy.deepcopy(data["operators"][1])
-        op.update(id="op-delta", name="Delta")
+        op.update(id="op-epsilon", name="Epsilon")
         data["operators"].append(op)
 
     done = _cli(cfg, tmp_path, "apply", str(_file(tmp_path, "delta.yaml", add)), "--actor", "a")
     assert done.returncode == 0, done.stderr
     names = TopicNames(cfg.topic_prefix)
-    for topic in (names.wallet_commands("op-delta"), names.wallet_replies("op-delta")):
+    for topic in (names.wallet_commands("op-epsilon"), names.wallet_replies("op-epsilon")):
         assert _records(cfg, topic) == []  # exists (empty): its wallet loop can start
 
 

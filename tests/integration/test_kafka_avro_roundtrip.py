@@ -31,6 +31,7 @@ def _command(i: int) -> dict[str, object]:
         "game_id": "nova-starfall",
         "reference_command_id": None,
         "issued_at": datetime(2026, 1, 2, 3, 4, 5, i * 1000 % 1_000_000, tzinfo=UTC),
+        "win_kind": "REGULAR",
     }
 
 
