@@ -460,6 +460,16 @@ class World:
                 continue
             await self._guarded(slot, worker.step())
 
+    def _in_flight(self) -> bool:
+        """Whether a worker has a batch whose outputs are not all acknowledged, or a record
+        waits for a worker, the wallet or the ingress."""
+        return self._backlog() or any(
+            not task.done()
+            for worker in self.workers
+            if worker is not None
+            for _, task in worker.in_flight
+        )
+
     def _quiet(self) -> bool:
         if any(t.final is None or t.inflight for t in self.tracks):
             return False
@@ -498,6 +508,11 @@ class World:
             while self.t() < idle_end:
                 await self._turn()
             for _ in range(10):
+                await self._turn()
+            # what the last decisions (an auto-close's tick) imply is published before the
+            # world is looked at: a batch still in flight is the run's end, not a loss
+            deadline = self.t() + SETTLE_MS_MAX
+            while self._in_flight() and self.t() < deadline:
                 await self._turn()
         except _Abort:
             return
