@@ -174,6 +174,28 @@ def _refuse_some_bets(seed: int, calls: list[Call]) -> list[Call]:
     ]
 
 
+def _bet(rng: random.Random, n: int, at: int, op: str, player: str, provider: str,
+         currency: str, txn_space: int, round_space: int, dup: int | None) -> Call:  # fmt: skip
+    """A bet with ids drawn from the small spaces providers reuse (one in three closes its
+    round)."""
+    return Call(n, at, op, player, provider, "BET", currency,
+                transaction_id=f"t{rng.randrange(txn_space)}",
+                round_id=f"r{rng.randrange(round_space)}",
+                amount=rng.choice((1, 50, 100, 250, 400, 1_000)),
+                round_closed=rng.random() < 0.3, dup_after_ms=dup)  # fmt: skip
+
+
+def _win(rng: random.Random, n: int, at: int, op: str, player: str, provider: str,
+         currency: str, txn_space: int, round_space: int, dup: int | None) -> Call:  # fmt: skip
+    """A win (possibly of 0) with ids drawn from the same spaces (one in two closes its
+    round)."""
+    return Call(n, at, op, player, provider, "WIN", currency,
+                transaction_id=f"w{rng.randrange(txn_space)}",
+                round_id=f"r{rng.randrange(round_space)}",
+                amount=rng.choice((0, 10, 200, 500)),
+                round_closed=rng.random() < 0.5, dup_after_ms=dup)  # fmt: skip
+
+
 def generate(seed: int) -> Schedule:
     rng = random.Random(seed)
     operators = tuple(f"op-{c}" for c in "ab"[: rng.randint(1, 2)])
@@ -197,18 +219,10 @@ def generate(seed: int) -> Schedule:
         dup = rng.choice((None, None, None, rng.randint(0, 2_500)))
         roll = rng.random()
         if roll < 0.45:
-            c = Call(n, at, op, player, provider, "BET", currency,
-                     transaction_id=f"t{rng.randrange(txn_space)}",
-                     round_id=f"r{rng.randrange(round_space)}",
-                     amount=rng.choice((1, 50, 100, 250, 400, 1_000)),
-                     round_closed=rng.random() < 0.3, dup_after_ms=dup)  # fmt: skip
+            c = _bet(rng, n, at, op, player, provider, currency, txn_space, round_space, dup)
             bets.append(c)
         elif roll < 0.75:
-            c = Call(n, at, op, player, provider, "WIN", currency,
-                     transaction_id=f"w{rng.randrange(txn_space)}",
-                     round_id=f"r{rng.randrange(round_space)}",
-                     amount=rng.choice((0, 10, 200, 500)),
-                     round_closed=rng.random() < 0.5, dup_after_ms=dup)  # fmt: skip
+            c = _win(rng, n, at, op, player, provider, currency, txn_space, round_space, dup)
         elif roll < 0.92:
             if bets and rng.random() < 0.8:
                 bet = rng.choice(bets)
@@ -358,18 +372,10 @@ def _transfer_calls(rng: random.Random, first_n: int, duration_ms: int,
             dup = rng.choice((None, None, None, rng.randint(0, 2_500)))
             roll = rng.random()
             if roll < 0.5:
-                c = Call(n, at, op, player, provider, "BET", currency,
-                         transaction_id=f"t{rng.randrange(txn_space)}",
-                         round_id=f"r{rng.randrange(round_space)}",
-                         amount=rng.choice((1, 50, 100, 250, 400, 1_000)),
-                         round_closed=rng.random() < 0.3, dup_after_ms=dup)  # fmt: skip
+                c = _bet(rng, n, at, op, player, provider, currency, txn_space, round_space, dup)
                 bets.append(c)
             elif roll < 0.8:
-                c = Call(n, at, op, player, provider, "WIN", currency,
-                         transaction_id=f"w{rng.randrange(txn_space)}",
-                         round_id=f"r{rng.randrange(round_space)}",
-                         amount=rng.choice((0, 10, 200, 500)),
-                         round_closed=rng.random() < 0.5, dup_after_ms=dup)  # fmt: skip
+                c = _win(rng, n, at, op, player, provider, currency, txn_space, round_space, dup)
             elif roll < 0.93 and bets:
                 bet = rng.choice(bets)
                 c = Call(n, max(0, bet.at_ms + rng.randint(-300, 2_500)), op, player,
