@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -208,13 +209,19 @@ class _Fields:
             raise _Malformed(f"{name}: an ISO 4217 code")
         return value
 
-    def win_kind(self) -> WinKind:
-        value = self._get("win_kind", False)
+    def choice(self, name: str, required: bool, options: Collection[str], hint: str) -> str | None:
+        """One of ``options``; anything else (another string, a number, a list, an object)
+        is malformed with ``hint``."""
+        value = self._get(name, required)
         if value is None:
-            return WinKind.REGULAR
-        if value not in WIN_KINDS:
-            raise _Malformed("win_kind: REGULAR, BONUS, JACKPOT or PROMO")
-        return WinKind(value)
+            return None
+        if not isinstance(value, str) or value not in options:
+            raise _Malformed(f"{name}: {hint}")
+        return value
+
+    def win_kind(self) -> WinKind:
+        value = self.choice("win_kind", False, WIN_KINDS, "REGULAR, BONUS, JACKPOT or PROMO")
+        return WinKind.REGULAR if value is None else WinKind(value)
 
     def flag(self, name: str) -> bool:
         value = self._get(name, False)

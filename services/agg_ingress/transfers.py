@@ -57,9 +57,8 @@ def validate_transfer(body: dict[str, Any]) -> TransferRequest | Invalid:
     f = _Fields(body)
     try:
         transfer_id = f.ident("transfer_id", True)
-        direction = f._get("direction", True)
-        if direction not in DIRECTIONS:
-            raise _Malformed("direction: deposit or withdraw")
+        direction = f.choice("direction", True, DIRECTIONS, "deposit or withdraw")
+        assert direction is not None
         action = DIRECTIONS[direction]
         amount = f.amount("amount", action is Action.DEPOSIT, 1)
         currency = f.currency("currency", True)

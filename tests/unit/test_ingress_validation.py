@@ -30,6 +30,7 @@ from agg_ingress.protocol import (
     signature_problem,
     validate_session_request,
 )
+from agg_ingress.transfers import TransferRequest, validate_transfer
 
 SECRET = b"dev-secret-prov-nova-001"
 TS = 1_700_000_000
@@ -190,7 +191,7 @@ def test_a_win_names_its_kind(kind: str) -> None:
     assert isinstance(bet, Callback) and bet.win_kind == WinKind.REGULAR
 
 
-@pytest.mark.parametrize("kind", ["jackpot", "FREE", 3, True, ""])
+@pytest.mark.parametrize("kind", ["jackpot", "FREE", 3, True, "", ["BONUS"], {"k": "BONUS"}])
 def test_an_unknown_win_kind_is_refused(kind: object) -> None:
     got = parse(Action.WIN, with_(BET, win_kind=kind))
     assert isinstance(got, Invalid) and "win_kind" in got.reason
@@ -514,3 +515,18 @@ def test_offered_games(operator: str, country: str, games: list[str]) -> None:
     op = TENANTS.operator(operator)
     assert op is not None
     assert [g.id for g in offered_games(TENANTS, op, country)] == games
+
+
+TRANSFER = {"transfer_id": "tr-1", "direction": "deposit", "amount": 500, "currency": "EUR"}
+
+
+@pytest.mark.parametrize("direction", ["DEPOSIT", "in", "", 1, True, ["deposit"], {"d": 1}])
+def test_a_transfer_direction_is_deposit_or_withdraw(direction: object) -> None:
+    got = validate_transfer({**TRANSFER, "direction": direction})
+    assert isinstance(got, Invalid) and got.reason == "direction: deposit or withdraw"
+
+
+def test_a_withdrawal_may_leave_out_its_amount() -> None:
+    got = validate_transfer({**TRANSFER, "direction": "withdraw", "amount": None})
+    assert got == TransferRequest("tr-1", Action.WITHDRAW, None, "EUR")
+    assert isinstance(validate_transfer({**TRANSFER, "amount": None}), Invalid)
