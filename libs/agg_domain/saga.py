@@ -39,6 +39,15 @@ from typing import Any
 
 from agg_domain.compliance import REFUSAL_STATUSES, Refusal
 from agg_domain.ids import derive_id
+from agg_domain.limits import (
+    NO_CONTROLS,
+    Controls,
+    LimitKind,
+    Usage,
+    add_usage,
+    bet_refusal,
+    deposit_refusal,
+)
 from agg_domain.statuses import REFUSAL_FOR_REPLY, Action, CommandKind, ReplyStatus, Status
 
 MAX_AMOUNT = 2**63 - 1
@@ -113,6 +122,12 @@ class Request:
     decides) or ``transfer`` (a balance held here decides; see :data:`TRANSFER`)."""
     win_kind: str = "REGULAR"
     """For a win: ``REGULAR`` (the round's payout), ``BONUS``, ``JACKPOT`` or ``PROMO``."""
+    controls: Controls | None = None
+    """For PLAYER_CONTROLS: the player's responsible-gaming controls as the operator states
+    them now (they replace the previous ones; ``transaction_id`` is the change's id)."""
+    session_started_at_ms: int | None = None
+    """When the session the request came in was opened (a session time limit counts from
+    here); None for requests without a session (the operator API's)."""
     refusal: Refusal | None = None
     """For a bet: the compliance rule that refuses it (ingress evaluates the tenants' rules).
     A new bet carrying one is REJECTED with its status, with no wallet command; an exact
@@ -289,6 +304,13 @@ class PlayerState:
     transfer_balances: Mapping[str, int] = field(default_factory=dict)
     """A transfer-wallet operator's player's balances by currency, held by the aggregator:
     the operator's deposits less its withdrawals, less bets, plus wins and refunds."""
+    controls: Controls = NO_CONTROLS
+    """The player's responsible-gaming controls (:mod:`agg_domain.limits`), as last stated."""
+    usage: Mapping[str, Usage] = field(default_factory=dict)
+    """Real-money play per currency and calendar period (``CCC|day``...), for the limits."""
+    control_changes: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """Change id -> (its content's digest, when applied): a repeat is answered, never
+    applied again; kept as long as settled transactions are."""
 
 
 @dataclass(frozen=True)
@@ -363,6 +385,9 @@ class _Draft:
         self.pruned_at_ms = state.pruned_at_ms
         self.demo_balances = state.demo_balances
         self.transfer_balances = state.transfer_balances
+        self.controls = state.controls
+        self.usage = state.usage
+        self.control_changes = state.control_changes
         self.outputs: list[Output] = []
 
     def finish(self) -> Decision:
@@ -377,6 +402,9 @@ class _Draft:
             pruned_at_ms=self.pruned_at_ms,
             demo_balances=self.demo_balances,
             transfer_balances=self.transfer_balances,
+            controls=self.controls,
+            usage=self.usage,
+            control_changes=self.control_changes,
         )
         return Decision(state, tuple(self.outputs), tuple(self.txns_changed))
 
@@ -540,7 +568,9 @@ CLOSED_BY_AUTO = "auto"
 
 def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig) -> Decision:
     draft = _Draft(state, now_ms, config)
-    if isinstance(message, Request) and message.mode != REAL:
+    if isinstance(message, Request) and message.action == Action.PLAYER_CONTROLS:
+        _on_controls(draft, message)
+    elif isinstance(message, Request) and message.mode != REAL:
         _on_held_request(draft, message, _DEMO)
     elif isinstance(message, Request) and (
         message.wallet == TRANSFER or message.action in TRANSFER_ACTIONS
@@ -753,6 +783,8 @@ def _on_repeat(d: _Draft, txn: Txn, request: Request) -> None:
         if request.refusal is not None:
             _refuse_bet(d, txn, request, request.refusal)
             return
+        if _refused_by_controls(d, txn, request):
+            return
         _start_debit(d, replace(txn, correlation_id=request.correlation_id), request)
         return
     if txn.state == TxnState.COMPENSATING:
@@ -798,6 +830,8 @@ def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
     if request.refusal is not None:
         _refuse_bet(d, _new_txn(request, TxnState.PENDING), request, request.refusal)
         return
+    if _refused_by_controls(d, _new_txn(request, TxnState.PENDING), request):
+        return
     _start_debit(d, _new_txn(request, TxnState.PENDING), request)
 
 
@@ -813,11 +847,13 @@ def wallet_rule(status: ReplyStatus, *, wallet: str = "operator_wallet") -> str:
     return f"{wallet}:{status.value}"
 
 
-def _refuse_bet(d: _Draft, txn: Txn, request: Request, refusal: Refusal) -> None:
+def _refuse_bet(d: _Draft, txn: Txn, request: Request, refusal: Refusal,
+                carried: bool = True) -> None:  # fmt: skip
     """A bet a compliance rule refuses: REJECTED with the rule's status, answered, journaled
     with the rule; no wallet command. Remembered like every decided bet, so a duplicate gets
-    the same answer. A refusal whose status is not a rule's is a malformed request."""
-    if refusal.status not in REFUSAL_STATUSES or not refusal.rule:
+    the same answer. A refusal carried on the request whose status is not a rule's is a
+    malformed request (``carried``: False for the saga's own, the player's controls')."""
+    if carried and (refusal.status not in REFUSAL_STATUSES or not refusal.rule):
         d.answer(request, Status.INVALID_REQUEST)
         return
     rejected = replace(txn, state=TxnState.REJECTED, status=refusal.status, waiters=(),
@@ -828,6 +864,42 @@ def _refuse_bet(d: _Draft, txn: Txn, request: Request, refusal: Refusal) -> None
     cause = f"{rejected.key}:refused:{rejected.attempt}"
     d.event("BetRejected", cause, rejected, status=refusal.status.value, command_id=None,
             balance=None, rule=refusal.rule)  # fmt: skip
+
+
+def _in_flight(d: _Draft, currency: str) -> int:
+    """Stakes in ``currency`` whose debit awaits the operator's wallet."""
+    return sum(p.command.amount for p in d.pending.values()
+               if p.command.kind == CommandKind.DEBIT and p.command.currency == currency)  # fmt: skip
+
+
+def _controls_refusal(d: _Draft, request: Request, amount: int) -> Refusal | None:
+    controls = d.controls
+    if controls is NO_CONTROLS:
+        return None
+    in_flight = 0
+    if any(x.kind is not LimitKind.DEPOSIT and x.currency == request.currency
+           for x in controls.limits):  # fmt: skip
+        in_flight = _in_flight(d, request.currency)
+    return bet_refusal(controls, d.usage, currency=request.currency, amount=amount,
+                       in_flight=in_flight, now_ms=d.now,
+                       session_started_at_ms=request.session_started_at_ms)  # fmt: skip
+
+
+def _refused_by_controls(d: _Draft, txn: Txn, request: Request) -> bool:
+    """A real-money bet the player's controls refuse (:mod:`agg_domain.limits`): REJECTED
+    with the control's status and rule before any debit is sent."""
+    refusal = _controls_refusal(d, request, txn.amount)
+    if refusal is None:
+        return False
+    _refuse_bet(d, txn, request, refusal, carried=False)
+    return True
+
+
+def _count(d: _Draft, currency: str, *, wagered: int = 0, lost: int = 0,
+           deposited: int = 0) -> None:  # fmt: skip
+    """Real money settled: counted in the current day, week and month for the limits."""
+    d.usage = add_usage(d.usage, currency, d.now, wagered=wagered, lost=lost,
+                        deposited=deposited)  # fmt: skip
 
 
 def _on_new_win(d: _Draft, request: Request) -> None:
@@ -984,6 +1056,7 @@ def _on_debit_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> None
         d.event("BetAccepted", reply.command_id, accepted, command_id=reply.command_id,
                 balance=reply.balance, round_closed=accepted.round_closed)  # fmt: skip
         d.add_to_round(accepted, bet=accepted.amount)
+        _count(d, accepted.currency, wagered=accepted.amount, lost=accepted.amount)
         if bet.rollback_key is not None:
             _start_refund(d, accepted, bet.rollback_key)
         return
@@ -1019,6 +1092,7 @@ def _on_credit_reply(d: _Draft, win: Txn, pending: Pending, reply: Reply) -> Non
             balance=reply.balance, round_closed=credited.round_closed,
             win_kind=credited.win_kind)  # fmt: skip
     d.add_to_round(credited, win=credited.amount)
+    _count(d, credited.currency, lost=-credited.amount)
 
 
 def _on_cancel_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> None:
@@ -1036,6 +1110,7 @@ def _on_cancel_reply(d: _Draft, bet: Txn, pending: Pending, reply: Reply) -> Non
                 rollback_transaction_id=rollback.transaction_id, command_id=reply.command_id,
                 balance=reply.balance)  # fmt: skip
         d.add_to_round(refunded, refund=refunded.amount)
+        _count(d, refunded.currency, wagered=-refunded.amount, lost=-refunded.amount)
         _finish_rollback(d, bet.rollback_key, refunded=True, balance=reply.balance)
         return
     # compensation of a timed-out or failed debit acknowledged: no money moved
@@ -1215,6 +1290,8 @@ def _on_held_bet(d: _Draft, held: _Held, txn: Txn, request: Request, balance: in
     if refusal is not None and (refusal.status not in REFUSAL_STATUSES or not refusal.rule):
         _held_answer(d, request, Status.INVALID_REQUEST, balance)
         return
+    if refusal is None and tombstone is None and held is _TRANSFER:  # real money: controls
+        refusal = _controls_refusal(d, request, txn.amount)
     if tombstone is not None or refusal is not None or txn.amount > balance:
         if tombstone is not None:
             status, rule = Status.BET_ROLLED_BACK, RULE_ROLLED_BACK
@@ -1237,6 +1314,8 @@ def _on_held_bet(d: _Draft, held: _Held, txn: Txn, request: Request, balance: in
                 balance=balance, round_closed=accepted.round_closed)  # fmt: skip
     if held.keeps_rounds:
         d.add_to_round(accepted, bet=accepted.amount)
+    if held is _TRANSFER:
+        _count(d, accepted.currency, wagered=accepted.amount, lost=accepted.amount)
 
 
 def _on_held_win(d: _Draft, held: _Held, txn: Txn, request: Request, balance: int) -> None:
@@ -1253,6 +1332,8 @@ def _on_held_win(d: _Draft, held: _Held, txn: Txn, request: Request, balance: in
                 win_kind=credited.win_kind)  # fmt: skip
     if held.keeps_rounds:
         d.add_to_round(credited, win=credited.amount)
+    if held is _TRANSFER:
+        _count(d, credited.currency, lost=-credited.amount)
 
 
 def _on_held_rollback(d: _Draft, held: _Held, rollback: Txn, request: Request,
@@ -1295,6 +1376,8 @@ def _on_held_rollback(d: _Draft, held: _Held, rollback: Txn, request: Request,
                 balance=balance)  # fmt: skip
     if held.keeps_rounds:
         d.add_to_round(refunded, refund=refunded.amount)
+    if held is _TRANSFER:
+        _count(d, refunded.currency, wagered=-refunded.amount, lost=-refunded.amount)
 
 
 def _on_transfer(d: _Draft, txn: Txn, request: Request, balance: int) -> None:
@@ -1308,8 +1391,16 @@ def _on_transfer(d: _Draft, txn: Txn, request: Request, balance: int) -> None:
     amount = balance if request.amount is None else request.amount
     txn = replace(txn, amount=amount, whole=request.amount is None,
                   command_id=_held_id(d, _TRANSFER, txn, request.action.value))  # fmt: skip
-    if inbound and balance > MAX_AMOUNT - amount:
-        status: Status | None = Status.LIMIT_EXCEEDED
+    refusal = None
+    if inbound and d.controls is not NO_CONTROLS:
+        refusal = deposit_refusal(d.controls, d.usage, currency=txn.currency, amount=amount,
+                                  now_ms=d.now)  # fmt: skip
+    rule: str | None = None
+    if refusal is not None:
+        status: Status | None = refusal.status
+        rule = refusal.rule
+    elif inbound and balance > MAX_AMOUNT - amount:
+        status = Status.LIMIT_EXCEEDED
     elif not inbound and amount > balance:
         status = Status.INSUFFICIENT_FUNDS
     else:
@@ -1318,13 +1409,50 @@ def _on_transfer(d: _Draft, txn: Txn, request: Request, balance: int) -> None:
     if status is not None:
         rejected = _held_settle(d, txn, request, TxnState.REJECTED, status, balance)
         d.event("TransferRejected", f"{txn.key}:rejected", rejected, direction=direction,
-                status=status.value, balance=balance)  # fmt: skip
+                status=status.value, balance=balance, rule=rule)  # fmt: skip
         return
     balance = balance + amount if inbound else balance - amount
     _held_move(d, _TRANSFER, txn.currency, balance)
+    if inbound:
+        _count(d, txn.currency, deposited=amount)
     done = _held_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
     d.event("FundsTransferred", f"{txn.key}:{direction}", done, direction=direction,
             balance=balance)  # fmt: skip
+
+
+# --- responsible gaming: the player's controls -------------------------------------------
+
+
+def _on_controls(d: _Draft, request: Request) -> None:
+    """The operator states the player's controls: applied once per change id, in the
+    player's order (every bet after it is decided under them), and journaled with who made
+    the change. A repeat of a change id with the same content gets OK and changes nothing
+    (a later change stays in force); with other content, DUPLICATE_CONFLICT."""
+    if request.operator_id != d.base.operator_id or request.player_id != d.base.player_id:
+        raise ValueError(f"request {request.request_id} routed to the wrong player state")
+    controls = request.controls
+    change_id = request.transaction_id
+    if controls is None or not change_id or request.provider_id != "" or request.mode != REAL:
+        d.outputs.append(Answer(request, Status.INVALID_REQUEST, None, request.currency))
+        return
+    digest = controls.digest()
+    seen = d.control_changes.get(change_id)
+    if seen is not None:
+        status = Status.OK if seen[0] == digest else Status.DUPLICATE_CONFLICT
+        d.outputs.append(Answer(request, status, None, request.currency))
+        return
+    applied = replace(controls, change_id=change_id, changed_at_ms=d.now)
+    d.controls = applied
+    d.control_changes = {**d.control_changes, change_id: (digest, d.now)}
+    d.event("PlayerControlsChanged", f"controls:{change_id}", None,
+            correlation_id=request.correlation_id, provider_id="", change_id=change_id,
+            actor=applied.actor, blocked=applied.blocked, self_excluded=applied.self_excluded,
+            self_excluded_until=applied.self_excluded_until_ms,
+            session_time_limit_s=(None if applied.session_time_limit_ms is None
+                                  else applied.session_time_limit_ms // 1000),
+            limits=[{"kind": x.kind.value, "period": x.period.value, "amount": x.amount,
+                     "currency": x.currency} for x in applied.limits])  # fmt: skip
+    d.outputs.append(Answer(request, Status.OK, None, request.currency))
 
 
 # --- timers --------------------------------------------------------------------------------
@@ -1418,6 +1546,10 @@ def _prune(d: _Draft) -> None:
         closed_at_ms = rnd.closed_at_ms or rnd.updated_at_ms
         if rnd.closed and d.now - closed_at_ms > d.config.round_retention_ms:
             d.forget_round(key)
+    retention = d.config.settled_retention_ms
+    if any(d.now - at > retention for _, at in d.control_changes.values()):
+        d.control_changes = {c: seen for c, seen in d.control_changes.items()
+                             if d.now - seen[1] <= retention}  # fmt: skip
     d.pruned_at_ms = d.now
 
 

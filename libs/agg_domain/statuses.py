@@ -17,6 +17,8 @@ class Action(StrEnum):
     """The operator moves funds into a transfer-wallet balance (operator API)."""
     WITHDRAW = "WITHDRAW"
     """The operator moves funds out of a transfer-wallet balance (operator API)."""
+    PLAYER_CONTROLS = "PLAYER_CONTROLS"
+    """The operator states a player's responsible-gaming controls (operator API)."""
 
 
 class WinKind(StrEnum):

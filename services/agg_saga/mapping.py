@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agg_domain.compliance import Refusal
+from agg_domain.limits import Controls, limits_of
 from agg_domain.saga import Answer, Command, Event, Reply, Request
 from agg_domain.statuses import Action, ReplyStatus, Status
 
@@ -44,6 +45,32 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         wallet=d.get("wallet", "seamless"),  # written before v3: seamless
         win_kind=d.get("win_kind", "REGULAR"),
         refusal=_refusal(d.get("refusal")),  # written before v4: none
+        controls=_controls(d.get("controls")),  # written before v6: none
+        session_started_at_ms=(None if d.get("session_started_at") is None
+                               else _ms(d["session_started_at"])),  # fmt: skip
+    )
+
+
+def _controls(d: dict[str, Any] | None) -> Controls | None:
+    """A PLAYER_CONTROLS request's controls; a limit of a kind or period this version does
+    not know makes the whole statement unreadable (None: the saga answers INVALID_REQUEST
+    and nothing changes), never a statement applied in part."""
+    if d is None:
+        return None
+    until = d.get("self_excluded_until")
+    limit_s = d.get("session_time_limit_s")
+    try:
+        limits = limits_of((x["kind"], x["period"], x["amount"], x["currency"])
+                           for x in d["limits"])  # fmt: skip
+    except ValueError:
+        return None
+    return Controls(
+        blocked=d["blocked"],
+        self_excluded=d["self_excluded"],
+        self_excluded_until_ms=None if until is None else _ms(until),
+        session_time_limit_ms=None if limit_s is None else int(limit_s) * 1000,
+        limits=limits,
+        actor=d.get("actor", ""),
     )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from agg_domain.compliance import Refusal
+from agg_domain.limits import NO_CONTROLS, Controls, Usage, limits_of
 from agg_domain.saga import (
     FINAL_STATES,
     Command,
@@ -53,6 +54,20 @@ def _request(d: dict[str, Any]) -> Request:
         read = Refusal(Status(refusal["status"]), refusal["rule"])
         return Request(**{**d, "action": Action(d["action"]), "refusal": read})
     return Request(**{**d, "action": Action(d["action"])})
+
+
+def _controls_dict(c: Controls) -> dict[str, Any]:
+    return {
+        "change_id": c.change_id, "blocked": c.blocked, "self_excluded": c.self_excluded,
+        "self_excluded_until_ms": c.self_excluded_until_ms,
+        "session_time_limit_ms": c.session_time_limit_ms,
+        "limits": [[x.kind.value, x.period.value, x.amount, x.currency] for x in c.limits],
+        "actor": c.actor, "changed_at_ms": c.changed_at_ms,
+    }  # fmt: skip
+
+
+def _controls(d: dict[str, Any]) -> Controls:
+    return Controls(**{**d, "limits": limits_of(tuple(x) for x in d["limits"])})
 
 
 def _command(d: dict[str, Any]) -> Command:
@@ -226,6 +241,13 @@ def encode_header(
         body["demo_balances"] = dict(state.demo_balances)
     if state.transfer_balances:  # additive: absent for a player never of a transfer wallet
         body["transfer_balances"] = dict(state.transfer_balances)
+    if state.controls is not NO_CONTROLS:  # additive: absent for a player never given any
+        body["controls"] = _controls_dict(state.controls)
+    if state.usage:
+        body["usage"] = {k: [u.period_start_ms, u.wagered, u.lost, u.deposited]
+                         for k, u in state.usage.items()}  # fmt: skip
+    if state.control_changes:
+        body["control_changes"] = {c: list(seen) for c, seen in state.control_changes.items()}
     if cache is None:
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
@@ -398,6 +420,11 @@ class StateBuilder:
                     transfer_balances={
                         str(c): int(b) for c, b in h.get("transfer_balances", {}).items()
                     },
+                    controls=_controls(h["controls"]) if "controls" in h else NO_CONTROLS,
+                    usage={str(k): Usage(*(int(x) for x in u))
+                           for k, u in h.get("usage", {}).items()},  # fmt: skip
+                    control_changes={str(c): (str(g), int(at))
+                                     for c, (g, at) in h.get("control_changes", {}).items()},
                 )
                 meta = WriteMeta(
                     seq=int(h.get("seq", 0)),

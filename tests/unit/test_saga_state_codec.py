@@ -157,10 +157,15 @@ def _reference_header(state: PlayerState, delta: list[tuple[str, Txn | None]]) -
         "seq": 0,
         "applied": {},
         "parked": None,
+    }
+    if state.usage:  # what the responsible-gaming limits count (format 3, additive)
+        body["usage"] = {k: [u.period_start_ms, u.wagered, u.lost, u.deposited]
+                         for k, u in state.usage.items()}  # fmt: skip
+    body.update({
         "outbox": [],
         "delta": {k: None if t is None else {"v": 2, **asdict(t)} for k, t in delta},
         "rounds": [asdict(r) for r in state.rounds.values()],
-    }
+    })  # fmt: skip
     return json.dumps(body, separators=(",", ":")).encode()
 
 
