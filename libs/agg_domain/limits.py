@@ -91,9 +91,9 @@ class Controls:
     def digest(self) -> str:
         """The statement's content, for telling a repeat from a conflicting reuse of its id."""
         limits = sorted((x.kind.value, x.period.value, x.currency, x.amount) for x in self.limits)
-        return derive_id("controls", self.blocked, self.self_excluded,
-                         self.self_excluded_until_ms, self.session_time_limit_ms, limits,
-                         self.actor)  # fmt: skip
+        return derive_id("controls", int(self.blocked), int(self.self_excluded),
+                         str(self.self_excluded_until_ms), str(self.session_time_limit_ms),
+                         repr(limits), self.actor)  # fmt: skip
 
     def excluded(self, now_ms: int) -> bool:
         if not self.self_excluded:

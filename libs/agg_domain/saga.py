@@ -868,8 +868,8 @@ def _refuse_bet(d: _Draft, txn: Txn, request: Request, refusal: Refusal,
 
 def _in_flight(d: _Draft, currency: str) -> int:
     """Stakes in ``currency`` whose debit awaits the operator's wallet."""
-    return sum(p.command.amount for p in d.pending.values()
-               if p.command.kind == CommandKind.DEBIT and p.command.currency == currency)  # fmt: skip
+    debits = (p.command for p in d.pending.values() if p.command.kind == CommandKind.DEBIT)
+    return sum(c.amount for c in debits if c.currency == currency)
 
 
 def _controls_refusal(d: _Draft, request: Request, amount: int) -> Refusal | None:

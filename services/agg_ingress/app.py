@@ -58,6 +58,7 @@ from agg_ingress.adapters.base import (
     WireResponse,
 )
 from agg_ingress.adapters.hub88 import load_private_key, load_public_key
+from agg_ingress.controls import ControlsRequest, controls_avro, controls_json, validate_controls
 from agg_ingress.launch import (
     LAUNCH_PATH,
     LaunchRefusal,
@@ -500,6 +501,11 @@ class Ingress:
                     if refusal is None
                     else {"status": refusal.status.value, "rule": refusal.rule}
                 ),
+                # a session time limit counts from here (a player reference has no session)
+                "session_started_at": (
+                    datetime.fromtimestamp(claims.issued_at_ms / 1000, tz=UTC)
+                    if claims.issued_at_ms else None
+                ),
         }  # fmt: skip
         outcome = await self._decided(router, partition, record)
         if isinstance(outcome, str):
@@ -763,10 +769,66 @@ class Ingress:
             balance=outcome.balance, currency=outcome.currency,
         )  # fmt: skip
 
+    # --- responsible gaming: a player's controls ---------------------------------------------
+
+    async def player_controls(self, request: Request) -> Response:
+        found = await self._operator(request, "controls")
+        if isinstance(found, Response):
+            return found
+        operator, body = found
+        player_id: str = request.path_params["player_id"]
+        parsed = parse_object(body)
+        if not PLAYER_ID.fullmatch(player_id):
+            req: ControlsRequest | Invalid = Invalid("player_id: 1-64 of [A-Za-z0-9_.:-]")
+        elif isinstance(parsed, dict):
+            req = validate_controls(parsed)
+        else:
+            req = Invalid(str(parsed))
+        if isinstance(req, Invalid):
+            return self._operator_reply("controls", 400, Status.INVALID_REQUEST, req.reason)
+        if req.deposit_limits() and operator.id not in self.transfer_operators:
+            return self._operator_reply("controls", 409, WALLET_MODE_REFUSAL,
+                                        "deposit limits are a transfer wallet's")  # fmt: skip
+        if not req.currencies() <= set(operator.currencies):
+            return self._operator_reply("controls", 422, "CURRENCY_NOT_SUPPORTED")
+        router = self.router
+        partition = router.reply_partition if router is not None else None
+        if router is None or partition is None:
+            return self._operator_reply("controls", 503, Status.RETRY_LATER)
+        corr = derive_id("corr", "controls", operator.id, player_id, req.change_id)
+        outcome = await self._decided(router, partition, {
+            "request_id": req.change_id, "correlation_id": corr, "provider_id": "",
+            "operator_id": operator.id, "player_id": player_id,
+            "action": Action.PLAYER_CONTROLS.value, "session_token": "",
+            "transaction_id": req.change_id, "reference_transaction_id": None,
+            "round_id": None, "game_id": None, "amount": None, "currency": "",
+            "round_closed": False, "received_at": datetime.now(UTC),
+            "reply_to": self.instance_id, "reply_partition": partition, "mode": "real",
+            "wallet": TRANSFER if operator.id in self.transfer_operators else SEAMLESS,
+            "controls": controls_avro(req.controls),
+        })  # fmt: skip
+        if isinstance(outcome, str):
+            log.warning("controls_undecided", correlation_id=corr, reason=outcome)
+            return self._operator_reply("controls", 503, Status.RETRY_LATER)
+        status = outcome.status
+        log.event("player_controls", correlation_id=corr, operator=operator.id,
+                  change_id=req.change_id, status=str(status), actor=req.controls.actor,
+                  blocked=req.controls.blocked, self_excluded=req.controls.self_excluded,
+                  limits=len(req.controls.limits))  # fmt: skip
+        if status is not Status.OK:
+            http = 409 if status is Status.DUPLICATE_CONFLICT else 503
+            return self._operator_reply("controls", http, status)
+        return self._operator_reply("controls", 200, status, with_status=True,
+                                    change_id=req.change_id, player_id=player_id,
+                                    controls=controls_json(req.controls))  # fmt: skip
+
     # --- read API (projections) ------------------------------------------------------------
 
     async def player_balance(self, request: Request) -> Response:
         return await self._read(request, "balance")
+
+    async def player_controls_read(self, request: Request) -> Response:
+        return await self._read(request, "controls")
 
     async def player_transactions(self, request: Request) -> Response:
         return await self._read(request, "transactions")
@@ -786,6 +848,13 @@ class Ingress:
                 endpoint, 503, Status.RETRY_LATER, "projections unavailable"
             )
         try:
+            if endpoint == "controls":
+                stated = await reader.controls(operator.id, player_id)
+                if stated is None:
+                    return self._operator_reply(endpoint, 404, "PLAYER_NOT_FOUND",
+                                                "no controls stated for the player")  # fmt: skip
+                return self._operator_reply(endpoint, 200, "OK", operator_id=operator.id,
+                                            player_id=player_id, **stated)  # fmt: skip
             if endpoint == "balance":
                 balances = await reader.balances(operator.id, player_id)
                 if not balances:
@@ -877,6 +946,16 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
             "/v1/operators/{operator_id}/players/{player_id}/transfers",
             ingress.transfer,
             methods=["POST"],
+        ),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/controls",
+            ingress.player_controls,
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/controls",
+            ingress.player_controls_read,
+            methods=["GET"],
         ),
         Route(
             "/v1/operators/{operator_id}/players/{player_id}/balance",

@@ -101,6 +101,35 @@ class ProjectionReader:
             for c, b, t, e in rows
         ]
 
+    async def controls(self, operator_id: str, player_id: str) -> dict[str, Any] | None:
+        """The player's responsible-gaming controls as last stated (None: never stated)."""
+        async with self.pool.connection(timeout=2) as conn:
+            cur = await conn.execute(
+                self._q(
+                    "select change_id, actor, blocked, self_excluded, self_excluded_until,"
+                    " session_time_limit_s, limits, changed_at, event_id"
+                    " from {s}.player_controls where operator_id = %s and player_id = %s"
+                ),
+                (operator_id, player_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        change_id, actor, blocked, excluded, until, session_s, limits, at, event_id = row
+        return {
+            "change_id": change_id,
+            "controls": {
+                "blocked": blocked,
+                "self_excluded": excluded,
+                "self_excluded_until": None if until is None else until.isoformat(),
+                "session_time_limit_s": session_s,
+                "limits": limits,
+                "actor": actor,
+            },
+            "changed_at": at.isoformat(),
+            "event_id": event_id,
+        }
+
     async def transactions(
         self, operator_id: str, player_id: str, params: dict[str, str]
     ) -> tuple[list[dict[str, Any]], str | None]:

@@ -28,6 +28,7 @@ HTTP_STATUS: dict[Status, int] = {
     Status.DUPLICATE_CONFLICT: 409,
     Status.INSUFFICIENT_FUNDS: 422,
     Status.LIMIT_EXCEEDED: 422,
+    Status.PLAYER_BLOCKED: 422,
     Status.RETRY_LATER: 503,
 }
 """How the saga's answer to a transfer is given to the operator; any other status (none is

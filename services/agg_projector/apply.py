@@ -313,7 +313,7 @@ class Applier:
         self._balance(cur, d)
 
     def _transfer_rejected(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
-        self._txn(cur, d, transfer_kind(d), f"REJECTED:{d['status']}")
+        self._txn(cur, d, transfer_kind(d), f"REJECTED:{d['status']}", rule=rejection_rule(d))
         self._balance(cur, d)
 
     def _session_opened(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:

@@ -246,7 +246,7 @@ class BatchRows:
             self._txn(d, transfer_kind(d), "TRANSFERRED")
             self._balance(d)
         elif name == "TransferRejected":
-            self._txn(d, transfer_kind(d), f"REJECTED:{d['status']}")
+            self._txn(d, transfer_kind(d), f"REJECTED:{d['status']}", rejection_rule(d))
             self._balance(d)
         elif name == "DuplicateConflictDetected":
             self.changes.append((d["event_id"], d["operator_id"], d["provider_id"],

@@ -19,6 +19,10 @@ def _ms(value: datetime | int) -> int:
     return int(value)
 
 
+def _ms_or_none(value: datetime | int | None) -> int | None:
+    return None if value is None else _ms(value)
+
+
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
@@ -46,8 +50,7 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         win_kind=d.get("win_kind", "REGULAR"),
         refusal=_refusal(d.get("refusal")),  # written before v4: none
         controls=_controls(d.get("controls")),  # written before v6: none
-        session_started_at_ms=(None if d.get("session_started_at") is None
-                               else _ms(d["session_started_at"])),  # fmt: skip
+        session_started_at_ms=_ms_or_none(d.get("session_started_at")),
     )
 
 

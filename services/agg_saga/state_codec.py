@@ -70,6 +70,14 @@ def _controls(d: dict[str, Any]) -> Controls:
     return Controls(**{**d, "limits": limits_of(tuple(x) for x in d["limits"])})
 
 
+def _usage(d: dict[str, Any]) -> dict[str, Usage]:
+    return {str(k): Usage(*(int(x) for x in u)) for k, u in d.items()}
+
+
+def _control_changes(d: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    return {str(c): (str(g), int(at)) for c, (g, at) in d.items()}
+
+
 def _command(d: dict[str, Any]) -> Command:
     return Command(**{**d, "kind": CommandKind(d["kind"])})
 
@@ -421,10 +429,8 @@ class StateBuilder:
                         str(c): int(b) for c, b in h.get("transfer_balances", {}).items()
                     },
                     controls=_controls(h["controls"]) if "controls" in h else NO_CONTROLS,
-                    usage={str(k): Usage(*(int(x) for x in u))
-                           for k, u in h.get("usage", {}).items()},  # fmt: skip
-                    control_changes={str(c): (str(g), int(at))
-                                     for c, (g, at) in h.get("control_changes", {}).items()},
+                    usage=_usage(h.get("usage", {})),
+                    control_changes=_control_changes(h.get("control_changes", {})),
                 )
                 meta = WriteMeta(
                     seq=int(h.get("seq", 0)),

@@ -54,6 +54,7 @@ from agg_ingress.client import SIGNATURE_HEADER, TIMESTAMP_HEADER, encode_body, 
 from agg_ingress.sessions import issue_token, verify_token
 from tests.e2e.conftest import GAME, OPERATOR, PROVIDER, Pipeline
 from tests.fuzz_budget import examples
+from tests.unit.test_openapi_documents import integral_amount as _integral_amount
 
 pytestmark = pytest.mark.fuzz
 
@@ -297,15 +298,6 @@ MALFORMED: dict[str, set[int | str]] = {
 """What a refusal of a body as malformed looks like, per document."""
 
 _SCHEMAS = {name: schemathesis.openapi.from_dict(d.spec) for name, d in DOCUMENTS.items()}
-
-
-def _integral_amount(body: Any) -> Any:
-    """JSON Schema's ``integer`` admits ``1.0``, which the documents say is refused: a
-    generator's integer-valued float ``amount`` is sent as the integer it means."""
-    amount = body.get("amount") if isinstance(body, dict) else None
-    if isinstance(amount, float) and amount.is_integer():
-        return {**body, "amount": int(amount)}
-    return body
 
 
 def _with_session(name: str, path: str, body: dict[str, Any], st_: Stack, which: int) -> None:
@@ -603,6 +595,7 @@ def _targeted(stack: Stack) -> dict[tuple[str, str, str, int], Callable[[], Any]
     out[(*key, 413)] = lambda: as_delta(TOO_LARGE)
     out[(*key, 422)] = lambda: as_delta(transfer(direction="withdraw", amount=10**12))
     out[(*key, 503)] = lambda: _degraded(stack, "POST", mine, transfer(), delta_secret)
+    _targeted_controls(stack, out)
     for method in pragmatic.ACTIONS:
         key = ("provider-pragmatic-v1", "/v1/providers/{provider_id}/" + method, "POST")
         out[(*key, 200)] = lambda m=method: _pragmatic(stack, m, PP)
@@ -692,6 +685,67 @@ def _expired(stack: Stack, token: str) -> str:
     claims = verify_token(secret, token, time.time_ns() // 1_000_000).claims
     assert claims is not None
     return issue_token(secret, replace(claims, expires_at_ms=claims.issued_at_ms + 1))
+
+
+def _targeted_controls(
+    stack: Stack, out: dict[tuple[str, str, str, int], Callable[[], Any]]
+) -> None:
+    """The requests for the documented statuses of a player's controls (set and read)."""
+    own = f"/v1/operators/{OPERATOR}/players/oa-{uuid.uuid4().hex[:10]}/controls"
+    nobody = "/v1/operators/op-nobody/players/p1/controls"
+
+    def controls(**fields: Any) -> bytes:
+        return encode_body({"change_id": f"oa-{uuid.uuid4().hex[:10]}", **fields})
+
+    def conflict() -> requests.Response:
+        body = json.loads(controls(blocked=True))
+        assert _send(stack, OPERATOR_DOC, "POST", own, encode_body(body)).status_code == 200
+        return _send(stack, OPERATOR_DOC, "POST", own, encode_body({**body, "blocked": False}))
+
+    def stated() -> requests.Response:
+        player = f"/v1/operators/{OPERATOR}/players/oa-{uuid.uuid4().hex[:10]}/controls"
+        assert _send(stack, OPERATOR_DOC, "POST", player, controls()).status_code == 200
+        deadline = time.monotonic() + 60
+        while True:
+            response = _send(stack, OPERATOR_DOC, "GET", player)
+            if response.status_code == 200 or time.monotonic() > deadline:
+                return response
+            time.sleep(0.2)
+
+    key = (OPERATOR_DOC, PLAYER + "controls", "POST")
+    secret = stack.pipeline.operator_secret
+    out[(*key, 200)] = lambda: _send(
+        stack,
+        OPERATOR_DOC,
+        "POST",
+        own,
+        controls(
+            session_time_limit_s=3600,
+            limits=[{"kind": "loss", "period": "week", "amount": 5000, "currency": "EUR"}],
+        ),
+    )
+    out[(*key, 400)] = lambda: _send(stack, OPERATOR_DOC, "POST", own, b"{}")
+    out[(*key, 401)] = lambda: _send(stack, OPERATOR_DOC, "POST", own, controls(), "none")
+    out[(*key, 404)] = lambda: _send(stack, OPERATOR_DOC, "POST", nobody, controls())
+    out[(*key, 409)] = conflict
+    out[(*key, 413)] = lambda: _send(stack, OPERATOR_DOC, "POST", own, TOO_LARGE)
+    out[(*key, 422)] = lambda: _send(
+        stack,
+        OPERATOR_DOC,
+        "POST",
+        own,
+        controls(limits=[{"kind": "wager", "period": "day", "amount": 1, "currency": "GBP"}]),
+    )
+    out[(*key, 503)] = lambda: _degraded(stack, "POST", own, controls(), secret)
+    key = (OPERATOR_DOC, PLAYER + "controls", "GET")
+    out[(*key, 200)] = stated
+    out[(*key, 400)] = lambda: _send(
+        stack, OPERATOR_DOC, "GET", f"/v1/operators/{OPERATOR}/players/bad!id/controls"
+    )
+    out[(*key, 401)] = lambda: _send(stack, OPERATOR_DOC, "GET", own, auth="none")
+    out[(*key, 404)] = lambda: _send(stack, OPERATOR_DOC, "GET", nobody)
+    out[(*key, 413)] = lambda: _send(stack, OPERATOR_DOC, "GET", own, TOO_LARGE)
+    out[(*key, 503)] = lambda: _degraded(stack, "GET", own, b"", secret)
 
 
 def _projected(stack: Stack, path: str) -> requests.Response:

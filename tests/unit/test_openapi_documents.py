@@ -39,6 +39,7 @@ from agg_ingress.adapters import adapters, evolution, hub88, pragmatic
 from agg_ingress.adapters.base import Accepted, Credentials, WireRequest
 from agg_ingress.app import build_app
 from agg_ingress.client import signed_headers
+from agg_ingress.controls import ControlsRequest, validate_controls
 from agg_ingress.protocol import (
     ACTIONS,
     Callback,
@@ -284,6 +285,8 @@ def _accepted(name: str, path: str, body: Any) -> bool:
     assert isinstance(parsed, dict)
     if path.endswith("/transfers"):
         return isinstance(validate_transfer(parsed), TransferRequest)
+    if path.endswith("/controls"):
+        return isinstance(validate_controls(parsed), ControlsRequest)
     assert path.endswith("/sessions")
     return isinstance(validate_session_request(parsed), SessionRequest)
 
@@ -307,13 +310,22 @@ def test_the_documents_examples_are_accepted(name: str) -> None:
 
 
 def integral_amount(body: Any) -> Any:
-    """``body`` with an integer-valued float ``amount`` as an int: JSON Schema's ``integer``
+    """``body`` with every integer-valued float of an integer field (``amount``, also in a
+    nested object or list, ``session_time_limit_s``) as an int: JSON Schema's ``integer``
     admits ``1.0``, which the documents say is refused (and the validators refuse), so a
     generator may draw one as a valid value."""
-    amount = body.get("amount") if isinstance(body, dict) else None
-    if isinstance(amount, float) and amount.is_integer():
-        return {**body, "amount": int(amount)}
-    return body
+    if isinstance(body, list):
+        return [integral_amount(item) for item in body]
+    if not isinstance(body, dict):
+        return body
+    return {
+        k: int(v) if k in INTEGER_FIELDS and isinstance(v, float) and v.is_integer()
+        else integral_amount(v)
+        for k, v in body.items()
+    }  # fmt: skip
+
+
+INTEGER_FIELDS = frozenset({"amount", "session_time_limit_s"})
 
 
 BODY_OPERATIONS = [
