@@ -138,6 +138,7 @@ def check(world: World) -> list[str]:
                 problems.append(f"win {key} answered {answers}: wallet effects {dict(got)}")
     problems += _demo_balances(world)
     problems += _held_balances(world)
+    problems += _controls(world)
     # 1. balances from the answers
     wallet: Counter[tuple[str, str, str]] = Counter()
     for op, book in world.books.items():
@@ -342,6 +343,70 @@ def _held_balances(world: World) -> list[str]:
         if folded[account] != held[account]:
             problems.append(f"journal folds the held balance of {account} to "
                             f"{folded[account]}, the saga holds {held[account]}")  # fmt: skip
+    return problems
+
+
+def _controls(world: World) -> list[str]:
+    """A player given a control before anything else of theirs: no real-money stake is
+    accepted while blocked or self-excluded, and none is refused by a control without the
+    control's rule journaled; under a day's wager limit the stakes accepted less those
+    refunded never pass it, under a loss limit the stakes less refunds and wins, under a
+    deposit limit the deposits; the change is journaled once, and answered OK every time."""
+    controlled = [t for t in world.tracks if t.call.controls is not None]
+    if not controlled:
+        return []
+    problems = []
+    c = controlled[0].call
+    kind, limit = c.controls or ("", 0)
+    for t in controlled:
+        if t.finals and {s for s, _ in t.finals} != {"OK"}:
+            problems.append(f"controls {c.controls} of {c.operator_id}/{c.player_id} answered "
+                            f"{t.answers}")  # fmt: skip
+    staked = lost = deposited = changes = 0
+    rules: list[str] = []
+    seen: set[str] = set()
+    for events in journal(world).values():
+        for name, d in events:
+            if d["event_id"] in seen or (d["operator_id"], d["player_id"]) != (
+                c.operator_id,
+                c.player_id,
+            ):
+                continue
+            seen.add(d["event_id"])
+            if d.get("mode", "real") != "real":
+                continue
+            amount = d.get("amount", 0)
+            if name == "PlayerControlsChanged":
+                changes += 1
+            elif name == "BetAccepted":
+                staked, lost = staked + amount, lost + amount
+            elif name == "BetRolledBack":
+                staked, lost = staked - amount, lost - amount
+            elif name == "WinCredited":
+                lost -= amount
+            elif name == "FundsTransferred" and d["direction"] == "IN":
+                deposited += amount
+            elif name in ("BetRejected", "TransferRejected") and str(d.get("rule")).startswith(
+                "rg:"
+            ):
+                rules.append(str(d["rule"]))
+    who = f"{c.operator_id}/{c.player_id} under {kind}:{limit}"
+    if changes != 1:
+        problems.append(f"{who}: PlayerControlsChanged journaled {changes} times")
+    blocked = kind in ("block", "exclude")
+    if blocked and staked:
+        problems.append(f"{who}: stakes of {staked} accepted while blocked")
+    if blocked and deposited:
+        problems.append(f"{who}: deposits of {deposited} accepted while blocked")
+    over = {"wager": staked, "loss": lost, "deposit": deposited}.get(kind, 0)
+    if not blocked and over > limit:
+        problems.append(f"{who}: {kind} of {over} above the limit")
+    want = {"block": "rg:blocked", "exclude": "rg:self_excluded"}.get(
+        kind, f"rg:{kind}:day:{c.currency}:{limit}"
+    )
+    wrong = sorted({r for r in rules if r != want})
+    if wrong:
+        problems.append(f"{who}: refused by rules {wrong}")
     return problems
 
 

@@ -69,10 +69,15 @@ class Call:
     never reach the wallet. Not part of :meth:`content`: a retry of a decided bet gets its
     first answer whether or not the rules refuse it now."""
 
+    controls: tuple[str, int] | None = None
+    """For PLAYER_CONTROLS: the control stated, ``(kind, limit)``: ``block`` (the operator's),
+    ``exclude`` (a self-exclusion without end), or a day's ``wager``, ``loss`` or
+    ``deposit`` limit of ``limit`` in the call's currency."""
+
     def content(self) -> tuple[object, ...]:
         return (self.mode, self.operator_id, self.player_id, self.provider_id, self.action,
                 self.transaction_id, self.reference_transaction_id, self.round_id,
-                self.amount, self.currency)  # fmt: skip
+                self.amount, self.currency, self.controls)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,8 @@ class Schedule:
                 parts.append(f"dup+{c.dup_after_ms}ms")
             if c.refusal is not None:
                 parts.append(f"refused={c.refusal[0]}:{c.refusal[1]}")
+            if c.controls is not None:
+                parts.append(f"controls={c.controls[0]}:{c.controls[1]}")
             events.append((c.at_ms, " ".join(parts)))
         for f in self.faults:
             text = f"FAULT {f.kind}"
@@ -288,6 +295,8 @@ def generate(seed: int) -> Schedule:
         transfer = ("op-t",)
         calls += _transfer_calls(xrng, len(calls) + 1_000, duration_ms, providers, player_ids,
                                  txn_space, round_space)  # fmt: skip
+    # responsible gaming, from a generator of its own too
+    calls += _controls_calls(random.Random(seed * 7_919 + 3), calls)
     return Schedule(
         seed=seed,
         partitions=partitions,
@@ -338,6 +347,29 @@ def _after_the_idle_time(rng: random.Random, calls: list[Call], auto_close: dict
                              round_closed=rng.random() < 0.5))  # fmt: skip
             n += 1
     return late
+
+
+CONTROL_KINDS = ("block", "exclude", "wager", "loss", "deposit")
+
+
+def _controls_calls(rng: random.Random, calls: list[Call]) -> list[Call]:
+    """In about a quarter of the schedules, one player (a transfer-wallet one too) is given
+    a control before anything else of theirs is sent (a call at 0 ms ordered first, so every
+    bet and transfer of theirs is decided under it), sometimes sent twice: a block, a
+    self-exclusion, or a day's wager, loss or (transfer wallets) deposit limit."""
+    if rng.random() >= 0.25:
+        return []
+    owners = sorted({(c.operator_id, c.player_id, c.currency) for c in calls
+                     if c.mode == "real" and c.action in ("BET", "DEPOSIT")})  # fmt: skip
+    if not owners:
+        return []
+    op, player, currency = rng.choice(owners)
+    transfer = any(c.operator_id == op and c.action == "DEPOSIT" for c in calls)
+    kind = rng.choice(CONTROL_KINDS if transfer else CONTROL_KINDS[:4])
+    limit = rng.choice((0, 50, 300, 1_000)) if kind in ("wager", "loss", "deposit") else 0
+    dup = rng.choice((None, rng.randint(0, 2_000)))
+    return [Call(-1, 0, op, player, "", "PLAYER_CONTROLS", currency, transaction_id="ch-1",
+                 controls=(kind, limit), dup_after_ms=dup)]  # fmt: skip
 
 
 def _transfer_calls(rng: random.Random, first_n: int, duration_ms: int,

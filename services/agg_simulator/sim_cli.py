@@ -65,6 +65,17 @@ def run_seed(seed: int) -> tuple[list[str], Tally]:
                                              for c in calls)),
         ) if present
     )  # fmt: skip
+    controlled = [c for c in calls if c.controls is not None]
+    if controlled:
+        tally.traffic[f"player controls {controlled[0].controls[0]}"] += 1  # type: ignore[index]
+        who = (controlled[0].operator_id, controlled[0].player_id)
+        if any(
+            (t.call.operator_id, t.call.player_id) == who
+            and t.call.refusal is None
+            and t.final in ("PLAYER_BLOCKED", "LIMIT_EXCEEDED")
+            for t in world.tracks
+        ):
+            tally.traffic["play refused by a player's control"] += 1
     return problems, tally
 
 

@@ -109,6 +109,19 @@ class Stats:
     restores: int = 0
 
 
+def _controls_datum(control: tuple[str, int], currency: str) -> dict[str, Any]:
+    """A schedule's control as the ProviderRequest's ``controls`` record."""
+    kind, limit = control
+    limits = (
+        []
+        if kind in ("block", "exclude")
+        else [{"kind": kind, "period": "day", "amount": limit, "currency": currency}]
+    )
+    return {"blocked": kind == "block", "self_excluded": kind == "exclude",
+            "self_excluded_until": None, "session_time_limit_s": None, "limits": limits,
+            "actor": "sim"}  # fmt: skip
+
+
 class World:
     def __init__(self, schedule: Schedule, worker_class: type[SagaWorker] = SagaWorker):
         self.schedule = schedule
@@ -314,6 +327,7 @@ class World:
             "refusal": (
                 None if c.refusal is None else {"status": c.refusal[0], "rule": c.refusal[1]}
             ),
+            "controls": None if c.controls is None else _controls_datum(c.controls, c.currency),
         }  # fmt: skip
         if c.mode != "real":
             self.demo_correlations.add(correlation)

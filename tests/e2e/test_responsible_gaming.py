@@ -54,7 +54,7 @@ def journal(pipeline: Pipeline, player: str, event_type: str) -> list[dict[str, 
     with psycopg.connect(pipeline.settings.database_url) as conn:
         rows = conn.execute(
             "select payload from projection.journal where player_id = %s and event_type = %s"
-            " order by occurred_at, \"offset\"",
+            ' order by occurred_at, "offset"',
             (player, event_type),
         ).fetchall()
     return [r[0] for r in rows]

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
+import agg_domain.saga
 from agg_ports.transport import OutRecord
 from agg_saga.worker import SagaWorker, _Batch
 from agg_simulator.invariants import check, journal
@@ -110,3 +113,32 @@ def test_the_simulator_catches_outputs_published_before_the_state() -> None:
             break
     assert found is not None
     assert check(run_schedule(generate(found))) == [], "the real worker passes the same seed"
+
+
+def _concurrent_bets_under_a_wager_limit() -> Schedule:
+    """A day's wager limit of 150 stated first, then two bets of 100 sent while the wallet
+    takes its time (the second comes while the first's debit is in flight)."""
+    calls = (
+        Call(-1, 0, "op-a", "pl-0", "", "PLAYER_CONTROLS", "EUR", transaction_id="ch-1",
+             controls=("wager", 150)),
+        Call(0, 10, "op-a", "pl-0", "prov-x", "BET", "EUR", transaction_id="t1", round_id="r1",
+             amount=100),
+        Call(1, 20, "op-a", "pl-0", "prov-x", "BET", "EUR", transaction_id="t2", round_id="r2",
+             amount=100),
+    )  # fmt: skip
+    faults = (Fault(0, "wallet_slow", duration_ms=1_000, amount_ms=800),)
+    return Schedule(seed=-1, partitions=1, operators=("op-a",), calls=calls, faults=faults,
+                    starting_balance=1_000, exec_seed=7)  # fmt: skip
+
+
+def test_the_simulator_catches_a_limit_passed_by_debits_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stakes whose debit awaits the wallet count against a limit: a saga that forgot them
+    accepts both bets, and the simulator says so."""
+    world = run_schedule(_concurrent_bets_under_a_wager_limit())
+    assert check(world) == []
+    assert [t.final for t in world.tracks] == ["OK", "OK", "LIMIT_EXCEEDED"]
+    monkeypatch.setattr(agg_domain.saga, "_in_flight", lambda d, currency: 0)
+    problems = check(run_schedule(_concurrent_bets_under_a_wager_limit()))
+    assert problems == ["op-a/pl-0 under wager:150: wager of 200 above the limit"]
