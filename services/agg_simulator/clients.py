@@ -120,3 +120,16 @@ async def open_session(
         raise RuntimeError(f"opening a session failed: {response.status_code} {response.text}")
     token = response.json()["session_token"]
     return Session(operator.id, player, currency, game, provider, token)
+
+
+async def state_controls(http: httpx.AsyncClient, operator: Operator, player: str,
+                         change_id: str, controls: dict[str, object]) -> None:  # fmt: skip
+    """A player's responsible-gaming controls through the operator API (RuntimeError when
+    refused)."""
+    path = f"/v1/operators/{operator.id}/players/{player}/controls"
+    body = encode_body({"change_id": change_id, "actor": "simulator", **controls})
+    response = await http.post(
+        path, content=body, headers=signed_headers(operator.secret.reveal(), "POST", path, body)
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"stating controls failed: {response.status_code} {response.text}")

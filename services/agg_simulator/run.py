@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from fractions import Fraction
 
@@ -33,7 +34,15 @@ import psycopg
 from agg_config.settings import Settings
 from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.statuses import Action
-from agg_simulator.clients import Answer, Call, Session, open_session, send, start_session
+from agg_simulator.clients import (
+    Answer,
+    Call,
+    Session,
+    open_session,
+    send,
+    start_session,
+    state_controls,
+)
 from agg_simulator.model import Expectation
 from agg_simulator.paytable import RTP_DEFAULT, Paytable, paytable_for
 from agg_simulator.providers import ProviderClient, client_for
@@ -45,6 +54,21 @@ PlayerKey = tuple[str, str, str]  # operator, player, currency
 STAKES = (10, 20, 50, 100, 200, 500)
 """Stakes in minor units, drawn uniformly per round: multiples of every paytable's
 ``stake_step``, so that every win is a whole number of minor units."""
+WAGER_LIMIT = 2_000
+"""The day's wager limit of one player in ten (index 3 of each ten): reached after a few
+rounds, after which that player's bets are refused LIMIT_EXCEEDED."""
+
+
+def controls_for(index: int, currency: str) -> tuple[str, dict[str, object]] | None:
+    """The responsible-gaming controls the run states for its player ``index`` before play:
+    a day's wager limit for one in ten, a self-exclusion for one in twenty."""
+    if index % 10 == 3:
+        limit = {"kind": "wager", "period": "day", "amount": WAGER_LIMIT, "currency": currency}
+        return "wager limit", {"limits": [limit]}
+    if index % 20 == 7:
+        return "self-excluded", {"self_excluded": True}
+    return None
+
 
 OnTick = Callable[[Stats, float, bool], None]
 """Called once per interval with the stats, the monotonic time and whether the run is over."""
@@ -87,6 +111,8 @@ class Simulator:
         self.held: dict[PlayerKey, int | None] = {}
         """A transfer-wallet player's held balance as the last transfer answered it."""
         self.transfer_problems: list[str] = []
+        self.controls: Counter[str] = Counter()
+        """Players given responsible-gaming controls before play, by what they were given."""
 
     def _next_id(self, prefix: str) -> str:
         self._txn += 1
@@ -124,6 +150,11 @@ class Simulator:
                                                        op.wallet.starting_balance,
                                                        self._next_id("dep")), op.id, player,
                                      op.currencies[0])  # fmt: skip
+            stated = controls_for(i, op.currencies[0])  # after the deposit: it may refuse one
+            if stated is not None:
+                kind, controls = stated
+                await state_controls(self.http, op, player, self._next_id("rg"), controls)
+                self.controls[kind] += 1
             session = await start_session(self.http, client, session, self._next_id("rq"))
             self.sessions.append(session)
 
@@ -257,7 +288,7 @@ class Simulator:
 
     async def _run(self, duration_s: float, on_tick: OnTick, interval_s: float) -> None:
         await self.open_sessions()
-        self.stats = Stats(time.monotonic())
+        self.stats = Stats(time.monotonic(), controls=self.controls)
         for game in sorted({s.game for s in self.sessions}):
             self._tally(game)
         deadline = time.monotonic() + duration_s

@@ -96,6 +96,8 @@ class Stats:
     """Accepted stakes net of refunded ones, by currency (minor units)."""
     wins_out: Counter[str] = field(default_factory=Counter)
     """Credited wins, by currency (minor units)."""
+    controls: Counter[str] = field(default_factory=Counter)
+    """Players given responsible-gaming controls before play, by what they were given."""
 
     def __post_init__(self) -> None:
         if self.interval_started_s < 0:
@@ -205,6 +207,10 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
         for cur in sorted(set(stats.bets_in) | set(stats.wins_out))
     )
     lines.append(f"money (minor units): {money or '-'}")
+    if final and stats.controls:  # the live screen has no line to spare
+        refused = Counter({s: stats.total.statuses[s] for s in ("PLAYER_BLOCKED", "LIMIT_EXCEEDED")
+                           if stats.total.statuses[s]})  # fmt: skip
+        lines.append(f"player controls: {_counts(stats.controls)}; refused: {_counts(refused)}")
     if stats.errors:
         lines.append(f"errors:   {_counts(stats.errors)}")
     return lines

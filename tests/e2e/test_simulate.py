@@ -70,6 +70,8 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
     assert intervals, out
     assert all("nova-starfall=" in line and "/90.00%" in line for line in intervals)
     assert re.search(r"money check: OK for all \d+ players", out), out
+    # players 3, 13, 23 get a day's wager limit, 7 a self-exclusion: refused, not lost
+    assert "player controls: wager limit 3  self-excluded 1; refused: PLAYER_BLOCKED" in out
     assert "projection check: OK" in out
 
     tenants = load_tenants(pipeline.settings.tenants_file)

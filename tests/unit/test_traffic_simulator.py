@@ -30,7 +30,7 @@ from agg_simulator.paytable import (
     parse_rtp_percent,
     paytable_for,
 )
-from agg_simulator.run import STAKES, Simulator
+from agg_simulator.run import STAKES, Simulator, controls_for
 from agg_simulator.summary import (
     CLEAR_LINE_END,
     CLEAR_SCREEN,
@@ -408,3 +408,22 @@ def test_a_terminal_gets_one_screen_redrawn_and_a_pipe_one_line_per_interval() -
     final = summary_lines(stats_of_a_run(), 113.0, final=True)
     assert plain[3:] == final
     assert screens.endswith("\n".join(final) + "\n")
+
+
+def test_the_final_report_says_who_was_given_controls_and_what_they_refused() -> None:
+    stats = Stats(started_s=0.0)
+    stats.controls.update({"wager limit": 3, "self-excluded": 1})
+    for status in ("OK", "LIMIT_EXCEEDED", "LIMIT_EXCEEDED", "PLAYER_BLOCKED"):
+        stats.record("op-alpha", "prov-x", "bet", status, 1.0)
+    final = summary_lines(stats, now_s=1.0, final=True)
+    assert final[-1] == ("player controls: wager limit 3  self-excluded 1; refused: "
+                         "LIMIT_EXCEEDED 2  PLAYER_BLOCKED 1")  # fmt: skip
+    assert not any("player controls" in line for line in summary_lines(stats, 1.0, False))
+
+
+def test_one_player_in_ten_gets_a_wager_limit_and_one_in_twenty_a_self_exclusion() -> None:
+    given = [controls_for(i, "EUR") for i in range(40)]
+    assert [i for i, g in enumerate(given) if g and g[0] == "wager limit"] == [3, 13, 23, 33]
+    assert [i for i, g in enumerate(given) if g and g[0] == "self-excluded"] == [7, 27]
+    assert given[3] == ("wager limit", {"limits": [
+        {"kind": "wager", "period": "day", "amount": 2_000, "currency": "EUR"}]})  # fmt: skip
