@@ -157,6 +157,14 @@ class WalletConfig(_Strict):
         le=2**63 - 1,
         description="Balance in minor units the reference wallet gives a player it has not seen.",
     )
+    max_stake: int | None = Field(
+        None,
+        ge=1,
+        le=2**63 - 1,
+        description="The reference wallets' own stake limit, in minor units (an operator-side "
+        "limit): a DEBIT above it is refused LIMIT_REACHED, which the provider hears as "
+        "LIMIT_EXCEEDED (journaled with the rule operator_wallet:LIMIT_REACHED). Left out: none.",
+    )
     sandbox: bool = Field(
         False,
         description="Provider sandbox (reference Kafka wallet only): players whose id starts "
@@ -170,6 +178,8 @@ class WalletConfig(_Strict):
             raise ValueError("mode 'http' needs 'url'")
         if self.sandbox and self.mode != "kafka":
             raise ValueError("'sandbox' is a scenario set of the reference Kafka wallet")
+        if self.max_stake is not None and self.mode == "transfer":
+            raise ValueError("'max_stake' is a reference wallet's; a transfer wallet has none")
         if self.url and not WALLET_URL_PATTERN.fullmatch(self.url):
             raise ValueError("url: http:// or https://, a host, a path; no query or fragment")
         if self.mode == "http" and self.protocol == "canonical-v1" and self.secret is None:

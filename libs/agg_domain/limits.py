@@ -210,6 +210,26 @@ def deposit_refusal(controls: Controls, usage: Mapping[str, Usage], *, currency:
     return None
 
 
+def limits_text(limits: Iterable[Limit]) -> str:
+    """The limits as the records carry them: ``kind:period:CCC:amount``, comma-separated
+    (``loss:week:EUR:50000,wager:day:EUR:20000``; empty: none)."""
+    return ",".join(f"{x.kind.value}:{x.period.value}:{x.currency}:{x.amount}" for x in limits)
+
+
+def limits_from_text(text: str) -> tuple[Limit, ...]:
+    """:func:`limits_text` read back (ValueError on anything else: an unknown kind or
+    period, an amount that is not a non-negative integer)."""
+    if not text:
+        return ()
+    out = []
+    for item in text.split(","):
+        kind, period, currency, amount = item.split(":")
+        if not (amount.isascii() and amount.isdigit()) or len(currency) != 3:
+            raise ValueError(f"not a limit: {item!r}")
+        out.append(Limit(LimitKind(kind), Period(period), int(amount), currency))
+    return tuple(out)
+
+
 def limits_of(items: Iterable[tuple[str, str, int, str]]) -> tuple[Limit, ...]:
     """``(kind, period, amount, currency)`` tuples as limits (ValueError on an unknown kind
     or period)."""

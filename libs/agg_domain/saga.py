@@ -47,6 +47,7 @@ from agg_domain.limits import (
     add_usage,
     bet_refusal,
     deposit_refusal,
+    limits_text,
 )
 from agg_domain.statuses import REFUSAL_FOR_REPLY, Action, CommandKind, ReplyStatus, Status
 
@@ -1364,16 +1365,19 @@ def _on_held_rollback(d: _Draft, held: _Held, rollback: Txn, request: Request,
                     bet_known=bet is not None and bet.state != TxnState.TOMBSTONE)  # fmt: skip
         return
     assert bet is not None
-    balance += bet.amount
-    _held_move(d, held, bet.currency, balance)
+    # the stake goes back in the bet's currency, whatever the rollback names; its answer
+    # carries the balance of the rollback's currency, as every answer does
+    refunded_balance = _held_balance(d, held, bet.currency) + bet.amount
+    _held_move(d, held, bet.currency, refunded_balance)
     decision_id = _held_id(d, held, bet, "CANCEL")
     refunded = replace(bet, state=TxnState.ROLLED_BACK, settled_at_ms=d.now,
                        cancel_command_id=decision_id)  # fmt: skip
     d.put(refunded)
-    _held_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK, balance)
+    _held_settle(d, rollback, request, TxnState.ACCEPTED, Status.OK,
+                 _held_balance(d, held, request.currency))  # fmt: skip
     _held_event(d, held, "BetRolledBack", decision_id, refunded,
                 rollback_transaction_id=rollback.transaction_id, command_id=decision_id,
-                balance=balance)  # fmt: skip
+                balance=refunded_balance)  # fmt: skip
     if held.keeps_rounds:
         d.add_to_round(refunded, refund=refunded.amount)
     if held is _TRANSFER:
@@ -1450,8 +1454,7 @@ def _on_controls(d: _Draft, request: Request) -> None:
             self_excluded_until=applied.self_excluded_until_ms,
             session_time_limit_s=(None if applied.session_time_limit_ms is None
                                   else applied.session_time_limit_ms // 1000),
-            limits=[{"kind": x.kind.value, "period": x.period.value, "amount": x.amount,
-                     "currency": x.currency} for x in applied.limits])  # fmt: skip
+            limits=limits_text(applied.limits))  # fmt: skip
     d.outputs.append(Answer(request, Status.OK, None, request.currency))
 
 

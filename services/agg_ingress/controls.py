@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agg_domain.limits import Controls, Limit, LimitKind, Period
+from agg_domain.limits import Controls, Limit, LimitKind, Period, limits_text
 from agg_ingress.protocol import ID_PATTERN, Invalid, _Fields, _Malformed
 
 FIELDS = frozenset({"change_id", "actor", "blocked", "self_excluded", "self_excluded_until",
@@ -112,17 +112,21 @@ def validate_controls(body: dict[str, Any]) -> ControlsRequest | Invalid:
 def controls_avro(c: Controls) -> dict[str, Any]:
     """The ProviderRequest's ``controls`` record."""
     until = c.self_excluded_until_ms
-    at = None if until is None else datetime.fromtimestamp(until / 1000, tz=UTC)
     return {
         "blocked": c.blocked,
         "self_excluded": c.self_excluded,
-        "self_excluded_until": at,
+        "self_excluded_until": None if until is None else datetime.fromtimestamp(until / 1000,
+                                                                                 tz=UTC),
         "session_time_limit_s": (None if c.session_time_limit_ms is None
                                  else c.session_time_limit_ms // 1000),
-        "limits": [{"kind": x.kind.value, "period": x.period.value, "amount": x.amount,
-                    "currency": x.currency} for x in c.limits],
+        "limits": limits_text(c.limits),
         "actor": c.actor,
     }  # fmt: skip
+
+
+def limits_json(limits: tuple[Limit, ...]) -> list[dict[str, Any]]:
+    return [{"kind": x.kind.value, "period": x.period.value, "amount": x.amount,
+             "currency": x.currency} for x in limits]  # fmt: skip
 
 
 def controls_json(c: Controls) -> dict[str, Any]:
@@ -131,4 +135,5 @@ def controls_json(c: Controls) -> dict[str, Any]:
     at = body["self_excluded_until"]
     if at is not None:
         body["self_excluded_until"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body["limits"] = limits_json(c.limits)
     return body

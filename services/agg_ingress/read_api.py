@@ -22,6 +22,9 @@ from typing import Any
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from agg_domain.limits import limits_from_text
+from agg_ingress.controls import limits_json
+
 PLAYER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ID = PLAYER_ID
 """Every id of the read API (player, round, provider, transaction): the callbacks' ids."""
@@ -123,7 +126,7 @@ class ProjectionReader:
                 "self_excluded": excluded,
                 "self_excluded_until": None if until is None else until.isoformat(),
                 "session_time_limit_s": session_s,
-                "limits": limits,
+                "limits": limits_json(limits_from_text(limits or "")),
                 "actor": actor,
             },
             "changed_at": at.isoformat(),

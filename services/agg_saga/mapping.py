@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agg_domain.compliance import Refusal
-from agg_domain.limits import Controls, limits_of
+from agg_domain.limits import Controls, limits_from_text
 from agg_domain.saga import Answer, Command, Event, Reply, Request
 from agg_domain.statuses import Action, ReplyStatus, Status
 
@@ -63,8 +63,7 @@ def _controls(d: dict[str, Any] | None) -> Controls | None:
     until = d.get("self_excluded_until")
     limit_s = d.get("session_time_limit_s")
     try:
-        limits = limits_of((x["kind"], x["period"], x["amount"], x["currency"])
-                           for x in d["limits"])  # fmt: skip
+        limits = limits_from_text(d["limits"])
     except ValueError:
         return None
     return Controls(

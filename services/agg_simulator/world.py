@@ -112,11 +112,7 @@ class Stats:
 def _controls_datum(control: tuple[str, int], currency: str) -> dict[str, Any]:
     """A schedule's control as the ProviderRequest's ``controls`` record."""
     kind, limit = control
-    limits = (
-        []
-        if kind in ("block", "exclude")
-        else [{"kind": kind, "period": "day", "amount": limit, "currency": currency}]
-    )
+    limits = "" if kind in ("block", "exclude") else f"{kind}:day:{currency}:{limit}"
     return {"blocked": kind == "block", "self_excluded": kind == "exclude",
             "self_excluded_until": None, "session_time_limit_s": None, "limits": limits,
             "actor": "sim"}  # fmt: skip

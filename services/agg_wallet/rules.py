@@ -31,7 +31,8 @@ kind          effect                   when
 DEBIT         ``debited``              balance >= amount; balance -= amount, OK
 DEBIT         ``insufficient``         balance < amount; nothing moves, INSUFFICIENT_FUNDS
 DEBIT         ``refused``              a CANCEL of this id came first; nothing moves, ERROR
-                                       (sandbox: the player's scenario refuses it)
+                                       (sandbox: the player's scenario refuses it; above the
+                                       operator's ``max_stake``: LIMIT_REACHED)
 CREDIT        ``credited``             balance += amount, OK
 CANCEL        ``refunded``             the debit was applied and not yet cancelled; refund, OK
 CANCEL        ``noop``                 the debit was refused, or already cancelled; OK
@@ -79,7 +80,8 @@ class Kind(StrEnum):
 
 class Status(StrEnum):
     """The reply statuses this wallet uses (a subset of ``casino.agg.WalletReplyStatus``;
-    PLAYER_BLOCKED and LIMIT_REACHED only in the sandbox)."""
+    PLAYER_BLOCKED only in the sandbox, LIMIT_REACHED in the sandbox and above the
+    operator's ``max_stake``)."""
 
     OK = "OK"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
@@ -180,6 +182,9 @@ class Policy:
     """Provider sandbox scenarios by player id prefix (operator config ``wallet.sandbox``)."""
     defects: frozenset[Defect] = frozenset()
     """Deliberate defects, for the certification kit's tests only."""
+    max_stake: int | None = None
+    """The operator's own stake limit (``wallet.max_stake``): a DEBIT above it is refused
+    LIMIT_REACHED; None: no limit."""
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,10 @@ class Book:
             if refusal is not None:
                 effect, status = refusal
                 return self._entry(c, effect, 0, status, balance, now, "sandbox scenario")
+            limit = self.policy.max_stake
+            if limit is not None and c.amount > limit:
+                reason = f"above the operator's stake limit {limit}"
+                return self._entry(c, Effect.REFUSED, 0, Status.LIMIT_REACHED, balance, now, reason)
             if balance < c.amount:
                 if Defect.NEGATIVE_BALANCE in self.policy.defects:
                     return self._entry(

@@ -509,6 +509,7 @@ def policy_of(operator: Operator, defects: frozenset[Defect]) -> Policy:
         currencies=frozenset(operator.currencies),
         sandbox=operator.wallet.sandbox,
         defects=defects,
+        max_stake=operator.wallet.max_stake,
     )
 
 

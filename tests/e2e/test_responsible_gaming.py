@@ -4,7 +4,8 @@ before any debit or deposit: blocked and self-excluded players are refused PLAYE
 session past its time limit and a bet or deposit over a period's limit LIMIT_EXCEEDED; the
 operator's wallet sees no command; wins, refunds and withdrawals still land; every refusal
 is journaled with the control's rule, every change with who made it; the read API shows the
-controls in force. No restart anywhere."""
+controls in force. No restart anywhere. The operator's own wallet refuses too: a stake above
+its ``wallet.max_stake``."""
 
 from __future__ import annotations
 
@@ -26,11 +27,26 @@ from tests.e2e.test_pipeline import answer, eventually
 TRANSFER_OPERATOR = "op-delta"
 
 
+MAX_STAKE = 50_000
+"""op-alpha's own stake limit in this module's tenants (``wallet.max_stake``)."""
+
+
 @pytest.fixture(scope="module")
 def pipeline(
     settings: Settings, catalogue_topics: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
-    p = Pipeline(settings, tmp_path_factory.mktemp("pipeline"), projector_client="librdkafka")
+    root = tmp_path_factory.mktemp("pipeline")
+    tenants = root / "aggregator.yaml"
+    text = settings.tenants_file.read_text()
+    plain = "wallet: {mode: kafka, starting_balance: 100000}"
+    assert text.count(plain) >= 1
+    tenants.write_text(
+        text.replace(
+            plain, f"wallet: {{mode: kafka, starting_balance: 100000, max_stake: {MAX_STAKE}}}", 1
+        )
+    )
+    p = Pipeline(settings, root, projector_client="librdkafka",
+                 env={"AGG_TENANTS_FILE": str(tenants)})  # fmt: skip
     try:
         p.start()
         yield p
@@ -216,3 +232,12 @@ def test_a_transfer_wallet_players_deposits_and_bets_are_held_to_the_controls(
     assert rules(pipeline, player, "TransferRejected") == ["rg:deposit:month:EUR:5000",
                                                            "rg:blocked"]  # fmt: skip
     assert rules(pipeline, player) == ["rg:blocked"]
+
+
+def test_the_operators_wallet_refuses_a_stake_above_its_own_limit(pipeline: Pipeline) -> None:
+    player, token = pipeline.new_player()
+    assert answer(pipeline.bet(player, token, "b1", MAX_STAKE))[1] == "OK"
+    refused = pipeline.bet(player, token, "b2", MAX_STAKE + 1, round_id="r2")
+    assert answer(refused)[1] == "LIMIT_EXCEEDED"
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE - MAX_STAKE
+    eventually(lambda: rules(pipeline, player) == ["operator_wallet:LIMIT_REACHED"])

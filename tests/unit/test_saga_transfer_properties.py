@@ -238,3 +238,20 @@ def test_a_bet_beyond_the_held_balance_is_refused_and_a_seamless_deposit_is_inva
     (answer,) = decision.outputs
     assert isinstance(answer, Answer) and answer.status == Status.INVALID_REQUEST
     assert decision.state.transfer_balances == {}
+
+
+def test_a_rollback_naming_another_currency_refunds_the_stake_in_the_bets() -> None:
+    """The stake goes back where it came from: a rollback in USD of a EUR bet refunds EUR
+    (it once set the EUR balance to the USD balance plus the stake)."""
+    p = Player("op-t1", "pl-1", TRANSFER, PlayerState("op-t1", "pl-1"))
+    p.send(Request("rq-1", "c", "", "", "", Action.DEPOSIT, "EUR", T0, transaction_id="d1",
+                   amount=1_000))  # fmt: skip
+    p.send(Request("rq-2", "c", "prov-a", "", "", Action.BET, "EUR", T0, transaction_id="b1",
+                   round_id="r1", game_id="g1", amount=100))  # fmt: skip
+    p.send(Request("rq-3", "c", "prov-a", "", "", Action.ROLLBACK, "USD", T0,
+                   transaction_id="rb1", reference_transaction_id="b1", round_id="r1"))  # fmt: skip
+    assert p.state.transfer_balances == {"EUR": 1_000}
+    [rollback] = p.answers[("ROLLBACK", "prov-a", "rb1")]
+    assert (rollback.status, rollback.balance, rollback.currency) == (Status.OK, 0, "USD")
+    refunded = [e for e in p.events if e.name == "BetRolledBack"]
+    assert [(e.fields["currency"], e.fields["balance"]) for e in refunded] == [("EUR", 1_000)]

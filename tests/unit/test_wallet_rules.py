@@ -269,6 +269,21 @@ def test_sandbox_debits_by_prefix_and_credits_stay_normal(
     assert (cancel.entry.status, cancel.entry.balance) == (Status.OK, START + 5)
 
 
+def test_a_stake_above_the_operators_limit_is_refused_and_moves_nothing() -> None:
+    b = book(Policy(max_stake=500))
+    at_limit = apply(b, command("p", "DEBIT", 500, command_id="d1"))
+    assert (at_limit.entry.status, at_limit.entry.balance) == (Status.OK, START - 500)
+    above = apply(b, command("p", "DEBIT", 501, command_id="d2"))
+    assert (above.entry.status, above.entry.effect, above.entry.balance) == (
+        Status.LIMIT_REACHED, Effect.REFUSED, START - 500)  # fmt: skip
+    assert apply(b, command("p", "DEBIT", 501, command_id="d2")).entry is above.entry
+    cancel = apply(b, command("p", "CANCEL", 501, command_id="c2", reference="d2"))
+    assert (cancel.entry.status, cancel.entry.balance) == (Status.OK, START - 500)
+    # credits are never limited
+    credit = apply(b, command("p", "CREDIT", 10_000, command_id="w"))
+    assert credit.entry.status == Status.OK
+
+
 def test_the_same_prefixes_are_plain_players_without_the_sandbox() -> None:
     b = book()
     debit = apply(b, command("sandbox-blocked-1", "DEBIT", 100))

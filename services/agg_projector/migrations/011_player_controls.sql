@@ -14,7 +14,7 @@ SELECT DISTINCT ON (operator_id, player_id)
        (payload->>'self_excluded')::boolean         AS self_excluded,
        (payload->>'self_excluded_until')::timestamptz AS self_excluded_until,
        (payload->>'session_time_limit_s')::bigint   AS session_time_limit_s,
-       payload->'limits'                            AS limits,
+       payload->>'limits'                           AS limits,
        occurred_at                                  AS changed_at,
        event_id
 FROM {schema}.journal
