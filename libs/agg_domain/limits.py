@@ -39,8 +39,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 from agg_domain.compliance import Refusal
 from agg_domain.ids import derive_id
@@ -115,16 +116,25 @@ class Usage:
 NO_CONTROLS = Controls()
 
 
+DAY_MS = 86_400_000
+
+
+@lru_cache(maxsize=64)
+def _month_start_ms(day: int) -> int:
+    """The first of the month holding day number ``day`` (days since 1970-01-01), in ms."""
+    first = (date(1970, 1, 1) + timedelta(days=day)).replace(day=1)
+    return (first - date(1970, 1, 1)).days * DAY_MS
+
+
 def period_start_ms(period: Period, now_ms: int) -> int:
-    """The start, in UTC, of the calendar period holding ``now_ms``."""
-    day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
+    """The start, in UTC, of the calendar period holding ``now_ms`` (integer arithmetic for
+    days and weeks: this runs for every settled stake)."""
+    day = now_ms // DAY_MS
+    if period is Period.DAY:
+        return day * DAY_MS
     if period is Period.WEEK:
-        day -= timedelta(days=day.weekday())
-    elif period is Period.MONTH:
-        day = day.replace(day=1)
-    return int(day.timestamp()) * 1000
+        return (day - (day + 3) % 7) * DAY_MS  # 1970-01-01 was a Thursday
+    return _month_start_ms(day)
 
 
 def usage_key(currency: str, period: Period) -> str:
