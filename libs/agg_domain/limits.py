@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 from functools import lru_cache
+from typing import NamedTuple
 
 from agg_domain.compliance import Refusal
 from agg_domain.ids import derive_id
@@ -102,9 +103,9 @@ class Controls:
         return self.self_excluded_until_ms is None or now_ms < self.self_excluded_until_ms
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What one currency's play added up to in one period."""
+class Usage(NamedTuple):
+    """What one currency's play added up to in one period (a tuple: one is made for each
+    period of every settled stake)."""
 
     period_start_ms: int
     wagered: int = 0
@@ -151,18 +152,25 @@ def current_usage(usage: Mapping[str, Usage], currency: str, period: Period,
     return held
 
 
+@lru_cache(maxsize=256)
+def _keys(currency: str) -> tuple[str, str, str]:
+    """The usage keys of ``currency``'s day, week and month."""
+    return (usage_key(currency, Period.DAY), usage_key(currency, Period.WEEK),
+            usage_key(currency, Period.MONTH))  # fmt: skip
+
+
 def add_usage(usage: Mapping[str, Usage], currency: str, now_ms: int, *, wagered: int = 0,
               lost: int = 0, deposited: int = 0) -> dict[str, Usage]:  # fmt: skip
     """``usage`` with the amounts added to the current day, week and month of ``currency``."""
     out = dict(usage)
-    for period in Period:
-        held = current_usage(usage, currency, period, now_ms)
-        out[usage_key(currency, period)] = Usage(
-            held.period_start_ms,
-            held.wagered + wagered,
-            held.lost + lost,
-            held.deposited + deposited,
-        )
+    day = now_ms // DAY_MS
+    starts = (day * DAY_MS, (day - (day + 3) % 7) * DAY_MS, _month_start_ms(day))
+    for key, start in zip(_keys(currency), starts, strict=True):
+        held = usage.get(key)
+        if held is None or held[0] != start:
+            out[key] = Usage(start, wagered, lost, deposited)
+        else:
+            out[key] = Usage(start, held[1] + wagered, held[2] + lost, held[3] + deposited)
     return out
 
 

@@ -831,9 +831,10 @@ def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
     if request.refusal is not None:
         _refuse_bet(d, _new_txn(request, TxnState.PENDING), request, request.refusal)
         return
-    if _refused_by_controls(d, _new_txn(request, TxnState.PENDING), request):
+    txn = _new_txn(request, TxnState.PENDING)
+    if d.controls is not NO_CONTROLS and _refused_by_controls(d, txn, request):
         return
-    _start_debit(d, _new_txn(request, TxnState.PENDING), request)
+    _start_debit(d, txn, request)
 
 
 RULE_ROLLED_BACK = "rolled_back"
