@@ -1,10 +1,11 @@
 """``python -m agg_saga`` (also ``aggregator saga``): run one saga worker.
 
 The worker reads the wallet replies of the operators of the tenants document in use at its
-start (the config topic's, else the tenants file's). It follows the document only to say
-when it falls behind: an operator added later is logged ``operator_not_consumed`` (error,
-``agg_saga_operators_not_consumed``) until the worker is restarted, since its replies are
-on a topic the worker does not read yet."""
+start (the config topic's, else the tenants file's). It follows the document: the
+providers' round auto-close idle times (``round_auto_close_s``) of each document applied are
+used from then on, without a restart (logged ``round_auto_close_applied``); an operator added
+later is logged ``operator_not_consumed`` (error, ``agg_saga_operators_not_consumed``) until
+the worker is restarted, since its replies are on a topic the worker does not read yet."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import uvloop
 from prometheus_client import Gauge
 
 from agg_config.settings import load_settings
-from agg_config.tenants import load_tenants
+from agg_config.tenants import Tenants, load_tenants
 from agg_kafka.tenants_watch import Applied, TenantsHolder, TenantsWatcher
 from agg_obs.logs import configure_logging, get_logger
 from agg_obs.metrics import serve_metrics
@@ -29,6 +30,11 @@ NOT_CONSUMED = Gauge(
     "agg_saga_operators_not_consumed",
     "Operators of the tenants document in use whose wallet replies this worker does not read",
 )
+
+
+def auto_close_ms(tenants: Tenants) -> dict[str, int]:
+    """Each provider's round auto-close idle time in the tenants, in ms."""
+    return {p.id: p.round_auto_close_s * 1000 for p in tenants.providers}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,15 +65,20 @@ def main(argv: list[str] | None = None) -> int:
 
         holder.listeners.append(check)
         # aiokafka clients belong to the running loop: build the worker inside it
-        # the providers' auto-close idle times of the document in use at start (like the
-        # operators whose replies are read: a change takes a restart of the workers)
-        started = holder.tenants
         worker = SagaWorker(
             settings,
             sorted(consumed),
             client_id=args.client_id,
-            round_auto_close_ms={p.id: p.round_auto_close_s * 1000 for p in started.providers},
+            round_auto_close_ms=auto_close_ms(holder.tenants),
         )
+
+        def follow_auto_close(old: Applied[frozenset[str]], new: Applied[frozenset[str]]) -> None:
+            times = auto_close_ms(new.tenants)
+            if worker.set_round_auto_close(times):
+                log.event("round_auto_close_applied", sequence=new.document.sequence,
+                          providers={p: ms // 1000 for p, ms in sorted(times.items())})  # fmt: skip
+
+        holder.listeners.append(follow_auto_close)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -53,7 +53,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -279,6 +279,20 @@ class SagaWorker:
         """Offsets of finished batches, committed on the next tick."""
         self._next_tick = 0.0
         self._next_lag = 0.0
+
+    def set_round_auto_close(self, round_auto_close_ms: Mapping[str, int]) -> bool:
+        """Use new per-provider auto-close idle times (a tenants document applied while the
+        worker runs): the saga decides with them from the next message on, and every player's
+        next auto-close is recomputed at once (a shorter time closes idle rounds on the next
+        tick, a longer one keeps them open). Whether anything changed."""
+        wanted = dict(round_auto_close_ms)
+        if wanted == dict(self.config.round_auto_close_ms_by_provider):
+            return False
+        self.config = replace(self.config, round_auto_close_ms_by_provider=wanted)
+        for partition, states in self.states.items():
+            for key, state in states.items():
+                self._note_due(partition, key, state, (), rounds_changed=True)
+        return True
 
     # --- state ------------------------------------------------------------------------------
 

@@ -153,3 +153,37 @@ def test_disabling_and_enabling_a_provider_reaches_the_running_ingress(
         return [r[0] for r in rows] == ["e2e-ops-alice", "e2e-ops-bob"]
 
     eventually(projected, timeout_s=30)
+
+
+def test_a_providers_new_auto_close_time_reaches_the_running_saga_workers(
+    pipeline: Pipeline, ours: Settings, tmp_path: Path
+) -> None:
+    """``round_auto_close_s`` lowered by ``aggregator config apply``: the same saga worker
+    closes an idle round of the provider after the new time (RoundAutoClosed journaled, a
+    bet on it refused ROUND_CLOSED), with no restart."""
+    saga_pid = pipeline.sagas[0].pid()
+    data: dict[str, Any] = copy.deepcopy(yaml.safe_load(ours.tenants_file.read_text()))
+    next(p for p in data["providers"] if p["id"] == PROVIDER)["round_auto_close_s"] = 2
+    quick = tmp_path / "tenants-quick-close.yaml"
+    quick.write_text(yaml.safe_dump(data))
+    _apply(pipeline, quick, "e2e-ops-carol", "close idle rounds sooner")
+    eventually(lambda: '"event":"round_auto_close_applied"' in pipeline.sagas[0].log_file
+               .read_text(), timeout_s=30)  # fmt: skip
+
+    player, token = pipeline.new_player()
+    round_id = f"rnd-{uuid.uuid4().hex[:8]}"
+    assert answer(pipeline.bet(player, token, txn(), 100, round_id=round_id))[1] == "OK"
+
+    def auto_closed() -> bool:
+        with psycopg.connect(ours.database_url) as conn:
+            rows = conn.execute(
+                "select payload->>'auto_close_ms' from projection.journal where player_id = %s"
+                " and event_type = 'RoundAutoClosed'",
+                (player,),
+            ).fetchall()
+        return [r[0] for r in rows] == ["2000"]
+
+    eventually(auto_closed, timeout_s=30)
+    late = pipeline.bet(player, token, txn(), 100, round_id=round_id)
+    assert answer(late)[1] == "ROUND_CLOSED"
+    assert pipeline.sagas[0].pid() == saga_pid  # the same worker throughout

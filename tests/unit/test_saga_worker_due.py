@@ -80,3 +80,26 @@ def test_worker_keeps_next_due_and_records_as_a_full_walk_would(
     restored.states[PARTITION] = {KEY: sim.state}
     restored._note_due(PARTITION, KEY, sim.state, sim.state.txns, rounds_changed=True)
     assert restored.due[PARTITION].get(KEY) == next_due_ms(sim.state, CONFIG)
+
+
+def test_new_auto_close_times_apply_to_every_player_without_a_restart() -> None:
+    """A tenants document with other ``round_auto_close_s`` reaches a running worker: its
+    next decisions use them and every player's next Tick is recomputed with them."""
+    from dataclasses import replace
+
+    from agg_domain.saga import PlayerState, Round
+
+    worker = _worker()
+    players = {f"{OPERATOR}:p{i}".encode(): PlayerState(OPERATOR, f"p{i}", rounds={
+        f"prov-{i % 2}:r1": Round("r1", "g1", "EUR", f"prov-{i % 2}", bet_total=10,
+                                 updated_at_ms=1_000 * i)}) for i in range(4)}  # fmt: skip
+    for key, state in players.items():
+        worker.states[PARTITION][key] = state
+        worker._note_due(PARTITION, key, state, (), rounds_changed=True)
+    assert worker.set_round_auto_close({"prov-0": 5_000, "prov-1": 60_000})
+    assert not worker.set_round_auto_close({"prov-0": 5_000, "prov-1": 60_000})
+    assert worker.config == replace(CONFIG, round_auto_close_ms_by_provider={
+        "prov-0": 5_000, "prov-1": 60_000})  # fmt: skip
+    for key, state in players.items():
+        assert worker.due[PARTITION][key] == next_due_ms(state, worker.config)
+    assert [worker.due[PARTITION][k] for k in players] == [5_000, 61_000, 7_000, 63_000]
