@@ -1515,10 +1515,12 @@ def _idle_past(d: _Draft, rnd: Round) -> bool:
 def _rounds_with_pending_bets(d: _Draft) -> set[str]:
     """Rounds with a bet whose debit awaits the wallet: not idle, whatever their clock says
     (the bet lands on the round within the wallet timeout, or is compensated)."""
+    # a bet is PENDING exactly while its DEBIT awaits a reply: the pending commands say it
+    # without walking the player's history
     return {
-        txn_key(t.provider_id, t.round_id)
-        for t in d.txns.values()
-        if t.state == TxnState.PENDING and t.action == Action.BET and t.round_id is not None
+        txn_key(p.command.provider_id, p.command.round_id)
+        for p in d.pending.values()
+        if p.command.kind == CommandKind.DEBIT and p.command.round_id is not None
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,13 +26,18 @@ from agg_domain.saga import (
     SagaConfig,
     Tick,
     TxnState,
+    _Draft,
+    _rounds_with_pending_bets,
     decide,
     event_id,
     next_due_ms,
     rounds_due_ms,
+    txn_key,
 )
 from agg_domain.statuses import Action, CommandKind, ReplyStatus, Status
 from agg_saga.state_codec import StateBuilder, state_records
+from tests.unit.test_saga_properties import CONFIG as CONFIG_PROPERTIES
+from tests.unit.test_saga_properties import Message, Sim, Wallet, play_signed_64, steps
 
 OPERATOR, PLAYER = "op-1", "pl-1"
 IDLE_MS = 2_000
@@ -504,3 +510,24 @@ def test_a_transfer_wallets_rounds_close_and_refuse_bets_the_same_way() -> None:
     assert [(a.status, a.balance) for a in answers] == [(Status.OK, 1_200)]
     assert names(events) == ["WinCredited"]
     assert p.state.transfer_balances == {"EUR": 1_200}
+
+
+class _PendingBetsSim(Sim):
+    """After each decision: the rounds with a debit in flight, read from the pending
+    commands, are those of the PENDING bets."""
+
+    def feed(self, message: Message) -> None:
+        super().feed(message)
+        walked = {txn_key(t.provider_id, t.round_id) for t in self.state.txns.values()
+                  if t.state == TxnState.PENDING and t.action == Action.BET
+                  and t.round_id is not None}  # fmt: skip
+        draft = _Draft(self.state, self.now, CONFIG_PROPERTIES)
+        assert _rounds_with_pending_bets(draft) == walked
+
+
+@settings(max_examples=100, deadline=None)
+@given(script=steps, start_balance=st.sampled_from((0, 1_000)))
+def test_the_rounds_with_a_debit_in_flight_are_the_pending_bets_rounds(
+    script: list[tuple[Any, ...]], start_balance: int
+) -> None:
+    play_signed_64(_PendingBetsSim(Wallet(start_balance)), script)
