@@ -312,6 +312,10 @@ class PlayerState:
     control_changes: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     """Change id -> (its content's digest, when applied): a repeat is answered, never
     applied again; kept as long as settled transactions are."""
+    sessions: Mapping[str, int] = field(default_factory=dict)
+    """Per provider, when the player's latest session with it opened (from the requests that
+    carry it): a session time limit counts from here for the provider's calls that carry no
+    session (those naming the player by reference). Kept only while a time limit is set."""
 
 
 @dataclass(frozen=True)
@@ -389,6 +393,7 @@ class _Draft:
         self.controls = state.controls
         self.usage = state.usage
         self.control_changes = state.control_changes
+        self.sessions = state.sessions
         self.outputs: list[Output] = []
 
     def finish(self) -> Decision:
@@ -406,6 +411,7 @@ class _Draft:
             controls=self.controls,
             usage=self.usage,
             control_changes=self.control_changes,
+            sessions=self.sessions,
         )
         return Decision(state, tuple(self.outputs), tuple(self.txns_changed))
 
@@ -649,6 +655,7 @@ def _on_request(d: _Draft, request: Request) -> None:
     if _invalid(request):
         d.answer(request, Status.INVALID_REQUEST)
         return
+    _note_session(d, request)
     if request.action in (Action.BALANCE, Action.AUTHENTICATE):
         _on_balance(d, request)
         return
@@ -882,9 +889,20 @@ def _controls_refusal(d: _Draft, request: Request, amount: int) -> Refusal | Non
     if any(x.kind is not LimitKind.DEPOSIT and x.currency == request.currency
            for x in controls.limits):  # fmt: skip
         in_flight = _in_flight(d, request.currency)
+    started = request.session_started_at_ms or d.sessions.get(request.provider_id)
     return bet_refusal(controls, d.usage, currency=request.currency, amount=amount,
                        in_flight=in_flight, now_ms=d.now,
-                       session_started_at_ms=request.session_started_at_ms)  # fmt: skip
+                       session_started_at_ms=started)  # fmt: skip
+
+
+def _note_session(d: _Draft, request: Request) -> None:
+    """Remember when the request's session opened, per provider, while the player has a
+    session time limit (a later call without a session is held to the same start)."""
+    started = request.session_started_at_ms
+    if started is None or d.controls.session_time_limit_ms is None or request.mode != REAL:
+        return
+    if d.sessions.get(request.provider_id, -1) < started:
+        d.sessions = {**d.sessions, request.provider_id: started}
 
 
 def _refused_by_controls(d: _Draft, txn: Txn, request: Request) -> bool:
@@ -1242,6 +1260,8 @@ def _on_held_request(d: _Draft, request: Request, held: _Held) -> None:
     if not valid_mode or _invalid(request):
         _held_answer(d, request, Status.INVALID_REQUEST, balance if valid_mode else None)
         return
+    if held is _TRANSFER:
+        _note_session(d, request)
     if request.action in (Action.BALANCE, Action.AUTHENTICATE):
         _held_answer(d, request, Status.OK, balance)
         return
@@ -1448,6 +1468,8 @@ def _on_controls(d: _Draft, request: Request) -> None:
         return
     applied = replace(controls, change_id=change_id, changed_at_ms=d.now)
     d.controls = applied
+    if applied.session_time_limit_ms is None:
+        d.sessions = {}
     d.control_changes = {**d.control_changes, change_id: (digest, d.now)}
     d.event("PlayerControlsChanged", f"controls:{change_id}", None,
             correlation_id=request.correlation_id, provider_id="", change_id=change_id,

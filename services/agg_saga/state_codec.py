@@ -256,6 +256,8 @@ def encode_header(
                          for k, u in state.usage.items()}  # fmt: skip
     if state.control_changes:
         body["control_changes"] = {c: list(seen) for c, seen in state.control_changes.items()}
+    if state.sessions:
+        body["sessions"] = dict(state.sessions)
     if cache is None:
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
@@ -431,6 +433,7 @@ class StateBuilder:
                     controls=_controls(h["controls"]) if "controls" in h else NO_CONTROLS,
                     usage=_usage(h.get("usage", {})),
                     control_changes=_control_changes(h.get("control_changes", {})),
+                    sessions={str(p): int(at) for p, at in h.get("sessions", {}).items()},
                 )
                 meta = WriteMeta(
                     seq=int(h.get("seq", 0)),
