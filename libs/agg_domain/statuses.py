@@ -17,6 +17,10 @@ class Action(StrEnum):
     """The operator moves funds into a transfer-wallet balance (operator API)."""
     WITHDRAW = "WITHDRAW"
     """The operator moves funds out of a transfer-wallet balance (operator API)."""
+    CAMPAIGN_GRANT = "CAMPAIGN_GRANT"
+    """The operator grants its player a free-spin campaign (operator API)."""
+    CAMPAIGN_CANCEL = "CAMPAIGN_CANCEL"
+    """The operator cancels a free-spin campaign of its player (operator API)."""
 
 
 class WinKind(StrEnum):
@@ -34,8 +38,8 @@ class WinKind(StrEnum):
 
 PROVIDER_ACTIONS = (Action.AUTHENTICATE, Action.BALANCE, Action.BET, Action.WIN,
                     Action.ROLLBACK)  # fmt: skip
-"""The actions a provider's callback may carry (every protocol maps onto these); DEPOSIT and
-WITHDRAW come from the operator API only."""
+"""The actions a provider's callback may carry (every protocol maps onto these); DEPOSIT,
+WITHDRAW, CAMPAIGN_GRANT and CAMPAIGN_CANCEL come from the operator API only."""
 
 
 class Status(StrEnum):

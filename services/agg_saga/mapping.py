@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agg_domain.compliance import Refusal
-from agg_domain.saga import Answer, Command, Event, Reply, Request
+from agg_domain.saga import Answer, CampaignGrant, Command, Event, Reply, Request
 from agg_domain.statuses import Action, ReplyStatus, Status
 
 EVENT_NAMESPACE = "casino.agg.events."
@@ -44,6 +44,20 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         wallet=d.get("wallet", "seamless"),  # written before v3: seamless
         win_kind=d.get("win_kind", "REGULAR"),
         refusal=_refusal(d.get("refusal")),  # written before v4: none
+        campaign=_grant(d.get("campaign")),  # written before v6: none
+        campaign_id=d.get("campaign_id"),
+    )
+
+
+def _grant(d: dict[str, Any] | None) -> CampaignGrant | None:
+    if d is None:
+        return None
+    return CampaignGrant(
+        campaign_id=d["campaign_id"],
+        games=tuple(d["games"]),
+        spins=d["spins"],
+        bet_value=d["bet_value"],
+        expires_at_ms=_ms(d["expires_at"]),
     )
 
 
