@@ -1598,6 +1598,9 @@ def _on_free_bet(d: _Draft, held: _Held | None, txn: Txn, request: Request,
     decision_id = derive_id("free", d.base.operator_id, d.base.player_id, txn.provider_id,
                             txn.transaction_id)  # fmt: skip
     txn = replace(txn, command_id=decision_id, attempt=1, waiters=(), deadline_ms=None)
+    # the journal reports a balance only where it is exact (a held one): the operator's may
+    # have moved since the saga last heard it, and a money event's balance is a fact
+    reported = balance if held is not None else None
     why = _free_spin_refusal(d, request)
     if why is not None:
         status = CAMPAIGN_RULES[why]
@@ -1607,7 +1610,7 @@ def _on_free_bet(d: _Draft, held: _Held | None, txn: Txn, request: Request,
         d.outputs.append(Answer(request, status, balance, request.currency))
         # no mark: demo play has no campaigns, and a transfer's BetRejected carries none
         d.event("BetRejected", f"{txn.key}:campaign", rejected, status=status.value,
-                command_id=None, balance=balance, rule=f"{RULE_CAMPAIGN}:{why}")  # fmt: skip
+                command_id=None, balance=reported, rule=f"{RULE_CAMPAIGN}:{why}")  # fmt: skip
         return
     campaign = d.campaigns[request.campaign_id or ""]
     spins_left = campaign.spins_left - 1
@@ -1620,7 +1623,7 @@ def _on_free_bet(d: _Draft, held: _Held | None, txn: Txn, request: Request,
     d.put(accepted)
     d.outputs.append(Answer(request, Status.OK, balance, request.currency))
     d.event("FreeSpinPlayed", decision_id, accepted, campaign_id=campaign.campaign_id,
-            spins_left=spins_left, command_id=decision_id, balance=balance,
+            spins_left=spins_left, command_id=decision_id, balance=reported,
             round_closed=accepted.round_closed,
             wallet=TRANSFER if held is _TRANSFER else SEAMLESS)  # fmt: skip
     if held is None or held.keeps_rounds:
@@ -1650,7 +1653,8 @@ def _restore_free_spin(d: _Draft, held: _Held | None, bet: Txn, rollback: Txn,
     d.outputs.append(Answer(request, Status.OK, balance, request.currency))
     d.event("FreeSpinRolledBack", f"{bet.key}:restored", restored,
             campaign_id=bet.campaign_id, spins_left=spins_left,
-            rollback_transaction_id=rollback.transaction_id, balance=balance)  # fmt: skip
+            rollback_transaction_id=rollback.transaction_id,
+            balance=balance if held is not None else None)  # fmt: skip
 
 
 # --- timers --------------------------------------------------------------------------------

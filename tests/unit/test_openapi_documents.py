@@ -38,6 +38,7 @@ from agg_ingress import specs
 from agg_ingress.adapters import adapters, evolution, hub88, pragmatic
 from agg_ingress.adapters.base import Accepted, Credentials, WireRequest
 from agg_ingress.app import build_app
+from agg_ingress.campaigns import CampaignRequest, validate_campaign, validate_cancel
 from agg_ingress.client import signed_headers
 from agg_ingress.protocol import (
     ACTIONS,
@@ -284,6 +285,10 @@ def _accepted(name: str, path: str, body: Any) -> bool:
     assert isinstance(parsed, dict)
     if path.endswith("/transfers"):
         return isinstance(validate_transfer(parsed), TransferRequest)
+    if path.endswith("/campaigns"):
+        return isinstance(validate_campaign(parsed), CampaignRequest)
+    if path.endswith("/cancel"):
+        return validate_cancel(parsed) is None
     assert path.endswith("/sessions")
     return isinstance(validate_session_request(parsed), SessionRequest)
 
@@ -310,9 +315,12 @@ def integral_amount(body: Any) -> Any:
     """``body`` with an integer-valued float ``amount`` as an int: JSON Schema's ``integer``
     admits ``1.0``, which the documents say is refused (and the validators refuse), so a
     generator may draw one as a valid value."""
-    amount = body.get("amount") if isinstance(body, dict) else None
-    if isinstance(amount, float) and amount.is_integer():
-        return {**body, "amount": int(amount)}
+    if not isinstance(body, dict):
+        return body
+    for name in ("amount", "spins", "bet_value"):
+        value = body.get(name)
+        if isinstance(value, float) and value.is_integer():
+            body = {**body, name: int(value)}
     return body
 
 
