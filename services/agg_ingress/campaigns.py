@@ -70,6 +70,9 @@ class CampaignRequest:
         return int(self.expires_at.timestamp() * 1000)
 
 
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
+
+
 def _rfc3339(value: Any) -> datetime:
     if not isinstance(value, str):
         raise _Malformed("expires_at: an RFC 3339 date-time")
@@ -81,8 +84,8 @@ def _rfc3339(value: Any) -> datetime:
         raise _Malformed("expires_at: give a time zone (e.g. Z)")
     try:
         parsed = parsed.astimezone(UTC)
-    except OverflowError:
-        raise _Malformed("expires_at: out of range") from None
+    except OverflowError:  # an instant before 0001-01-01 or after 9999-12-31 in UTC
+        return datetime.min.replace(tzinfo=UTC) if parsed.year == 1 else _LATEST
     return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 
