@@ -1543,12 +1543,8 @@ def _on_campaign_grant(d: _Draft, request: Request) -> None:
 def _expire_if_due(d: _Draft, campaign: Campaign) -> Campaign:
     """``campaign``, expired (and journaled) first if its time has come: expiry holds to the
     millisecond whenever the timer comes."""
-    if campaign.state not in (CampaignState.ACTIVE, CampaignState.USED_UP):
-        return campaign
-    if campaign.expires_at_ms > d.now:
-        return campaign
-    if campaign.state == CampaignState.USED_UP:  # nothing left to expire; ended already
-        return campaign
+    if campaign.state != CampaignState.ACTIVE or campaign.expires_at_ms > d.now:
+        return campaign  # one that has ended (used up too) has nothing left to expire
     campaign = replace(campaign, state=CampaignState.EXPIRED, ended_at_ms=d.now)
     d.put_campaign(campaign)
     _campaign_event(d, "CampaignExpired", campaign, campaign.correlation_id,
