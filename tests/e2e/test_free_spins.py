@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from agg_config.settings import Settings
+from agg_config.tenants import load_tenants
 from agg_projector.projector import GROUP_ID
 from agg_projector.replay import behind, compare, end_offsets, replay
 from tests.e2e.conftest import GAME, OPERATOR, PROVIDER, STARTING_BALANCE, Pipeline
@@ -186,6 +187,38 @@ def test_a_cancelled_campaign_and_an_expired_one_refuse_their_spins(pipeline: Pi
     assert pipeline.wallet_balance(player) in (None, STARTING_BALANCE)
     state = campaigns(pipeline, player)
     assert state[cancelled]["state"] == "CANCELLED" and state[cancelled]["spins_left"] == 2
+
+
+def test_a_transfer_wallets_free_spins_keep_the_held_balance(pipeline: Pipeline) -> None:
+    """op-delta holds its players' funds here: a free spin leaves the held balance as it
+    is, the campaign's win adds to it."""
+    delta = load_tenants(pipeline.settings.tenants_file).operator("op-delta")
+    assert delta is not None and delta.wallet.mode == "transfer"
+    secret = delta.secret.reveal()
+    player = f"e2e-{uuid.uuid4().hex[:10]}"
+    tag = uuid.uuid4().hex[:8]
+    base = f"/v1/operators/op-delta/players/{player}"
+    moved = pipeline._post(secret, f"{base}/transfers", {
+        "transfer_id": f"dep-{tag}", "direction": "deposit", "amount": 1_000,
+        "currency": "EUR"})  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    session = pipeline._post(secret, "/v1/operators/op-delta/sessions", {
+        "player_id": player, "currency": "EUR", "country": "MT", "game_id": GAME,
+        "mode": "real"})  # fmt: skip
+    assert session.status_code == 201, session.text
+    token = session.json()["session_token"]
+    cid = f"fd-{tag}"
+    granted = pipeline._post(secret, f"{base}/campaigns", {
+        "campaign_id": cid, "provider_id": PROVIDER, "games": [GAME], "spins": 1,
+        "bet_value": 30, "currency": "EUR", "expires_at": _at(timedelta(hours=1))})  # fmt: skip
+    assert granted.status_code == 200, granted.text
+    spun = pipeline.bet(player, token, f"s-{tag}", 30, round_id=f"r-{tag}", campaign_id=cid)
+    assert answer(spun) == (200, "OK", 1_000)
+    won = pipeline.win(player, token, f"w-{tag}", 250, round_id=f"r-{tag}", campaign_id=cid)
+    assert answer(won) == (200, "OK", 1_250)
+    out = pipeline._post(secret, f"{base}/transfers", {
+        "transfer_id": f"wd-{tag}", "direction": "withdraw", "currency": "EUR"})  # fmt: skip
+    assert (out.json()["status"], out.json()["amount"]) == ("OK", 1_250)
 
 
 def test_replay_rebuilds_the_campaigns(pipeline: Pipeline) -> None:
