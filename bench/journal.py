@@ -16,7 +16,11 @@ events the decisions produce are the records, in the order a saga worker would p
   crash, same id at a new offset);
 - each player's sessions (``SessionOpened``), a few percent of players in demo play;
 - optionally (``Mix.round_idle``) rounds left open that the saga auto-closes
-  (``RoundAutoClosed``), with a win paid or a bet refused on them after the close.
+  (``RoundAutoClosed``), with a win paid or a bet refused on them after the close;
+- optionally (``Mix.free_spins``) free-spin campaigns granted at a session's start
+  (``CampaignGranted``, now and then ``CampaignCancelled`` or ``CampaignExpired``), played
+  by its bets (``FreeSpinPlayed``, ``BetRejected`` once used up or expired), their wins
+  ``WinCredited`` naming the campaign, their rollbacks ``FreeSpinRolledBack``.
 
 Deterministic for a seed. Pure: the caller publishes the records.
 """
@@ -31,6 +35,8 @@ from typing import Any
 
 from agg_domain.ids import derive_id
 from agg_domain.saga import (
+    CampaignGrant,
+    CampaignState,
     Command,
     Decision,
     Event,
@@ -82,6 +88,10 @@ class Mix:
     after the first, a withdrawal of part or all of the held balance)."""
     session_rounds: int = 40
     """A player opens a new session about every this many rounds."""
+    free_spins: float = 0.0
+    """Sessions of real-money players that start with a free-spin campaign of their game
+    (some cancelled later), whose spins the session's bets then play. 0 draws nothing, so a
+    journal without campaigns is what it was before they existed."""
 
 
 @dataclass
@@ -237,6 +247,8 @@ class JournalWriter:
             self._transfers(p, out)
         p.provider_id = self.providers[self.rng.randrange(len(self.providers))]
         p.game_id = f"{p.provider_id}-game-{self.rng.randrange(self.shape.games_per_provider)}"
+        if self.mix.free_spins and p.mode == "real":
+            self._campaign(p, out)
         self.counter += 1
         session_id = f"ses-{self.counter}"
         at = datetime.fromtimestamp(p.now_ms / 1000, tz=UTC)
@@ -249,6 +261,36 @@ class JournalWriter:
             "mode": p.mode, "expires_at": at + timedelta(hours=4),
         }))  # fmt: skip
 
+    def _campaign(self, p: _Player, out: list[tuple[str, dict[str, Any]]]) -> None:
+        """Now and then cancel the player's campaign; then, for some sessions, a new one
+        of a few spins of the session's game, expiring within a minute."""
+        rng = self.rng
+        active = [c for c in p.state.campaigns.values() if c.state == CampaignState.ACTIVE]
+        if active and rng.random() < 0.3:
+            cancel = self._request(p, Action.CAMPAIGN_CANCEL, transaction_id=active[0].campaign_id,
+                                   campaign_id=active[0].campaign_id)  # fmt: skip
+            self._decide(p, replace(cancel, provider_id=""), out)
+        if rng.random() >= self.mix.free_spins:
+            return
+        self.counter += 1
+        cid = f"cmp-{self.counter}"
+        grant = CampaignGrant(cid, (p.game_id,), rng.randint(1, 5), rng.choice((10, 20, 50)),
+                              p.now_ms + rng.randrange(1_000, 60_000))  # fmt: skip
+        self._decide(p, self._request(p, Action.CAMPAIGN_GRANT, transaction_id=cid,
+                                      campaign_id=cid, campaign=grant), out)  # fmt: skip
+
+    def _free_spin(self, p: _Player) -> tuple[str, int] | None:
+        """The campaign (and its stake) a bet of this round plays, if it plays one: a
+        campaign granted for the session's game (used up or expired ones too, refused)."""
+        if not self.mix.free_spins or p.mode != "real":
+            return None
+        usable = [c for c in p.state.campaigns.values()
+                  if c.provider_id == p.provider_id and p.game_id in c.games
+                  and c.state != CampaignState.CANCELLED]  # fmt: skip
+        if not usable or self.rng.random() < 0.4:
+            return None
+        return usable[-1].campaign_id, usable[-1].bet_value
+
     def _round(self, p: _Player, out: list[tuple[str, dict[str, Any]]]) -> None:
         rng, mix = self.rng, self.mix
         if p.rounds % mix.session_rounds == 0:
@@ -258,8 +300,12 @@ class JournalWriter:
         round_id = f"rnd-{self.counter}"
         bet_id = f"bet-{self.counter}"
         amount = rng.choice((10, 20, 50, 100, 100, 200, 500, 1_000, 2_500))
+        campaign_id = None
+        free = self._free_spin(p)
+        if free is not None:
+            campaign_id, amount = free
         bet = self._request(p, Action.BET, transaction_id=bet_id, round_id=round_id,
-                            amount=amount)  # fmt: skip
+                            amount=amount, campaign_id=campaign_id)  # fmt: skip
         roll = rng.random()
         if roll < mix.rollback_first:
             self._decide(p, self._request(p, Action.ROLLBACK, transaction_id=f"rb-{bet_id}",
@@ -300,6 +346,7 @@ class JournalWriter:
                 amount=win,
                 round_closed=True,
                 win_kind=kind,
+                campaign_id=campaign_id,
             )
             if rng.random() < mix.credit_silent:
                 silent = frozenset({CommandKind.CREDIT})

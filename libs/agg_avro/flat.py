@@ -1,6 +1,7 @@
 """A compiled Avro binary encoder for flat records: every schema on the money path is a record
 of strings, longs, ints, booleans, enums, ``timestamp-millis`` and unions of null with one of
-those, or with a record of such fields (one level: ``ProviderRequest.refusal``).
+those, or with a record of such fields (one level: ``ProviderRequest.refusal``), and arrays of
+strings (a campaign's games).
 
 For such a schema, :func:`compile_encoder` builds one Python function (generated source) that
 checks every field's type and encodes the body in a single pass; fastavro's writer followed by
@@ -13,7 +14,7 @@ its own explanation. Its bytes are fastavro's (a property test holds them equal)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Encoder = Callable[[Mapping[str, Any]], bytes | None]
@@ -42,6 +43,23 @@ class _Unsupported(Exception):
     pass
 
 
+def _encode_strings(value: Any, out: bytearray) -> bool:
+    """An array of strings as fastavro writes it (one block, then the empty block), or False
+    for anything else (what fastavro's validator takes: any sequence but a string)."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return False
+    if any(not isinstance(item, str) for item in value):
+        return False
+    if value:
+        _varint(len(value), out)
+        for item in value:
+            b = item.encode()
+            _varint(len(b), out)
+            out += b
+    out.append(0)
+    return True
+
+
 def _leaf(schema: Any, nested: bool = False) -> tuple[str, Any]:
     """(kind, extra) for a non-union field type: kind in string, long, int, boolean, enum,
     ts_millis, and record (its fields as ``extra``) unless ``nested``."""
@@ -57,6 +75,8 @@ def _leaf(schema: Any, nested: bool = False) -> tuple[str, Any]:
             return kind, None
         if kind == "enum" and logical is None:
             return "enum", {s: i for i, s in enumerate(schema["symbols"])}
+        if kind == "array" and logical is None and schema.get("items") == "string":
+            return "strings", None
         if kind == "record" and logical is None and not nested:
             fields = list(schema["fields"])
             for f in fields:  # flat fields only: a record in a record is not compiled
@@ -112,6 +132,8 @@ def _leaf_code(kind: str, v: str, lines: list[str], indent: str) -> None:
             f"{indent}if not LONG_MIN <= {v} <= LONG_MAX: return None",
             f"{indent}varint({v}, out)",
         ]
+    elif kind == "strings":
+        lines.append(f"{indent}if not encode_strings({v}, out): return None")
     else:  # pragma: no cover - _leaf only returns the kinds above
         raise _Unsupported(kind)
 
@@ -123,6 +145,7 @@ def compile_encoder(schema: Mapping[str, Any]) -> Encoder | None:
         return None
     consts: dict[str, Any] = {
         "varint": _varint, "millis": _millis, "datetime": dt.datetime, "MISSING": _MISSING,
+        "encode_strings": _encode_strings,
         "LONG_MIN": _LONG_MIN, "LONG_MAX": _LONG_MAX, "INT_MIN": _INT_MIN, "INT_MAX": _INT_MAX,
     }  # fmt: skip
     names = [f["name"] for f in schema["fields"]]
@@ -210,6 +233,28 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int]:
     return (n >> 1) ^ -(n & 1), pos
 
 
+def _read_strings(data: bytes, pos: int) -> tuple[list[str], int]:
+    """An array of strings: blocks of a count (negative: followed by the block's size in
+    bytes) and that many strings, up to the empty block."""
+    items: list[str] = []
+    while True:
+        count, pos = _read_long(data, pos)
+        if count == 0:
+            return items, pos
+        if count < 0:
+            count = -count
+            _, pos = _read_long(data, pos)
+        if count > len(data) - pos:  # every string takes a byte at least
+            raise FlatDecodeError("array past the end")
+        for _ in range(count):
+            n, pos = _read_long(data, pos)
+            end = pos + n
+            if n < 0 or end > len(data):
+                raise FlatDecodeError("string past the end")
+            items.append(data[pos:end].decode())
+            pos = end
+
+
 def _from_millis(ms: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=ms * 1000)
 
@@ -244,6 +289,8 @@ def _leaf_decode(kind: str, v: str, lines: list[str], indent: str, i: str) -> No
             f"{indent}if not 0 <= x < len(S{i}): raise Bad('enum index ' + str(x))",
             f"{indent}{v} = S{i}[x]",
         ]
+    elif kind == "strings":
+        lines.append(f"{indent}{v}, pos = read_strings(data, pos)")
     else:  # pragma: no cover
         raise _Unsupported(kind)
 
@@ -256,6 +303,7 @@ def compile_decoder(schema: Mapping[str, Any]) -> Decoder | None:
         return None
     consts: dict[str, Any] = {
         "read_long": _read_long, "from_millis": _from_millis, "Bad": FlatDecodeError,
+        "read_strings": _read_strings,
     }  # fmt: skip
     lines = ["def decode(data, pos):", "  size = len(data)", "  try:"]
     names: list[str] = []

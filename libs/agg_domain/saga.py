@@ -27,7 +27,15 @@ Rules (design brief, section 3):
   held here per currency, which only the operator's deposits and withdrawals fill and empty:
   decided at once like demo play (keys ``xfer|provider:transaction``, a transfer's own under
   provider ``""``), but real money: its rounds are kept and its money events say
-  ``wallet: transfer``.
+  ``wallet: transfer``;
+- free-spin campaigns (the operator's ``CAMPAIGN_GRANT`` and ``CAMPAIGN_CANCEL``) are held
+  here per player: a bet naming one of the player's campaigns (``campaign_id``) is a free
+  spin, accepted without a wallet command while the campaign is active, unexpired, of the
+  bet's provider and game, for its bet value and currency, with spins left (else REJECTED,
+  ``campaign:<rule>``); a win naming a campaign is credited as a BONUS win; a rollback of a
+  free spin gives the spin back and moves no money; a campaign expires at its
+  ``expires_at`` (the timer), and is journaled at every step (docs/saga.md, "Free-spin
+  campaigns").
 """
 
 from __future__ import annotations
@@ -49,7 +57,14 @@ from agg_domain.limits import (
     deposit_refusal,
     limits_text,
 )
-from agg_domain.statuses import REFUSAL_FOR_REPLY, Action, CommandKind, ReplyStatus, Status
+from agg_domain.statuses import (
+    REFUSAL_FOR_REPLY,
+    Action,
+    CommandKind,
+    ReplyStatus,
+    Status,
+    WinKind,
+)
 
 MAX_AMOUNT = 2**63 - 1
 
@@ -97,6 +112,19 @@ class SagaConfig:
 
 
 @dataclass(frozen=True)
+class CampaignGrant:
+    """What an operator's ``CAMPAIGN_GRANT`` grants (the campaign's provider is the
+    request's ``provider_id``, its currency the request's)."""
+
+    campaign_id: str
+    games: tuple[str, ...]
+    spins: int
+    bet_value: int
+    """Stake of every free spin, in minor units: a free spin's bet names exactly this."""
+    expires_at_ms: int
+
+
+@dataclass(frozen=True)
 class Request:
     """A canonical provider request, already authenticated and validated by ingress."""
 
@@ -134,6 +162,11 @@ class Request:
     A new bet carrying one is REJECTED with its status, with no wallet command; an exact
     duplicate of a bet already decided gets the original answer, refusal or not. Ignored on
     every other action (a win or a rollback is owed money)."""
+    campaign: CampaignGrant | None = None
+    """For a CAMPAIGN_GRANT: the campaign granted."""
+    campaign_id: str | None = None
+    """For a bet or a win: the player's free-spin campaign it belongs to (a free spin, or its
+    win); for a CAMPAIGN_GRANT or CAMPAIGN_CANCEL: the campaign it names."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +285,8 @@ class Txn:
     """For a withdrawal: it asked for the whole balance (``amount`` is what it took)."""
     win_kind: str = "REGULAR"
     """For a win: its kind (part of its content: the same id with another kind conflicts)."""
+    campaign_id: str | None = None
+    """For a free spin (a bet) or its win: the campaign it belongs to (part of its content)."""
 
 
 @dataclass(frozen=True)
@@ -289,6 +324,37 @@ class Round:
     """Of its last transaction: the auto-close's event links to it."""
 
 
+class CampaignState(StrEnum):
+    ACTIVE = "ACTIVE"
+    """Free spins may be played."""
+    CANCELLED = "CANCELLED"
+    """Cancelled by the operator (final)."""
+    EXPIRED = "EXPIRED"
+    """Its ``expires_at`` has passed (final)."""
+    USED_UP = "USED_UP"
+    """Every spin played (active again if a rollback gives a spin back before it expires)."""
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A free-spin campaign the operator granted this player."""
+
+    campaign_id: str
+    provider_id: str
+    games: tuple[str, ...]
+    spins: int
+    spins_left: int
+    bet_value: int
+    currency: str
+    expires_at_ms: int
+    state: CampaignState
+    granted_at_ms: int
+    correlation_id: str
+    """Of the grant: its expiry's event links to it."""
+    ended_at_ms: int = 0
+    """When it was cancelled, expired or used up (0: active)."""
+
+
 @dataclass(frozen=True)
 class PlayerState:
     operator_id: str
@@ -316,6 +382,8 @@ class PlayerState:
     """Per provider, when the player's latest session with it opened (from the requests that
     carry it): a session time limit counts from here for the provider's calls that carry no
     session (those naming the player by reference). Kept only while a time limit is set."""
+    campaigns: Mapping[str, Campaign] = field(default_factory=dict)
+    """The player's free-spin campaigns by campaign id (the operator's, for this player)."""
 
 
 @dataclass(frozen=True)
@@ -394,6 +462,7 @@ class _Draft:
         self.usage = state.usage
         self.control_changes = state.control_changes
         self.sessions = state.sessions
+        self.campaigns = state.campaigns
         self.outputs: list[Output] = []
 
     def finish(self) -> Decision:
@@ -412,6 +481,7 @@ class _Draft:
             usage=self.usage,
             control_changes=self.control_changes,
             sessions=self.sessions,
+            campaigns=self.campaigns,
         )
         return Decision(state, tuple(self.outputs), tuple(self.txns_changed))
 
@@ -430,6 +500,9 @@ class _Draft:
     def forget(self, key: str) -> None:
         del self._own_txns()[key]
         self.txns_changed[key] = None
+
+    def put_campaign(self, campaign: Campaign) -> None:
+        self.campaigns = {**self.campaigns, campaign.campaign_id: campaign}
 
     def put_round(self, key: str, rnd: Round) -> None:
         if self._rounds is None:
@@ -577,6 +650,8 @@ def decide(state: PlayerState, message: Message, now_ms: int, config: SagaConfig
     draft = _Draft(state, now_ms, config)
     if isinstance(message, Request) and message.action == Action.PLAYER_CONTROLS:
         _on_controls(draft, message)
+    elif isinstance(message, Request) and message.action in CAMPAIGN_ACTIONS:
+        _on_campaign_request(draft, message)
     elif isinstance(message, Request) and message.mode != REAL:
         _on_held_request(draft, message, _DEMO)
     elif isinstance(message, Request) and (
@@ -633,8 +708,16 @@ def _new_txn(request: Request, state: TxnState) -> Txn:
         reference_transaction_id=request.reference_transaction_id,
         round_closed=request.round_closed,
         state=state,
-        win_kind=request.win_kind,
+        win_kind=_win_kind(request),
+        campaign_id=request.campaign_id,
     )
+
+
+def _win_kind(request: Request) -> str:
+    """A campaign's win is a bonus win, whatever kind the provider named."""
+    if request.action == Action.WIN and request.campaign_id is not None:
+        return WinKind.BONUS.value
+    return request.win_kind
 
 
 def _same_content(txn: Txn, request: Request) -> bool:
@@ -644,7 +727,8 @@ def _same_content(txn: Txn, request: Request) -> bool:
         and txn.currency == request.currency
         and txn.round_id == request.round_id
         and txn.reference_transaction_id == request.reference_transaction_id
-        and txn.win_kind == request.win_kind
+        and txn.win_kind == _win_kind(request)
+        and txn.campaign_id == request.campaign_id
     )
 
 
@@ -841,6 +925,10 @@ def _on_new_bet(d: _Draft, request: Request, tombstone: Txn | None) -> None:
     txn = _new_txn(request, TxnState.PENDING)
     if d.controls is not NO_CONTROLS and _refused_by_controls(d, txn, request):
         return
+    if request.campaign_id is not None:
+        balance = d.balance if d.balance_currency == request.currency else None
+        _on_free_bet(d, None, txn, request, balance)
+        return
     _start_debit(d, txn, request)
 
 
@@ -905,10 +993,16 @@ def _note_session(d: _Draft, request: Request) -> None:
         d.sessions = {**d.sessions, request.provider_id: started}
 
 
+def _stake(request: Request, txn: Txn) -> int:
+    """What a bet stakes of the player's money: nothing for a free spin (the campaign's)."""
+    return 0 if request.campaign_id is not None else txn.amount
+
+
 def _refused_by_controls(d: _Draft, txn: Txn, request: Request) -> bool:
     """A real-money bet the player's controls refuse (:mod:`agg_domain.limits`): REJECTED
-    with the control's status and rule before any debit is sent."""
-    refusal = _controls_refusal(d, request, txn.amount)
+    with the control's status and rule before any debit is sent. A free spin stakes
+    nothing, but a blocked or self-excluded player, or a session past its time, plays none."""
+    refusal = _controls_refusal(d, request, _stake(request, txn))
     if refusal is None:
         return False
     _refuse_bet(d, txn, request, refusal, carried=False)
@@ -982,6 +1076,10 @@ def _on_new_rollback(d: _Draft, request: Request) -> None:
         waiting = replace(
             rollback, waiters=(request,), deadline_ms=d.now + d.config.wallet_timeout_ms
         )
+        if bet.state == TxnState.ACCEPTED and bet.campaign_id is not None:
+            balance = d.balance if d.balance_currency == bet.currency else None
+            _restore_free_spin(d, None, bet, rollback, request, balance)
+            return
         d.put(waiting)
         if bet.state == TxnState.ACCEPTED:
             _start_refund(d, bet, rollback.key)
@@ -1110,7 +1208,7 @@ def _on_credit_reply(d: _Draft, win: Txn, pending: Pending, reply: Reply) -> Non
     credited = _settle(d, win, TxnState.ACCEPTED, Status.OK, reply.balance)
     d.event("WinCredited", reply.command_id, credited, command_id=reply.command_id,
             balance=reply.balance, round_closed=credited.round_closed,
-            win_kind=credited.win_kind)  # fmt: skip
+            win_kind=credited.win_kind, campaign_id=credited.campaign_id)  # fmt: skip
     d.add_to_round(credited, win=credited.amount)
     _count(d, credited.currency, lost=-credited.amount)
 
@@ -1257,6 +1355,8 @@ def _on_held_request(d: _Draft, request: Request, held: _Held) -> None:
         raise ValueError(f"request {request.request_id} routed to the wrong player state")
     balance = _held_balance(d, held, request.currency)
     valid_mode = request.mode == DEMO if held is _DEMO else request.mode == REAL
+    if held is _DEMO and request.campaign_id is not None:  # campaigns are real players'
+        valid_mode = False
     if not valid_mode or _invalid(request):
         _held_answer(d, request, Status.INVALID_REQUEST, balance if valid_mode else None)
         return
@@ -1313,7 +1413,10 @@ def _on_held_bet(d: _Draft, held: _Held, txn: Txn, request: Request, balance: in
         _held_answer(d, request, Status.INVALID_REQUEST, balance)
         return
     if refusal is None and tombstone is None and held is _TRANSFER:  # real money: controls
-        refusal = _controls_refusal(d, request, txn.amount)
+        refusal = _controls_refusal(d, request, _stake(request, txn))
+    if tombstone is None and refusal is None and request.campaign_id is not None:
+        _on_free_bet(d, held, txn, request, balance)
+        return
     if tombstone is not None or refusal is not None or txn.amount > balance:
         if tombstone is not None:
             status, rule = Status.BET_ROLLED_BACK, RULE_ROLLED_BACK
@@ -1351,7 +1454,7 @@ def _on_held_win(d: _Draft, held: _Held, txn: Txn, request: Request, balance: in
     credited = _held_settle(d, txn, request, TxnState.ACCEPTED, Status.OK, balance)
     _held_event(d, held, "WinCredited", decision_id, credited, command_id=decision_id,
                 balance=balance, round_closed=credited.round_closed,
-                win_kind=credited.win_kind)  # fmt: skip
+                win_kind=credited.win_kind, campaign_id=credited.campaign_id)  # fmt: skip
     if held.keeps_rounds:
         d.add_to_round(credited, win=credited.amount)
     if held is _TRANSFER:
@@ -1386,6 +1489,9 @@ def _on_held_rollback(d: _Draft, held: _Held, rollback: Txn, request: Request,
                     bet_known=bet is not None and bet.state != TxnState.TOMBSTONE)  # fmt: skip
         return
     assert bet is not None
+    if bet.campaign_id is not None:
+        _restore_free_spin(d, held, bet, rollback, request, balance)
+        return
     # the stake goes back in the bet's currency, whatever the rollback names; its answer
     # carries the balance of the rollback's currency, as every answer does
     refunded_balance = _held_balance(d, held, bet.currency) + bet.amount
@@ -1479,6 +1585,230 @@ def _on_controls(d: _Draft, request: Request) -> None:
                                   else applied.session_time_limit_ms // 1000),
             limits=limits_text(applied.limits))  # fmt: skip
     d.outputs.append(Answer(request, Status.OK, None, request.currency))
+# --- free-spin campaigns ----------------------------------------------------------------------
+
+CAMPAIGN_ACTIONS = frozenset({Action.CAMPAIGN_GRANT, Action.CAMPAIGN_CANCEL})
+"""The operator's campaign calls (operator API): decided here, whatever the wallet."""
+
+RULE_CAMPAIGN = "campaign"
+"""Prefix of the rule of a free spin refused: ``campaign:<why>``."""
+CAMPAIGN_RULES: dict[str, Status] = {
+    "unknown": Status.LIMIT_EXCEEDED,
+    "provider": Status.GAME_NOT_ALLOWED,
+    "game": Status.GAME_NOT_ALLOWED,
+    "currency": Status.CURRENCY_MISMATCH,
+    "bet_value": Status.LIMIT_EXCEEDED,
+    "cancelled": Status.LIMIT_EXCEEDED,
+    "expired": Status.LIMIT_EXCEEDED,
+    "used_up": Status.LIMIT_EXCEEDED,
+}
+"""Why a free spin is refused, in the order checked, and the status it is answered: the
+campaign is not this player's (``unknown``), is another provider's, does not include the
+game, is in another currency, names another stake than the bet's, or is cancelled, expired
+or used up. No new status: a provider hears what it hears of a stake its player may not
+place."""
+
+
+def _campaign_grant_invalid(request: Request) -> bool:
+    g = request.campaign
+    return (
+        g is None
+        or request.mode != REAL
+        or not request.provider_id
+        or request.campaign_id != g.campaign_id
+        or request.transaction_id != g.campaign_id
+        or not g.games
+        or not 1 <= g.spins <= MAX_SPINS
+        or not 1 <= g.bet_value <= MAX_AMOUNT
+    )
+
+
+MAX_SPINS = 1_000_000
+"""Spins one campaign may grant: a bound on what a spin counter holds."""
+
+
+def _same_grant(c: Campaign, request: Request) -> bool:
+    g = request.campaign
+    assert g is not None
+    return (c.provider_id == request.provider_id and c.games == g.games and c.spins == g.spins
+            and c.bet_value == g.bet_value and c.currency == request.currency
+            and c.expires_at_ms == g.expires_at_ms)  # fmt: skip
+
+
+def _campaign_answer(d: _Draft, request: Request, status: Status,
+                     spins_left: int | None) -> None:  # fmt: skip
+    """The answer to a campaign call: ``amount`` is the campaign's spins left."""
+    d.outputs.append(Answer(request, status, None, request.currency, spins_left))
+
+
+def _campaign_event(d: _Draft, name: str, campaign: Campaign, correlation_id: str,
+                    **fields: object) -> None:  # fmt: skip
+    d.event(name, campaign.campaign_id, None, correlation_id=correlation_id,
+            provider_id=campaign.provider_id, campaign_id=campaign.campaign_id,
+            spins=campaign.spins, spins_left=campaign.spins_left,
+            **fields)  # fmt: skip
+
+
+def _on_campaign_request(d: _Draft, request: Request) -> None:
+    if request.operator_id != d.base.operator_id or request.player_id != d.base.player_id:
+        raise ValueError(f"request {request.request_id} routed to the wrong player state")
+    if request.action == Action.CAMPAIGN_GRANT:
+        _on_campaign_grant(d, request)
+        return
+    campaign = d.campaigns.get(request.campaign_id or "")
+    if request.campaign_id is None or campaign is None:
+        _campaign_answer(d, request, Status.TRANSACTION_NOT_FOUND, None)
+        return
+    campaign = _expire_if_due(d, campaign)
+    if campaign.state == CampaignState.ACTIVE:
+        campaign = replace(campaign, state=CampaignState.CANCELLED, ended_at_ms=d.now)
+        d.put_campaign(campaign)
+        _campaign_event(d, "CampaignCancelled", campaign, request.correlation_id)
+    # a campaign that has already ended: nothing to cancel, the same answer
+    _campaign_answer(d, request, Status.OK, campaign.spins_left)
+
+
+def _on_campaign_grant(d: _Draft, request: Request) -> None:
+    if _campaign_grant_invalid(request):
+        _campaign_answer(d, request, Status.INVALID_REQUEST, None)
+        return
+    g = request.campaign
+    assert g is not None
+    existing = d.campaigns.get(g.campaign_id)
+    if existing is not None:
+        if not _same_grant(existing, request):
+            _campaign_answer(d, request, Status.DUPLICATE_CONFLICT, None)
+        else:  # the original answer: the grant (its spins left now)
+            _campaign_answer(d, request, Status.OK, existing.spins_left)
+        return
+    if g.expires_at_ms <= d.now:  # nothing to play: not granted
+        _campaign_answer(d, request, Status.INVALID_REQUEST, None)
+        return
+    campaign = Campaign(
+        campaign_id=g.campaign_id, provider_id=request.provider_id, games=g.games,
+        spins=g.spins, spins_left=g.spins, bet_value=g.bet_value, currency=request.currency,
+        expires_at_ms=g.expires_at_ms, state=CampaignState.ACTIVE, granted_at_ms=d.now,
+        correlation_id=request.correlation_id,
+    )  # fmt: skip
+    d.put_campaign(campaign)
+    _campaign_event(d, "CampaignGranted", campaign, request.correlation_id,
+                    games=list(campaign.games), bet_value=campaign.bet_value,
+                    currency=campaign.currency, expires_at=campaign.expires_at_ms,
+                    wallet=request.wallet)  # fmt: skip
+    _campaign_answer(d, request, Status.OK, campaign.spins_left)
+
+
+def _expire_if_due(d: _Draft, campaign: Campaign) -> Campaign:
+    """``campaign``, expired (and journaled) first if its time has come: expiry holds to the
+    millisecond whenever the timer comes."""
+    if campaign.state != CampaignState.ACTIVE or campaign.expires_at_ms > d.now:
+        return campaign  # one that has ended (used up too) has nothing left to expire
+    campaign = replace(campaign, state=CampaignState.EXPIRED, ended_at_ms=d.now)
+    d.put_campaign(campaign)
+    _campaign_event(d, "CampaignExpired", campaign, campaign.correlation_id,
+                    expires_at=campaign.expires_at_ms)  # fmt: skip
+    return campaign
+
+
+def _expire_campaigns(d: _Draft) -> None:
+    for campaign in list(d.campaigns.values()):
+        if campaign.state == CampaignState.ACTIVE and campaign.expires_at_ms <= d.now:
+            _expire_if_due(d, campaign)
+
+
+def campaigns_due_ms(state: PlayerState) -> int | None:
+    """The part of :func:`next_due_ms` that the campaigns set: the earliest expiry of an
+    active one."""
+    times = [c.expires_at_ms for c in state.campaigns.values()
+             if c.state == CampaignState.ACTIVE]  # fmt: skip
+    return min(times) if times else None
+
+
+def _free_spin_refusal(d: _Draft, request: Request) -> str | None:
+    """Why the bet ``request`` may not be a free spin of the campaign it names, if it may
+    not (a key of :data:`CAMPAIGN_RULES`)."""
+    campaign = d.campaigns.get(request.campaign_id or "")
+    if campaign is None:
+        return "unknown"
+    campaign = _expire_if_due(d, campaign)
+    if campaign.provider_id != request.provider_id:
+        return "provider"
+    if request.game_id not in campaign.games:
+        return "game"
+    if request.currency != campaign.currency:
+        return "currency"
+    if request.amount != campaign.bet_value:
+        return "bet_value"
+    if campaign.state != CampaignState.ACTIVE:
+        return campaign.state.value.lower()
+    return None
+
+
+def _on_free_bet(d: _Draft, held: _Held | None, txn: Txn, request: Request,
+                 balance: int | None) -> None:  # fmt: skip
+    """A bet naming a campaign: a free spin, decided here at once (no wallet command, no
+    balance moved; the answer carries the balance last known). Its stake is the campaign's,
+    not the player's: its round's ``bet_total`` does not count it."""
+    decision_id = derive_id("free", d.base.operator_id, d.base.player_id, txn.provider_id,
+                            txn.transaction_id)  # fmt: skip
+    txn = replace(txn, command_id=decision_id, attempt=1, waiters=(), deadline_ms=None)
+    # the journal reports a balance only where it is exact (a held one): the operator's may
+    # have moved since the saga last heard it, and a money event's balance is a fact
+    reported = balance if held is not None else None
+    why = _free_spin_refusal(d, request)
+    if why is not None:
+        status = CAMPAIGN_RULES[why]
+        rejected = replace(txn, state=TxnState.REJECTED, status=status, balance=balance,
+                           settled_at_ms=d.now)  # fmt: skip
+        d.put(rejected)
+        d.outputs.append(Answer(request, status, balance, request.currency))
+        # no mark: demo play has no campaigns, and a transfer's BetRejected carries none
+        d.event("BetRejected", f"{txn.key}:campaign", rejected, status=status.value,
+                command_id=None, balance=reported, rule=f"{RULE_CAMPAIGN}:{why}")  # fmt: skip
+        return
+    campaign = d.campaigns[request.campaign_id or ""]
+    spins_left = campaign.spins_left - 1
+    campaign = replace(campaign, spins_left=spins_left)
+    if spins_left == 0:
+        campaign = replace(campaign, state=CampaignState.USED_UP, ended_at_ms=d.now)
+    d.put_campaign(campaign)
+    accepted = replace(txn, state=TxnState.ACCEPTED, status=Status.OK, balance=balance,
+                       settled_at_ms=d.now)  # fmt: skip
+    d.put(accepted)
+    d.outputs.append(Answer(request, Status.OK, balance, request.currency))
+    d.event("FreeSpinPlayed", decision_id, accepted, campaign_id=campaign.campaign_id,
+            spins_left=spins_left, command_id=decision_id, balance=reported,
+            round_closed=accepted.round_closed,
+            wallet=TRANSFER if held is _TRANSFER else SEAMLESS)  # fmt: skip
+    if held is None or held.keeps_rounds:
+        d.add_to_round(accepted)
+
+
+def _restore_free_spin(d: _Draft, held: _Held | None, bet: Txn, rollback: Txn,
+                       request: Request, balance: int | None) -> None:  # fmt: skip
+    """The rollback of an accepted free spin: the spin goes back to its campaign (active
+    again if it was used up and has not expired), no money moves."""
+    assert bet.campaign_id is not None
+    campaign = d.campaigns.get(bet.campaign_id)
+    spins_left = None
+    if campaign is not None:
+        spins_left = campaign.spins_left + 1
+        campaign = replace(campaign, spins_left=spins_left)
+        if campaign.state == CampaignState.USED_UP:
+            campaign = replace(campaign, state=CampaignState.ACTIVE, ended_at_ms=0)
+            campaign = _expire_if_due(d, campaign)
+        d.put_campaign(campaign)
+    restored = replace(bet, state=TxnState.ROLLED_BACK, settled_at_ms=d.now,
+                       rollback_key=rollback.key)  # fmt: skip
+    d.put(restored)
+    settled = replace(rollback, state=TxnState.ACCEPTED, status=Status.OK, balance=balance,
+                      waiters=(), deadline_ms=None, settled_at_ms=d.now)  # fmt: skip
+    d.put(settled)
+    d.outputs.append(Answer(request, Status.OK, balance, request.currency))
+    d.event("FreeSpinRolledBack", f"{bet.key}:restored", restored,
+            campaign_id=bet.campaign_id, spins_left=spins_left,
+            rollback_transaction_id=rollback.transaction_id,
+            balance=balance if held is not None else None)  # fmt: skip
 
 
 # --- timers --------------------------------------------------------------------------------
@@ -1524,6 +1854,7 @@ def _on_tick(d: _Draft) -> None:
         )
         d.outputs.append(command)
     _auto_close_idle_rounds(d)
+    _expire_campaigns(d)
 
 
 def _round_due_ms(rnd: Round, config: SagaConfig) -> int:
@@ -1578,6 +1909,11 @@ def _prune(d: _Draft) -> None:
     if any(d.now - at > retention for _, at in d.control_changes.values()):
         d.control_changes = {c: seen for c, seen in d.control_changes.items()
                              if d.now - seen[1] <= retention}  # fmt: skip
+    ended = [c.campaign_id for c in d.campaigns.values()
+             if c.ended_at_ms and c.state != CampaignState.ACTIVE
+             and d.now - c.ended_at_ms > d.config.settled_retention_ms]  # fmt: skip
+    if ended:
+        d.campaigns = {k: c for k, c in d.campaigns.items() if k not in ended}
     d.pruned_at_ms = d.now
 
 
@@ -1585,7 +1921,8 @@ def next_due_ms(state: PlayerState, config: SagaConfig) -> int | None:
     """When this player's saga next needs a Tick (earliest deadline, resend or round
     auto-close), if ever."""
     times = [t.deadline_ms for t in state.txns.values() if t.deadline_ms is not None]
-    for due in (pending_due_ms(state, config), rounds_due_ms(state, config)):
+    for due in (pending_due_ms(state, config), rounds_due_ms(state, config),
+                campaigns_due_ms(state)):  # fmt: skip
         if due is not None:
             times.append(due)
     return min(times) if times else None

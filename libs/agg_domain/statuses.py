@@ -19,6 +19,10 @@ class Action(StrEnum):
     """The operator moves funds out of a transfer-wallet balance (operator API)."""
     PLAYER_CONTROLS = "PLAYER_CONTROLS"
     """The operator states a player's responsible-gaming controls (operator API)."""
+    CAMPAIGN_GRANT = "CAMPAIGN_GRANT"
+    """The operator grants its player a free-spin campaign (operator API)."""
+    CAMPAIGN_CANCEL = "CAMPAIGN_CANCEL"
+    """The operator cancels a free-spin campaign of its player (operator API)."""
 
 
 class WinKind(StrEnum):
@@ -36,8 +40,8 @@ class WinKind(StrEnum):
 
 PROVIDER_ACTIONS = (Action.AUTHENTICATE, Action.BALANCE, Action.BET, Action.WIN,
                     Action.ROLLBACK)  # fmt: skip
-"""The actions a provider's callback may carry (every protocol maps onto these); DEPOSIT and
-WITHDRAW come from the operator API only."""
+"""The actions a provider's callback may carry (every protocol maps onto these); DEPOSIT,
+WITHDRAW, CAMPAIGN_GRANT and CAMPAIGN_CANCEL come from the operator API only."""
 
 
 class Status(StrEnum):

@@ -58,6 +58,16 @@ from agg_ingress.adapters.base import (
     WireResponse,
 )
 from agg_ingress.adapters.hub88 import load_private_key, load_public_key
+from agg_ingress.campaigns import EXPIRED as CAMPAIGN_EXPIRED
+from agg_ingress.campaigns import NOT_FOUND as CAMPAIGN_NOT_FOUND
+from agg_ingress.campaigns import (
+    CampaignRequest,
+    campaign_refusal,
+    rfc3339,
+    validate_campaign,
+    validate_cancel,
+)
+from agg_ingress.campaigns import http_status as campaign_http_status
 from agg_ingress.controls import ControlsRequest, controls_avro, controls_json, validate_controls
 from agg_ingress.launch import (
     LAUNCH_PATH,
@@ -495,6 +505,7 @@ class Ingress:
                 "reply_partition": partition,
                 "mode": claims.mode,  # demo play never reaches the operator's wallet
                 "win_kind": cb.win_kind.value,
+                "campaign_id": cb.campaign_id,
                 "wallet": TRANSFER if claims.operator_id in self.transfer_operators else SEAMLESS,
                 "refusal": (
                     None
@@ -822,6 +833,116 @@ class Ingress:
                                     change_id=req.change_id, player_id=player_id,
                                     controls=controls_json(req.controls))  # fmt: skip
 
+    # --- free-spin campaigns ----------------------------------------------------------------
+
+    async def grant_campaign(self, request: Request) -> Response:
+        found = await self._operator(request, "campaigns")
+        if isinstance(found, Response):
+            return found
+        operator, body = found
+        player_id: str = request.path_params["player_id"]
+        parsed = parse_object(body)
+        now_ms = time.time_ns() // 1_000_000
+        if not PLAYER_ID.fullmatch(player_id):
+            req: CampaignRequest | Invalid = Invalid("player_id: 1-64 of [A-Za-z0-9_.:-]")
+        elif isinstance(parsed, dict):
+            req = validate_campaign(parsed)
+        else:
+            req = Invalid(str(parsed))
+        if isinstance(req, Invalid):
+            return self._operator_reply("campaigns", 400, Status.INVALID_REQUEST, req.reason)
+        refused = campaign_refusal(self.tenants, operator, req)
+        if refused is not None:
+            return self._operator_reply("campaigns", campaign_http_status(refused), refused)
+        if req.expires_at_ms <= now_ms:
+            return self._operator_reply("campaigns", 422, CAMPAIGN_EXPIRED,
+                                        "expires_at: in the past")  # fmt: skip
+        corr = derive_id("corr", "campaign", operator.id, player_id, req.campaign_id, "GRANT")
+        outcome = await self._campaign_decided(operator, player_id, corr, {
+            "provider_id": req.provider_id, "action": Action.CAMPAIGN_GRANT.value,
+            "transaction_id": req.campaign_id, "currency": req.currency,
+            "campaign_id": req.campaign_id,
+            "campaign": {"campaign_id": req.campaign_id, "games": list(req.games),
+                         "spins": req.spins, "bet_value": req.bet_value,
+                         "expires_at": req.expires_at},
+        })  # fmt: skip
+        if isinstance(outcome, Response):
+            return outcome
+        status = outcome.status
+        log.event("campaign_granted", correlation_id=corr, operator=operator.id,
+                  campaign_id=req.campaign_id, status=str(status))  # fmt: skip
+        if status is Status.INVALID_REQUEST:  # valid here: expired by the saga's clock
+            return self._operator_reply("campaigns", 422, CAMPAIGN_EXPIRED,
+                                        "expires_at: passed when decided")  # fmt: skip
+        if status is not Status.OK:
+            return self._operator_reply("campaigns", campaign_http_status(status), status)
+        return self._operator_reply(
+            "campaigns", 200, status, with_status=True, campaign_id=req.campaign_id,
+            provider_id=req.provider_id, games=list(req.games), spins=req.spins,
+            spins_left=outcome.amount, bet_value=req.bet_value, currency=req.currency,
+            expires_at=rfc3339(req.expires_at_ms),
+        )  # fmt: skip
+
+    async def cancel_campaign(self, request: Request) -> Response:
+        found = await self._operator(request, "campaigns")
+        if isinstance(found, Response):
+            return found
+        operator, body = found
+        player_id: str = request.path_params["player_id"]
+        campaign_id: str = request.path_params["campaign_id"]
+        parsed = parse_object(body) if body.strip() else {}
+        problem = None
+        if not PLAYER_ID.fullmatch(player_id):
+            problem = "player_id: 1-64 of [A-Za-z0-9_.:-]"
+        elif not PLAYER_ID.fullmatch(campaign_id):
+            problem = "campaign_id: 1-64 of [A-Za-z0-9_.:-]"
+        elif (invalid := validate_cancel(parsed)) is not None:
+            problem = invalid.reason
+        if problem is not None:
+            return self._operator_reply("campaigns", 400, Status.INVALID_REQUEST, problem)
+        corr = derive_id("corr", "campaign", operator.id, player_id, campaign_id, "CANCEL")
+        outcome = await self._campaign_decided(operator, player_id, corr, {
+            "provider_id": "", "action": Action.CAMPAIGN_CANCEL.value,
+            "transaction_id": campaign_id, "currency": "XXX", "campaign_id": campaign_id,
+            "campaign": None,
+        })  # fmt: skip
+        if isinstance(outcome, Response):
+            return outcome
+        status = outcome.status
+        log.event("campaign_cancelled", correlation_id=corr, operator=operator.id,
+                  campaign_id=campaign_id, status=str(status))  # fmt: skip
+        if status is Status.TRANSACTION_NOT_FOUND:
+            return self._operator_reply("campaigns", 404, CAMPAIGN_NOT_FOUND)
+        if status is not Status.OK:
+            return self._operator_reply("campaigns", campaign_http_status(status), status)
+        return self._operator_reply("campaigns", 200, status, with_status=True,
+                                    campaign_id=campaign_id,
+                                    spins_left=outcome.amount)  # fmt: skip
+
+    async def _campaign_decided(self, operator: Operator, player_id: str, corr: str,
+                                fields: dict[str, Any]) -> Outcome | Response:  # fmt: skip
+        """Carry a campaign call to the saga (in the player's order) and await its answer."""
+        router = self.router
+        partition = router.reply_partition if router is not None else None
+        if router is None or partition is None:
+            return self._operator_reply("campaigns", 503, Status.RETRY_LATER)
+        wallet = TRANSFER if operator.id in self.transfer_operators else SEAMLESS
+        outcome = await self._decided(router, partition, {
+            "request_id": f"{fields['action']}:{fields['campaign_id']}",
+            "correlation_id": corr, "operator_id": operator.id, "player_id": player_id,
+            "session_token": "", "reference_transaction_id": None, "round_id": None,
+            "game_id": None, "amount": None, "round_closed": False,
+            "received_at": datetime.now(UTC), "reply_to": self.instance_id,
+            "reply_partition": partition, "mode": "real", "wallet": wallet, **fields,
+        })  # fmt: skip
+        if isinstance(outcome, str):
+            log.warning("campaign_undecided", correlation_id=corr, reason=outcome)
+            return self._operator_reply("campaigns", 503, Status.RETRY_LATER)
+        return outcome
+
+    async def player_campaigns(self, request: Request) -> Response:
+        return await self._read(request, "campaigns")
+
     # --- read API (projections) ------------------------------------------------------------
 
     async def player_balance(self, request: Request) -> Response:
@@ -848,6 +969,11 @@ class Ingress:
                 endpoint, 503, Status.RETRY_LATER, "projections unavailable"
             )
         try:
+            if endpoint == "campaigns":
+                campaigns = await reader.campaigns(operator.id, player_id)
+                return self._operator_reply(endpoint, 200, "OK", operator_id=operator.id,
+                                            player_id=player_id,
+                                            campaigns=campaigns)  # fmt: skip
             if endpoint == "controls":
                 stated = await reader.controls(operator.id, player_id)
                 if stated is None:
@@ -945,6 +1071,21 @@ def build_app(settings: Settings, tenants: Tenants, instance_id: str | None = No
         Route(
             "/v1/operators/{operator_id}/players/{player_id}/transfers",
             ingress.transfer,
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/campaigns",
+            ingress.grant_campaign,
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/campaigns",
+            ingress.player_campaigns,
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/operators/{operator_id}/players/{player_id}/campaigns/{campaign_id}/cancel",
+            ingress.cancel_campaign,
             methods=["POST"],
         ),
         Route(

@@ -158,6 +158,9 @@ class Callback:
     its call carries no session token (``session_token`` and ``player_id`` are then empty)."""
     win_kind: WinKind = WinKind.REGULAR
     """For a win: the game's payout, or bonus, jackpot or promotion money."""
+    campaign_id: str | None = None
+    """For a bet: the player's free-spin campaign it is a spin of (no money moves); for a
+    win: the campaign whose spin won (credited as a BONUS win)."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,9 @@ def validate_callback(action: Action, body: dict[str, Any]) -> Callback | Invali
             currency=f.currency("currency", not rollback),
             round_closed=f.flag("round_closed"),
             win_kind=f.win_kind() if action is Action.WIN else WinKind.REGULAR,
+            campaign_id=(
+                f.ident("campaign_id", False) if action in (Action.BET, Action.WIN) else None
+            ),
         )
     except _Malformed as exc:
         return Invalid(str(exc))

@@ -51,6 +51,11 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         raise ReadError(f"{name}: out of range") from None
 
 
+def _z(at: datetime) -> str:
+    """An instant as RFC 3339 in UTC, to the millisecond."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def encode_cursor(updated_at: datetime, provider_id: str, transaction_id: str) -> str:
     raw = json.dumps([updated_at.isoformat(), provider_id, transaction_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -132,6 +137,28 @@ class ProjectionReader:
             "changed_at": at.isoformat(),
             "event_id": event_id,
         }
+    async def campaigns(self, operator_id: str, player_id: str) -> list[dict[str, Any]]:
+        async with self.pool.connection(timeout=2) as conn:
+            cur = await conn.execute(
+                self._q(
+                    "select campaign_id, provider_id, games, spins, spins_left, bet_value,"
+                    " currency, expires_at, state, wins, win_total, granted_at, ended_at,"
+                    " updated_at from {s}.campaigns"
+                    " where operator_id = %s and player_id = %s"
+                    " order by granted_at desc, campaign_id limit 500"
+                ),
+                (operator_id, player_id),
+            )
+            rows = await cur.fetchall()
+        return [
+            {
+                "campaign_id": c, "provider_id": p, "games": list(g), "spins": n,
+                "spins_left": left, "bet_value": bet, "currency": cur_, "expires_at": _z(exp),
+                "state": st, "wins": wins, "win_total": total, "granted_at": _z(granted),
+                "ended_at": _z(ended) if ended is not None else None, "updated_at": _z(upd),
+            }
+            for c, p, g, n, left, bet, cur_, exp, st, wins, total, granted, ended, upd in rows
+        ]  # fmt: skip
 
     async def transactions(
         self, operator_id: str, player_id: str, params: dict[str, str]

@@ -9,7 +9,13 @@ round, no revenue, no real balance.
 A transfer-wallet operator's money events (``wallet: transfer``) are real money and are
 projected like the others, their balance being the one the aggregator holds; its transfers
 (``FundsTransferred``, ``TransferRejected``) are ledger rows of kind DEPOSIT or WITHDRAW
-(provider ``""``) and report that balance too."""
+(provider ``""``) and report that balance too.
+
+Free-spin campaigns (``CampaignGranted``, ``CampaignCancelled``, ``CampaignExpired``, and the
+spins left of ``FreeSpinPlayed`` and ``FreeSpinRolledBack``, the bonus wins of ``WinCredited``
+naming a campaign) fold into ``campaigns`` by per-event statements (:func:`campaign_sql`)
+that the batch writer runs in the events' order too: few events, and each one's row depends
+on the one before."""
 
 from __future__ import annotations
 
@@ -50,6 +56,65 @@ def rejection_rule(d: dict[str, Any]) -> str | None:
     return d.get("rule") or None
 
 
+CAMPAIGN_EVENTS = frozenset({"CampaignGranted", "CampaignCancelled", "CampaignExpired",
+                             "FreeSpinPlayed", "FreeSpinRolledBack", "WinCredited"})  # fmt: skip
+"""The events that change a ``campaigns`` row (a WinCredited only if it names a campaign)."""
+
+_CAMPAIGN_SQL = {
+    "CampaignGranted": (
+        "insert into {s}.campaigns (operator_id, player_id, campaign_id, provider_id, games,"
+        " spins, spins_left, bet_value, currency, expires_at, state, wallet, granted_at,"
+        " updated_at, last_event_id) values (%(op)s, %(pl)s, %(c)s, %(pv)s, %(games)s,"
+        " %(spins)s, %(left)s, %(bet)s, %(cur)s, %(exp)s, 'ACTIVE', %(wallet)s, %(at)s, %(at)s,"
+        " %(ev)s) on conflict (operator_id, player_id, campaign_id) do nothing"
+    ),
+    "CampaignCancelled": (
+        "update {s}.campaigns set state = 'CANCELLED', spins_left = %(left)s, ended_at = %(at)s,"
+        " updated_at = %(at)s, last_event_id = %(ev)s"
+        " where operator_id = %(op)s and player_id = %(pl)s and campaign_id = %(c)s"
+    ),
+    "CampaignExpired": (
+        "update {s}.campaigns set state = 'EXPIRED', spins_left = %(left)s, ended_at = %(at)s,"
+        " updated_at = %(at)s, last_event_id = %(ev)s"
+        " where operator_id = %(op)s and player_id = %(pl)s and campaign_id = %(c)s"
+    ),
+    "FreeSpinPlayed": (
+        "update {s}.campaigns set spins_left = %(left)s,"
+        " state = case when %(left)s = 0 then 'USED_UP' else state end,"
+        " ended_at = case when %(left)s = 0 then %(at)s else ended_at end,"
+        " updated_at = %(at)s, last_event_id = %(ev)s"
+        " where operator_id = %(op)s and player_id = %(pl)s and campaign_id = %(c)s"
+    ),
+    "FreeSpinRolledBack": (
+        "update {s}.campaigns set spins_left = coalesce(%(left)s, spins_left),"
+        " state = case when state = 'USED_UP' then 'ACTIVE' else state end,"
+        " ended_at = case when state = 'USED_UP' then null else ended_at end,"
+        " updated_at = %(at)s, last_event_id = %(ev)s"
+        " where operator_id = %(op)s and player_id = %(pl)s and campaign_id = %(c)s"
+    ),
+    "WinCredited": (
+        "update {s}.campaigns set wins = wins + 1, win_total = win_total + %(amount)s,"
+        " updated_at = greatest(updated_at, %(at)s)"
+        " where operator_id = %(op)s and player_id = %(pl)s and campaign_id = %(c)s"
+    ),
+}
+
+
+def campaign_sql(name: str, d: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The statement (``{s}`` the schema) and parameters by which event ``name`` changes
+    its campaign's row, if it changes one."""
+    text = _CAMPAIGN_SQL.get(name)
+    if text is None or d.get("campaign_id") is None:
+        return None
+    return text, {
+        "op": d["operator_id"], "pl": d["player_id"], "c": d["campaign_id"],
+        "pv": d["provider_id"], "games": d.get("games"), "spins": d.get("spins"),
+        "left": d.get("spins_left"), "bet": d.get("bet_value"), "cur": d.get("currency"),
+        "exp": d.get("expires_at"), "wallet": d.get("wallet"), "at": d["occurred_at"],
+        "ev": d["event_id"], "amount": d.get("amount"),
+    }  # fmt: skip
+
+
 class JournalEvent(NamedTuple):
     """(A tuple: built once per record read, where a dataclass's ``__init__`` shows.)"""
 
@@ -87,6 +152,8 @@ class Applier:
             "DuplicateConflictDetected": self._conflict,
             "FundsTransferred": self._funds_transferred,
             "TransferRejected": self._transfer_rejected,
+            "FreeSpinPlayed": self._free_spin_played,
+            "FreeSpinRolledBack": self._free_spin_rolled_back,
         }
 
     def q(self, text: str) -> sql.Composed:
@@ -118,6 +185,10 @@ class Applier:
             handler = self._demo
         if handler is not None:
             handler(cur, d)
+        if event.name in CAMPAIGN_EVENTS:
+            statement = campaign_sql(event.name, d)
+            if statement is not None:
+                cur.execute(self.q(statement[0]), statement[1])
 
     # --- building blocks -------------------------------------------------------------------
 
@@ -314,6 +385,17 @@ class Applier:
 
     def _transfer_rejected(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
         self._txn(cur, d, transfer_kind(d), f"REJECTED:{d['status']}", rule=rejection_rule(d))
+        self._balance(cur, d)
+
+    def _free_spin_played(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        """A free spin: a ledger row that moves no money (its balance is the one last known),
+        on its round with no stake, in no revenue."""
+        self._txn(cur, d, "BET", "FREE_SPIN")
+        self._balance(cur, d)
+        self._round(cur, d)
+
+    def _free_spin_rolled_back(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:
+        self._txn(cur, d, "BET", "FREE_SPIN_ROLLED_BACK")
         self._balance(cur, d)
 
     def _session_opened(self, cur: psycopg.Cursor[Any], d: dict[str, Any]) -> None:

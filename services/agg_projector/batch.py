@@ -40,8 +40,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from agg_projector.apply import (
+    CAMPAIGN_EVENTS,
     DEMO_EVENTS,
     JournalEvent,
+    campaign_sql,
     rejection_rule,
     revenue_wins,
     transfer_kind,
@@ -182,6 +184,8 @@ class BatchRows:
         self.balances: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self.demo_balances: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self.sessions: dict[str, tuple[Any, ...]] = {}
+        self.campaigns: list[tuple[str, dict[str, Any]]] = []
+        """The campaign statements of the batch's events, in order (apply.campaign_sql)."""
         self.revenue = Revenue() if revenue is None else revenue
 
     def add_all(self, events: Iterable[JournalEvent]) -> BatchRows:
@@ -248,10 +252,22 @@ class BatchRows:
         elif name == "TransferRejected":
             self._txn(d, transfer_kind(d), f"REJECTED:{d['status']}", rejection_rule(d))
             self._balance(d)
+        elif name == "FreeSpinPlayed":
+            self._txn(d, "BET", "FREE_SPIN")
+            self._balance(d)
+            self._round(d)
+        elif name == "FreeSpinRolledBack":
+            self._txn(d, "BET", "FREE_SPIN_ROLLED_BACK")
+            self._balance(d)
         elif name == "DuplicateConflictDetected":
             self.changes.append((d["event_id"], d["operator_id"], d["provider_id"],
                                  d["transaction_id"], "DUPLICATE_CONFLICT", at,
                                  d["correlation_id"], d["player_id"], None))  # fmt: skip
+
+        if name in CAMPAIGN_EVENTS:
+            statement = campaign_sql(name, d)
+            if statement is not None:
+                self.campaigns.append(statement)
 
     # --- the folds (each mirrors one building block of Applier) -------------------------
 
@@ -476,6 +492,8 @@ class BatchWriter:
                 " game_id, currency, country, mode, opened_at, expires_at)"
                 " select * from agg_stage_sessions on conflict do nothing"
             ))  # fmt: skip
+        for text, params in rows.campaigns:  # few, each on the row the one before left
+            cur.execute(s(text), params)
         if revenue:
             self.write_revenue(cur, rows.revenue)
         return added

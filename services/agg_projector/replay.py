@@ -72,6 +72,7 @@ COMPARED_TABLES = {
     "balances": "operator_id, player_id, currency",
     "demo_balances": "operator_id, player_id, currency",
     "sessions": "session_id",
+    "campaigns": "operator_id, player_id, campaign_id",
     "revenue_daily": "operator_id, provider_id, game_id, currency, day",
 }
 """Every projection table and its key; positions and migrations are not compared."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from agg_domain.compliance import Refusal
 from agg_domain.limits import Controls, limits_from_text
-from agg_domain.saga import Answer, Command, Event, Reply, Request
+from agg_domain.saga import Answer, CampaignGrant, Command, Event, Reply, Request
 from agg_domain.statuses import Action, ReplyStatus, Status
 
 EVENT_NAMESPACE = "casino.agg.events."
@@ -51,6 +51,8 @@ def request_from_avro(d: dict[str, Any]) -> Request:
         refusal=_refusal(d.get("refusal")),  # written before v4: none
         controls=_controls(d.get("controls")),  # written before v6: none
         session_started_at_ms=_ms_or_none(d.get("session_started_at")),
+        campaign=_grant(d.get("campaign")),  # written before v6: none
+        campaign_id=d.get("campaign_id"),
     )
 
 
@@ -73,6 +75,18 @@ def _controls(d: dict[str, Any] | None) -> Controls | None:
         session_time_limit_ms=None if limit_s is None else int(limit_s) * 1000,
         limits=limits,
         actor=d.get("actor", ""),
+    )
+
+
+def _grant(d: dict[str, Any] | None) -> CampaignGrant | None:
+    if d is None:
+        return None
+    return CampaignGrant(
+        campaign_id=d["campaign_id"],
+        games=tuple(d["games"]),
+        spins=d["spins"],
+        bet_value=d["bet_value"],
+        expires_at_ms=_ms(d["expires_at"]),
     )
 
 

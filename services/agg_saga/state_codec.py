@@ -33,6 +33,9 @@ from agg_domain.compliance import Refusal
 from agg_domain.limits import NO_CONTROLS, Controls, Usage, limits_of
 from agg_domain.saga import (
     FINAL_STATES,
+    Campaign,
+    CampaignGrant,
+    CampaignState,
     Command,
     Pending,
     PlayerState,
@@ -49,11 +52,18 @@ class StateDecodeError(ValueError):
 
 
 def _request(d: dict[str, Any]) -> Request:
+    changes: dict[str, Any] = {"action": Action(d["action"])}
     refusal = d.get("refusal")  # absent in state written before requests carried one
     if refusal is not None:
-        read = Refusal(Status(refusal["status"]), refusal["rule"])
-        return Request(**{**d, "action": Action(d["action"]), "refusal": read})
-    return Request(**{**d, "action": Action(d["action"])})
+        changes["refusal"] = Refusal(Status(refusal["status"]), refusal["rule"])
+    grant = d.get("campaign")  # absent before campaigns
+    if grant is not None:
+        changes["campaign"] = CampaignGrant(**{**grant, "games": tuple(grant["games"])})
+    return Request(**{**d, **changes})
+
+
+def _campaign(d: dict[str, Any]) -> Campaign:
+    return Campaign(**{**d, "games": tuple(d["games"]), "state": CampaignState(d["state"])})
 
 
 def _controls_dict(c: Controls) -> dict[str, Any]:
@@ -128,6 +138,8 @@ _loads = orjson.loads
 _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
 _COMMAND_FIELDS = tuple(f.name for f in fields(Command))
 _ROUND_FIELDS = tuple(f.name for f in fields(Round))
+_GRANT_FIELDS = tuple(f.name for f in fields(CampaignGrant))
+_CAMPAIGN_FIELDS = tuple(f.name for f in fields(Campaign))
 _TXN_FIELDS = tuple(f.name for f in fields(Txn) if f.name != "waiters")
 _TXN_WAITERS = tuple(f.name for f in fields(Txn)).index("waiters")
 _PENDING_FIELDS = tuple(f.name for f in fields(Pending))
@@ -142,6 +154,8 @@ def _request_dict(r: Request) -> dict[str, Any]:
     body = {name: getattr(r, name) for name in _REQUEST_FIELDS}
     if r.refusal is not None:
         body["refusal"] = {"status": r.refusal.status, "rule": r.refusal.rule}
+    if r.campaign is not None:
+        body["campaign"] = {name: getattr(r.campaign, name) for name in _GRANT_FIELDS}
     return body
 
 
@@ -258,6 +272,10 @@ def encode_header(
         body["control_changes"] = {c: list(seen) for c, seen in state.control_changes.items()}
     if state.sessions:
         body["sessions"] = dict(state.sessions)
+    if state.campaigns:  # additive: absent for a player never granted a campaign
+        body["campaigns"] = [
+            {name: getattr(c, name) for name in _CAMPAIGN_FIELDS} for c in state.campaigns.values()
+        ]
     if cache is None:
         rounds = _dumps([{n: getattr(r, n) for n in _ROUND_FIELDS} for r in state.rounds.values()])
     else:
@@ -434,6 +452,9 @@ class StateBuilder:
                     usage=_usage(h.get("usage", {})),
                     control_changes=_control_changes(h.get("control_changes", {})),
                     sessions={str(p): int(at) for p, at in h.get("sessions", {}).items()},
+                    campaigns={
+                        c.campaign_id: c for c in (_campaign(b) for b in h.get("campaigns", ()))
+                    },
                 )
                 meta = WriteMeta(
                     seq=int(h.get("seq", 0)),

@@ -70,6 +70,7 @@ from agg_domain.saga import (
     SagaConfig,
     Tick,
     TxnState,
+    campaigns_due_ms,
     decide,
     pending_due_ms,
     rounds_due_ms,
@@ -660,6 +661,9 @@ class SagaWorker:
         round_due = round_index.get(key)
         if round_due is not None:
             due = round_due if due is None else min(due, round_due)
+        campaign_due = campaigns_due_ms(state) if state.campaigns else None
+        if campaign_due is not None:
+            due = campaign_due if due is None else min(due, campaign_due)
         if due is None:
             self.due[partition].pop(key, None)
         else:

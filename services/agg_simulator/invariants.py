@@ -18,6 +18,11 @@
    the saga holds is the deposits less the withdrawals (the amounts answered) less the bets
    plus the wins answered OK (a bet rolled back OK counts nothing), and the journal folds to
    it; one transfer id is journaled once.
+8. free-spin campaigns: a free spin never moves money (no wallet effect, no held balance
+   moved, however it was answered); the spins played (less those given back) never exceed
+   the spins granted and are what the saga's campaign says is left; no free spin is
+   journaled at or after its campaign's expiry or after its cancel; a campaign's win is
+   journaled once, as a BONUS win; one campaign is granted once.
 """
 
 from __future__ import annotations
@@ -104,7 +109,8 @@ def check(world: World) -> list[str]:
     transfer = set(schedule.transfer_operators)
     for track in world.tracks:
         c = track.call
-        if c.transaction_id is not None and c.mode == "real" and c.operator_id not in transfer:
+        if (c.transaction_id is not None and c.mode == "real" and c.operator_id not in transfer
+                and not c.action.startswith("CAMPAIGN")):  # fmt: skip
             key = (c.operator_id, c.player_id, c.provider_id, c.transaction_id)
             by_key.setdefault(key, []).append(track)
     for key, tracks in by_key.items():
@@ -119,7 +125,10 @@ def check(world: World) -> list[str]:
         first = (ok or tracks)[0].call
         account = (first.operator_id, first.player_id, first.currency)
         answers = [t.answers for t in tracks]
-        if first.action == "BET":
+        if first.action == "BET" and first.campaign_id is not None:
+            if got:  # a free spin, accepted or not, moves no money
+                problems.append(f"free spin {key} answered {answers}: wallet effects {dict(got)}")
+        elif first.action == "BET":
             net = got["debited"] - got["refunded"]
             if key in rolled_back:
                 want = 0
@@ -139,6 +148,7 @@ def check(world: World) -> list[str]:
     problems += _demo_balances(world)
     problems += _held_balances(world)
     problems += _controls(world)
+    problems += _campaigns(world)
     # 1. balances from the answers
     wallet: Counter[tuple[str, str, str]] = Counter()
     for op, book in world.books.items():
@@ -170,7 +180,8 @@ def check(world: World) -> list[str]:
             "BetAccepted", "BetRejected", "DebitTimedOut", "DebitCancelled"
         ):  # fmt: skip
             decisions.setdefault(d["command_id"], set()).add(name)
-        if name in ("BetAccepted", "WinCredited", "BetRolledBack", "FundsTransferred"):
+        if name in ("BetAccepted", "WinCredited", "BetRolledBack", "FundsTransferred",
+                    "FreeSpinPlayed", "FreeSpinRolledBack"):  # fmt: skip
             per_txn[(name, d.get("mode", "real"), d["operator_id"], d["player_id"],
                      d["provider_id"], d["transaction_id"])] += 1  # fmt: skip
     for d in by_id.values():
@@ -305,6 +316,8 @@ def _held_balances(world: World) -> list[str]:
             continue
         settled.add(key)
         account = (c.operator_id, c.player_id, c.currency)
+        if c.action == "BET" and c.campaign_id is not None:
+            continue  # a free spin: nothing held moves
         if c.action == "BET" and key[:4] not in rolled_back:
             expected[account] -= c.amount or 0
         elif c.action == "WIN":
@@ -407,6 +420,73 @@ def _controls(world: World) -> list[str]:
     wrong = sorted({r for r in rules if r != want})
     if wrong:
         problems.append(f"{who}: refused by rules {wrong}")
+
+
+def _campaigns(world: World) -> list[str]:
+    """8. Free-spin campaigns, from the journal (in each partition's order, each event id
+    once) and the sagas' states; counts what it saw in ``world.round_stats``."""
+    problems: list[str] = []
+    stats = world.round_stats
+    granted: dict[tuple[str, str, str], dict[str, Any]] = {}
+    ended: dict[tuple[str, str, str], str] = {}
+    net: Counter[tuple[str, str, str]] = Counter()
+    seen: set[str] = set()
+    for events in journal(world).values():
+        for name, d in events:
+            if d["event_id"] in seen:
+                continue
+            seen.add(d["event_id"])
+            rule = d.get("rule") or ""
+            if name == "BetRejected" and rule.startswith("campaign:"):
+                stats[f"free spins refused {rule}"] += 1
+            cid = d.get("campaign_id")
+            if cid is None:
+                continue
+            key = (d["operator_id"], d["player_id"], cid)
+            at = _ms(d["occurred_at"])
+            if name == "CampaignGranted":
+                if key in granted:
+                    problems.append(f"campaign {key} granted twice")
+                granted[key] = d
+                stats["campaigns granted"] += 1
+            elif name in ("CampaignCancelled", "CampaignExpired"):
+                ended[key] = name
+                stats[name] += 1
+            elif name == "FreeSpinPlayed":
+                stats["free spins played"] += 1
+                grant = granted.get(key)
+                if grant is None:
+                    problems.append(f"free spin {d['transaction_id']} of {key} before its grant")
+                    continue
+                if key in ended:
+                    problems.append(f"free spin {d['transaction_id']} of {key} after "
+                                    f"{ended[key]}")  # fmt: skip
+                if at >= _ms(grant["expires_at"]):
+                    problems.append(f"free spin {d['transaction_id']} of {key} at {at}, "
+                                    f"at or after its expiry")  # fmt: skip
+                net[key] += 1
+                if net[key] > grant["spins"]:
+                    problems.append(f"campaign {key}: {net[key]} spins played of "
+                                    f"{grant['spins']}")  # fmt: skip
+            elif name == "FreeSpinRolledBack":
+                net[key] -= 1
+                stats["free spins given back"] += 1
+            elif name == "WinCredited":
+                stats["campaign wins credited"] += 1
+                if d.get("win_kind") != "BONUS":
+                    problems.append(f"win {d['transaction_id']} of {key} credited as "
+                                    f"{d.get('win_kind')}")  # fmt: skip
+    for worker in world.workers:
+        assert worker is not None
+        for states in worker.states.values():
+            for state in states.values():
+                for c in state.campaigns.values():
+                    key = (state.operator_id, state.player_id, c.campaign_id)
+                    if not 0 <= c.spins_left <= c.spins:
+                        problems.append(f"campaign {key}: {c.spins_left} spins left of {c.spins}")
+                    if c.spins - c.spins_left != net[key]:
+                        problems.append(f"campaign {key}: the saga has {c.spins_left} spins "
+                                        f"left, the journal {c.spins - net[key]}")  # fmt: skip
     return problems
 
 

@@ -14,6 +14,12 @@ and wall-clock jumps.
 About a third of the schedules add a transfer-wallet operator (``op-t``): its players' funds
 are moved in and out by the operator's deposits and withdrawals (some of everything), racing
 their play, which reuses the other operators' provider, transaction and round ids.
+
+About two schedules in five grant free-spin campaigns to some players (of a seamless and of
+the transfer-wallet operator): grants (repeated, or reused with other content), free spins
+before and after the grant, past the spins granted, with a wrong stake, after a cancel and
+after the expiry (some expire within the schedule, some by a wall-clock jump), their wins,
+rollbacks that give spins back, and cancels.
 """
 
 from __future__ import annotations
@@ -68,6 +74,14 @@ class Call:
     """For a bet: the compliance refusal (status, rule) the ingress attaches; such a bet must
     never reach the wallet. Not part of :meth:`content`: a retry of a decided bet gets its
     first answer whether or not the rules refuse it now."""
+    campaign_id: str | None = None
+    """For a bet: the campaign it is a free spin of (it must never reach the wallet); for a
+    win: the campaign whose spin won; for CAMPAIGN_GRANT and CAMPAIGN_CANCEL: the campaign."""
+    spins: int = 0
+    """For CAMPAIGN_GRANT: the spins granted (``amount`` is the bet value)."""
+    expires_in_ms: int = 0
+    """For CAMPAIGN_GRANT: its expiry, this long after the grant is first sent (by the
+    saga's clock)."""
 
     controls: tuple[str, int] | None = None
     """For PLAYER_CONTROLS: the control stated, ``(kind, limit)``: ``block`` (the operator's),
@@ -77,7 +91,8 @@ class Call:
     def content(self) -> tuple[object, ...]:
         return (self.mode, self.operator_id, self.player_id, self.provider_id, self.action,
                 self.transaction_id, self.reference_transaction_id, self.round_id,
-                self.amount, self.currency, self.controls)  # fmt: skip
+                self.amount, self.currency, self.controls, self.campaign_id, self.spins,
+                self.expires_in_ms)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,10 @@ class Schedule:
                 parts.append(f"refused={c.refusal[0]}:{c.refusal[1]}")
             if c.controls is not None:
                 parts.append(f"controls={c.controls[0]}:{c.controls[1]}")
+            if c.campaign_id is not None:
+                parts.append(f"campaign={c.campaign_id}")
+            if c.action == "CAMPAIGN_GRANT":
+                parts.append(f"spins={c.spins} expires+{c.expires_in_ms}ms")
             events.append((c.at_ms, " ".join(parts)))
         for f in self.faults:
             text = f"FAULT {f.kind}"
@@ -297,6 +316,18 @@ def generate(seed: int) -> Schedule:
                                  txn_space, round_space)  # fmt: skip
     # responsible gaming, from a generator of its own too
     calls += _controls_calls(random.Random(seed * 7_919 + 3), calls)
+    # campaigns from a generator of their own too: every other draw stays what it was
+    crng = random.Random(seed * 2_000_029 + 23)
+    if crng.random() < 0.4:
+        owners = [(op, p) for op in operators + transfer for p in player_ids]
+        crng.shuffle(owners)
+        for i, (op, player) in enumerate(owners[: crng.randint(1, 3)]):
+            currency = player_currency.get((op, player), "EUR")
+            if op in transfer:  # its players' currency is drawn by the transfer calls
+                currency = next((c.currency for c in calls if c.operator_id == op
+                                 and c.player_id == player), "EUR")  # fmt: skip
+            calls += _campaign_calls(crng, 5_000 + 100 * i, duration_ms, op, player,
+                                     currency, providers)  # fmt: skip
     return Schedule(
         seed=seed,
         partitions=partitions,
@@ -308,6 +339,68 @@ def generate(seed: int) -> Schedule:
         round_auto_close_ms=auto_close,
         transfer_operators=transfer,
     )
+
+
+def _campaign_calls(rng: random.Random, first_n: int, duration_ms: int, op: str, player: str,
+                    currency: str, providers: tuple[str, ...]) -> list[Call]:  # fmt: skip
+    """One player's campaigns: a grant or two (one repeated, one id sometimes reused with
+    other content), free spins racing them (some past the spins, some of the wrong stake),
+    wins of the spins' rounds, rollbacks of spins, a cancel now and then."""
+    calls: list[Call] = []
+    n = first_n
+    campaigns: list[tuple[str, str, int, int]] = []
+    for k in range(rng.randint(1, 2)):
+        cid = f"c{k}"
+        provider = rng.choice(providers)
+        bet_value = rng.choice((20, 50))
+        at = rng.randint(0, duration_ms // 2)
+        dup = rng.choice((None, None, rng.randint(0, 1_500)))
+        spins = rng.randint(1, 3)
+        expires = rng.choice((600, 1_500, 3_000, 120_000))
+        calls.append(Call(n, at, op, player, provider, "CAMPAIGN_GRANT", currency,
+                          transaction_id=cid, amount=bet_value, campaign_id=cid, spins=spins,
+                          expires_in_ms=expires, dup_after_ms=dup))  # fmt: skip
+        n += 1
+        if rng.random() < 0.2:  # the id again, with other content: a conflict
+            calls.append(Call(n, at + rng.randint(0, 1_000), op, player, provider,
+                              "CAMPAIGN_GRANT", currency, transaction_id=cid,
+                              amount=bet_value, campaign_id=cid, spins=spins + 1,
+                              expires_in_ms=expires))  # fmt: skip
+            n += 1
+        campaigns.append((cid, provider, bet_value, at))
+    spins_made: list[Call] = []
+    for j in range(rng.randint(1, 6)):
+        cid, provider, bet_value, granted_at = rng.choice(campaigns)
+        at = max(0, granted_at + rng.randint(-300, duration_ms))
+        amount = bet_value if rng.random() < 0.85 else bet_value + 1
+        dup = rng.choice((None, None, None, rng.randint(0, 2_000)))
+        c = Call(n, at, op, player, provider, "BET", currency, transaction_id=f"f{j}",
+                 round_id=f"fr{j}", amount=amount, round_closed=rng.random() < 0.3,
+                 dup_after_ms=dup, campaign_id=cid)  # fmt: skip
+        calls.append(c)
+        spins_made.append(c)
+        n += 1
+        if rng.random() < 0.5:
+            calls.append(Call(n, at + rng.randint(0, 800), op, player, provider, "WIN",
+                              currency, transaction_id=f"fw{j}", round_id=f"fr{j}",
+                              amount=rng.choice((0, 30, 400)), round_closed=True,
+                              campaign_id=cid,
+                              dup_after_ms=rng.choice((None, 300))))  # fmt: skip
+            n += 1
+    for c in spins_made:
+        if rng.random() < 0.2:
+            calls.append(Call(n, c.at_ms + rng.randint(-200, 1_500), op, player, c.provider_id,
+                              "ROLLBACK", currency, transaction_id=f"fb{c.transaction_id}",
+                              reference_transaction_id=c.transaction_id,
+                              round_id=c.round_id))  # fmt: skip
+            n += 1
+    for cid, _, _, granted_at in campaigns:
+        if rng.random() < 0.3:
+            calls.append(Call(n, granted_at + rng.randint(0, duration_ms), op, player, "",
+                              "CAMPAIGN_CANCEL", "XXX", transaction_id=cid, campaign_id=cid,
+                              dup_after_ms=rng.choice((None, 500))))  # fmt: skip
+            n += 1
+    return calls
 
 
 AUTO_CLOSE_MS = (400, 1_200, 2_500, 5_000, 1_800_000)

@@ -89,6 +89,9 @@ class Track:
     dup_sent: bool = False
     first_sent_wall_ms: int | None = None
     """The saga's clock when the call was first sent (for the rounds' invariants)."""
+    expires_at_ms: int | None = None
+    """A campaign grant's expiry by the saga's clock: fixed at its first send, so that every
+    resend is the same grant."""
 
     @property
     def final(self) -> str | None:
@@ -324,7 +327,20 @@ class World:
                 None if c.refusal is None else {"status": c.refusal[0], "rule": c.refusal[1]}
             ),
             "controls": None if c.controls is None else _controls_datum(c.controls, c.currency),
+            "campaign_id": c.campaign_id,
+            "campaign": None,
         }  # fmt: skip
+        if c.action == "CAMPAIGN_GRANT":
+            assert c.campaign_id is not None and c.amount is not None
+            if track.expires_at_ms is None:
+                track.expires_at_ms = self.clock.wall_ms + c.expires_in_ms
+            datum["amount"] = None
+            grant: dict[str, Any] = {
+                "campaign_id": c.campaign_id, "games": ["game-1"], "spins": c.spins,
+                "bet_value": c.amount,
+                "expires_at": datetime.fromtimestamp(track.expires_at_ms / 1000, tz=UTC),
+            }  # fmt: skip
+            datum["campaign"] = grant
         if c.mode != "real":
             self.demo_correlations.add(correlation)
         key = f"{c.operator_id}:{c.player_id}".encode()

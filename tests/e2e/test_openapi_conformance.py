@@ -335,6 +335,8 @@ def _with_session(name: str, path: str, body: dict[str, Any], st_: Stack, which:
         table = ((body.get("game") or {}).get("details") or {}).get("table") or {}
         if isinstance(table, dict) and "id" in table:
             table["id"] = EVO_GAME
+    elif path.endswith("/campaigns"):  # a grant of a game the operator offers
+        body.update(provider_id=PROVIDER, games=[GAME], currency="EUR")
     elif path.endswith("/sessions"):
         body["game_id"] = [GAME, HUB_GAME, "nova-gemrush", "orbit-roulette"][which]
 
@@ -596,6 +598,7 @@ def _targeted(stack: Stack) -> dict[tuple[str, str, str, int], Callable[[], Any]
     out[(*key, 422)] = lambda: as_delta(transfer(direction="withdraw", amount=10**12))
     out[(*key, 503)] = lambda: _degraded(stack, "POST", mine, transfer(), delta_secret)
     _targeted_controls(stack, out)
+    out.update(_campaign_targets(stack, as_delta))
     for method in pragmatic.ACTIONS:
         key = ("provider-pragmatic-v1", "/v1/providers/{provider_id}/" + method, "POST")
         out[(*key, 200)] = lambda m=method: _pragmatic(stack, m, PP)
@@ -759,6 +762,77 @@ def _projected(stack: Stack, path: str) -> requests.Response:
         if (response.status_code == 200 and items) or time.monotonic() > deadline:
             return response
         time.sleep(0.2)
+
+
+def _campaign_targets(stack: Stack, as_delta: Callable[..., requests.Response]
+                      ) -> dict[tuple[str, str, str, int], Callable[[], Any]]:  # fmt: skip
+    """The campaigns' statuses: grant, cancel and the read API's list."""
+    op_secret = stack.pipeline.operator_secret
+    out: dict[tuple[str, str, str, int], Callable[[], Any]] = {}
+    player = f"oa-{uuid.uuid4().hex[:10]}"
+    mine = f"/v1/operators/{OPERATOR}/players/{player}/campaigns"
+    expires = "2099-01-01T00:00:00Z"
+
+    def campaign(**fields: Any) -> bytes:
+        base = {"campaign_id": f"oa-{uuid.uuid4().hex[:10]}", "provider_id": PROVIDER,
+                "games": [GAME], "spins": 3, "bet_value": 10, "currency": "EUR",
+                "expires_at": expires}  # fmt: skip
+        return encode_body({**base, **fields})
+
+    def conflict() -> requests.Response:
+        cid = f"oa-{uuid.uuid4().hex[:10]}"
+        assert _send(stack, OPERATOR_DOC, "POST", mine, campaign(campaign_id=cid)).ok
+        return _send(stack, OPERATOR_DOC, "POST", mine, campaign(campaign_id=cid, spins=4))
+
+    def cancelled() -> requests.Response:
+        cid = f"oa-{uuid.uuid4().hex[:10]}"
+        assert _send(stack, OPERATOR_DOC, "POST", mine, campaign(campaign_id=cid)).ok
+        return _send(stack, OPERATOR_DOC, "POST", f"{mine}/{cid}/cancel", b"{}")
+
+    def listed() -> requests.Response:
+        assert _send(stack, OPERATOR_DOC, "POST", mine, campaign()).ok
+        deadline = time.monotonic() + 60
+        while True:
+            response = _send(stack, OPERATOR_DOC, "GET", mine)
+            if response.json().get("campaigns") or time.monotonic() > deadline:
+                return response
+            time.sleep(0.2)
+
+    key = (OPERATOR_DOC, PLAYER + "campaigns", "POST")
+    out[(*key, 200)] = lambda: _send(stack, OPERATOR_DOC, "POST", mine, campaign())
+    out[(*key, 400)] = lambda: _send(stack, OPERATOR_DOC, "POST", mine, b"{}")
+    out[(*key, 401)] = lambda: _send(stack, OPERATOR_DOC, "POST", mine, campaign(), "none")
+    # the transfer operator offers prov-nova only: not the hub88 provider's games
+    transfer_mine = f"/v1/operators/{TRANSFER_OPERATOR}/players/{player}/campaigns"
+    out[(*key, 403)] = lambda: as_delta(campaign(provider_id=HUB, games=[HUB_GAME]),
+                                        transfer_mine)  # fmt: skip
+    out[(*key, 404)] = lambda: _send(stack, OPERATOR_DOC, "POST", mine,
+                                     campaign(games=["no-such-game"]))  # fmt: skip
+    out[(*key, 409)] = conflict
+    out[(*key, 413)] = lambda: _send(stack, OPERATOR_DOC, "POST", mine, TOO_LARGE)
+    out[(*key, 422)] = lambda: _send(stack, OPERATOR_DOC, "POST", mine,
+                                     campaign(expires_at="2001-01-01T00:00:00Z"))  # fmt: skip
+    out[(*key, 503)] = lambda: _degraded(stack, "POST", mine, campaign(), op_secret)
+    key = (OPERATOR_DOC, PLAYER + "campaigns", "GET")
+    out[(*key, 200)] = listed
+    out[(*key, 400)] = lambda: _send(
+        stack, OPERATOR_DOC, "GET", f"/v1/operators/{OPERATOR}/players/bad!id/campaigns"
+    )
+    out[(*key, 401)] = lambda: _send(stack, OPERATOR_DOC, "GET", mine, auth="none")
+    out[(*key, 404)] = lambda: _send(
+        stack, OPERATOR_DOC, "GET", "/v1/operators/op-nobody/players/p1/campaigns"
+    )
+    out[(*key, 413)] = lambda: _send(stack, OPERATOR_DOC, "GET", mine, TOO_LARGE)
+    out[(*key, 503)] = lambda: _degraded(stack, "GET", mine, b"", op_secret)
+    key = (OPERATOR_DOC, PLAYER + "campaigns/{campaign_id}/cancel", "POST")
+    nope = f"{mine}/oa-nope/cancel"
+    out[(*key, 200)] = cancelled
+    out[(*key, 400)] = lambda: _send(stack, OPERATOR_DOC, "POST", nope, b'{"x": 1}')
+    out[(*key, 401)] = lambda: _send(stack, OPERATOR_DOC, "POST", nope, b"{}", "none")
+    out[(*key, 404)] = lambda: _send(stack, OPERATOR_DOC, "POST", nope, b"{}")
+    out[(*key, 413)] = lambda: _send(stack, OPERATOR_DOC, "POST", nope, TOO_LARGE)
+    out[(*key, 503)] = lambda: _degraded(stack, "POST", nope, b"{}", op_secret)
+    return out
 
 
 def test_every_documented_status_is_reached(stack: Stack) -> None:

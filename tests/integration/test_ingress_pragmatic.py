@@ -263,3 +263,43 @@ def test_a_demo_sessions_user_id_never_moves_real_money(pipeline: Pipeline) -> N
             (OPERATOR, player),
         ).fetchall()
     assert kinds == [("BALANCE",)]
+
+
+def test_a_free_round_bonus_plays_the_operators_campaign(pipeline: Pipeline) -> None:
+    """The operator grants a campaign; the provider's bet and result of a free round carry
+    its id as ``bonusCode``: nothing is debited, the result is credited as a bonus win."""
+    player, _, user = authenticate(pipeline)
+    code = f"frb-{uuid.uuid4().hex[:8]}"
+    granted = pipeline._post(
+        pipeline.operator_secret, f"/v1/operators/{OPERATOR}/players/{player}/campaigns",
+        {"campaign_id": code, "provider_id": PRAG, "games": [GAME], "spins": 1,
+         "bet_value": 50, "currency": "EUR", "expires_at": "2099-01-01T00:00:00Z"},
+    )  # fmt: skip
+    assert granted.status_code == 200, granted.text
+    spin, win = ref(), ref()
+    free = call(pipeline, "bet.html", {"userId": user, "reference": spin, "gameId": GAME,
+                                       "roundId": "fr-1", "amount": "0.50",
+                                       "bonusCode": code})  # fmt: skip
+    assert (free["error"], free["cash_minor"]) == (0, STARTING_BALANCE)
+    # the campaign's only spin is played: another is refused, nothing debited
+    again = call(pipeline, "bet.html", {"userId": user, "reference": ref(), "gameId": GAME,
+                                        "roundId": "fr-2", "amount": "0.50",
+                                        "bonusCode": code})  # fmt: skip
+    assert again["error"] != 0
+    result = call(pipeline, "result.html", {"userId": user, "reference": win, "gameId": GAME,
+                                            "roundId": "fr-1", "amount": "4.00",
+                                            "bonusCode": code})  # fmt: skip
+    assert (result["error"], result["cash_minor"]) == (0, STARTING_BALANCE + 400)
+    assert pipeline.wallet_balance(player) == STARTING_BALANCE + 400
+
+    def journaled() -> list[tuple[str, str]]:
+        with psycopg.connect(pipeline.settings.database_url) as conn:
+            rows = conn.execute(
+                "select event_type, coalesce(payload->>'win_kind', '') from projection.journal"
+                " where player_id = %s and event_type in ('FreeSpinPlayed', 'WinCredited')",
+                (player,),
+            ).fetchall()
+        return sorted((str(a), str(b)) for a, b in rows)
+
+    eventually(lambda: len(journaled()) == 2, 30)
+    assert journaled() == [("FreeSpinPlayed", ""), ("WinCredited", "BONUS")]

@@ -29,9 +29,10 @@ from bench.journal import JournalShape, JournalWriter, Mix
 PARTITIONS = 6
 FAULTY = Mix(win=0.5, rollback=0.12, rollback_first=0.06, debit_silent=0.05, credit_silent=0.05,
              conflict=0.05, republished=0.03, demo_players=0.15, transfer_players=0.2,
-             kinded_wins=0.2, session_rounds=6, round_idle=0.3)  # fmt: skip
+             kinded_wins=0.2, session_rounds=6, round_idle=0.3, free_spins=0.4)  # fmt: skip
 """Rare paths made common: tombstones, timeouts, owed credits, conflicts, republished events,
-demo play, many sessions, rounds auto-closed with money and bets after the close."""
+demo play, many sessions, rounds auto-closed with money and bets after the close, free-spin
+campaigns granted, played, cancelled and expired."""
 
 
 def partitioned(events: int, seed: int) -> dict[int, list[JournalEvent]]:
@@ -126,7 +127,9 @@ def test_batches_give_the_per_event_tables(settings: Settings, schemas: list[str
     # the journal exercises what the fold must get right
     for kind in ("BetAccepted", "BetRejected", "BetRolledBack", "RollbackRecorded",
                  "DebitTimedOut", "DebitCancelled", "CreditOwed", "WinCredited", "RoundClosed",
-                 "RoundAutoClosed", "SessionOpened", "DuplicateConflictDetected"):  # fmt: skip
+                 "RoundAutoClosed", "SessionOpened", "DuplicateConflictDetected",
+                 "CampaignGranted", "FreeSpinPlayed", "FreeSpinRolledBack",
+                 "CampaignExpired"):  # fmt: skip
         assert kinds.get(kind, 0) > 0, kind
     for schema in (per_batch, deferred):
         differences = compare(settings.database_url, ref, schema)

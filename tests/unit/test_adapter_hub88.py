@@ -124,6 +124,15 @@ def test_a_request_signed_by_another_key_or_unsigned_is_refused() -> None:
         ("transaction/win", {**BET, "amount": 0}, Callback(
             Action.WIN, RQ, "tok", "p-1", transaction_id=TX,
             round_id="r-1", game_id="g-1", amount=0, currency="EUR")),
+        ("transaction/bet", {**BET, "is_free": True, "reward_uuid": "welcome-50"}, Callback(
+            Action.BET, RQ, "tok", "p-1", transaction_id=TX, round_id="r-1", game_id="g-1",
+            amount=100, currency="EUR", campaign_id="welcome-50")),
+        ("transaction/bet", {**BET, "reward_uuid": "welcome-50"}, Callback(  # not free
+            Action.BET, RQ, "tok", "p-1", transaction_id=TX,
+            round_id="r-1", game_id="g-1", amount=100, currency="EUR")),
+        ("transaction/win", {**BET, "is_free": True, "reward_uuid": "welcome-50"}, Callback(
+            Action.WIN, RQ, "tok", "p-1", transaction_id=TX, round_id="r-1", game_id="g-1",
+            amount=100, currency="EUR", campaign_id="welcome-50")),
         ("transaction/bet", {**BET, "currency": "JPY", "amount": 1_500_000}, Callback(
             Action.BET, RQ, "tok", "p-1", transaction_id=TX,
             round_id="r-1", game_id="g-1", amount=15, currency="JPY")),
@@ -160,6 +169,9 @@ def test_requests_read_as_canonical_callbacks(
         ("transaction/bet", {**BET, "amount": -100_000}, "RS_ERROR_WRONG_TYPES"),
         ("transaction/bet", {**BET, "amount": 0}, "RS_ERROR_WRONG_TYPES"),
         ("transaction/bet", {**BET, "is_free": True}, "RS_ERROR_WRONG_TYPES"),
+        ("transaction/bet", {**BET, "is_free": True, "reward_uuid": 7}, "RS_ERROR_WRONG_TYPES"),
+        ("transaction/bet", {**BET, "is_free": True, "amount": 0, "reward_uuid": "c"},
+         "RS_ERROR_WRONG_TYPES"),
         ("transaction/bet", {**BET, "currency": "BTC"}, "RS_ERROR_WRONG_TYPES"),
         ("transaction/bet", {**BET, "round_closed": "no"}, "RS_ERROR_WRONG_TYPES"),
         ("transaction/bet", {**BET, "user": 7}, "RS_ERROR_WRONG_TYPES"),
@@ -227,6 +239,7 @@ def callbacks(draw: st.DrawFn) -> Callback:
         amount=draw(st.integers(1 if action is Action.BET else 0, 10**13)) if money else None,
         currency=draw(currencies) if money else None,
         round_closed=draw(st.booleans()),
+        campaign_id=draw(st.none() | ids) if money else None,
     )
 
 

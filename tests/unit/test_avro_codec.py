@@ -93,6 +93,8 @@ def _strategy(schema: Any, named: Mapping[str, Any]) -> st.SearchStrategy[Any]:
         )
     if kind == "enum":
         return st.sampled_from(schema["symbols"])
+    if kind == "array":
+        return st.lists(_strategy(schema["items"], named), max_size=3)
     primitives: dict[str, st.SearchStrategy[Any]] = {
         "null": st.none(),
         "boolean": st.booleans(),

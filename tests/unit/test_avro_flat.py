@@ -79,6 +79,8 @@ def _leaf_value(schema: Any) -> st.SearchStrategy[Any]:
         return st.one_of(_AWARE, st.integers(-(2**40), 2**40))
     if isinstance(schema, dict) and schema.get("type") == "enum":
         return st.sampled_from(schema["symbols"])
+    if isinstance(schema, dict) and schema.get("type") == "array":
+        return st.one_of(st.lists(st.text(max_size=10), max_size=4), st.just([1]), _ODD)
     if isinstance(schema, dict) and schema.get("type") == "record":
         # a nested record: its fields, now and then one of them wrong, missing or extra
         fields = {f["name"]: _leaf_value(f["type"]) for f in schema["fields"]}

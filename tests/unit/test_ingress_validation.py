@@ -14,6 +14,13 @@ import pytest
 from agg_config.compliance import rules_of
 from agg_config.tenants import parse_tenants
 from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status, WinKind
+from agg_ingress.campaigns import (
+    CampaignRequest,
+    campaign_refusal,
+    rfc3339,
+    validate_campaign,
+    validate_cancel,
+)
 from agg_ingress.client import curl_command, sign
 from agg_ingress.protocol import (
     AMOUNT_MAX,
@@ -530,3 +537,81 @@ def test_a_withdrawal_may_leave_out_its_amount() -> None:
     got = validate_transfer({**TRANSFER, "direction": "withdraw", "amount": None})
     assert got == TransferRequest("tr-1", Action.WITHDRAW, None, "EUR")
     assert isinstance(validate_transfer({**TRANSFER, "amount": None}), Invalid)
+
+
+# --- free-spin campaigns ---------------------------------------------------------------------
+
+CAMPAIGN = {"campaign_id": "fs-1", "provider_id": "prov-nova", "games": ["nova-starfall"],
+            "spins": 10, "bet_value": 20, "currency": "EUR",
+            "expires_at": "2026-02-01T00:00:00Z"}  # fmt: skip
+
+
+def test_a_campaign_reads_with_its_expiry_in_utc_to_the_millisecond() -> None:
+    got = validate_campaign({**CAMPAIGN, "expires_at": "2026-02-01T01:00:00.123456+01:00"})
+    assert isinstance(got, CampaignRequest)
+    assert got.games == ("nova-starfall",) and got.expires_at_ms == 1_769_904_000_123
+    assert rfc3339(got.expires_at_ms) == "2026-02-01T00:00:00.123Z"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"extra": 1}, "extra: not a field of a campaign"),
+        ({"campaign_id": "a b"}, "campaign_id: 1..64 characters of [A-Za-z0-9_.:-]"),
+        ({"provider_id": None}, "provider_id: required"),
+        ({"games": []}, "games: a list of 1..50 game ids"),
+        ({"games": "nova-starfall"}, "games: a list of 1..50 game ids"),
+        ({"games": [f"g{i}" for i in range(51)]}, "games: a list of 1..50 game ids"),
+        ({"games": ["a", 1]}, "games: a list of 1..50 game ids"),
+        ({"games": ["a", "a"]}, "games: each game once"),
+        ({"spins": 0}, "spins: a JSON integer 1..1000000"),
+        ({"spins": 1_000_001}, "spins: a JSON integer 1..1000000"),
+        ({"spins": 2.0}, "spins: a JSON integer 1..1000000"),
+        ({"spins": True}, "spins: a JSON integer 1..1000000"),
+        ({"bet_value": 0}, "bet_value: out of range 1..2**63-1"),
+        ({"bet_value": 2**63}, "bet_value: out of range 1..2**63-1"),
+        ({"currency": "eur"}, "currency: an ISO 4217 code"),
+        ({"expires_at": None}, "expires_at: required"),
+        ({"expires_at": "2026-02-01T00:00:00"}, "expires_at: give a time zone (e.g. Z)"),
+        ({"expires_at": "tomorrow"}, "expires_at: an RFC 3339 date-time"),
+        ({"expires_at": 1769904000}, "expires_at: an RFC 3339 date-time"),
+    ],
+)  # fmt: skip
+def test_a_malformed_campaign_is_refused_naming_its_field(changes: dict[str, Any],
+                                                          reason: str) -> None:  # fmt: skip
+    got = validate_campaign({**CAMPAIGN, **changes})
+    assert isinstance(got, Invalid) and got.reason == reason
+
+
+def test_an_expiry_beyond_utcs_range_is_the_earliest_or_latest_instant() -> None:
+    early = validate_campaign({**CAMPAIGN, "expires_at": "0001-01-01T00:00:00+01:00"})
+    late = validate_campaign({**CAMPAIGN, "expires_at": "9999-12-31T23:59:59-01:00"})
+    assert isinstance(early, CampaignRequest) and early.expires_at_ms < NOW_MS
+    assert isinstance(late, CampaignRequest) and late.expires_at.year == 9999
+
+
+@pytest.mark.parametrize(
+    ("operator", "changes", "expected"),
+    [
+        ("op-alpha", {}, None),
+        ("op-alpha", {"games": ["nova-starfall", "nova-gemrush"]}, None),
+        ("op-alpha", {"games": ["no-such-game"]}, OperatorRefusal.UNKNOWN_GAME),
+        ("op-alpha", {"games": ["orbit-roulette"]}, OperatorRefusal.UNKNOWN_GAME),  # not nova's
+        ("op-beta", {"provider_id": "prov-orbit", "games": ["orbit-roulette"]},
+         OperatorRefusal.GAME_NOT_ALLOWED),  # not a provider of op-beta's
+        ("op-alpha", {"provider_id": "prov-off", "games": ["off-slots"]},
+         OperatorRefusal.GAME_NOT_ALLOWED),  # disabled
+        ("op-beta", {"currency": "USD"}, OperatorRefusal.CURRENCY_NOT_SUPPORTED),
+    ],
+)  # fmt: skip
+def test_campaign_refusals_in_precedence(operator: str, changes: dict[str, Any],
+                                         expected: OperatorRefusal | None) -> None:  # fmt: skip
+    op = TENANTS.operator(operator)
+    req = validate_campaign({**CAMPAIGN, **changes})
+    assert op is not None and isinstance(req, CampaignRequest)
+    assert campaign_refusal(TENANTS, op, req) is expected
+
+
+@pytest.mark.parametrize(("body", "ok"), [({}, True), ({"x": 1}, False), ("[]", False)])
+def test_a_cancel_takes_an_empty_object(body: object, ok: bool) -> None:
+    assert (validate_cancel(body) is None) is ok

@@ -38,6 +38,7 @@ from agg_ingress import specs
 from agg_ingress.adapters import adapters, evolution, hub88, pragmatic
 from agg_ingress.adapters.base import Accepted, Credentials, WireRequest
 from agg_ingress.app import build_app
+from agg_ingress.campaigns import CampaignRequest, validate_campaign, validate_cancel
 from agg_ingress.client import signed_headers
 from agg_ingress.controls import ControlsRequest, validate_controls
 from agg_ingress.protocol import (
@@ -287,6 +288,10 @@ def _accepted(name: str, path: str, body: Any) -> bool:
         return isinstance(validate_transfer(parsed), TransferRequest)
     if path.endswith("/controls"):
         return isinstance(validate_controls(parsed), ControlsRequest)
+    if path.endswith("/campaigns"):
+        return isinstance(validate_campaign(parsed), CampaignRequest)
+    if path.endswith("/cancel"):
+        return validate_cancel(parsed) is None
     assert path.endswith("/sessions")
     return isinstance(validate_session_request(parsed), SessionRequest)
 
@@ -325,7 +330,7 @@ def integral_amount(body: Any) -> Any:
     }  # fmt: skip
 
 
-INTEGER_FIELDS = frozenset({"amount", "session_time_limit_s"})
+INTEGER_FIELDS = frozenset({"amount", "session_time_limit_s", "spins", "bet_value"})
 
 
 BODY_OPERATIONS = [

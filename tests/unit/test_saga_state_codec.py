@@ -137,6 +137,41 @@ def test_demo_balances_and_transactions_replay_and_older_records_read_as_none() 
     assert "demo_balances" not in json.loads(encode_header(PlayerState("op-alpha", "p-1")))
 
 
+def test_campaigns_replay_and_older_records_read_as_none() -> None:
+    """Campaigns add one header field (only once a player has one); a grant waiting in a
+    record keeps its payload; records written before campaigns read as none."""
+    import json
+    from dataclasses import replace
+
+    from agg_domain.saga import CampaignGrant, CampaignState
+
+    grant = replace(req(1, Action.CAMPAIGN_GRANT, "cmp-1", None), campaign_id="cmp-1",
+                    campaign=CampaignGrant("cmp-1", ("g",), 3, 100, 50_000))  # fmt: skip
+    spin = replace(req(2, Action.BET, "b1", 100), campaign_id="cmp-1")
+    state = PlayerState("op-alpha", "p-1")
+    log: list[tuple[bytes, bytes | None]] = []
+    for message in (grant, spin):
+        new = decide(state, message, 10, CONFIG).state
+        log.extend(state_records(state, new, KEY))
+        state = new
+    assert state.campaigns["cmp-1"].spins_left == 2
+    assert state.campaigns["cmp-1"].state == CampaignState.ACTIVE
+    builder = StateBuilder()
+    for key, value in log:
+        builder.add(key, value)
+    assert builder.states()[KEY] == state
+    header = json.loads(next(v for k, v in reversed(log) if k == KEY and v is not None))
+    assert header["campaigns"][0]["games"] == ["g"]
+    assert "campaigns" not in json.loads(encode_header(PlayerState("op-alpha", "p-1")))
+    # a request with its grant round-trips through a record (as a waiter would)
+    from agg_saga.state_codec import _request, _request_dict
+
+    body = json.loads(json.dumps(_request_dict(grant)))
+    assert _request(body) == grant
+    old = {k: v for k, v in body.items() if k not in ("campaign", "campaign_id")}
+    assert _request(old) == replace(grant, campaign=None, campaign_id=None)
+
+
 # --- the encoding is asdict's, only cheaper --------------------------------------------------
 
 

@@ -25,8 +25,14 @@ Idempotency: ``transaction_uuid`` is the canonical transaction id, ``request_uui
 id; a repeated transaction gets the first answer again (the saga's dedupe), a reused one with
 other content ``RS_ERROR_DUPLICATE_TRANSACTION``. A rollback of a bet never seen is recorded
 (a tombstone, so the late bet is refused) and answered ``RS_OK``, as the canonical protocol
-does. A free bet (``is_free`` or an amount of 0) is refused ``RS_ERROR_WRONG_TYPES``: free
-rounds are bonus money, which this adapter does not take.
+does.
+
+Free bets: a bet with ``is_free`` true is a free spin of the player's campaign named by its
+``reward_uuid`` (the operator grants the campaign through the operator API, its
+``campaign_id`` being the reward's id): nothing is debited, its ``amount`` must be the
+campaign's bet value. A win with ``is_free`` true and a ``reward_uuid`` is that campaign's,
+credited as a BONUS win. A free bet without ``reward_uuid``, and a bet of 0, are refused
+``RS_ERROR_WRONG_TYPES``.
 """
 
 from __future__ import annotations
@@ -202,15 +208,21 @@ class Hub88Adapter:
             raise _Bad("amount: an integer of 1/100000 units", types=amount is not None)
         if not 0 <= amount <= AMOUNT_MAX:
             raise _Bad("amount: out of range", types=True)
-        if action is Action.BET and (amount == 0 or _flag(body, "is_free")):
-            raise _Bad("free bets are not accepted", types=True)
+        free = _flag(body, "is_free")
+        campaign_id = _ident(body, "reward_uuid", required=False) if free else None
+        if action is Action.BET and amount == 0:
+            raise _Bad("amount: a bet of 0 (a free bet names its stake and reward_uuid)",
+                       types=True)  # fmt: skip
+        if action is Action.BET and free and campaign_id is None:
+            raise _Bad("reward_uuid: a free bet names its reward", types=True)
         try:
             minor = scaled_to_minor(amount, SCALE_EXPONENT, currency)
         except InexactAmount as exc:
             raise _Bad(str(exc), types=True) from None
         return Callback(action, request_id, token, player_id, transaction_id=transaction_id,
                         reference_transaction_id=reference, round_id=round_id, game_id=game_id,
-                        amount=minor, currency=currency, round_closed=round_closed)  # fmt: skip
+                        amount=minor, currency=currency, round_closed=round_closed,
+                        campaign_id=campaign_id)  # fmt: skip
 
     def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
         """The game URL's query, in the names of Hub88's game launch (``lobby_url``,
@@ -281,7 +293,9 @@ def encode_request(
         body["currency"] = cb.currency
         body["amount"] = minor_to_scaled(cb.amount, SCALE_EXPONENT, cb.currency)
         body["supplier_transaction_id"] = cb.transaction_id
-        body["is_free"] = False
+        body["is_free"] = cb.campaign_id is not None
+        if cb.campaign_id is not None:
+            body["reward_uuid"] = cb.campaign_id
     raw = json.dumps(body, separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "X-Hub88-Signature": sign(private_key, raw)}
     return PATH_OF[cb.action], raw, headers

@@ -9,9 +9,11 @@ path              canonical     fields read (all others are hashed but ignored)
 ================  ============  ===============================================================
 authenticate.html AUTHENTICATE  ``token`` (our session token), ``gameId`` (optional)
 balance.html      BALANCE       ``userId``, ``token`` (optional: with it, the session is checked)
-bet.html          BET           ``userId``, ``reference``, ``gameId``, ``roundId``, ``amount``
+bet.html          BET           ``userId``, ``reference``, ``gameId``, ``roundId``, ``amount``,
+                                ``bonusCode`` (optional: a free round of that campaign)
 result.html       WIN           as bet (``amount`` may be 0); ``promoWinAmount`` must be absent/0
-bonusWin.html     WIN           ``userId``, ``reference``, ``amount``, ``gameId``/``roundId`` opt.
+bonusWin.html     WIN           ``userId``, ``reference``, ``amount``, ``gameId``/``roundId``,
+                                ``bonusCode`` optional
 jackpotWin.html   WIN           ``userId``, ``reference``, ``gameId``, ``roundId``, ``amount``
 promoWin.html     WIN           ``userId``, ``reference``, ``amount``, ``currency`` (checked)
 refund.html       ROLLBACK      ``userId``, ``reference`` (the bet's), ``gameId``/``roundId`` opt.
@@ -42,9 +44,16 @@ content is error 7 (the call is refused and changes nothing).
 Amounts are decimals (``12.5``, ``12.50``), read exactly in the currency's minor units: at
 most two decimal places, or the currency's own places where it has three (KWD); a value
 with more places, or that is no whole number of minor units (``0.50`` JPY), is error 7,
-never rounded. A bet of 0 (a free round) is error 7: free rounds are bonus money, which this
-adapter does not take. Balances are answered with two places (the currency's three where it
-has three) as ``cash``; ``bonus`` is always 0.
+never rounded. A bet of 0 is error 7.
+
+Free round bonuses (FRB): the operator grants a campaign through the operator API, its
+``campaign_id`` being the FRB's bonus code; the provider's ``bet`` and ``result`` calls of a
+free round carry it as ``bonusCode``, and so may the ``bonusWin`` that pays a campaign's
+total. A bet with a ``bonusCode`` is a free spin of that campaign (its ``amount`` the
+campaign's bet value; nothing is debited), its result a BONUS win.
+
+Balances are answered with two places (the currency's three where it has three) as
+``cash``; ``bonus`` is always 0.
 """
 
 from __future__ import annotations
@@ -338,10 +347,13 @@ class PragmaticAdapter:
         if method == Method.RESULT and f.params.get("promoWinAmount", "").strip("0.") != "":
             raise _Bad("promoWinAmount: a promo win on a result is not taken (send promoWin)")
         amount = f.amount("amount", currency, 1 if action is Action.BET else 0)
+        campaign_id = None
+        if method in (Method.BET, Method.RESULT, Method.BONUS_WIN):
+            campaign_id = f.text("bonusCode", ID_PATTERN, required=False)
         return (Callback(action, request_id, "", "", transaction_id=txn, round_id=round_id,
                          game_id=game_id, amount=amount, currency=currency,
-                         player_ref=user_id,
-                         win_kind=WIN_KIND.get(method, WinKind.REGULAR)), context)  # fmt: skip
+                         player_ref=user_id, win_kind=WIN_KIND.get(method, WinKind.REGULAR),
+                         campaign_id=campaign_id), context)  # fmt: skip
 
     def launch_query(self, params: LaunchParams) -> list[tuple[str, str]]:
         """The game URL's query in this family's launch names: the session token the game
