@@ -420,6 +420,7 @@ def _controls(world: World) -> list[str]:
     wrong = sorted({r for r in rules if r != want})
     if wrong:
         problems.append(f"{who}: refused by rules {wrong}")
+    return problems
 
 
 def _campaigns(world: World) -> list[str]:
