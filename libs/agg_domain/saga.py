@@ -1585,6 +1585,8 @@ def _on_controls(d: _Draft, request: Request) -> None:
                                   else applied.session_time_limit_ms // 1000),
             limits=limits_text(applied.limits))  # fmt: skip
     d.outputs.append(Answer(request, Status.OK, None, request.currency))
+
+
 # --- free-spin campaigns ----------------------------------------------------------------------
 
 CAMPAIGN_ACTIONS = frozenset({Action.CAMPAIGN_GRANT, Action.CAMPAIGN_CANCEL})

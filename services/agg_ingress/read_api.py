@@ -137,6 +137,7 @@ class ProjectionReader:
             "changed_at": at.isoformat(),
             "event_id": event_id,
         }
+
     async def campaigns(self, operator_id: str, player_id: str) -> list[dict[str, Any]]:
         async with self.pool.connection(timeout=2) as conn:
             cur = await conn.execute(
