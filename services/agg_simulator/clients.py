@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import httpx
 
 from agg_config.tenants import Operator
-from agg_domain.statuses import Action
+from agg_domain.statuses import Action, WinKind
 from agg_ingress.client import encode_body, signed_headers
 from agg_ingress.protocol import Callback
 from agg_simulator.providers import ProviderClient
@@ -47,6 +47,10 @@ class Call:
     amount: int | None = None
     round_closed: bool = False
     reference_transaction_id: str | None = None
+    win_kind: WinKind = WinKind.REGULAR
+    """For a win: a jackpot's or a promotion's (zero-stake credits), or a free spin's."""
+    campaign_id: str | None = None
+    """For a bet: the free-spin campaign it is a spin of; for a win: the campaign it pays."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ def callback_of(session: Session, call: Call, request_id: str) -> Callback:
         reference_transaction_id=call.reference_transaction_id, round_id=call.round_id,
         game_id=session.game, amount=call.amount, currency=session.currency,
         round_closed=call.round_closed, player_ref=session.player_ref,
+        win_kind=call.win_kind, campaign_id=call.campaign_id,
     )  # fmt: skip
 
 
@@ -120,6 +125,20 @@ async def open_session(
         raise RuntimeError(f"opening a session failed: {response.status_code} {response.text}")
     token = response.json()["session_token"]
     return Session(operator.id, player, currency, game, provider, token)
+
+
+async def grant_campaign(http: httpx.AsyncClient, operator: Operator, player: str,
+                         body: dict[str, object]) -> int:  # fmt: skip
+    """A free-spin campaign through the operator API: its spins left (RuntimeError when
+    refused)."""
+    path = f"/v1/operators/{operator.id}/players/{player}/campaigns"
+    raw = encode_body(body)
+    response = await http.post(
+        path, content=raw, headers=signed_headers(operator.secret.reveal(), "POST", path, raw)
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"granting a campaign failed: {response.status_code} {response.text}")
+    return int(response.json()["spins_left"])
 
 
 async def state_controls(http: httpx.AsyncClient, operator: Operator, player: str,

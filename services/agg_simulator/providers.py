@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from agg_config.paths import repo_root
 from agg_config.tenants import Provider
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import Action, Status, WinKind
 from agg_ingress.adapters import evolution, hub88, pragmatic
 from agg_ingress.client import encode_body
 from agg_ingress.client import signed_headers as canonical_headers
@@ -85,8 +85,11 @@ class CanonicalClient:
             "round_id": cb.round_id,
             "game_id": cb.game_id,
             "amount": cb.amount,
+            "campaign_id": cb.campaign_id,
         }
         fields.update({k: v for k, v in optional.items() if v is not None})
+        if cb.action is Action.WIN and cb.win_kind is not WinKind.REGULAR:
+            fields["win_kind"] = cb.win_kind.value
         if cb.transaction_id is not None:
             fields["round_closed"] = cb.round_closed
         path = f"wallet/{cb.action.value.lower()}"

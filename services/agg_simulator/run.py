@@ -26,6 +26,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import httpx
@@ -33,11 +34,12 @@ import psycopg
 
 from agg_config.settings import Settings
 from agg_config.tenants import Game, Operator, Tenants
-from agg_domain.statuses import Action
+from agg_domain.statuses import Action, WinKind
 from agg_simulator.clients import (
     Answer,
     Call,
     Session,
+    grant_campaign,
     open_session,
     send,
     start_session,
@@ -68,6 +70,23 @@ def controls_for(index: int, currency: str) -> tuple[str, dict[str, object]] | N
     if index % 20 == 7:
         return "self-excluded", {"self_excluded": True}
     return None
+
+
+FREE_SPINS = 5
+FREE_SPIN_BET = 20
+"""One player in eight (index 5 of each eight) at a provider whose protocol carries free
+rounds is granted a campaign of FREE_SPINS spins of FREE_SPIN_BET before play, and plays
+them first: bets that move no money, wins credited as bonus money."""
+FREE_ROUND_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1", "hub88-v1"})
+ZERO_STAKE_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1"})
+"""The protocols with zero-stake credits (jackpot and promotion wins)."""
+JACKPOT = (0.002, 5_000)
+PROMO = (0.004, 1_000)
+"""(chance per settled round, amount): a jackpot won, a promotion's prize dropped."""
+
+
+def gets_campaign(index: int, protocol: str) -> bool:
+    return index % 8 == 5 and protocol in FREE_ROUND_PROTOCOLS
 
 
 OnTick = Callable[[Stats, float, bool], None]
@@ -113,6 +132,9 @@ class Simulator:
         self.transfer_problems: list[str] = []
         self.controls: Counter[str] = Counter()
         """Players given responsible-gaming controls before play, by what they were given."""
+        self.free_spins: dict[tuple[str, str], tuple[str, int]] = {}
+        self.campaigns_granted = 0
+        """(operator, player) -> (campaign id, spins left) of the players granted one."""
 
     def _next_id(self, prefix: str) -> str:
         self._txn += 1
@@ -156,6 +178,16 @@ class Simulator:
                 await state_controls(self.http, op, player, self._next_id("rg"), controls)
                 self.controls[kind] += 1
             session = await start_session(self.http, client, session, self._next_id("rq"))
+            if gets_campaign(i, client.protocol):
+                campaign_id = self._next_id("fs")
+                expires = datetime.now(UTC) + timedelta(hours=1)
+                left = await grant_campaign(self.http, op, player, {
+                    "campaign_id": campaign_id, "provider_id": game.provider,
+                    "games": [game.id], "spins": FREE_SPINS, "bet_value": FREE_SPIN_BET,
+                    "currency": op.currencies[0],
+                    "expires_at": expires.isoformat().replace("+00:00", "Z")})  # fmt: skip
+                self.free_spins[(op.id, player)] = (campaign_id, left)
+                self.campaigns_granted += 1
             self.sessions.append(session)
 
     async def _transfer(self, pending: Awaitable[TransferResult], operator: str, player: str,
@@ -205,7 +237,55 @@ class Simulator:
         self.stats.errors["gave up after 503s"] += 1
         return Answer(503, "GAVE_UP")
 
+    async def play_free_spin(self, session: Session, campaign_id: str, left: int) -> None:
+        """One spin of the player's campaign: a bet that moves no money, its win (drawn from
+        the game's paytable, as a paid spin's) credited as bonus money."""
+        rnd = self._next_id("rnd")
+        player: PlayerKey = (session.operator, session.player, session.currency)
+        bet = Call(Action.BET, self._next_id("tx"), rnd, FREE_SPIN_BET, False,
+                   campaign_id=campaign_id)  # fmt: skip
+        answer = await self.callback(session, bet)
+        if answer.status != "OK":
+            self.stats.errors[f"free spin {answer.status}"] += 1
+            self.free_spins.pop((session.operator, session.player), None)
+            return
+        self.free_spins[(session.operator, session.player)] = (campaign_id, left - 1)
+        self.stats.bonus["free spins"] += 1
+        win = self.paytables[session.game].play(FREE_SPIN_BET, self.random)
+        win_txn = self._next_id("tx")
+        credited = await self.callback(session, Call(Action.WIN, win_txn, rnd, win, True,
+                                                     reference_transaction_id=bet.transaction_id,
+                                                     campaign_id=campaign_id))  # fmt: skip
+        self.expect.win_answered(player, session.provider, credited.transaction_id or win_txn,
+                                 win, credited.status)  # fmt: skip
+        if credited.status == "OK":
+            self.stats.bonus_out[f"BONUS {session.currency}"] += win
+        close_txn = self.clients[session.provider].end_of_round(rnd)
+        if credited.status == "OK" and close_txn is not None:
+            await self.callback(session, Call(Action.WIN, close_txn, rnd, 0, True))
+
+    async def zero_stake_win(self, session: Session, kind: WinKind, amount: int) -> None:
+        """A jackpot won or a promotion's prize: a credit with no stake, in a round of its
+        own (pragmatic-v1's jackpotWin and promoWin, canonical-v1's win_kind)."""
+        player: PlayerKey = (session.operator, session.player, session.currency)
+        txn = self._next_id("tx")
+        if session.provider in self.clients and self.clients[session.provider].protocol == (
+            "pragmatic-v1"
+        ):
+            txn = ("jw:" if kind is WinKind.JACKPOT else "pw:") + txn
+        answer = await self.callback(session, Call(Action.WIN, txn, self._next_id("rnd"),
+                                                   amount, True, win_kind=kind))  # fmt: skip
+        self.expect.win_answered(player, session.provider, answer.transaction_id or txn,
+                                 amount, answer.status)  # fmt: skip
+        if answer.status == "OK":
+            self.stats.bonus["jackpots" if kind is WinKind.JACKPOT else "promotions"] += 1
+            self.stats.bonus_out[f"{kind.value} {session.currency}"] += amount
+
     async def play_round(self, session: Session) -> None:
+        free = self.free_spins.get((session.operator, session.player))
+        if free is not None and free[1] > 0:
+            await self.play_free_spin(session, *free)
+            return
         rnd = self._next_id("rnd")
         player: PlayerKey = (session.operator, session.player, session.currency)
         provider = session.provider
@@ -254,6 +334,12 @@ class Simulator:
         close_txn = self.clients[provider].end_of_round(rnd)
         if answer.status == "OK" and close_txn is not None:  # pragmatic's endRound: no money
             await self.callback(session, Call(Action.WIN, close_txn, rnd, 0, True))
+        if self.clients[provider].protocol in ZERO_STAKE_PROTOCOLS:
+            roll = self.random.random()
+            if roll < JACKPOT[0]:
+                await self.zero_stake_win(session, WinKind.JACKPOT, JACKPOT[1])
+            elif roll < JACKPOT[0] + PROMO[0]:
+                await self.zero_stake_win(session, WinKind.PROMO, PROMO[1])
 
     def _rollback(self, bet_txn: str, round_id: str, bet_amount: int) -> Call:
         """The rollback of ``bet_txn``, naming it and carrying its amount (evolution's cancel
@@ -289,6 +375,7 @@ class Simulator:
     async def _run(self, duration_s: float, on_tick: OnTick, interval_s: float) -> None:
         await self.open_sessions()
         self.stats = Stats(time.monotonic(), controls=self.controls)
+        self.stats.bonus["campaigns granted"] = self.campaigns_granted
         for game in sorted({s.game for s in self.sessions}):
             self._tally(game)
         deadline = time.monotonic() + duration_s

@@ -98,6 +98,11 @@ class Stats:
     """Credited wins, by currency (minor units)."""
     controls: Counter[str] = field(default_factory=Counter)
     """Players given responsible-gaming controls before play, by what they were given."""
+    bonus: Counter[str] = field(default_factory=Counter)
+    """Campaigns granted, free spins played, jackpots and promotions won (counts)."""
+    bonus_out: Counter[str] = field(default_factory=Counter)
+    """Bonus money credited (minor units), by ``KIND CCC``: free spins' wins (BONUS),
+    jackpots, promotions; outside the game's wins and GGR, as revenue reports them."""
 
     def __post_init__(self) -> None:
         if self.interval_started_s < 0:
@@ -207,6 +212,9 @@ def summary_lines(stats: Stats, now_s: float, final: bool) -> list[str]:
         for cur in sorted(set(stats.bets_in) | set(stats.wins_out))
     )
     lines.append(f"money (minor units): {money or '-'}")
+    if final and (stats.bonus or stats.bonus_out):
+        lines.append(f"bonus money (outside GGR): {_counts(stats.bonus)};"
+                     f" credited: {_counts(stats.bonus_out)}")  # fmt: skip
     if final and stats.controls:  # the live screen has no line to spare
         refused = Counter({s: stats.total.statuses[s] for s in ("PLAYER_BLOCKED", "LIMIT_EXCEEDED")
                            if stats.total.statuses[s]})  # fmt: skip

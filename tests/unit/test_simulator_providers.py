@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agg_config.tenants import Provider
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import Action, Status, WinKind
 from agg_ingress.adapters import evolution, pragmatic
 from agg_ingress.adapters.base import Accepted, Credentials, Result, WireRequest
 from agg_ingress.adapters.canonical import CanonicalAdapter
@@ -209,3 +209,47 @@ def test_the_dev_hub88_provider_has_a_key_the_simulator_signs_with() -> None:
     client = client_for(provider)
     assert isinstance(client, Hub88Client)
     assert client_for(provider.model_copy(update={"id": "prov-nokey"})) is None
+
+
+BONUS_CALLBACKS = [  # a free spin and its win, a jackpot, a promotion's prize
+    Callback(Action.BET, "rq-5", "tok", "pl-1", "tx-5", None, "rnd-5", "g-1", 20, "EUR",
+             campaign_id="fs-1"),
+    Callback(Action.WIN, "rq-6", "tok", "pl-1", "tx-6", None, "rnd-5", "g-1", 40, "EUR", True,
+             campaign_id="fs-1"),
+    Callback(Action.WIN, "rq-7", "tok", "pl-1", "tx-7", None, "rnd-7", "g-1", 5_000, "EUR",
+             True, win_kind=WinKind.JACKPOT),
+    Callback(Action.WIN, "rq-8", "tok", "pl-1", "tx-8", None, "rnd-8", "g-1", 1_000, "EUR",
+             True, win_kind=WinKind.PROMO),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cb", BONUS_CALLBACKS, ids=lambda c: c.request_id)
+def test_canonical_client_carries_free_spins_and_win_kinds(cb: Callback) -> None:
+    parsed = _parse(CanonicalAdapter(300), Credentials(secret=SECRET), "prov-t",
+                    CanonicalClient("prov-t", SECRET).encode(cb))  # fmt: skip
+    assert isinstance(parsed, Accepted) and parsed.callback == cb
+
+
+@pytest.mark.parametrize(("call", "kind", "campaign"), [
+    (Call(Action.BET, "tx-5", "rnd-5", 20, campaign_id="fs-1"), WinKind.REGULAR, "fs-1"),
+    (Call(Action.WIN, "tx-6", "rnd-5", 40, True, campaign_id="fs-1"), WinKind.REGULAR, "fs-1"),
+    (Call(Action.WIN, "jw:tx-7", "rnd-7", 5_000, True, win_kind=WinKind.JACKPOT),
+     WinKind.JACKPOT, None),
+    (Call(Action.WIN, "pw:tx-8", "rnd-8", 1_000, True, win_kind=WinKind.PROMO),
+     WinKind.PROMO, None),
+])  # fmt: skip
+def test_pragmatic_client_carries_free_round_bonuses_and_zero_stake_wins(
+    call: Call, kind: WinKind, campaign: str | None
+) -> None:
+    """A free round's bet and result carry ``bonusCode``; a jackpot is ``jackpotWin``, a
+    promotion's prize ``promoWin`` (their ids' prefixes say which)."""
+    client = PragmaticClient(SECRET)
+    cb = callback_of(SESSION, call, "rq-1")
+    path, body, headers = client.encode(cb)
+    parsed = _parse(PragmaticAdapter(), Credentials(secret=SECRET), "prov-p",
+                    (path, body, headers))  # fmt: skip
+    assert isinstance(parsed, Accepted), parsed
+    got = parsed.callback
+    assert (got.action, got.transaction_id, got.amount) == (call.action, call.transaction_id,
+                                                            call.amount)  # fmt: skip
+    assert (got.win_kind, got.campaign_id) == (kind, campaign)

@@ -30,7 +30,7 @@ from agg_simulator.paytable import (
     parse_rtp_percent,
     paytable_for,
 )
-from agg_simulator.run import STAKES, Simulator, controls_for
+from agg_simulator.run import STAKES, Simulator, controls_for, gets_campaign
 from agg_simulator.summary import (
     CLEAR_LINE_END,
     CLEAR_SCREEN,
@@ -427,3 +427,20 @@ def test_one_player_in_ten_gets_a_wager_limit_and_one_in_twenty_a_self_exclusion
     assert [i for i, g in enumerate(given) if g and g[0] == "self-excluded"] == [7, 27]
     assert given[3] == ("wager limit", {"limits": [
         {"kind": "wager", "period": "day", "amount": 2_000, "currency": "EUR"}]})  # fmt: skip
+
+
+def test_the_final_report_counts_bonus_money_apart_from_the_games_wins() -> None:
+    stats = Stats(started_s=0.0)
+    stats.bonus.update({"campaigns granted": 3, "free spins": 15, "jackpots": 1})
+    stats.bonus_out.update({"BONUS EUR": 340, "JACKPOT EUR": 5_000})
+    stats.record("op-alpha", "prov-x", "bet", "OK", 1.0)
+    final = summary_lines(stats, now_s=1.0, final=True)
+    assert ("bonus money (outside GGR): free spins 15  campaigns granted 3  jackpots 1;"
+            " credited: JACKPOT EUR 5,000  BONUS EUR 340") in final  # fmt: skip
+    assert not any("bonus money" in line for line in summary_lines(stats, 1.0, False))
+
+
+def test_one_player_in_eight_of_a_free_round_protocol_gets_a_campaign() -> None:
+    assert [i for i in range(24) if gets_campaign(i, "canonical-v1")] == [5, 13, 21]
+    assert gets_campaign(5, "pragmatic-v1") and gets_campaign(5, "hub88-v1")
+    assert not gets_campaign(5, "evolution-v1")  # its calls carry no free round

@@ -473,6 +473,8 @@ def encode_request(
         params["amount"] = minor_to_decimal(cb.amount, cb.currency, places)
         if method == Method.PROMO_WIN:
             params["currency"] = cb.currency
+        if cb.campaign_id is not None and method in (Method.BET, Method.RESULT, Method.BONUS_WIN):
+            params["bonusCode"] = cb.campaign_id  # a free round bonus's
     if timestamp_ms is not None and method not in (Method.AUTHENTICATE, Method.BALANCE):
         params["timestamp"] = str(timestamp_ms)
     params.update(extra or {})
