@@ -202,7 +202,9 @@ class EvolutionClient:
     """``evolution-v1``: a session starts with ``check`` of the ``sid`` (our session token,
     sent on every call); bets are named by ``refId`` (the canonical BET's id), a credit and
     a cancel name their bet by it and are forwarded as ``<refId>:credit`` and
-    ``<refId>:cancel``; a cancel repeats the bet's amount."""
+    ``<refId>:cancel``; a cancel repeats the bet's amount. A zero-stake win (a jackpot, a
+    promotion's prize: no bet, id ``promo:<id>``) is a ``promo_payout``, forwarded under its
+    own id."""
 
     protocol = evolution.PROTOCOL
     opening: Action | None = Action.AUTHENTICATE
@@ -214,6 +216,8 @@ class EvolutionClient:
         return evolution.encode_request(cb, self.auth_token)
 
     def forwarded_id(self, cb: Callback) -> str | None:
+        if evolution.is_promo(cb):
+            return cb.transaction_id
         if cb.action is Action.WIN:
             return evolution.bet_reference(cb) + evolution.CREDIT_SUFFIX
         if cb.action is Action.ROLLBACK:

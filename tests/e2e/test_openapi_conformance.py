@@ -672,6 +672,9 @@ def _evolution(stack: Stack, method: str, provider: str, auth: str = "signed"
             "game": {"id": f"oa-{uuid.uuid4().hex[:12]}", "type": "roulette",
                      "details": {"table": {"id": EVO_GAME}}},
             "transaction": {"id": ref, "refId": ref, "amount": 1}}  # fmt: skip
+    if method == evolution.PROMO_METHOD:
+        del body["transaction"]
+        body["promoTransaction"] = {"type": "JackpotWin", "id": ref, "amount": 1}
     return _send(stack, "provider-evolution-v1", "POST", f"/v1/providers/{provider}/{method}",
                  encode_body(body), auth)  # fmt: skip
 

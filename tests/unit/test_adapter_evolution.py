@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status
+from agg_domain.statuses import PROVIDER_ACTIONS, Action, Status, WinKind
 from agg_ingress.adapters.base import Accepted, Credentials, Refused, Result, WireRequest
 from agg_ingress.adapters.evolution import (
     CANCEL_SUFFIX,
     CREDIT_SUFFIX,
     DEBIT_STATUS,
+    PROMO_WIN_KIND,
     STATUS,
     EvolutionAdapter,
     authenticated,
@@ -215,7 +216,7 @@ def test_a_body_that_is_no_json_object_is_invalid_parameter(body: bytes) -> None
     assert _rendered(refused) == {"status": "INVALID_PARAMETER", "uuid": None}
 
 
-@pytest.mark.parametrize("method", ["sid", "promo_payout", "debit/x", "", "wallet/bet"])
+@pytest.mark.parametrize("method", ["sid", "promo", "debit/x", "", "wallet/bet"])
 def test_a_method_not_served_is_404_in_the_protocols_format(method: str) -> None:
     refused = _parse(method, DEBIT)
     assert isinstance(refused, Refused) and refused.status is Status.INVALID_REQUEST
@@ -327,10 +328,143 @@ def test_a_launch_is_named_as_evolutions_player_authentication_names_it() -> Non
 
 # --- round trip and fuzz -------------------------------------------------------------------
 
+PROMO: dict[str, Any] = {
+    "sid": SID,
+    "userId": "p-1",
+    "currency": "EUR",
+    "game": None,
+    "promoTransaction": {"type": "JackpotWin", "id": "9AotBIvi23", "amount": 350.76,
+                         "jackpots": [{"id": "444041xyz", "winAmount": 325.12}]},
+    "uuid": UUID,
+}  # fmt: skip
+
+
+def _promo(**changes: Any) -> dict[str, Any]:
+    return {**PROMO, "promoTransaction": {**PROMO["promoTransaction"], **changes}}
+
+
+@pytest.mark.parametrize(
+    ("kind", "win_kind"),
+    [
+        ("JackpotWin", WinKind.JACKPOT),
+        ("FreeRoundPlayableSpent", WinKind.BONUS),
+        ("RewardGamePlayableSpent", WinKind.BONUS),
+        ("RewardGameWinCapReached", WinKind.BONUS),
+        ("RewardGameMinBetLimitReached", WinKind.BONUS),
+        ("RtrMonetaryReward", WinKind.PROMO),
+        ("SmartTournamentMonetaryReward", WinKind.PROMO),
+        ("CashReward", WinKind.PROMO),
+    ],
+)
+def test_a_promo_payout_is_a_zero_stake_win_of_its_types_kind(kind: str, win_kind: WinKind) -> None:
+    parsed = _parse("promo_payout", _promo(type=kind, id="TD1459zzz", amount=1.55))
+    assert isinstance(parsed, Accepted), parsed
+    assert parsed.callback == Callback(
+        Action.WIN, UUID, SID, "p-1", transaction_id="promo:TD1459zzz",
+        round_id="promo:TD1459zzz", amount=155, currency="EUR", round_closed=True,
+        win_kind=win_kind,
+    )  # fmt: skip
+    assert set(PROMO_WIN_KIND) == {
+        "JackpotWin", "FreeRoundPlayableSpent", "RewardGamePlayableSpent",
+        "RewardGameWinCapReached", "RewardGameMinBetLimitReached", "RtrMonetaryReward",
+        "SmartTournamentMonetaryReward", "CashReward",
+    }  # fmt: skip
+
+
+def test_a_promo_payout_in_a_game_is_in_its_round_and_answers_like_a_credit() -> None:
+    parsed = _parse("promo_payout", {**_promo(amount=0), "game": GAME})
+    assert isinstance(parsed, Accepted), parsed
+    cb = parsed.callback
+    assert (cb.transaction_id, cb.reference_transaction_id, cb.round_id, cb.game_id, cb.amount,
+            cb.campaign_id) == ("promo:9AotBIvi23", None, "g-1", "t-9", 0, None)  # fmt: skip
+    assert _rendered(parsed, Result(Status.OK, "EUR", 12_345)) == {
+        "status": "OK", "balance": 123.45, "bonus": 0.0, "uuid": UUID}  # fmt: skip
+    conflict = _rendered(parsed, Result(Status.DUPLICATE_CONFLICT, "EUR", 12_345))
+    assert conflict["status"] == "BET_ALREADY_SETTLED"
+
+
+def test_a_repeated_promo_payout_is_the_same_win_and_never_a_bets() -> None:
+    """The same promoTransaction id is the same canonical WIN (the core answers a repeat
+    with the first answer, other content with a conflict); no promo id names a bet's
+    transaction."""
+    first = _parse("promo_payout", PROMO)
+    again = _parse("promo_payout", {**PROMO, "uuid": "other-request"})
+    other = _parse("promo_payout", _promo(amount=1))
+    assert isinstance(first, Accepted) and isinstance(again, Accepted)
+    assert isinstance(other, Accepted)
+    assert first.callback == replace(again.callback, request_id=UUID)
+    assert other.callback.transaction_id == first.callback.transaction_id
+    assert other.callback.amount != first.callback.amount
+    bet = _parse("credit", _tx(refId="promo"))
+    assert isinstance(bet, Accepted) and bet.callback.transaction_id == "promo:credit"
+    for taken in ("credit", "cancel"):
+        assert _parse("promo_payout", _promo(id=taken)).status is Status.INVALID_REQUEST
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _promo(type="FromGame"),
+        _promo(type="jackpotwin"),
+        _promo(type=None),
+        _promo(type=7),
+        _promo(id=None),
+        _promo(id="x" * 59),
+        _promo(id="a b"),
+        _promo(amount=None),
+        _promo(amount="1.00"),
+        _promo(amount=-1),
+        _promo(amount=0.001),
+        _promo(jackpots={"id": "j"}),
+        {**PROMO, "promoTransaction": None},
+        {**PROMO, "promoTransaction": [1]},
+        {k: v for k, v in PROMO.items() if k != "currency"},
+        {**PROMO, "currency": "XXY"},
+        {**PROMO, "sid": ""},
+        {**PROMO, "userId": None},
+        {**PROMO, "uuid": None},
+        {**PROMO, "game": {"id": "g 1"}},
+        {**PROMO, "game": "g-1"},
+    ],
+)
+def test_a_bad_or_unknown_promo_payout_is_invalid_parameter(body: dict[str, Any]) -> None:
+    parsed = _parse("promo_payout", body)
+    assert isinstance(parsed, Refused) and parsed.status is Status.INVALID_REQUEST, parsed
+    assert _rendered(parsed)["status"] == "INVALID_PARAMETER"
+
+
+def test_a_promo_payout_amount_is_exact() -> None:
+    body = json.dumps(_promo(amount="AMOUNT")).replace('"AMOUNT"', "1e2").encode()
+    assert _parse("promo_payout", body).status is Status.INVALID_REQUEST
+    body = json.dumps(_promo(amount="AMOUNT")).replace('"AMOUNT"', "350.760000").encode()
+    exact = _parse("promo_payout", body)
+    assert isinstance(exact, Accepted) and exact.callback.amount == 35_076
+    body = json.dumps(_promo(amount="AMOUNT")).replace('"AMOUNT"', "350.762048").encode()
+    assert _parse("promo_payout", body).status is Status.INVALID_REQUEST  # never rounded
+
+
+def test_encode_request_sends_a_zero_stake_win_as_a_promo_payout() -> None:
+    for kind, wire in ((WinKind.JACKPOT, "JackpotWin"), (WinKind.BONUS, "FreeRoundPlayableSpent"),
+                       (WinKind.PROMO, "RtrMonetaryReward")):  # fmt: skip
+        cb = Callback(Action.WIN, "rq-1", SID, "p-1", transaction_id="promo:P1",
+                      round_id="promo:P1", amount=500, currency="EUR", round_closed=True,
+                      win_kind=kind)  # fmt: skip
+        path, body, _ = encode_request(cb, TOKEN)
+        assert path == f"promo_payout?authToken={TOKEN}"
+        assert json.loads(body)["promoTransaction"] == {"type": wire, "id": "P1", "amount": 5.0}
+    regular = Callback(Action.WIN, "rq-1", SID, "p-1", transaction_id="R1:credit",
+                       reference_transaction_id="R1", round_id="g-1", game_id="t-9", amount=1,
+                       currency="EUR", round_closed=True)  # fmt: skip
+    assert encode_request(regular, TOKEN)[0].startswith("credit?")
+
+
 ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
 refs = st.from_regex(r"[A-Za-z0-9_.-]{1,57}", fullmatch=True)
 currencies = st.sampled_from(["EUR", "USD", "JPY", "KWD", "GBP", "CLP", "BHD"])
 tokens = st.text(min_size=1, max_size=80)
+promo_ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,58}", fullmatch=True).filter(
+    lambda i: i not in ("credit", "cancel")
+)
 
 
 @st.composite
@@ -339,6 +473,15 @@ def callbacks(draw: st.DrawFn) -> Callback:
     derived from the bet's ``refId``, a credit closes the round."""
     action = draw(st.sampled_from(PROVIDER_ACTIONS))
     base = Callback(action, draw(ids), draw(tokens), draw(ids))
+    if action is Action.WIN and draw(st.booleans()):  # a promo_payout
+        promo = "promo:" + draw(promo_ids)
+        game_id = draw(st.none() | ids)
+        round_id = draw(ids) if game_id is not None and draw(st.booleans()) else promo
+        return replace(base, transaction_id=promo, round_id=round_id, game_id=game_id,
+                       amount=draw(st.integers(0, 2**63 - 1)), currency=draw(currencies),
+                       round_closed=True,
+                       win_kind=draw(st.sampled_from([WinKind.JACKPOT, WinKind.BONUS,
+                                                      WinKind.PROMO])))  # fmt: skip
     if action is Action.AUTHENTICATE:
         return replace(base, currency=draw(st.none() | currencies))
     if action is Action.BALANCE:
@@ -393,7 +536,12 @@ transactions = st.dictionaries(
     st.sampled_from(["id", "refId", "amount"]),
     json_values | st.sampled_from(["R1", "D1", 2.5, 0, "1"]),
 )
+promos = st.dictionaries(
+    st.sampled_from(["type", "id", "amount", "jackpots", "voucherId"]),
+    json_values | st.sampled_from([*PROMO_WIN_KIND, "P1", "credit", 2.5, 0, "1", []]),
+)
 bodies = st.one_of(
+    promos.map(lambda t: json.dumps({**PROMO, "promoTransaction": t}).encode()),
     st.binary(max_size=200),
     fields.map(lambda d: json.dumps(d).encode()),
     fields.map(lambda d: json.dumps({**DEBIT, **d}).encode()),
@@ -420,7 +568,8 @@ def test_the_parser_answers_every_input_in_its_format(method: str, body: bytes, 
     http = 401 if parsed.status is Refusal.INVALID_SIGNATURE else None
     if http is None:
         assert parsed.context.unknown_method == (
-            method.strip("/") not in ("check", "balance", "debit", "credit", "cancel")
+            method.strip("/")
+            not in ("check", "balance", "debit", "credit", "cancel", "promo_payout")
         )
         http = 404 if parsed.context.unknown_method else 200
     answer = _rendered(parsed, http=http)

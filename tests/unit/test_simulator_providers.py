@@ -5,6 +5,7 @@ every canonical status the adapter renders reads back as itself (or its protocol
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -253,3 +254,21 @@ def test_pragmatic_client_carries_free_round_bonuses_and_zero_stake_wins(
     assert (got.action, got.transaction_id, got.amount) == (call.action, call.transaction_id,
                                                             call.amount)  # fmt: skip
     assert (got.win_kind, got.campaign_id) == (kind, campaign)
+
+
+@pytest.mark.parametrize(("kind", "wire"), [(WinKind.JACKPOT, "JackpotWin"),
+                                            (WinKind.PROMO, "RtrMonetaryReward"),
+                                            (WinKind.BONUS, "FreeRoundPlayableSpent")])  # fmt: skip
+def test_evolution_client_sends_zero_stake_wins_as_promo_payouts(kind: WinKind, wire: str) -> None:
+    """A jackpot or a promotion's prize is a ``promo_payout`` in the session's game, read
+    back as the same zero-stake win under its ``promo:`` id."""
+    client = EvolutionClient(SECRET.decode())
+    cb = callback_of(SESSION, Call(Action.WIN, "promo:tx-7", "rnd-7", 5_000, True,
+                                   win_kind=kind), "rq-1")  # fmt: skip
+    path, body, headers = client.encode(cb)
+    assert path.startswith(evolution.PROMO_METHOD + "?")
+    assert evolution.decode_answer(body)["promoTransaction"]["type"] == wire
+    parsed = _parse(EvolutionAdapter(), Credentials(secret=SECRET), "prov-e", (path, body, headers))
+    assert isinstance(parsed, Accepted), parsed
+    assert parsed.callback == replace(cb, player_ref=None)  # evolution names it by the sid
+    assert client.forwarded_id(cb) == "promo:tx-7"

@@ -1,6 +1,6 @@
 """``evolution-v1``: a JSON seamless-wallet protocol shaped like Evolution's One Wallet API.
 
-The provider POSTs JSON to five methods below its base URL, each with the shared secret in
+The provider POSTs JSON to six methods below its base URL, each with the shared secret in
 the ``authToken`` query parameter (``.../debit?authToken=...``), compared in constant time:
 
 - ``check`` {sid, userId, uuid, channel}: the player arriving (AUTHENTICATE), answered
@@ -8,7 +8,9 @@ the ``authToken`` query parameter (``.../debit?authToken=...``), compared in con
 - ``balance`` {sid, userId, uuid, currency, game}: BALANCE;
 - ``debit`` {..., game {id, type, details {table {id}}}, transaction {id, refId, amount}}: BET;
 - ``credit`` {same}: WIN, the result of the bet ``refId`` (an amount of 0 is a lost bet);
-- ``cancel`` {same}: ROLLBACK of the bet ``refId``.
+- ``cancel`` {same}: ROLLBACK of the bet ``refId``;
+- ``promo_payout`` {sid, userId, currency, uuid, optionally game, promoTransaction {type, id,
+  amount, ...}}: money that is no bet's result, a zero-stake WIN (see *Promotional payouts*).
 
 Money answers are ``{"status", "balance", "bonus", "uuid"}``. ``sid`` is the session token the
 operator API issued (checked on every call, as a canonical token is; ``check`` answers the
@@ -32,10 +34,33 @@ that is no whole number of the currency's minor units (``0.001`` EUR), a negativ
 exponent (``1e2``) or a string is refused ``INVALID_PARAMETER``, never rounded. Balances are
 rendered with the currency's decimal places (``bonus`` is always 0: no bonus money here).
 
+Promotional payouts. ``promo_payout`` credits money the provider pays outside a bet: a
+jackpot, free rounds' winnings, a reward game's, a tournament's prize. Its
+``promoTransaction.type`` decides the canonical ``win_kind`` (:data:`PROMO_WIN_KIND`):
+``JackpotWin`` is JACKPOT; ``FreeRoundPlayableSpent`` (the winnings of free rounds, paid when
+the voucher is spent), ``RewardGamePlayableSpent``, ``RewardGameWinCapReached`` and
+``RewardGameMinBetLimitReached`` (a reward game's winnings, paid when it ends) are BONUS;
+``RtrMonetaryReward``, ``SmartTournamentMonetaryReward`` and ``CashReward`` (tournament-like
+promotions' and other cash prizes) are PROMO. Any other type is refused
+``INVALID_PARAMETER`` (HTTP 200): the provider then sees the payout not made, rather than
+money booked under a kind nobody chose. These type names are those of integrations of the
+One Wallet API, not of a published specification; a type Evolution adds is refused until it
+is mapped here. The payout is a WIN without a bet: transaction id ``promo:<id>`` (the
+``promoTransaction.id``, 1..58 of ``[A-Za-z0-9_.:-]``, but not ``credit`` or ``cancel``, so it
+never equals a bet's ``refId``, which has no ``:``, nor a bet's derived ``promo:credit`` /
+``promo:cancel``), no reference, the round ``game.id`` when a game is given (the round the
+jackpot fell in), else the transaction id itself; it closes its round. ``game`` is optional
+(both its ``id`` and ``details.table.id`` then too); the amount follows the credit's rules (0
+allowed: free rounds that won nothing). A repeat of the same ``promoTransaction.id`` is the
+same WIN (the first answer again), the same id with another amount, game or kind
+``BET_ALREADY_SETTLED``. The rest of ``promoTransaction`` (``voucherId``, ``remainingRounds``,
+``jackpots`` [{id, winAmount}], ``origin``, ...) is not forwarded: a voucher is Evolution's
+own free-round grant, not a campaign of the operator API, so ``campaign_id`` stays empty.
+
 HTTP codes: every answer is HTTP 200 with its status in the body (Evolution reads the status;
 ``TEMPORARY_ERROR`` is the one it retries), except a wrong or missing ``authToken`` (401
-``INVALID_TOKEN_ID``), a method this adapter does not serve (404 ``INVALID_PARAMETER``: ``sid``,
-``promo_payout`` and any other) and a body over the size limit (413 ``INVALID_PARAMETER``).
+``INVALID_TOKEN_ID``), a method this adapter does not serve (404 ``INVALID_PARAMETER``: ``sid``
+and any other) and a body over the size limit (413 ``INVALID_PARAMETER``).
 ``sid`` (a new session for a player, asked by the provider) is not offered: a session is
 opened by the operator API, which knows the operator, game, currency and country it is for.
 """
@@ -50,7 +75,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from agg_domain.currency import is_currency
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import Action, Status, WinKind
 from agg_ingress.adapters.base import (
     Accepted,
     Credentials,
@@ -75,6 +100,22 @@ AMOUNT_PLACES_MAX = 6
 CREDIT_SUFFIX, CANCEL_SUFFIX = ":credit", ":cancel"
 REF_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,57}$")
 """A ``refId``: short enough for ``<refId>:cancel`` to be a canonical id, and without ``:``."""
+PROMO_METHOD, PROMO_PREFIX = "promo_payout", "promo:"
+PROMO_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,58}$")
+"""A ``promoTransaction.id``: short enough for ``promo:<id>`` to be a canonical id."""
+PROMO_ID_TAKEN = frozenset({CREDIT_SUFFIX[1:], CANCEL_SUFFIX[1:]})
+"""The promo ids whose ``promo:<id>`` is the credit or cancel id of a bet ``refId`` ``promo``."""
+PROMO_WIN_KIND: dict[str, WinKind] = {
+    "JackpotWin": WinKind.JACKPOT,
+    "FreeRoundPlayableSpent": WinKind.BONUS,
+    "RewardGamePlayableSpent": WinKind.BONUS,
+    "RewardGameWinCapReached": WinKind.BONUS,
+    "RewardGameMinBetLimitReached": WinKind.BONUS,
+    "RtrMonetaryReward": WinKind.PROMO,
+    "SmartTournamentMonetaryReward": WinKind.PROMO,
+    "CashReward": WinKind.PROMO,
+}
+"""``promoTransaction.type`` -> the win kind of its payout; any other type is refused."""
 
 METHODS: dict[str, Action] = {
     "check": Action.AUTHENTICATE,
@@ -82,6 +123,7 @@ METHODS: dict[str, Action] = {
     "debit": Action.BET,
     "credit": Action.WIN,
     "cancel": Action.ROLLBACK,
+    PROMO_METHOD: Action.WIN,
 }
 
 STATUS: dict[str, str] = {
@@ -247,6 +289,22 @@ def authenticated(query: str, secret: bytes | None) -> bool:
     return hmac.compare_digest(tokens[0].encode(), secret)
 
 
+def _caller(body: dict[str, Any], currency_required: bool
+            ) -> tuple[str, str, str, str | None]:  # fmt: skip
+    """(request id, sid, player, currency) of a call; the currency optional on ``check``."""
+    request_id = _ident(body, "uuid")
+    player_id = _ident(body, "userId")
+    sid = body.get("sid")
+    if not isinstance(sid, str) or not sid or len(sid) > TOKEN_CHARS_MAX:
+        raise _Bad("sid: a non-empty string")
+    assert request_id is not None and player_id is not None
+    currency = body.get("currency")
+    if currency is not None or currency_required:
+        if not isinstance(currency, str) or not is_currency(currency):
+            raise _Bad("currency: an ISO 4217 code")
+    return request_id, sid, player_id, currency
+
+
 class EvolutionAdapter:
     protocol = PROTOCOL
 
@@ -268,34 +326,60 @@ class EvolutionAdapter:
         if body is None:
             return Refused(Status.INVALID_REQUEST, str(parsed), echo)
         try:
-            callback = self._callback(action, body)
+            callback = self._promo(body) if name == PROMO_METHOD else self._callback(action, body)
         except _Bad as exc:
             return Refused(Status.INVALID_REQUEST, str(exc), echo)
         return Accepted(callback, echo)
 
+    def _promo(self, body: dict[str, Any]) -> Callback:
+        """A ``promo_payout``: a zero-stake WIN named by its ``promoTransaction.id``."""
+        request_id, sid, player_id, currency = _caller(body, currency_required=True)
+        assert currency is not None
+        round_id, game_id = _game(body, required=False)
+        promo = _object(body, "promoTransaction", True)
+        assert promo is not None
+        kind = promo.get("type")
+        if not isinstance(kind, str):
+            raise _Bad("promoTransaction.type: required, a string")
+        win_kind = PROMO_WIN_KIND.get(kind)
+        if win_kind is None:
+            raise _Bad(f"promoTransaction.type: {kind[:64]!r} is not a known promotional payout")
+        try:
+            promo_id = _ident(promo, "id", pattern=PROMO_ID_PATTERN)
+        except _Bad as exc:
+            raise _Bad(f"promoTransaction.{exc}") from None
+        assert promo_id is not None
+        if promo_id in PROMO_ID_TAKEN:
+            raise _Bad(f"promoTransaction.id: {promo_id!r} is reserved")
+        jackpots = promo.get("jackpots")
+        if jackpots is not None and not isinstance(jackpots, list):
+            raise _Bad("promoTransaction.jackpots: an array")
+        try:
+            amount = _amount(promo.get("amount"), currency, 0)
+        except _Bad as exc:
+            raise _Bad(f"promoTransaction.{str(exc).removeprefix('transaction.')}") from None
+        txn = PROMO_PREFIX + promo_id
+        return Callback(Action.WIN, request_id, sid, player_id, transaction_id=txn,
+                        round_id=round_id or txn, game_id=game_id, amount=amount,
+                        currency=currency, round_closed=True, win_kind=win_kind)  # fmt: skip
+
     def _callback(self, action: Action, body: dict[str, Any]) -> Callback:
-        request_id = _ident(body, "uuid")
-        player_id = _ident(body, "userId")
-        sid = body.get("sid")
-        if not isinstance(sid, str) or not sid or len(sid) > TOKEN_CHARS_MAX:
-            raise _Bad("sid: a non-empty string")
-        assert request_id is not None and player_id is not None
-        currency = body.get("currency")
-        if currency is not None or action is not Action.AUTHENTICATE:
-            if not isinstance(currency, str) or not is_currency(currency):
-                raise _Bad("currency: an ISO 4217 code")
+        request_id, sid, player_id, currency = _caller(
+            body, currency_required=action is not Action.AUTHENTICATE
+        )
         if action is Action.AUTHENTICATE:
             channel = body.get("channel")
             if channel is not None and not isinstance(channel, dict):
                 raise _Bad("channel: an object")
             return Callback(action, request_id, sid, player_id, currency=currency)
+        assert currency is not None
         money = action in (Action.BET, Action.WIN)
         round_id, game_id = _game(body, required=money)
         if action is Action.BALANCE:
             return Callback(action, request_id, sid, player_id, game_id=game_id,
                             currency=currency)  # fmt: skip
         transaction = _object(body, "transaction", True)
-        assert transaction is not None and isinstance(currency, str)
+        assert transaction is not None
         try:
             _ident(transaction, "id")
             ref = _ident(transaction, "refId", pattern=REF_PATTERN)
@@ -375,7 +459,19 @@ def dumps(value: Any) -> bytes:
 
 # --- the provider's side (the simulator, the sandbox and the tests speak it) --------------
 
-METHOD_OF = {action: method for method, action in METHODS.items()}
+METHOD_OF = {action: method for method, action in METHODS.items() if method != PROMO_METHOD}
+PROMO_TYPE_OF: dict[WinKind, str] = {
+    WinKind.JACKPOT: "JackpotWin",
+    WinKind.BONUS: "FreeRoundPlayableSpent",
+    WinKind.PROMO: "RtrMonetaryReward",
+}
+"""The ``promoTransaction.type`` the encoder sends for a zero-stake win of each kind."""
+
+
+def is_promo(callback: Callback) -> bool:
+    """Is ``callback`` a zero-stake win, sent as a ``promo_payout``?"""
+    return (callback.action is Action.WIN and callback.reference_transaction_id is None
+            and callback.win_kind in PROMO_TYPE_OF)  # fmt: skip
 
 
 def bet_reference(callback: Callback) -> str:
@@ -396,8 +492,11 @@ def encode_request(
     derived from the bet's): its path and query below the provider's base URL, its body and
     its headers. ``wire_transaction_id`` is the wire's ``transaction.id`` (by default the
     ``refId`` for a debit and a cancel, which repeats its debit's, and the canonical id for a
-    credit)."""
+    credit). A WIN without a bet and of a kind other than REGULAR is a ``promo_payout`` (its
+    transaction id ``promo:<id>``; the game, with its round, only when ``game_id`` is set)."""
     cb = callback
+    if is_promo(cb):
+        return _encode_promo(cb, auth_token, game_type)
     body: dict[str, Any] = {"sid": cb.session_token, "userId": cb.player_id}
     if cb.action is Action.AUTHENTICATE:
         body["channel"] = {"type": "P"}
@@ -420,6 +519,27 @@ def encode_request(
         }
     body["uuid"] = cb.request_id
     path = f"{METHOD_OF[cb.action]}?{AUTH_PARAMETER}={quote(auth_token, safe='')}"
+    return path, dumps(body), {"Content-Type": "application/json"}
+
+
+def _encode_promo(cb: Callback, auth_token: str, game_type: str
+                  ) -> tuple[str, bytes, dict[str, str]]:  # fmt: skip
+    assert cb.currency is not None and cb.amount is not None and cb.transaction_id is not None
+    assert cb.transaction_id.startswith(PROMO_PREFIX)
+    body: dict[str, Any] = {"sid": cb.session_token, "userId": cb.player_id,
+                            "currency": cb.currency}  # fmt: skip
+    if cb.game_id is not None:
+        body["game"] = {"id": cb.round_id, "type": game_type,
+                        "details": {"table": {"id": cb.game_id, "vid": None}}}  # fmt: skip
+    else:
+        body["game"] = None
+    body["promoTransaction"] = {
+        "type": PROMO_TYPE_OF[cb.win_kind],
+        "id": cb.transaction_id.removeprefix(PROMO_PREFIX),
+        "amount": _Number(minor_to_decimal(cb.amount, cb.currency)),
+    }
+    body["uuid"] = cb.request_id
+    path = f"{PROMO_METHOD}?{AUTH_PARAMETER}={quote(auth_token, safe='')}"
     return path, dumps(body), {"Content-Type": "application/json"}
 
 
