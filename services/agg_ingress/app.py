@@ -45,7 +45,7 @@ from agg_domain.compliance import Refusal as RuleRefusal
 from agg_domain.compliance import Rules
 from agg_domain.ids import derive_id
 from agg_domain.saga import SEAMLESS, TRANSFER
-from agg_domain.statuses import Action, Status
+from agg_domain.statuses import Action, Status, WinKind
 from agg_ingress import specs
 from agg_ingress.adapters import adapters
 from agg_ingress.adapters.base import (
@@ -410,6 +410,8 @@ class Ingress:
                 game_id=cb.game_id,
                 currency=cb.currency,
                 settle_window_ms=self.settings.session_settle_window_s * 1000,
+                zero_stake=cb.reference_transaction_id is None
+                and cb.win_kind is not WinKind.REGULAR,
             )
             if (status is Status.OK and cb.player_ref is not None and check.claims is not None
                     and verify_player_ref(self.session_secret, cb.player_ref)

@@ -199,11 +199,15 @@ def check_session(
     game_id: str | None,
     currency: str | None,
     settle_window_ms: int = SETTLE_WINDOW_MS,
+    zero_stake: bool = False,
 ) -> Status:
     """The session rules of a provider callback, in precedence order; OK when all hold.
 
     ``game_id`` and ``currency`` are the callback's (None where the action omits them); a
-    money action always carries a game and must name the session's. An expired session
+    money action always carries a game and must name the session's, except a
+    ``zero_stake`` win (a jackpot or promotion credit with no bet, as evolution-v1's
+    ``promo_payout`` with ``game`` null), which may name none and is then the session's
+    game's, as a player reference's promotional win is its provider's. An expired session
     still settles: a win or a rollback up to ``settle_window_ms`` after the expiry goes on to
     the other rules; anything else, or later, is ``SESSION_EXPIRED``.
     """
@@ -216,7 +220,8 @@ def check_session(
         return Status.SESSION_EXPIRED
     if claims.provider_id != provider_id:
         return Status.GAME_NOT_ALLOWED
-    if game_id is None and action in MONEY_ACTIONS and action is not Action.ROLLBACK:
+    if (game_id is None and action in MONEY_ACTIONS and action is not Action.ROLLBACK
+            and not (zero_stake and action is Action.WIN)):  # fmt: skip
         return Status.GAME_NOT_ALLOWED
     if game_id is not None and game_id != claims.game_id:
         return Status.GAME_NOT_ALLOWED

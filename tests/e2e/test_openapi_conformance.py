@@ -674,6 +674,7 @@ def _evolution(stack: Stack, method: str, provider: str, auth: str = "signed"
             "transaction": {"id": ref, "refId": ref, "amount": 1}}  # fmt: skip
     if method == evolution.PROMO_METHOD:
         del body["transaction"]
+        body["game"] = None  # a free rounds' payout names no game: the session's
         body["promoTransaction"] = {"type": "JackpotWin", "id": ref, "amount": 1}
     return _send(stack, "provider-evolution-v1", "POST", f"/v1/providers/{provider}/{method}",
                  encode_body(body), auth)  # fmt: skip

@@ -278,6 +278,18 @@ def test_check_session(
     assert got is expected
 
 
+def test_a_zero_stake_win_may_name_no_game() -> None:
+    """A jackpot or promotion credit with no bet and no game is the session's game's; a
+    game it names must still be the session's, and a bet always names one."""
+    rules = {"provider_id": "prov-nova", "player_id": "player-1", "currency": "EUR"}
+    assert check_session(VALID, action=Action.WIN, game_id=None, zero_stake=True,
+                         **rules) is Status.OK  # fmt: skip
+    assert check_session(VALID, action=Action.WIN, game_id="nova-gemrush", zero_stake=True,
+                         **rules) is Status.GAME_NOT_ALLOWED  # fmt: skip
+    assert check_session(VALID, action=Action.BET, game_id=None, zero_stake=True,
+                         **rules) is Status.GAME_NOT_ALLOWED  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("expired_for_ms", "window_ms", "expected"),
     [

@@ -50,12 +50,14 @@ is mapped here. The payout is a WIN without a bet: transaction id ``promo:<id>``
 never equals a bet's ``refId``, which has no ``:``, nor a bet's derived ``promo:credit`` /
 ``promo:cancel``), no reference, the round ``game.id`` when a game is given (the round the
 jackpot fell in), else the transaction id itself; it closes its round. ``game`` is optional
-(both its ``id`` and ``details.table.id`` then too); the amount follows the credit's rules (0
-allowed: free rounds that won nothing). A repeat of the same ``promoTransaction.id`` is the
-same WIN (the first answer again), the same id with another amount, game or kind
-``BET_ALREADY_SETTLED``. The rest of ``promoTransaction`` (``voucherId``, ``remainingRounds``,
-``jackpots`` [{id, winAmount}], ``origin``, ...) is not forwarded: a voucher is Evolution's
-own free-round grant, not a campaign of the operator API, so ``campaign_id`` stays empty.
+(both its ``id`` and ``details.table.id`` then too: without a table the payout is the
+session's game's, ``agg_ingress.sessions.check_session``'s zero-stake rule); the amount
+follows the credit's rules (0 allowed: free rounds that won nothing). A repeat of the same
+``promoTransaction.id`` is the same WIN (the first answer again), the same id with another
+amount, game or kind ``BET_ALREADY_SETTLED``. The rest of ``promoTransaction``
+(``voucherId``, ``remainingRounds``, ``jackpots`` [{id, winAmount}], ``origin``, ...) is not
+forwarded: a voucher is Evolution's own free-round grant, not a campaign of the operator
+API, so ``campaign_id`` stays empty.
 
 HTTP codes: every answer is HTTP 200 with its status in the body (Evolution reads the status;
 ``TEMPORARY_ERROR`` is the one it retries), except a wrong or missing ``authToken`` (401
