@@ -35,6 +35,7 @@ import psycopg
 from agg_config.settings import Settings
 from agg_config.tenants import Game, Operator, Tenants
 from agg_domain.statuses import Action, WinKind
+from agg_ingress.adapters import evolution
 from agg_simulator.clients import (
     Answer,
     Call,
@@ -78,7 +79,7 @@ FREE_SPIN_BET = 20
 rounds is granted a campaign of FREE_SPINS spins of FREE_SPIN_BET before play, and plays
 them first: bets that move no money, wins credited as bonus money."""
 FREE_ROUND_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1", "hub88-v1"})
-ZERO_STAKE_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1"})
+ZERO_STAKE_PROTOCOLS = frozenset({"canonical-v1", "pragmatic-v1", "evolution-v1"})
 """The protocols with zero-stake credits (jackpot and promotion wins)."""
 JACKPOT = (0.002, 5_000)
 PROMO = (0.004, 1_000)
@@ -266,13 +267,16 @@ class Simulator:
 
     async def zero_stake_win(self, session: Session, kind: WinKind, amount: int) -> None:
         """A jackpot won or a promotion's prize: a credit with no stake, in a round of its
-        own (pragmatic-v1's jackpotWin and promoWin, canonical-v1's win_kind)."""
+        own (pragmatic-v1's jackpotWin and promoWin, evolution-v1's promo_payout,
+        canonical-v1's win_kind)."""
         player: PlayerKey = (session.operator, session.player, session.currency)
         txn = self._next_id("tx")
-        if session.provider in self.clients and self.clients[session.provider].protocol == (
-            "pragmatic-v1"
-        ):
+        client = self.clients.get(session.provider)
+        protocol = client.protocol if client is not None else None
+        if protocol == "pragmatic-v1":
             txn = ("jw:" if kind is WinKind.JACKPOT else "pw:") + txn
+        elif protocol == "evolution-v1":
+            txn = evolution.PROMO_PREFIX + txn
         answer = await self.callback(session, Call(Action.WIN, txn, self._next_id("rnd"),
                                                    amount, True, win_kind=kind))  # fmt: skip
         self.expect.win_answered(player, session.provider, answer.transaction_id or txn,
