@@ -168,10 +168,20 @@ def add_usage(usage: Mapping[str, Usage], currency: str, now_ms: int, *, wagered
     for key, start in zip(_keys(currency), starts, strict=True):
         held = usage.get(key)
         if held is None or held[0] != start:
-            out[key] = Usage(start, wagered, lost, deposited)
+            out[key] = Usage(start, _bounded(wagered), _bounded(lost), _bounded(deposited))
         else:
-            out[key] = Usage(start, held[1] + wagered, held[2] + lost, held[3] + deposited)
+            out[key] = Usage(start, _bounded(held[1] + wagered), _bounded(held[2] + lost),
+                             _bounded(held[3] + deposited))  # fmt: skip
     return out
+
+
+COUNT_MAX = 2**63 - 1
+"""Usage counters saturate at the largest long (as the state and the records hold them):
+every limit is at most that, so a counter there is past every limit."""
+
+
+def _bounded(value: int) -> int:
+    return COUNT_MAX if value > COUNT_MAX else -COUNT_MAX if value < -COUNT_MAX else value
 
 
 RULE_BLOCKED = "rg:blocked"

@@ -246,3 +246,17 @@ def test_the_digest_is_the_content_whatever_the_limits_order_or_the_change_id() 
 )
 def test_the_digest_changes_with_any_change_of_content(changes: dict[str, object]) -> None:
     assert replace(BASE, **changes).digest() != BASE.digest()  # type: ignore[arg-type]
+
+
+def test_usage_saturates_at_the_largest_long() -> None:
+    """Stakes of the largest amount add up past what a long holds (the state's JSON and the
+    records are 64-bit): the counters stop there, past every limit."""
+    big = 2**63 - 1
+    usage = add_usage({}, "EUR", NOW, wagered=big, lost=big)
+    usage = add_usage(usage, "EUR", NOW, wagered=big, lost=big)
+    day = current_usage(usage, "EUR", Period.DAY, NOW)
+    assert (day.wagered, day.lost) == (big, big)
+    usage = add_usage(usage, "EUR", NOW, lost=-big)
+    usage = add_usage(usage, "EUR", NOW, lost=-big)
+    usage = add_usage(usage, "EUR", NOW, lost=-big)
+    assert current_usage(usage, "EUR", Period.DAY, NOW).lost == -big
