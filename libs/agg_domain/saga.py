@@ -590,10 +590,10 @@ class _Draft:
             txn.round_id, txn.game_id, txn.currency, txn.provider_id
         )
         updated = replace(
-            current,
-            bet_total=current.bet_total + bet,
-            win_total=current.win_total + win,
-            refund_total=current.refund_total + refund,
+            current,  # totals stop at the largest long (the state's records are 64-bit)
+            bet_total=min(current.bet_total + bet, MAX_AMOUNT),
+            win_total=min(current.win_total + win, MAX_AMOUNT),
+            refund_total=min(current.refund_total + refund, MAX_AMOUNT),
             updated_at_ms=self.now,
             correlation_id=txn.correlation_id,
         )

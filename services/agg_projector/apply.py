@@ -46,6 +46,23 @@ def revenue_wins(amount: int, kind: str) -> tuple[int, tuple[int, int, int]]:
     return 0, (kinds[0], kinds[1], kinds[2])
 
 
+SUM_MAX = 2**63 - 1
+"""Where the projections' sums (revenue, round totals: bigint) stop: amounts of the largest
+size add up past 64 bits, and a sum that stops there is past any real book (the journal
+keeps every amount). Saturating sums of amounts >= 0 are order-free: a replay folds them to
+the same figures whatever the batches."""
+
+
+def saturated(total: int) -> int:
+    return total if total <= SUM_MAX else SUM_MAX
+
+
+def added(table: str, column: str) -> str:
+    """SQL of ``column`` of ``table`` plus the excluded row's, saturating at SUM_MAX."""
+    return (f"{column} = least({table}.{column}::numeric + excluded.{column},"
+            f" {SUM_MAX})::bigint")  # fmt: skip
+
+
 def transfer_kind(d: dict[str, Any]) -> str:
     """The ledger kind of a transfer event: DEPOSIT (funds in) or WITHDRAW (out)."""
     return "DEPOSIT" if d["direction"] == "IN" else "WITHDRAW"
@@ -249,9 +266,9 @@ class Applier:
                 " currency, bet_total, win_total, refund_total, opened_at, updated_at)"
                 " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " on conflict (operator_id, provider_id, player_id, round_id) do update set"
-                " bet_total = {s}.rounds.bet_total + excluded.bet_total,"
-                " win_total = {s}.rounds.win_total + excluded.win_total,"
-                " refund_total = {s}.rounds.refund_total + excluded.refund_total,"
+                " " + added("{s}.rounds", "bet_total") + ","
+                " " + added("{s}.rounds", "win_total") + ","
+                " " + added("{s}.rounds", "refund_total") + ","
                 " updated_at = greatest({s}.rounds.updated_at, excluded.updated_at)"
             ),
             (d["operator_id"], d["provider_id"], d["round_id"], d["player_id"], d.get("game_id"),
@@ -267,12 +284,12 @@ class Applier:
                 " bets, wins, refunds, bonus_wins, jackpot_wins, promo_wins)"
                 " values (%s, %s, %s, %s, (%s at time zone 'UTC')::date, %s, %s, %s, %s, %s, %s)"
                 " on conflict (operator_id, provider_id, game_id, currency, day) do update set"
-                " bets = {s}.revenue_daily.bets + excluded.bets,"
-                " wins = {s}.revenue_daily.wins + excluded.wins,"
-                " refunds = {s}.revenue_daily.refunds + excluded.refunds,"
-                " bonus_wins = {s}.revenue_daily.bonus_wins + excluded.bonus_wins,"
-                " jackpot_wins = {s}.revenue_daily.jackpot_wins + excluded.jackpot_wins,"
-                " promo_wins = {s}.revenue_daily.promo_wins + excluded.promo_wins"
+                " " + added("{s}.revenue_daily", "bets") + ","
+                " " + added("{s}.revenue_daily", "wins") + ","
+                " " + added("{s}.revenue_daily", "refunds") + ","
+                " " + added("{s}.revenue_daily", "bonus_wins") + ","
+                " " + added("{s}.revenue_daily", "jackpot_wins") + ","
+                " " + added("{s}.revenue_daily", "promo_wins") + ""
             ),
             (d["operator_id"], d["provider_id"], d.get("game_id") or "", d["currency"],
              d["occurred_at"], bets, regular, refunds, bonus, jackpot, promo),

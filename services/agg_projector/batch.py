@@ -46,8 +46,10 @@ from agg_projector.apply import (
     campaign_sql,
     rejection_rule,
     revenue_wins,
+    saturated,
     transfer_kind,
 )
+from agg_projector.apply import added as sum_sql
 
 TxnKey = tuple[str, str, str, str]
 """(operator, provider, player, transaction)."""
@@ -142,12 +144,8 @@ class Revenue:
         if row is None:
             self.sums[key] = [bets, wins, refunds, *kinds]
         else:
-            row[0] += bets
-            row[1] += wins
-            row[2] += refunds
-            row[3] += kinds[0]
-            row[4] += kinds[1]
-            row[5] += kinds[2]
+            for i, amount in enumerate((bets, wins, refunds, *kinds)):
+                row[i] = saturated(row[i] + amount)
 
     def merge(self, other: Revenue) -> None:
         for key, (bets, wins, refunds, bonus, jackpot, promo) in other.sums.items():
@@ -346,9 +344,9 @@ class BatchRows:
                 d.get("game_id"), d["currency"], bet, win, refund, "OPEN", at, at, None, None,
             ]  # fmt: skip
         else:
-            row[6] += bet
-            row[7] += win
-            row[8] += refund
+            row[6] = saturated(row[6] + bet)
+            row[7] = saturated(row[7] + win)
+            row[8] = saturated(row[8] + refund)
             if at > row[11]:
                 row[11] = at
 
@@ -460,9 +458,9 @@ class BatchWriter:
                 " game_id, currency, bet_total, win_total, refund_total, status, opened_at,"
                 " updated_at, closed_at, closed_by) select * from agg_stage_rounds"
                 " on conflict (operator_id, provider_id, player_id, round_id) do update set"
-                " bet_total = t.bet_total + excluded.bet_total,"
-                " win_total = t.win_total + excluded.win_total,"
-                " refund_total = t.refund_total + excluded.refund_total,"
+                " " + sum_sql("t", "bet_total") + ","
+                " " + sum_sql("t", "win_total") + ","
+                " " + sum_sql("t", "refund_total") + ","
                 " updated_at = greatest(t.updated_at, excluded.updated_at),"
                 " status = case when excluded.status = 'CLOSED' then 'CLOSED' else t.status end,"
                 " closed_at = case when excluded.status = 'CLOSED' then excluded.closed_at"
@@ -551,9 +549,9 @@ class BatchWriter:
             " select * from agg_stage_revenue"
             " order by operator_id, provider_id, game_id, currency, day"
             " on conflict (operator_id, provider_id, game_id, currency, day) do update set"
-            " bets = t.bets + excluded.bets, wins = t.wins + excluded.wins,"
-            " refunds = t.refunds + excluded.refunds,"
-            " bonus_wins = t.bonus_wins + excluded.bonus_wins,"
-            " jackpot_wins = t.jackpot_wins + excluded.jackpot_wins,"
-            " promo_wins = t.promo_wins + excluded.promo_wins"
+            " " + sum_sql("t", "bets") + ", " + sum_sql("t", "wins") + ","
+            " " + sum_sql("t", "refunds") + ","
+            " " + sum_sql("t", "bonus_wins") + ","
+            " " + sum_sql("t", "jackpot_wins") + ","
+            " " + sum_sql("t", "promo_wins") + ""
         ))  # fmt: skip

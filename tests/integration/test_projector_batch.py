@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -134,3 +135,42 @@ def test_batches_give_the_per_event_tables(settings: Settings, schemas: list[str
     for schema in (per_batch, deferred):
         differences = compare(settings.database_url, ref, schema)
         assert differences == {t: [] for t in COMPARED_TABLES}, differences
+
+
+def _win(n: int, kind: str, at: datetime) -> JournalEvent:
+    """A credited win of the largest amount (what a jackpot or a bonus may be)."""
+    datum = {
+        "event_id": f"ev-big-{n}", "correlation_id": f"c-{n}", "operator_id": "op-big",
+        "player_id": f"pl-{n}", "provider_id": "prov-big", "occurred_at": at,
+        "transaction_id": f"w-{n}", "round_id": "r-shared", "game_id": "g-big",
+        "amount": 2**63 - 1, "currency": "EUR", "command_id": f"cmd-{n}",
+        "balance": 2**63 - 1, "round_closed": False, "mode": "real", "wallet": "seamless",
+        "win_kind": kind, "campaign_id": None,
+    }  # fmt: skip
+    return JournalEvent("WinCredited", datum, 0, n)
+
+
+def test_sums_past_64_bits_stop_at_the_largest_long_both_ways(
+    settings: Settings, schemas: list[str]
+) -> None:
+    """Wins of the largest amount on one day and game: revenue stops at 2**63-1 instead of
+    stopping the projector (it once could not write the batch), the same by the per-event
+    SQL and by batches."""
+    at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    kinds = ("REGULAR", "REGULAR", "JACKPOT", "JACKPOT", "BONUS", "BONUS")
+    events = [_win(n, kind, at) for n, kind in enumerate(kinds)]
+    ref, batched = (f"it_big_{kind}_{uuid.uuid4().hex[:6]}" for kind in "rb")
+    schemas += [ref, batched]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for schema in (ref, batched):
+            migrate(conn, schema)
+        reference(conn, ref, events)
+        projector = Projector(settings, schema=batched, group_id="it-batch-big")
+        projector.conn = conn
+        projector._write_sync(events[:3], {0: 2}, None, None, None)
+        projector._write_sync(events[3:], {0: 5}, None, None, None)
+        row = conn.execute(f"select wins, jackpot_wins, bonus_wins from {ref}.revenue_daily"
+                           " where operator_id = 'op-big'").fetchone()  # fmt: skip
+    assert row == (2**63 - 1, 2**63 - 1, 2**63 - 1)
+    differences = compare(settings.database_url, ref, batched)
+    assert differences == {t: [] for t in COMPARED_TABLES}, differences
