@@ -23,6 +23,7 @@ from agg_projector.projector import GROUP_ID
 from agg_projector.replay import behind, compare, end_offsets, replay
 from tests.e2e.conftest import GAME, OPERATOR, PROVIDER, STARTING_BALANCE, Pipeline
 from tests.e2e.test_pipeline import answer, eventually
+from tests.e2e.test_transfer_wallet import Delta
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +199,9 @@ def test_a_transfer_wallets_free_spins_keep_the_held_balance(pipeline: Pipeline)
     player = f"e2e-{uuid.uuid4().hex[:10]}"
     tag = uuid.uuid4().hex[:8]
     base = f"/v1/operators/op-delta/players/{player}"
-    moved = pipeline._post(secret, f"{base}/transfers", {
-        "transfer_id": f"dep-{tag}", "direction": "deposit", "amount": 1_000,
-        "currency": "EUR"})  # fmt: skip
-    assert moved.status_code == 200, moved.text
+    operator = Delta(pipeline)  # as the reference operator: its own ledger moves in step
+    moved = operator.move("deposit", player, 1_000, f"dep-{tag}")
+    assert (moved.status, moved.held_balance) == ("OK", 1_000)
     session = pipeline._post(secret, "/v1/operators/op-delta/sessions", {
         "player_id": player, "currency": "EUR", "country": "MT", "game_id": GAME,
         "mode": "real"})  # fmt: skip
@@ -216,9 +216,8 @@ def test_a_transfer_wallets_free_spins_keep_the_held_balance(pipeline: Pipeline)
     assert answer(spun) == (200, "OK", 1_000)
     won = pipeline.win(player, token, f"w-{tag}", 250, round_id=f"r-{tag}", campaign_id=cid)
     assert answer(won) == (200, "OK", 1_250)
-    out = pipeline._post(secret, f"{base}/transfers", {
-        "transfer_id": f"wd-{tag}", "direction": "withdraw", "currency": "EUR"})  # fmt: skip
-    assert (out.json()["status"], out.json()["amount"]) == ("OK", 1_250)
+    out = operator.move("withdraw", player, None, f"wd-{tag}")
+    assert (out.status, out.amount) == ("OK", 1_250)
 
 
 def test_replay_rebuilds_the_campaigns(pipeline: Pipeline) -> None:

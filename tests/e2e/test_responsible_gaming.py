@@ -21,8 +21,10 @@ import pytest
 
 from agg_config.settings import Settings
 from agg_config.tenants import load_tenants
+from agg_wallet.transfers import TransferResult
 from tests.e2e.conftest import GAME, OPERATOR, STARTING_BALANCE, Pipeline
 from tests.e2e.test_pipeline import answer, eventually
+from tests.e2e.test_transfer_wallet import Delta
 
 TRANSFER_OPERATOR = "op-delta"
 
@@ -204,17 +206,16 @@ def test_a_transfer_wallet_players_deposits_and_bets_are_held_to_the_controls(
     secret = operator.secret.reveal()
     player = f"e2e-{uuid.uuid4().hex[:10]}"
 
-    def transfer(direction: str, amount: int | None) -> httpx.Response:
-        return pipeline._post(secret, f"/v1/operators/{TRANSFER_OPERATOR}/players/{player}"
-                              "/transfers", {"transfer_id": txn(), "direction": direction,
-                                             "amount": amount, "currency": "EUR"})  # fmt: skip
+    delta = Delta(pipeline)  # as the reference operator: its own ledger moves in step
+
+    def transfer(direction: str, amount: int | None) -> TransferResult:
+        return delta.move(direction, player, amount)
 
     limit = [{"kind": "deposit", "period": "month", "amount": 5_000, "currency": "EUR"}]
     assert controls(pipeline, player, secret, TRANSFER_OPERATOR, limits=limit).status_code == 200
-    assert transfer("deposit", 3_000).json()["status"] == "OK"
-    over = transfer("deposit", 2_001)
-    assert (over.status_code, over.json()["status"]) == (422, "LIMIT_EXCEEDED")
-    assert transfer("deposit", 2_000).json()["balance"] == 5_000
+    assert transfer("deposit", 3_000).status == "OK"
+    assert transfer("deposit", 2_001).status == "LIMIT_EXCEEDED"
+    assert transfer("deposit", 2_000).held_balance == 5_000
     session = pipeline._post(secret, f"/v1/operators/{TRANSFER_OPERATOR}/sessions",
                              {"player_id": player, "currency": "EUR", "country": "MT",
                               "game_id": GAME, "mode": "real"})  # fmt: skip
@@ -224,10 +225,12 @@ def test_a_transfer_wallet_players_deposits_and_bets_are_held_to_the_controls(
                     limits=limit).status_code == 200  # fmt: skip
     assert answer(pipeline.bet(player, token, "b2", 100, round_id="r2")) == (
         200, "PLAYER_BLOCKED", 4_600)  # fmt: skip
-    assert transfer("deposit", 1).json()["status"] == "PLAYER_BLOCKED"
+    assert transfer("deposit", 1).status == "PLAYER_BLOCKED"
     assert answer(pipeline.win(player, token, "w1", 900))[1:] == ("OK", 5_500)
     out = transfer("withdraw", None)  # withdrawals are never refused
-    assert (out.status_code, out.json()["amount"], out.json()["balance"]) == (200, 5_500, 0)
+    assert (out.status, out.amount, out.held_balance) == ("OK", 5_500, 0)
+    # the operator got back what it moved in, less the stake, plus the win
+    assert delta.operator_balance(player) == 100_000 - 5_000 + 5_500
     eventually(lambda: len(rules(pipeline, player, "TransferRejected")) == 2)
     assert rules(pipeline, player, "TransferRejected") == ["rg:deposit:month:EUR:5000",
                                                            "rg:blocked"]  # fmt: skip

@@ -97,15 +97,19 @@ def test_aggregator_simulate_passes_its_money_check_and_reports_each_games_rtp(
         assert observed == (f"{win / stake:.2%}" if stake else "-"), (game, out)
     assert settled > 0, out
 
-    # the wins in the report are the wins the ledger holds for this run's players
+    # the wins in the report are the games' wins the journal holds for this run's players
+    # (bonus money, free spins' wins, jackpots and promotions, is reported apart)
     with psycopg.connect(pipeline.settings.database_url) as conn:
         credited = dict(
             conn.execute(
-                "select game_id, sum(amount) from projection.transactions where kind = 'WIN'"
-                " and player_id like %s group by game_id",
+                "select payload->>'game_id', sum(amount) from projection.journal"
+                " where event_type = 'WinCredited' and player_id like %s"
+                " and coalesce(payload->>'win_kind', 'REGULAR') = 'REGULAR'"
+                " and coalesce(payload->>'mode', 'real') = 'real' group by 1",
                 (f"sim-{run_id.group(1)}-%",),
             ).fetchall()
         )
+    assert "bonus money (outside GGR): " in out and "campaigns granted 3" in out, out
     assert {g: int(r[2].replace(",", "")) for g, r in rows.items()} == {
         g: int(credited.get(g, 0)) for g in played
     }

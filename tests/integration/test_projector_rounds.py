@@ -184,7 +184,8 @@ def test_rounds_closed_before_migration_008_were_closed_by_their_provider(
                 f" values ('op', 'prov', %s, 'pl', 'EUR', %s, now(), now(), {closed})",
                 (round_id, status),
             )
-        assert migrate(conn, schema) == ["010_round_closed_by"]
+        later = [name for _, name, _ in migrations() if name >= "010_round_closed_by"]
+        assert migrate(conn, schema) == later and later[0] == "010_round_closed_by"
         got = conn.execute(
             f"select round_id, closed_by from {schema}.rounds order by round_id"
         ).fetchall()
