@@ -754,24 +754,15 @@ class Ingress:
                                         "the operator's wallet.mode is not transfer")  # fmt: skip
         if req.currency not in operator.currencies:
             return self._operator_reply("transfers", 422, "CURRENCY_NOT_SUPPORTED")
-        router = self.router
-        partition = router.reply_partition if router is not None else None
-        if router is None or partition is None:
-            return self._operator_reply("transfers", 503, Status.RETRY_LATER)
         corr = derive_id("corr", "transfer", operator.id, player_id, req.transfer_id,
                          req.action.value)  # fmt: skip
-        outcome = await self._decided(router, partition, {
-            "request_id": req.transfer_id, "correlation_id": corr, "provider_id": "",
-            "operator_id": operator.id, "player_id": player_id, "action": req.action.value,
-            "session_token": "", "transaction_id": req.transfer_id,
-            "reference_transaction_id": None, "round_id": None, "game_id": None,
-            "amount": req.amount, "currency": req.currency, "round_closed": False,
-            "received_at": datetime.now(UTC), "reply_to": self.instance_id,
-            "reply_partition": partition, "mode": "real", "wallet": TRANSFER,
+        outcome = await self._operator_decided("transfers", "transfer_undecided", operator,
+                                               player_id, corr, {
+            "request_id": req.transfer_id, "provider_id": "", "action": req.action.value,
+            "transaction_id": req.transfer_id, "amount": req.amount, "currency": req.currency,
         })  # fmt: skip
-        if isinstance(outcome, str):
-            log.warning("transfer_undecided", correlation_id=corr, reason=outcome)
-            return self._operator_reply("transfers", 503, Status.RETRY_LATER)
+        if isinstance(outcome, Response):
+            return outcome
         status = outcome.status
         log.event("transfer", correlation_id=corr, operator=operator.id,
                   direction=req.direction, status=str(status), amount=outcome.amount,
@@ -804,25 +795,15 @@ class Ingress:
                                         "deposit limits are a transfer wallet's")  # fmt: skip
         if not req.currencies() <= set(operator.currencies):
             return self._operator_reply("controls", 422, "CURRENCY_NOT_SUPPORTED")
-        router = self.router
-        partition = router.reply_partition if router is not None else None
-        if router is None or partition is None:
-            return self._operator_reply("controls", 503, Status.RETRY_LATER)
         corr = derive_id("corr", "controls", operator.id, player_id, req.change_id)
-        outcome = await self._decided(router, partition, {
-            "request_id": req.change_id, "correlation_id": corr, "provider_id": "",
-            "operator_id": operator.id, "player_id": player_id,
-            "action": Action.PLAYER_CONTROLS.value, "session_token": "",
-            "transaction_id": req.change_id, "reference_transaction_id": None,
-            "round_id": None, "game_id": None, "amount": None, "currency": "",
-            "round_closed": False, "received_at": datetime.now(UTC),
-            "reply_to": self.instance_id, "reply_partition": partition, "mode": "real",
-            "wallet": TRANSFER if operator.id in self.transfer_operators else SEAMLESS,
-            "controls": controls_avro(req.controls),
+        outcome = await self._operator_decided("controls", "controls_undecided", operator,
+                                               player_id, corr, {
+            "request_id": req.change_id, "provider_id": "",
+            "action": Action.PLAYER_CONTROLS.value, "transaction_id": req.change_id,
+            "currency": "", "controls": controls_avro(req.controls),
         })  # fmt: skip
-        if isinstance(outcome, str):
-            log.warning("controls_undecided", correlation_id=corr, reason=outcome)
-            return self._operator_reply("controls", 503, Status.RETRY_LATER)
+        if isinstance(outcome, Response):
+            return outcome
         status = outcome.status
         log.event("player_controls", correlation_id=corr, operator=operator.id,
                   change_id=req.change_id, status=str(status), actor=req.controls.actor,
@@ -924,13 +905,24 @@ class Ingress:
     async def _campaign_decided(self, operator: Operator, player_id: str, corr: str,
                                 fields: dict[str, Any]) -> Outcome | Response:  # fmt: skip
         """Carry a campaign call to the saga (in the player's order) and await its answer."""
+        return await self._operator_decided(
+            "campaigns", "campaign_undecided", operator, player_id, corr,
+            {"request_id": f"{fields['action']}:{fields['campaign_id']}", **fields},
+        )  # fmt: skip
+
+    async def _operator_decided(self, endpoint: str, undecided: str, operator: Operator,
+                                player_id: str, corr: str,
+                                fields: dict[str, Any]) -> Outcome | Response:  # fmt: skip
+        """Carry an operator API call (a ProviderRequest of provider ``""`` or a campaign's,
+        with ``fields`` naming its request id, action and payload) to the player's saga, in
+        the player's order, and await its answer; 503 RETRY_LATER (logged ``undecided``)
+        when none comes."""
         router = self.router
         partition = router.reply_partition if router is not None else None
         if router is None or partition is None:
-            return self._operator_reply("campaigns", 503, Status.RETRY_LATER)
+            return self._operator_reply(endpoint, 503, Status.RETRY_LATER)
         wallet = TRANSFER if operator.id in self.transfer_operators else SEAMLESS
         outcome = await self._decided(router, partition, {
-            "request_id": f"{fields['action']}:{fields['campaign_id']}",
             "correlation_id": corr, "operator_id": operator.id, "player_id": player_id,
             "session_token": "", "reference_transaction_id": None, "round_id": None,
             "game_id": None, "amount": None, "round_closed": False,
@@ -938,8 +930,8 @@ class Ingress:
             "reply_partition": partition, "mode": "real", "wallet": wallet, **fields,
         })  # fmt: skip
         if isinstance(outcome, str):
-            log.warning("campaign_undecided", correlation_id=corr, reason=outcome)
-            return self._operator_reply("campaigns", 503, Status.RETRY_LATER)
+            log.warning(undecided, correlation_id=corr, reason=outcome)
+            return self._operator_reply(endpoint, 503, Status.RETRY_LATER)
         return outcome
 
     async def player_campaigns(self, request: Request) -> Response:
