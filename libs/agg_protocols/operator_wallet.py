@@ -128,6 +128,13 @@ class WalletServerProtocol(Protocol):
     @property
     def protocol(self) -> str: ...
 
+    @property
+    def scale_exponent(self) -> int | None:
+        """The wire's amount unit as a power of ten (hub88-v1: 5, amounts in 1/100,000),
+        whose values are longs: the wallet keeps balances within what it can render. None:
+        amounts in minor units."""
+        ...
+
     def parse(
         self, operator_id: str, method: str, path: str, headers: dict[str, str], body: bytes,
         now_s: float,

@@ -165,6 +165,7 @@ class CanonicalWalletServer:
     base_path: str = ""
     window_s: int = SIGNATURE_WINDOW_S
     protocol: str = PROTOCOL
+    scale_exponent: int | None = None
 
     def parse(
         self, operator_id: str, method: str, path: str, headers: dict[str, str], body: bytes,

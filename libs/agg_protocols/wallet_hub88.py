@@ -214,6 +214,7 @@ class Hub88WalletServer:
 
     public_key: rsa.RSAPublicKey
     protocol: str = PROTOCOL
+    scale_exponent: int | None = SCALE_EXPONENT
 
     def parse(
         self, operator_id: str, method: str, path: str, headers: dict[str, str], body: bytes,

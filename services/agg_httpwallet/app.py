@@ -118,7 +118,8 @@ def mounts_of(
             raise ValueError(f"operator {operator.id}: the path {base!r} is the wallet's own")
         seen[base] = operator.id
         protocol = server_protocol(operator, base)
-        found.append(Mount(operator, base, protocol, policy_of(operator, defects)))
+        policy = policy_of(operator, defects, protocol.scale_exponent)
+        found.append(Mount(operator, base, protocol, policy))
     if operator_ids and {m.operator.id for m in found} != set(operator_ids):
         raise ValueError(f"not HTTP-wallet operators of the tenants file: {operator_ids}")
     if not found:

@@ -33,7 +33,8 @@ DEBIT         ``insufficient``         balance < amount; nothing moves, INSUFFIC
 DEBIT         ``refused``              a CANCEL of this id came first; nothing moves, ERROR
                                        (sandbox: the player's scenario refuses it; above the
                                        operator's ``max_stake``: LIMIT_REACHED)
-CREDIT        ``credited``             balance += amount, OK
+CREDIT        ``credited``             balance += amount, OK (``invalid`` if the balance
+                                       would pass the largest the wallet can answer)
 CANCEL        ``refunded``             the debit was applied and not yet cancelled; refund, OK
 CANCEL        ``noop``                 the debit was refused, or already cancelled; OK
 CANCEL        ``tombstone``            this player has no command under the debit's id:
@@ -61,6 +62,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from agg_domain.currency import minor_unit_exponent
 from agg_domain.saga import debit_command_id
 
 AMOUNT_MAX = 2**63 - 1
@@ -185,6 +187,22 @@ class Policy:
     max_stake: int | None = None
     """The operator's own stake limit (``wallet.max_stake``): a DEBIT above it is refused
     LIMIT_REACHED; None: no limit."""
+    wire_exponent: int | None = None
+    """The unit of the wire the wallet answers on, as a power of ten (an HTTP wallet on
+    hub88-v1: 5), whose amounts are longs too: a balance is kept within what the wire can
+    carry (:meth:`balance_max`). None: the wire carries minor units."""
+
+    def balance_max(self, currency: str) -> int:
+        """The largest balance in ``currency``: :data:`AMOUNT_MAX` minor units, less where
+        the wire's unit is finer than the minor unit (``AMOUNT_MAX`` 1/100,000 units of EUR
+        are 10**3 times fewer cents)."""
+        if self.wire_exponent is None:
+            return AMOUNT_MAX
+        try:
+            finer = self.wire_exponent - minor_unit_exponent(currency)
+        except KeyError:  # not a currency: refused before any balance moves
+            return AMOUNT_MAX
+        return AMOUNT_MAX // 10**finer if finer > 0 else AMOUNT_MAX
 
 
 @dataclass(frozen=True)
@@ -383,7 +401,7 @@ class Book:
         if c.kind == Kind.BALANCE:
             return self._entry(c, Effect.BALANCE, 0, Status.OK, balance, now)
         if c.kind == Kind.CREDIT:
-            if balance > AMOUNT_MAX - c.amount:
+            if balance > self.policy.balance_max(c.currency) - c.amount:
                 return self._entry(
                     c, Effect.INVALID, 0, Status.ERROR, balance, now, "balance would overflow"
                 )
@@ -431,7 +449,7 @@ class Book:
             already = False
         if debit.effect != Effect.DEBITED or already:
             return self._entry(c, Effect.NOOP, 0, Status.OK, balance, now)
-        if balance > AMOUNT_MAX - debit.amount:
+        if balance > self.policy.balance_max(c.currency) - debit.amount:
             return self._entry(
                 c, Effect.INVALID, 0, Status.ERROR, balance, now, "balance would overflow"
             )

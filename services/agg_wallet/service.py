@@ -503,13 +503,17 @@ def defects_of(settings: Settings) -> frozenset[Defect]:
     return defects
 
 
-def policy_of(operator: Operator, defects: frozenset[Defect]) -> Policy:
-    """The rules' policy of one operator of the tenants file."""
+def policy_of(
+    operator: Operator, defects: frozenset[Defect], wire_exponent: int | None = None
+) -> Policy:
+    """The rules' policy of one operator of the tenants file; ``wire_exponent``: the unit of
+    the HTTP protocol it answers on (:attr:`Policy.wire_exponent`)."""
     return Policy(
         currencies=frozenset(operator.currencies),
         sandbox=operator.wallet.sandbox,
         defects=defects,
         max_stake=operator.wallet.max_stake,
+        wire_exponent=wire_exponent,
     )
 
 

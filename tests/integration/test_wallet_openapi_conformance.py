@@ -302,3 +302,26 @@ def test_every_documented_status_is_reached(wallet: Wallet) -> None:
             reached.add(code)
         assert reached == documented, (op, path)
     print(json.dumps({f"{o} {p}": sorted(SEEN[(o, p)]) for o, p in OPERATIONS}, indent=1))
+
+
+def test_the_largest_hub88_win_is_answered_within_the_documented_balance(
+    wallet: Wallet,
+) -> None:
+    """hub88-v1 balances are longs of 1/100,000 units: a win of the largest amount the
+    document allows would take a EUR balance past them. It is refused (``RS_ERROR_UNKNOWN``,
+    nothing moves), and the answer validates; a win that fits is credited up to the edge."""
+    player = f"big-{uuid.uuid4().hex[:8]}"
+    largest = (2**63 - 1) // 1000 * 1000  # the largest EUR balance hub88-v1 can carry
+    answers = []
+    for amount in (largest, largest - STARTING_BALANCE * 1000):
+        command_id = f"oa-{uuid.uuid4().hex}"
+        body = json.dumps({"user": player, "request_uuid": command_id, "currency": "EUR",
+                           "transaction_uuid": command_id, "amount": amount}).encode()  # fmt: skip
+        response = _call(wallet, HUB88, "/transaction/win", body)
+        _SCHEMAS[HUB88]["/transaction/win"]["POST"].Case().validate_response(
+            response, checks=CHECKS
+        )
+        answers.append(response.json())
+    assert answers[0]["status"] == "RS_ERROR_UNKNOWN", answers[0]
+    assert answers[0]["balance"] == STARTING_BALANCE * 1000, answers[0]
+    assert (answers[1]["status"], answers[1]["balance"]) == ("RS_OK", largest), answers[1]

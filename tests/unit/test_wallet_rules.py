@@ -306,3 +306,42 @@ def test_sandbox_timeout_leaves_the_first_attempt_unanswered_and_answers_the_ret
         Status.OK,
         START - 100,
     )
+
+
+@pytest.mark.parametrize(
+    ("wire_exponent", "currency", "largest"),
+    [
+        (None, "EUR", 2**63 - 1),
+        (5, "EUR", (2**63 - 1) // 1000),  # hub88-v1: 1/100,000 units, cents are 2 places
+        (5, "JPY", (2**63 - 1) // 100_000),
+        (5, "BHD", (2**63 - 1) // 100),
+        (2, "BHD", 2**63 - 1),  # a wire coarser than the minor unit carries every balance
+    ],
+)
+def test_the_largest_balance_is_what_the_wire_can_carry(
+    wire_exponent: int | None, currency: str, largest: int
+) -> None:
+    assert Policy(wire_exponent=wire_exponent).balance_max(currency) == largest
+
+
+def test_a_credit_past_what_the_wire_carries_is_refused_and_moves_nothing() -> None:
+    """A hub88-v1 HTTP wallet answers balances in 1/100,000 units, as longs: a credit that
+    would take a EUR balance past (2**63-1)/1000 cents could not be answered."""
+    b = book(Policy(wire_exponent=5))
+    room = (2**63 - 1) // 1000 - START
+    refused = apply(b, command("alice", "CREDIT", room + 1, command_id="win-1"))
+    assert (refused.entry.effect, refused.entry.status) == (Effect.INVALID, Status.ERROR)
+    assert refused.entry.reason == "balance would overflow"
+    assert refused.entry.balance == START
+    credited = apply(b, command("alice", "CREDIT", room, command_id="win-2"))
+    assert (credited.entry.effect, credited.entry.balance) == (Effect.CREDITED, START + room)
+
+
+def test_a_refund_past_what_the_wire_carries_is_refused_and_moves_nothing() -> None:
+    b = book(Policy(wire_exponent=5))
+    largest = (2**63 - 1) // 1000
+    apply(b, command("alice", "DEBIT", START, command_id="bet-1"))
+    apply(b, command("alice", "CREDIT", largest, command_id="win-1"))
+    refund = apply(b, command("alice", "CANCEL", command_id="cancel-1", reference="bet-1"))
+    assert (refund.entry.effect, refund.entry.status) == (Effect.INVALID, Status.ERROR)
+    assert refund.entry.balance == largest
