@@ -107,7 +107,9 @@ def _leaf_code(kind: str, v: str, lines: list[str], indent: str) -> None:
         lines += [
             f"{indent}if not isinstance({v}, str): return None",
             f"{indent}b = {v}.encode()",
-            f"{indent}varint(len(b), out)",
+            f"{indent}n = len(b)",  # a length under 64 is one zig-zag byte: no call
+            f"{indent}if n < 64: out.append(n << 1)",
+            f"{indent}else: varint(n, out)",
             f"{indent}out += b",
         ]
     elif kind in ("long", "int"):
@@ -201,7 +203,8 @@ def _leaf_code_or_enum(
             f"{indent}if not isinstance({v}, str): return None",
             f"{indent}ix = E{i}.get({v})",
             f"{indent}if ix is None: return None",
-            f"{indent}varint(ix, out)",
+            f"{indent}if ix < 64: out.append(ix << 1)",
+            f"{indent}else: varint(ix, out)",
         ]
     else:
         _leaf_code(kind, v, lines, indent)
@@ -271,7 +274,11 @@ def _leaf_decode(kind: str, v: str, lines: list[str], indent: str, i: str) -> No
             f"{indent}pos = end",
         ]
     elif kind in ("long", "int"):
-        lines.append(f"{indent}{v}, pos = read_long(data, pos)")
+        lines += [
+            f"{indent}{v} = data[pos]",  # a value in -64..63 is one byte: no call
+            f"{indent}if {v} < 0x80: {v} = ({v} >> 1) ^ -({v} & 1); pos += 1",
+            f"{indent}else: {v}, pos = read_long(data, pos)",
+        ]
     elif kind == "boolean":
         lines += [
             f"{indent}x = data[pos]; pos += 1",
@@ -285,7 +292,9 @@ def _leaf_decode(kind: str, v: str, lines: list[str], indent: str, i: str) -> No
         ]
     elif kind == "enum":
         lines += [
-            f"{indent}x, pos = read_long(data, pos)",
+            f"{indent}x = data[pos]",
+            f"{indent}if x < 0x80: x = (x >> 1) ^ -(x & 1); pos += 1",
+            f"{indent}else: x, pos = read_long(data, pos)",
             f"{indent}if not 0 <= x < len(S{i}): raise Bad('enum index ' + str(x))",
             f"{indent}{v} = S{i}[x]",
         ]

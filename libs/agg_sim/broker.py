@@ -44,19 +44,15 @@ class SimClock:
         self.mono_ms += ms
 
 
-@dataclass
-class StoredRecord:
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
 class SimBroker:
     def __init__(self, clock: SimClock, partitions: int):
         self.clock = clock
         self.partitions = partitions
-        self.logs: dict[tuple[str, int], list[StoredRecord]] = {}
+        self.logs: dict[tuple[str, int], list[InRecord]] = {}
+        """Per topic and partition, its records as a consumer reads them."""
+        self.record_headers: dict[tuple[str, int, int], tuple[tuple[str, bytes], ...]] = {}
+        """The headers of the records that have any (the port's records carry none; tests
+        read them with :meth:`headers_of`)."""
         self.committed: dict[tuple[str, int], int] = {}
         self.appended = 0
         """Records written so far, on every topic (lets idle readers skip their turn)."""
@@ -64,7 +60,7 @@ class SimBroker:
     def partition_for(self, key: bytes | None) -> int:
         return zlib.crc32(key or b"") % self.partitions
 
-    def log(self, topic: str, partition: int) -> list[StoredRecord]:
+    def log(self, topic: str, partition: int) -> list[InRecord]:
         found = self.logs.get((topic, partition))
         if found is None:
             found = self.logs[(topic, partition)] = []
@@ -76,17 +72,21 @@ class SimBroker:
             partition = self.partition_for(record.key)
         log = self.log(record.topic, partition)
         self.appended += 1
-        log.append(StoredRecord(record.key, record.value, self.clock.wall_ms, record.headers))
-        return partition, len(log) - 1
+        offset = len(log)
+        if record.headers:
+            self.record_headers[(record.topic, partition, offset)] = record.headers
+        log.append(InRecord(record.topic, partition, offset, record.key, record.value,
+                            self.clock.wall_ms))  # fmt: skip
+        return partition, offset
 
     def read(self, topic: str, partition: int, offset: int, count: int) -> list[InRecord]:
         log = self.logs.get((topic, partition))
         if log is None or offset >= len(log):
             return []
-        return [
-            InRecord(topic, partition, o, log[o].key, log[o].value, log[o].timestamp_ms)
-            for o in range(offset, min(len(log), offset + count))
-        ]
+        return log[offset : offset + count]
+
+    def headers_of(self, record: InRecord) -> tuple[tuple[str, bytes], ...]:
+        return self.record_headers.get((record.topic, record.partition, record.offset), ())
 
     def end(self, topic: str, partition: int) -> int:
         log = self.logs.get((topic, partition))

@@ -369,8 +369,12 @@ class StateBuilder:
     reason, and every other player is restored."""
 
     def __init__(self) -> None:
-        self.headers: dict[bytes, dict[str, Any]] = {}
-        self.txns: dict[bytes, dict[str, Txn]] = {}
+        self.headers: dict[bytes, dict[str, Any] | bytes] = {}
+        """Per player, its last header: as read, or as bytes still to be read (a header is
+        written at every decision of the player; only the last counts)."""
+        self.txns: dict[bytes, dict[str, Txn | bytes]] = {}
+        """Per player, its transactions: the latest record's bytes, read in :meth:`players`
+        (a transaction is written at each of its changes; only its last record counts)."""
         self.broken: dict[bytes, str] = {}
         self.marker_seq = 0
 
@@ -389,20 +393,18 @@ class StateBuilder:
                     self.txns.pop(player_key, None)
                     self.broken.pop(player_key, None)
                     return
+                self.broken.pop(player_key, None)
+                if value.startswith(_LAZY_HEADERS):  # read in players() if it is the last
+                    self.headers[player_key] = value
+                    return
                 body = _loads(value)
                 if body.get("v") == 1:
                     body = self._upcast_v1(player_key, body)
-                if body.get("v") not in (VERSION, HEADER_VERSION):
-                    raise StateDecodeError(f"header version {body.get('v')!r}")
-                self.headers[player_key] = body
-                self.broken.pop(player_key, None)
+                self.headers[player_key] = _checked_header(body)
             elif value is None:
                 self.txns.get(player_key, {}).pop(txn_key.decode(), None)
             else:
-                body = _loads(value)
-                _check_version(body)
-                body.pop("v")
-                self.txns.setdefault(player_key, {})[txn_key.decode()] = _txn(body)
+                self.txns.setdefault(player_key, {})[txn_key.decode()] = value
         except (ValueError, KeyError, TypeError) as exc:
             self.broken[player_key] = f"unreadable saga state record {key!r}: {exc}"
 
@@ -415,15 +417,16 @@ class StateBuilder:
 
     def players(self) -> dict[bytes, RestoredPlayer]:
         out = {}
-        for player_key, h in self.headers.items():
+        for player_key, header in self.headers.items():
             if player_key in self.broken:
                 continue
             try:
-                txns = self.txns.get(player_key, {})
+                h = header if isinstance(header, dict) else _checked_header(_loads(header))
+                txns = {key: _txn_of(record) for key, record in
+                        self.txns.get(player_key, {}).items()}  # fmt: skip
                 delta_records: list[tuple[bytes, bytes | None]] = []
                 delta = h.get("delta") or {}
                 if delta:
-                    txns = dict(txns)
                     for key, body in delta.items():
                         record_key = txn_record_key(player_key, key)
                         if body is None:
@@ -479,6 +482,26 @@ class StateBuilder:
             reason = next(iter(self.broken.values()))
             raise StateDecodeError(reason)
         return {key: p.state for key, p in players.items()}
+
+
+_LAZY_HEADERS = (b'{"v":2,', b'{"v":3,')
+"""How the headers of formats 2 and 3 begin (as this module writes them): the ones read only
+if they are a player's last; any other (format 1, another writer's) is read when added."""
+
+
+def _checked_header(body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("v") not in (VERSION, HEADER_VERSION):
+        raise StateDecodeError(f"header version {body.get('v')!r}")
+    return body
+
+
+def _txn_of(record: Txn | bytes) -> Txn:
+    if isinstance(record, Txn):  # from a version 1 header
+        return record
+    body = _loads(record)
+    _check_version(body)
+    body.pop("v")
+    return _txn(body)
 
 
 def inconsistency(state: PlayerState) -> str | None:

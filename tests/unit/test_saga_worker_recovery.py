@@ -100,7 +100,7 @@ def test_a_torn_state_of_an_older_worker_parks_that_player_only() -> None:
     assert [c["player_id"] for c in _commands(broker)] == ["pl-b"]
     parked = broker.log("agg.deadletters", 0)
     assert [r.key for r in parked] == [A]
-    assert dict(parked[0].headers)["reason"].startswith(b"parked: state unreadable")
+    assert dict(broker.headers_of(parked[0]))["reason"].startswith(b"parked: state unreadable")
 
 
 def test_a_write_cut_after_the_header_is_finished_by_the_restore() -> None:
